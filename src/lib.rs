@@ -1,0 +1,6 @@
+//! skua: a lightweight, k3s-style Kubernetes distribution in one binary.
+//!
+//! Modules follow the map in `docs/architecture.md`; dependencies point down the list.
+#![forbid(unsafe_code)]
+
+pub mod store;
