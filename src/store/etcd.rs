@@ -32,6 +32,8 @@ pub struct EtcdOptions {
 /// See the module documentation.
 pub struct EtcdStore {
     client: Client,
+    /// Why progress notifications cannot be trusted on this etcd, if they cannot.
+    progress_defect: Option<String>,
 }
 
 impl EtcdStore {
@@ -63,14 +65,20 @@ impl EtcdStore {
                     opts.endpoints.join(",")
                 ))
             })?;
-        let store = EtcdStore { client };
-        store.current_revision().await.map_err(|e| {
+        let status = client.clone().status().await.map_err(|e| {
             StoreError::Unavailable(format!(
                 "etcd at {} does not answer: {e}",
                 opts.endpoints.join(",")
             ))
         })?;
-        Ok(store)
+        let progress_defect = progress_defect(status.version());
+        if let Some(defect) = &progress_defect {
+            tracing::warn!(%defect, "watch progress notifications disabled");
+        }
+        Ok(EtcdStore {
+            client,
+            progress_defect,
+        })
     }
 
     fn kv(&self) -> etcd_client::KvClient {
@@ -118,6 +126,31 @@ impl EtcdStore {
             map_err(e)
         }
     }
+}
+
+/// etcd before 3.4.25 and 3.5.8 may send a requested progress notification before
+/// events at or below its revision (etcd issue #15220), which would turn into a wrong
+/// Kubernetes bookmark; on those versions we do not ask for progress at all.
+fn progress_defect(version: &str) -> Option<String> {
+    let mut parts = version
+        .trim_start_matches('v')
+        .split(['.', '-', '+'])
+        .map(|p| p.parse::<u64>().ok());
+    let (major, minor, patch) = match (parts.next(), parts.next(), parts.next()) {
+        (Some(Some(a)), Some(Some(b)), Some(Some(c))) => (a, b, c),
+        _ => return Some(format!("etcd reports an unparsable version {version:?}")),
+    };
+    let fixed = match (major, minor) {
+        (3, 4) => patch >= 25,
+        (3, 5) => patch >= 8,
+        (3, m) => m >= 6,
+        (m, _) => m > 3,
+    };
+    (!fixed).then(|| {
+        format!(
+            "etcd {version} may send watch progress notifications ahead of events (etcd issue #15220); upgrade etcd to 3.4.25, 3.5.8 or later for watch bookmarks"
+        )
+    })
 }
 
 fn tls_options(opts: &EtcdOptions) -> Result<TlsOptions> {
@@ -276,7 +309,10 @@ impl Store for EtcdStore {
     }
 
     async fn watch(&self, prefix: &str, since: Revision) -> Result<Watch> {
-        let mut options = WatchOptions::new().with_prev_key().with_progress_notify();
+        let mut options = WatchOptions::new().with_prev_key();
+        if self.progress_defect.is_none() {
+            options = options.with_progress_notify();
+        }
         options = match prefix_end(prefix.as_bytes()) {
             end if end.is_empty() => options.with_range(vec![0]),
             end => options.with_range(end),
@@ -304,6 +340,7 @@ impl Store for EtcdStore {
             pending: VecDeque::new(),
             since,
             finished: false,
+            progress_defect: self.progress_defect.clone(),
         })))
     }
 
@@ -326,6 +363,25 @@ impl Store for EtcdStore {
     fn backend(&self) -> &'static str {
         "etcd"
     }
+
+    fn supports_progress(&self) -> bool {
+        self.progress_defect.is_none()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::progress_defect;
+
+    #[test]
+    fn progress_is_trusted_only_on_fixed_etcd_versions() {
+        for bad in ["3.4.23", "3.5.7", "3.3.0", "v3.4.24", "nonsense"] {
+            assert!(progress_defect(bad).is_some(), "{bad}");
+        }
+        for good in ["3.4.25", "3.5.8", "3.5.21", "3.6.0", "v3.4.37"] {
+            assert!(progress_defect(good).is_none(), "{good}");
+        }
+    }
 }
 
 struct EtcdWatch {
@@ -333,6 +389,7 @@ struct EtcdWatch {
     pending: VecDeque<WatchMessage>,
     since: Revision,
     finished: bool,
+    progress_defect: Option<String>,
 }
 
 #[async_trait]
@@ -403,6 +460,9 @@ impl WatchStream for EtcdWatch {
     }
 
     async fn request_progress(&mut self) -> Result<()> {
+        if let Some(defect) = &self.progress_defect {
+            return Err(StoreError::Unsupported(defect.clone()));
+        }
         self.stream.request_progress().await.map_err(map_err)
     }
 }

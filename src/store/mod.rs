@@ -203,6 +203,8 @@ pub enum StoreError {
     /// to do. Nothing has been changed on disk.
     #[error("{0}")]
     DataDir(String),
+    #[error("not supported by this datastore: {0}")]
+    Unsupported(String),
     #[error("the datastore is unavailable: {0}")]
     Unavailable(String),
     #[error("datastore error: {0}")]
@@ -250,6 +252,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// A short name for logs and benchmarks ("sled", "etcd", "memory").
     fn backend(&self) -> &'static str;
+
+    /// Whether [`Watch::request_progress`] is available (it is not on etcd versions
+    /// whose progress notifications can run ahead of events).
+    fn supports_progress(&self) -> bool {
+        true
+    }
 }
 
 /// Rejects keys the backends cannot all store the same way. NUL is reserved: the
