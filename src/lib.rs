@@ -3,4 +3,7 @@
 //! Modules follow the map in `docs/architecture.md`; dependencies point down the list.
 #![forbid(unsafe_code)]
 
+pub mod agent;
+pub mod cli;
+pub mod server;
 pub mod store;

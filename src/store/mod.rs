@@ -12,6 +12,7 @@
 
 pub mod compactor;
 pub mod etcd;
+pub mod etcd_local;
 mod hub;
 pub mod memory;
 pub mod sled;

@@ -400,7 +400,10 @@ pub async fn watch_resumes_exactly_after(store: &dyn Store) {
     // a progress request is answered in order with the events (or refused up front
     // by a backend that cannot keep that promise; see the etcd version test)
     if !store.supports_progress() {
-        assert!(matches!(now.request_progress().await, Err(StoreError::Unsupported(_))));
+        assert!(matches!(
+            now.request_progress().await,
+            Err(StoreError::Unsupported(_))
+        ));
         return;
     }
     now.request_progress().await.unwrap();

@@ -5,112 +5,29 @@ pub mod conformance;
 pub mod watch_checker;
 
 use skua::store::Store;
-use skua::store::etcd::{EtcdOptions, EtcdStore};
+use skua::store::etcd::EtcdStore;
+use skua::store::etcd_local::LocalEtcd;
 use skua::store::memory::MemoryStore;
 use skua::store::sled::{SledOptions, SledStore};
-use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
-/// A free loopback port (bound and released; good enough for tests).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("no free loopback port")
-}
-
-/// A real etcd (Debian's etcd-server) on 127.0.0.1 with its own data dir, killed on drop.
+/// A real etcd (Debian's etcd-server) on 127.0.0.1 with its own temp dir.
 pub struct EtcdServer {
-    child: Option<Child>,
-    pub endpoint: String,
-    peer: String,
+    pub local: LocalEtcd,
     pub dir: TempDir,
 }
 
 impl EtcdServer {
     pub fn start() -> EtcdServer {
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut server = EtcdServer {
-            child: None,
-            endpoint: format!("http://127.0.0.1:{}", free_port()),
-            peer: format!("http://127.0.0.1:{}", free_port()),
-            dir,
-        };
-        server.spawn();
-        server
+        let local = LocalEtcd::start(&etcd_binary(), dir.path()).expect("start etcd");
+        EtcdServer { local, dir }
     }
 
-    fn spawn(&mut self) {
-        let data = self.dir.path().join("data");
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join("etcd.log"))
-            .expect("etcd log file");
-        let child = Command::new(etcd_binary())
-            .args(["--name", "skua-test"])
-            .arg("--data-dir")
-            .arg(&data)
-            .args(["--listen-client-urls", &self.endpoint])
-            .args(["--advertise-client-urls", &self.endpoint])
-            .args(["--listen-peer-urls", &self.peer])
-            .args(["--initial-advertise-peer-urls", &self.peer])
-            .args(["--initial-cluster", &format!("skua-test={}", self.peer)])
-            .args(["--logger", "zap", "--log-level", "warn"])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("cannot start etcd: install Debian's etcd-server (scripts/test.sh does)");
-        self.child = Some(child);
-    }
-
-    /// SIGKILL, as a crash would.
-    pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    pub fn restart(&mut self) {
-        self.kill();
-        self.spawn();
-    }
-
-    pub fn options(&self) -> EtcdOptions {
-        EtcdOptions {
-            endpoints: vec![self.endpoint.clone()],
-            ..Default::default()
-        }
-    }
-
-    /// Connects, retrying while etcd starts.
     pub async fn connect(&self) -> EtcdStore {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            match EtcdStore::connect(&self.options()).await {
-                Ok(store) => return store,
-                Err(e) if Instant::now() < deadline => {
-                    let _ = e;
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-                Err(e) => panic!(
-                    "etcd did not come up: {e}; log: {}",
-                    std::fs::read_to_string(self.dir.path().join("etcd.log")).unwrap_or_default()
-                ),
-            }
-        }
-    }
-}
-
-impl Drop for EtcdServer {
-    fn drop(&mut self) {
-        self.kill();
+        self.local.connect().await.expect("etcd did not come up")
     }
 }
 

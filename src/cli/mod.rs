@@ -1,0 +1,206 @@
+//! The `skua` command line: clap commands, the config-file merge (flag > env > file >
+//! default, as k3s does it) and process start-up. The only place that uses `anyhow`.
+
+mod bench;
+pub mod config;
+pub mod debug;
+
+use crate::server::ServerConfig;
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use std::ffi::OsString;
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+/// The version `skua --version` prints.
+pub const VERSION: &str = concat!("v", env!("CARGO_PKG_VERSION"));
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "skua",
+    version = VERSION,
+    about = "A lightweight Kubernetes distribution in one binary",
+    long_about = "skua runs a whole Kubernetes cluster from one binary: `skua server` starts the control plane (and, by default, an agent); `skua agent` joins more nodes."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the control plane (datastore, API, controllers) and, unless disabled, an agent.
+    Server(ServerArgs),
+    /// Run a node that joins a server.
+    Agent(AgentArgs),
+    /// Reproducible benchmarks (results go to BENCHMARKS.md).
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+    /// Tools for tests; not a stable interface.
+    #[command(subcommand, hide = true)]
+    Debug(debug::DebugCommand),
+}
+
+/// Flags of `skua server`. Each also reads `SKUA_<FLAG>` and the config file key of
+/// the same name as the flag.
+#[derive(Args, Debug, Clone)]
+pub struct ServerArgs {
+    /// Config file; `<file>.d/*.yaml` beside it are read too, in name order.
+    #[arg(long, short = 'c', env = "SKUA_CONFIG_FILE", default_value = config::DEFAULT_CONFIG)]
+    pub config: PathBuf,
+    /// Folder to hold state.
+    #[arg(
+        long,
+        short = 'd',
+        env = "SKUA_DATA_DIR",
+        default_value = "/var/lib/skua"
+    )]
+    pub data_dir: PathBuf,
+    /// Address the API server listens on.
+    #[arg(long, env = "SKUA_BIND_ADDRESS", default_value = "0.0.0.0")]
+    pub bind_address: IpAddr,
+    /// HTTPS port of the API server.
+    #[arg(long, env = "SKUA_HTTPS_LISTEN_PORT", default_value_t = 6443)]
+    pub https_listen_port: u16,
+    /// IPv4 network CIDR for pod IPs.
+    #[arg(long, env = "SKUA_CLUSTER_CIDR", default_value = "10.42.0.0/16", value_parser = config::parse_cidr)]
+    pub cluster_cidr: String,
+    /// IPv4 network CIDR for service IPs.
+    #[arg(long, env = "SKUA_SERVICE_CIDR", default_value = "10.43.0.0/16", value_parser = config::parse_cidr)]
+    pub service_cidr: String,
+    /// Cluster DNS service IP (must be inside --service-cidr).
+    #[arg(long, env = "SKUA_CLUSTER_DNS", default_value = "10.43.0.10")]
+    pub cluster_dns: IpAddr,
+    /// Cluster domain.
+    #[arg(long, env = "SKUA_CLUSTER_DOMAIN", default_value = "cluster.local")]
+    pub cluster_domain: String,
+    /// Extra host names or IPs for the serving certificate (repeatable).
+    #[arg(long, env = "SKUA_TLS_SAN", value_delimiter = ',')]
+    pub tls_san: Vec<String>,
+    /// Where to write the admin kubeconfig.
+    #[arg(
+        long,
+        short = 'o',
+        env = "SKUA_KUBECONFIG_OUTPUT",
+        default_value = "/etc/skua/skua.yaml"
+    )]
+    pub write_kubeconfig: PathBuf,
+    /// File mode of the admin kubeconfig, e.g. 644.
+    #[arg(long, env = "SKUA_KUBECONFIG_MODE", default_value = "600")]
+    pub write_kubeconfig_mode: String,
+    /// Shared secret agents use to join.
+    #[arg(long, short = 't', env = "SKUA_TOKEN")]
+    pub token: Option<String>,
+    /// Node name of the embedded agent.
+    #[arg(long, env = "SKUA_NODE_NAME")]
+    pub node_name: Option<String>,
+    /// Run only the control plane, no agent.
+    #[arg(long, env = "SKUA_DISABLE_AGENT")]
+    pub disable_agent: bool,
+    /// etcd endpoints (https://host:2379,...) to use instead of the embedded sled store.
+    #[arg(long, env = "SKUA_DATASTORE_ENDPOINT")]
+    pub datastore_endpoint: Option<String>,
+    /// CA file to verify the etcd servers.
+    #[arg(long, env = "SKUA_DATASTORE_CAFILE")]
+    pub datastore_cafile: Option<PathBuf>,
+    /// Client certificate for etcd.
+    #[arg(long, env = "SKUA_DATASTORE_CERTFILE")]
+    pub datastore_certfile: Option<PathBuf>,
+    /// Client key for etcd.
+    #[arg(long, env = "SKUA_DATASTORE_KEYFILE")]
+    pub datastore_keyfile: Option<PathBuf>,
+    /// Page cache of the embedded datastore, in MiB.
+    #[arg(long, env = "SKUA_DATASTORE_CACHE_MIB", default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    pub datastore_cache_mib: u64,
+    /// How often old datastore history is compacted (one interval of history is kept).
+    #[arg(long, env = "SKUA_DATASTORE_COMPACTION_INTERVAL", default_value = "5m", value_parser = config::parse_duration)]
+    pub datastore_compaction_interval: std::time::Duration,
+    /// Turn on debug logs.
+    #[arg(long, env = "SKUA_DEBUG")]
+    pub debug: bool,
+}
+
+/// Flags of `skua agent`.
+#[derive(Args, Debug, Clone)]
+pub struct AgentArgs {
+    /// Config file; `<file>.d/*.yaml` beside it are read too, in name order.
+    #[arg(long, short = 'c', env = "SKUA_CONFIG_FILE", default_value = config::DEFAULT_CONFIG)]
+    pub config: PathBuf,
+    /// Folder to hold state.
+    #[arg(
+        long,
+        short = 'd',
+        env = "SKUA_DATA_DIR",
+        default_value = "/var/lib/skua"
+    )]
+    pub data_dir: PathBuf,
+    /// Server to join, e.g. https://10.0.0.1:6443.
+    #[arg(long, short = 's', env = "SKUA_URL")]
+    pub server: Option<String>,
+    /// Join token (K10…).
+    #[arg(long, short = 't', env = "SKUA_TOKEN")]
+    pub token: Option<String>,
+    /// File holding the join token.
+    #[arg(long, env = "SKUA_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Node name.
+    #[arg(long, env = "SKUA_NODE_NAME")]
+    pub node_name: Option<String>,
+    /// Turn on debug logs.
+    #[arg(long, env = "SKUA_DEBUG")]
+    pub debug: bool,
+}
+
+/// Parses the command line, merges the config files and runs the command.
+pub fn main() -> anyhow::Result<()> {
+    let cli = match parse(std::env::args_os().collect()) {
+        Ok(cli) => cli,
+        Err(CliError::Clap(e)) => e.exit(),
+        Err(CliError::Config(e)) => anyhow::bail!("{e}"),
+    };
+    let debug = match &cli.command {
+        Command::Server(a) => a.debug,
+        Command::Agent(a) => a.debug,
+        _ => false,
+    };
+    init_logging(debug);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("skua")
+        .build()?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Server(args) => crate::server::run(ServerConfig::try_from(args)?).await,
+            Command::Agent(args) => crate::agent::run(args).await,
+            Command::Bench(cmd) => bench::run(cmd).await,
+            Command::Debug(cmd) => debug::run(cmd).await,
+        }
+    })
+}
+
+/// Why a command line could not be turned into a command.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// Includes `--help` and `--version`, which clap reports as errors to print.
+    #[error(transparent)]
+    Clap(#[from] clap::Error),
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+}
+
+/// Parses `argv` with the config files merged in (see [`config::merge`]).
+pub fn parse(argv: Vec<OsString>) -> Result<Cli, CliError> {
+    let matches = Cli::command().try_get_matches_from(argv.clone())?;
+    let argv = config::merge(&Cli::command(), &matches, argv.clone())?.unwrap_or(argv);
+    let matches = Cli::command().try_get_matches_from(argv)?;
+    Ok(Cli::from_arg_matches(&matches)?)
+}
+
+fn init_logging(debug: bool) {
+    let default = if debug { "debug" } else { "info" };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SKUA_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

@@ -1,0 +1,115 @@
+//! Start-up of the control plane: store → PKI → API → controllers → (agent).
+//! This build starts the datastore and its compactor; the API server and the rest
+//! follow in their own issues.
+
+use crate::cli::ServerArgs;
+use crate::store::etcd::{EtcdOptions, EtcdStore};
+use crate::store::sled::{SledOptions, SledStore};
+use crate::store::{Store, compactor};
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The one resolved configuration of a server, handed down to every component.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    pub data_dir: PathBuf,
+    pub bind_address: IpAddr,
+    pub https_listen_port: u16,
+    pub cluster_cidr: String,
+    pub service_cidr: String,
+    pub cluster_dns: IpAddr,
+    pub cluster_domain: String,
+    pub tls_san: Vec<String>,
+    pub disable_agent: bool,
+    pub datastore: DatastoreConfig,
+    pub compaction_interval: Duration,
+}
+
+/// Which datastore to use.
+#[derive(Clone, Debug)]
+pub enum DatastoreConfig {
+    Sled(SledOptions),
+    Etcd(EtcdOptions),
+}
+
+impl TryFrom<ServerArgs> for ServerConfig {
+    type Error = anyhow::Error;
+
+    fn try_from(a: ServerArgs) -> anyhow::Result<Self> {
+        let datastore = match &a.datastore_endpoint {
+            Some(endpoint) => DatastoreConfig::Etcd(EtcdOptions {
+                endpoints: endpoint.split(',').map(|e| e.trim().to_string()).collect(),
+                ca_file: a.datastore_cafile.clone(),
+                cert_file: a.datastore_certfile.clone(),
+                key_file: a.datastore_keyfile.clone(),
+            }),
+            None => {
+                let mut opts = SledOptions::new(a.data_dir.join("server").join("db"));
+                opts.cache_bytes = a.datastore_cache_mib * 1024 * 1024;
+                DatastoreConfig::Sled(opts)
+            }
+        };
+        Ok(ServerConfig {
+            data_dir: a.data_dir,
+            bind_address: a.bind_address,
+            https_listen_port: a.https_listen_port,
+            cluster_cidr: a.cluster_cidr,
+            service_cidr: a.service_cidr,
+            cluster_dns: a.cluster_dns,
+            cluster_domain: a.cluster_domain,
+            tls_san: a.tls_san,
+            disable_agent: a.disable_agent,
+            datastore,
+            compaction_interval: a.datastore_compaction_interval,
+        })
+    }
+}
+
+/// Opens the configured datastore.
+pub async fn open_store(cfg: &DatastoreConfig) -> anyhow::Result<Arc<dyn Store>> {
+    Ok(match cfg {
+        DatastoreConfig::Sled(opts) => {
+            let opts = opts.clone();
+            Arc::new(tokio::task::spawn_blocking(move || SledStore::open(opts)).await??)
+        }
+        DatastoreConfig::Etcd(opts) => Arc::new(EtcdStore::connect(opts).await?),
+    })
+}
+
+/// Runs `skua server` until SIGINT or SIGTERM.
+pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
+    tracing::info!(version = crate::cli::VERSION, data_dir = %cfg.data_dir.display(), "starting skua server");
+    let store = open_store(&cfg.datastore).await?;
+    let revision = store.current_revision().await?;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let compaction = tokio::spawn(compactor::run(
+        store.clone(),
+        cfg.compaction_interval,
+        async {
+            let _ = stop_rx.await;
+        },
+    ));
+    tracing::info!(backend = store.backend(), revision, "datastore ready");
+    if !cfg.disable_agent {
+        tracing::info!(
+            "the embedded agent is not part of this build yet; running the control plane only"
+        );
+    }
+    wait_for_shutdown().await?;
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(());
+    let _ = compaction.await;
+    drop(store); // the sled store flushes and closes when its last handle goes
+    Ok(())
+}
+
+async fn wait_for_shutdown() -> anyhow::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r?,
+        _ = term.recv() => {}
+    }
+    Ok(())
+}
