@@ -1,0 +1,257 @@
+//! Crash test: acknowledged writes survive SIGKILL at random moments.
+//!
+//! sled: a child `skua debug store-writer` writes as fast as it can and prints every
+//! acknowledgement; it is SIGKILLed, the store is reopened and checked, again and again.
+//! etcd: the same against a real etcd that is SIGKILLed under load and restarted.
+
+mod common;
+
+use skua::cli::debug::crash_value;
+use skua::store::{ListOptions, Revision, Store, StoreError};
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const CYCLES: usize = 24;
+
+struct Rng(u64);
+
+impl Rng {
+    fn seeded() -> Rng {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1)
+            | 1;
+        println!("random seed {seed}");
+        Rng(seed)
+    }
+
+    fn millis(&mut self, lo: u64, hi: u64) -> Duration {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        Duration::from_millis(lo + self.0 % (hi - lo))
+    }
+}
+
+/// Everything acknowledged so far, and the checks made after each restart.
+#[derive(Default)]
+struct Ledger {
+    acked: BTreeMap<String, Revision>,
+    max_revision: Revision,
+    counters: BTreeMap<String, u64>,
+    lost: usize,
+}
+
+impl Ledger {
+    /// Records one cycle's acknowledgements; they must all be newer than any before.
+    fn record(&mut self, cycle: usize, acks: Vec<(String, Revision)>, counter: u64) {
+        let counter_key = format!("/crash/{cycle}/counter");
+        let floor = self.max_revision;
+        for (key, rev) in acks {
+            assert!(
+                rev > floor,
+                "cycle {cycle}: revision {rev} of {key} is not above {floor}, acknowledged before the crash: a revision was reused"
+            );
+            self.max_revision = self.max_revision.max(rev);
+            self.acked.insert(key, rev);
+        }
+        let c = self.counters.entry(counter_key).or_default();
+        *c = (*c).max(counter);
+    }
+
+    async fn verify(&mut self, cycle: usize, store: &dyn Store) {
+        let all = store.list("/crash/", ListOptions::default()).await.unwrap();
+        let stored: BTreeMap<&str, &skua::store::KeyValue> =
+            all.kvs.iter().map(|kv| (kv.key.as_str(), kv)).collect();
+        for (key, rev) in &self.acked {
+            match stored.get(key.as_str()) {
+                Some(kv) if kv.mod_revision == *rev && kv.value == crash_value(key) => {}
+                other => {
+                    self.lost += 1;
+                    eprintln!("cycle {cycle}: acknowledged {key}@{rev} came back as {other:?}");
+                }
+            }
+        }
+        // a point read agrees with the list
+        if let Some((key, rev)) = self.acked.iter().next_back() {
+            assert_eq!(
+                store.get(key).await.unwrap().kv.map(|kv| kv.mod_revision),
+                Some(*rev)
+            );
+        }
+        // nothing half-visible: every stored value is complete and self-consistent
+        for kv in &all.kvs {
+            if kv.key.ends_with("/counter") {
+                let n: u64 = String::from_utf8_lossy(&kv.value)
+                    .parse()
+                    .expect("counter is a number");
+                let acked = self.counters.get(&kv.key).copied().unwrap_or(0);
+                assert!(
+                    n >= acked,
+                    "cycle {cycle}: {} is {n}, below the acknowledged {acked}",
+                    kv.key
+                );
+            } else {
+                assert_eq!(
+                    kv.value,
+                    crash_value(&kv.key),
+                    "cycle {cycle}: torn value under {}",
+                    kv.key
+                );
+            }
+        }
+        let current = store.current_revision().await.unwrap();
+        assert!(
+            current >= self.max_revision,
+            "cycle {cycle}: revision went back to {current}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sled_acknowledged_writes_survive_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("db");
+    let mut rng = Rng::seeded();
+    let mut ledger = Ledger::default();
+    for cycle in 0..CYCLES {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_skua"))
+            .args([
+                "debug",
+                "store-writer",
+                "--prefix",
+                &format!("/crash/{cycle}"),
+            ])
+            .arg("--data-dir")
+            .arg(&db)
+            .env("SKUA_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                match line {
+                    Ok(l) => {
+                        let _ = tx.send(l);
+                    }
+                    Err(_) => break,
+                }
+            }
+        });
+        let first = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("writer did not start");
+        assert_eq!(first, "ready");
+        std::thread::sleep(rng.millis(30, 400));
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        reader.join().unwrap();
+        // `lines()` yields a final line without newline too; only complete reports count
+        let mut acks = Vec::new();
+        let mut counter = 0;
+        for line in rx.try_iter() {
+            let parts: Vec<&str> = line.split(' ').collect();
+            match parts.as_slice() {
+                ["ack", key, rev] => {
+                    if let Ok(rev) = rev.parse() {
+                        acks.push((key.to_string(), rev));
+                    }
+                }
+                ["counter", n, _] => counter = counter.max(n.parse().unwrap_or(0)),
+                _ => {}
+            }
+        }
+        ledger.record(cycle, acks, counter);
+        let store = common::open_sled(dir.path());
+        store.check_integrity().unwrap();
+        ledger.verify(cycle, &store).await;
+        drop(store);
+    }
+    println!(
+        "lost acknowledged writes: {} in {CYCLES} cycles ({} acknowledged writes, last revision {})",
+        ledger.lost,
+        ledger.acked.len(),
+        ledger.max_revision
+    );
+    assert_eq!(ledger.lost, 0);
+    assert!(
+        ledger.acked.len() > CYCLES,
+        "the writer made too little progress to prove anything"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_acknowledged_writes_survive_sigkill() {
+    let mut etcd = common::EtcdServer::start();
+    let mut rng = Rng::seeded();
+    let mut ledger = Ledger::default();
+    for cycle in 0..CYCLES {
+        let store: Arc<dyn Store> = Arc::new(etcd.connect().await);
+        ledger.verify(cycle, &*store).await;
+        let acks = Arc::new(Mutex::new(Vec::new()));
+        let counter = Arc::new(Mutex::new(0u64));
+        let prefix = format!("/crash/{cycle}");
+        let _ = store
+            .create(&format!("{prefix}/counter"), b"0".to_vec())
+            .await;
+        let mut tasks = Vec::new();
+        for w in 0..8 {
+            let (store, acks, counter, prefix) =
+                (store.clone(), acks.clone(), counter.clone(), prefix.clone());
+            tasks.push(tokio::spawn(async move {
+                for i in 0u64.. {
+                    let key = format!("{prefix}/{w}/{i}");
+                    let rev = store.create(&key, crash_value(&key)).await?;
+                    acks.lock().unwrap().push((key, rev));
+                    if i % 4 == 0 {
+                        let kv = store.get(&format!("{prefix}/counter")).await?.kv.unwrap();
+                        let n: u64 = String::from_utf8_lossy(&kv.value).parse().unwrap();
+                        match store
+                            .update(&kv.key, (n + 1).to_string().into_bytes(), kv.mod_revision)
+                            .await
+                        {
+                            Ok(_) => {
+                                let mut c = counter.lock().unwrap();
+                                *c = (*c).max(n + 1);
+                            }
+                            Err(StoreError::Conflict { .. }) => {}
+                            Err(e) => return Err(e),
+                        }
+                    }
+                }
+                Ok::<(), StoreError>(())
+            }));
+        }
+        let started = Instant::now();
+        tokio::time::sleep(rng.millis(30, 400)).await;
+        etcd.local.kill(); // SIGKILL under load
+        for t in tasks {
+            t.abort();
+        }
+        let acks = std::mem::take(&mut *acks.lock().unwrap());
+        assert!(
+            !acks.is_empty() || started.elapsed() < Duration::from_millis(100),
+            "no progress"
+        );
+        ledger.record(cycle, acks, *counter.lock().unwrap());
+        drop(store);
+        etcd.local.restart().unwrap();
+    }
+    let store = etcd.connect().await;
+    ledger.verify(CYCLES, &store).await;
+    println!(
+        "lost acknowledged writes: {} in {CYCLES} cycles ({} acknowledged writes, last revision {})",
+        ledger.lost,
+        ledger.acked.len(),
+        ledger.max_revision
+    );
+    assert_eq!(ledger.lost, 0);
+    assert!(ledger.acked.len() > CYCLES);
+}
