@@ -1,0 +1,236 @@
+//! What only the embedded backend promises: slow watchers are cut off without slowing
+//! writers, damaged or foreign data dirs are refused and left untouched, history is
+//! kept bounded on disk under steady churn, and data survives a clean restart.
+
+mod common;
+
+use skua::store::sled::{SledOptions, SledStore};
+use skua::store::{ListOptions, Store, StoreError, WatchMessage};
+use std::path::Path;
+use std::time::Duration;
+
+fn open_err(path: &Path) -> String {
+    match SledStore::open(SledOptions::new(path)) {
+        Err(StoreError::DataDir(msg)) => msg,
+        Err(e) => panic!("expected a data-dir error, got {e}"),
+        Ok(_) => panic!("opening {} must fail", path.display()),
+    }
+}
+
+/// Every tree of a sled database with its contents (sled rewrites its own files when
+/// it opens, so "untouched" is checked on the stored data, not on bytes).
+fn contents(path: &Path) -> Vec<(Vec<u8>, Vec<(Vec<u8>, Vec<u8>)>)> {
+    let db = sled::open(path).unwrap();
+    let mut out = Vec::new();
+    for name in db.tree_names() {
+        let tree = db.open_tree(&name).unwrap();
+        let items = tree
+            .iter()
+            .map(|kv| kv.unwrap())
+            .map(|(k, v)| (k.to_vec(), v.to_vec()))
+            .collect();
+        out.push((name.to_vec(), items));
+    }
+    out.sort();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_watcher_is_cut_off_and_never_blocks_writers() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = SledOptions::new(dir.path().join("db"));
+    opts.watch_buffer = 16;
+    let store = SledStore::open(opts).unwrap();
+    let mut slow = store.watch("/s/", 0).await.unwrap();
+    let mut fast = store.watch("/s/", 0).await.unwrap();
+    let reader = tokio::spawn(async move {
+        let mut n = 0;
+        while n < 200 {
+            match fast.next().await {
+                Some(Ok(WatchMessage::Event(_))) => n += 1,
+                Some(Ok(_)) => {}
+                other => panic!("the fast watcher must not be cut off: {other:?}"),
+            }
+        }
+    });
+    // 200 writes complete although `slow` reads nothing
+    let writes = async {
+        for i in 0..200 {
+            store
+                .create(&format!("/s/{i}"), b"x".to_vec())
+                .await
+                .unwrap();
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), writes)
+        .await
+        .expect("writers were blocked");
+    reader.await.unwrap();
+    // the slow watcher gets what fitted in its buffer, in order, then Expired
+    let mut last = 0;
+    loop {
+        match slow.next().await {
+            Some(Ok(WatchMessage::Event(e))) => {
+                assert!(e.revision() > last);
+                last = e.revision();
+            }
+            Some(Ok(WatchMessage::Progress(_))) => {}
+            Some(Err(StoreError::Expired { revision })) => {
+                assert!(revision > last, "expired after the last delivered event");
+                break;
+            }
+            other => panic!("expected Expired, got {other:?}"),
+        }
+    }
+    assert!(last > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_survives_a_restart_and_revisions_continue() {
+    let dir = tempfile::tempdir().unwrap();
+    let (r1, r2);
+    {
+        let store = common::open_sled(dir.path());
+        r1 = store.create("/r/a", b"1".to_vec()).await.unwrap();
+        r2 = store.update("/r/a", b"2".to_vec(), r1).await.unwrap();
+        store.compact(r2).await.unwrap();
+    }
+    let store = common::open_sled(dir.path());
+    assert_eq!(store.current_revision().await.unwrap(), r2);
+    let kv = store.get("/r/a").await.unwrap().kv.unwrap();
+    assert_eq!(
+        (kv.value.as_slice(), kv.mod_revision, kv.create_revision),
+        (&b"2"[..], r2, r1)
+    );
+    assert!(matches!(
+        store.list("/r/", ListOptions { revision: r1, ..Default::default() }).await,
+        Err(StoreError::Compacted { compact_revision, .. }) if compact_revision == r2
+    ));
+    assert!(store.create("/r/b", b"1".to_vec()).await.unwrap() > r2);
+    store.check_integrity().unwrap();
+}
+
+#[test]
+fn a_newer_format_is_refused_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    drop(SledStore::open(SledOptions::new(&path)).unwrap());
+    {
+        let db = sled::open(&path).unwrap();
+        db.open_tree("meta")
+            .unwrap()
+            .insert("format", &7u32.to_be_bytes())
+            .unwrap();
+        db.flush().unwrap();
+    }
+    let before = contents(&path);
+    let msg = open_err(&path);
+    assert!(msg.contains(&path.display().to_string()), "{msg}");
+    assert!(
+        msg.contains("newer skua") && msg.contains("format 7"),
+        "{msg}"
+    );
+    assert_eq!(contents(&path), before, "the stored data must not change");
+}
+
+#[test]
+fn a_damaged_store_is_never_initialised_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let store = SledStore::open(SledOptions::new(&path)).unwrap();
+        rt.block_on(async {
+            for i in 0..50 {
+                store
+                    .create(&format!("/d/{i}"), vec![b'x'; 500])
+                    .await
+                    .unwrap();
+            }
+        });
+    }
+    // overwrite the database file with garbage, keeping its size
+    let db_file = path.join("db");
+    let len = std::fs::metadata(&db_file).unwrap().len() as usize;
+    std::fs::write(&db_file, vec![0xA5u8; len]).unwrap();
+    let msg = open_err(&path);
+    assert!(msg.contains(&path.display().to_string()), "{msg}");
+    assert!(
+        msg.contains("move the directory away"),
+        "the error says what to do: {msg}"
+    );
+    // and a second attempt still refuses: the first did not initialise anything
+    let again = open_err(&path);
+    assert_eq!(again, msg);
+}
+
+#[test]
+fn foreign_data_and_a_file_in_place_of_the_dir_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let foreign = dir.path().join("foreign");
+    {
+        let db = sled::open(&foreign).unwrap();
+        db.open_tree("versions").unwrap().insert("k", "v").unwrap();
+        db.flush().unwrap();
+    }
+    assert!(open_err(&foreign).contains("did not write"));
+    let file = dir.path().join("file");
+    std::fs::write(&file, b"x").unwrap();
+    assert!(open_err(&file).contains("not a directory"));
+}
+
+#[test]
+fn a_store_in_use_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let _first = SledStore::open(SledOptions::new(&path)).unwrap();
+    let msg = open_err(&path);
+    assert!(msg.contains("in use by another process"), "{msg}");
+}
+
+/// kine/sqlite grows without bound under churn; with compaction this store must not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn size_on_disk_stays_bounded_under_steady_churn() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = common::open_sled(dir.path());
+    let keys = 200;
+    let value = vec![b'v'; 1024];
+    let mut revs = vec![0; keys];
+    for (i, r) in revs.iter_mut().enumerate() {
+        *r = store
+            .create(&format!("/churn/{i}"), value.clone())
+            .await
+            .unwrap();
+    }
+    let mut sizes = Vec::new();
+    for _phase in 0..8 {
+        for round in 0..20 {
+            for (i, r) in revs.iter_mut().enumerate() {
+                let mut v = value.clone();
+                v[0] = round as u8;
+                *r = store.update(&format!("/churn/{i}"), v, *r).await.unwrap();
+            }
+        }
+        let now = store.current_revision().await.unwrap();
+        store.compact(now).await.unwrap();
+        store.wait_purged();
+        sizes.push(store.size_on_disk().unwrap());
+    }
+    println!("size on disk after each phase of 4000 updates (bytes): {sizes:?}");
+    // unbounded growth would be roughly linear: phase 8 near 8/3 of phase 3
+    let settled = sizes[2];
+    let late = sizes[5..].iter().copied().max().unwrap();
+    assert!(
+        late <= settled * 2,
+        "the database keeps growing under churn: {sizes:?}"
+    );
+    store.check_integrity().unwrap();
+    assert_eq!(
+        store
+            .list("/churn/", ListOptions::default())
+            .await
+            .unwrap()
+            .count,
+        keys
+    );
+}
