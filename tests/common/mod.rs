@@ -42,10 +42,15 @@ pub struct Backend {
     pub etcd: Option<EtcdServer>,
 }
 
+/// Watch buffer of the embedded backends under test: larger than any run here, so a
+/// watcher descheduled on a loaded machine is not cut off (that behaviour has its own
+/// test in tests/sled.rs).
+const TEST_WATCH_BUFFER: usize = 1 << 16;
+
 impl Backend {
     pub async fn memory() -> Backend {
         Backend {
-            store: Arc::new(MemoryStore::new()),
+            store: Arc::new(MemoryStore::with_watch_buffer(TEST_WATCH_BUFFER)),
             dir: None,
             etcd: None,
         }
@@ -53,7 +58,9 @@ impl Backend {
 
     pub async fn sled() -> Backend {
         let dir = tempfile::tempdir().expect("temp dir");
-        let store = open_sled(dir.path());
+        let mut opts = SledOptions::new(dir.path().join("db"));
+        opts.watch_buffer = TEST_WATCH_BUFFER;
+        let store = SledStore::open(opts).expect("open sled store");
         Backend {
             store: Arc::new(store),
             dir: Some(dir),
