@@ -46,13 +46,13 @@ impl TryFrom<ServerArgs> for ServerConfig {
                 key_file: a.datastore_keyfile.clone(),
             }),
             None => {
-                let mut opts = SledOptions::new(a.data_dir.join("server").join("db"));
+                let mut opts = SledOptions::new(a.common.data_dir.join("server").join("db"));
                 opts.cache_bytes = a.datastore_cache_mib * 1024 * 1024;
                 DatastoreConfig::Sled(opts)
             }
         };
         Ok(ServerConfig {
-            data_dir: a.data_dir,
+            data_dir: a.common.data_dir,
             bind_address: a.bind_address,
             https_listen_port: a.https_listen_port,
             cluster_cidr: a.cluster_cidr,

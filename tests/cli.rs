@@ -26,7 +26,7 @@ fn defaults_match_k3s_with_our_names() {
     let cfg = dir.path().join("config.yaml");
     write(&cfg, "");
     let a = server(&["--config", cfg.to_str().unwrap()]).unwrap();
-    assert_eq!(a.data_dir, Path::new("/var/lib/skua"));
+    assert_eq!(a.common.data_dir, Path::new("/var/lib/skua"));
     assert_eq!(a.https_listen_port, 6443);
     assert_eq!(a.cluster_cidr, "10.42.0.0/16");
     assert_eq!(a.service_cidr, "10.43.0.0/16");
@@ -58,7 +58,11 @@ fn flag_beats_env_beats_file_beats_default() {
     .unwrap();
     assert_eq!(a.cluster_domain, "flag.local", "flag wins");
     assert_eq!(a.https_listen_port, 8000, "env beats file");
-    assert_eq!(a.data_dir, Path::new("/from/file"), "file beats default");
+    assert_eq!(
+        a.common.data_dir,
+        Path::new("/from/file"),
+        "file beats default"
+    );
     assert_eq!(a.service_cidr, "10.43.0.0/16", "default remains");
     assert!(a.disable_agent, "booleans come from the file too");
     assert_eq!(a.tls_san, vec!["a.example", "10.0.0.1"]);

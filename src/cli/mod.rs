@@ -40,10 +40,9 @@ pub enum Command {
     Debug(debug::DebugCommand),
 }
 
-/// Flags of `skua server`. Each also reads `SKUA_<FLAG>` and the config file key of
-/// the same name as the flag.
+/// Flags every node command has (server and agent alike).
 #[derive(Args, Debug, Clone)]
-pub struct ServerArgs {
+pub struct CommonArgs {
     /// Config file; `<file>.d/*.yaml` beside it are read too, in name order.
     #[arg(long, short = 'c', env = "SKUA_CONFIG_FILE", default_value = config::DEFAULT_CONFIG)]
     pub config: PathBuf,
@@ -55,6 +54,23 @@ pub struct ServerArgs {
         default_value = "/var/lib/skua"
     )]
     pub data_dir: PathBuf,
+    /// Shared secret (server) or join token K10… (agent).
+    #[arg(long, short = 't', env = "SKUA_TOKEN")]
+    pub token: Option<String>,
+    /// Node name.
+    #[arg(long, env = "SKUA_NODE_NAME")]
+    pub node_name: Option<String>,
+    /// Turn on debug logs.
+    #[arg(long, env = "SKUA_DEBUG")]
+    pub debug: bool,
+}
+
+/// Flags of `skua server`. Each also reads `SKUA_<FLAG>` and the config file key of
+/// the same name as the flag.
+#[derive(Args, Debug, Clone)]
+pub struct ServerArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
     /// Address the API server listens on.
     #[arg(long, env = "SKUA_BIND_ADDRESS", default_value = "0.0.0.0")]
     pub bind_address: IpAddr,
@@ -87,12 +103,6 @@ pub struct ServerArgs {
     /// File mode of the admin kubeconfig, e.g. 644.
     #[arg(long, env = "SKUA_KUBECONFIG_MODE", default_value = "600")]
     pub write_kubeconfig_mode: String,
-    /// Shared secret agents use to join.
-    #[arg(long, short = 't', env = "SKUA_TOKEN")]
-    pub token: Option<String>,
-    /// Node name of the embedded agent.
-    #[arg(long, env = "SKUA_NODE_NAME")]
-    pub node_name: Option<String>,
     /// Run only the control plane, no agent.
     #[arg(long, env = "SKUA_DISABLE_AGENT")]
     pub disable_agent: bool,
@@ -114,40 +124,19 @@ pub struct ServerArgs {
     /// How often old datastore history is compacted (one interval of history is kept).
     #[arg(long, env = "SKUA_DATASTORE_COMPACTION_INTERVAL", default_value = "5m", value_parser = config::parse_duration)]
     pub datastore_compaction_interval: std::time::Duration,
-    /// Turn on debug logs.
-    #[arg(long, env = "SKUA_DEBUG")]
-    pub debug: bool,
 }
 
 /// Flags of `skua agent`.
 #[derive(Args, Debug, Clone)]
 pub struct AgentArgs {
-    /// Config file; `<file>.d/*.yaml` beside it are read too, in name order.
-    #[arg(long, short = 'c', env = "SKUA_CONFIG_FILE", default_value = config::DEFAULT_CONFIG)]
-    pub config: PathBuf,
-    /// Folder to hold state.
-    #[arg(
-        long,
-        short = 'd',
-        env = "SKUA_DATA_DIR",
-        default_value = "/var/lib/skua"
-    )]
-    pub data_dir: PathBuf,
+    #[command(flatten)]
+    pub common: CommonArgs,
     /// Server to join, e.g. https://10.0.0.1:6443.
     #[arg(long, short = 's', env = "SKUA_URL")]
     pub server: Option<String>,
-    /// Join token (K10…).
-    #[arg(long, short = 't', env = "SKUA_TOKEN")]
-    pub token: Option<String>,
     /// File holding the join token.
     #[arg(long, env = "SKUA_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
-    /// Node name.
-    #[arg(long, env = "SKUA_NODE_NAME")]
-    pub node_name: Option<String>,
-    /// Turn on debug logs.
-    #[arg(long, env = "SKUA_DEBUG")]
-    pub debug: bool,
 }
 
 /// Parses the command line, merges the config files and runs the command.
@@ -158,8 +147,8 @@ pub fn main() -> anyhow::Result<()> {
         Err(CliError::Config(e)) => anyhow::bail!("{e}"),
     };
     let debug = match &cli.command {
-        Command::Server(a) => a.debug,
-        Command::Agent(a) => a.debug,
+        Command::Server(a) => a.common.debug,
+        Command::Agent(a) => a.common.debug,
         _ => false,
     };
     init_logging(debug);

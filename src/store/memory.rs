@@ -3,8 +3,8 @@
 
 use super::hub::{DEFAULT_WATCH_BUFFER, History, Hub};
 use super::{
-    Event, EventKind, GetResult, KeyValue, ListOptions, ListResult, Result, Revision, Store,
-    StoreError, Watch, list_start, validate_key,
+    Event, GetResult, KeyValue, ListOptions, ListResult, Result, Revision, Store, StoreError,
+    Watch, list_start, validate_key,
 };
 use async_trait::async_trait;
 use std::collections::BTreeMap;
@@ -129,28 +129,7 @@ impl MemoryStore {
                 value: value.clone(),
             });
         st.log.insert(revision, key.to_string());
-        let event = match value {
-            Some(value) => Event {
-                kind: EventKind::Put,
-                kv: KeyValue {
-                    key: key.to_string(),
-                    value,
-                    create_revision,
-                    mod_revision: revision,
-                },
-                prev,
-            },
-            None => Event {
-                kind: EventKind::Delete,
-                kv: KeyValue {
-                    key: key.to_string(),
-                    value: Vec::new(),
-                    create_revision: 0,
-                    mod_revision: revision,
-                },
-                prev,
-            },
-        };
+        let event = Event::of_write(key, revision, create_revision, value, prev);
         self.hub.publish(std::slice::from_ref(&event));
         Ok(revision)
     }
@@ -191,23 +170,13 @@ impl History for Shared {
                 })?;
             let prev = idx.checked_sub(1).and_then(|i| versions[i].to_kv(key));
             let v = &versions[idx];
-            events.push(match v.to_kv(key) {
-                Some(kv) => Event {
-                    kind: EventKind::Put,
-                    kv,
-                    prev,
-                },
-                None => Event {
-                    kind: EventKind::Delete,
-                    kv: KeyValue {
-                        key: key.clone(),
-                        value: Vec::new(),
-                        create_revision: 0,
-                        mod_revision: revision,
-                    },
-                    prev,
-                },
-            });
+            events.push(Event::of_write(
+                key,
+                revision,
+                v.create_revision,
+                v.value.clone(),
+                prev,
+            ));
             if events.len() == max {
                 break;
             }

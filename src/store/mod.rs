@@ -113,6 +113,30 @@ pub struct Event {
 }
 
 impl Event {
+    /// The event of a write at `revision`: a put of `value`, or a delete for `None`.
+    pub(crate) fn of_write(
+        key: &str,
+        revision: Revision,
+        create_revision: Revision,
+        value: Option<Vec<u8>>,
+        prev: Option<KeyValue>,
+    ) -> Event {
+        let (kind, value, create_revision) = match value {
+            Some(value) => (EventKind::Put, value, create_revision),
+            None => (EventKind::Delete, Vec::new(), 0),
+        };
+        Event {
+            kind,
+            kv: KeyValue {
+                key: key.to_string(),
+                value,
+                create_revision,
+                mod_revision: revision,
+            },
+            prev,
+        }
+    }
+
     /// The revision at which this change happened.
     pub fn revision(&self) -> Revision {
         self.kv.mod_revision

@@ -22,8 +22,8 @@ mod purge;
 
 use super::hub::{DEFAULT_WATCH_BUFFER, History, Hub};
 use super::{
-    Event, EventKind, GetResult, KeyValue, ListOptions, ListResult, Result, Revision, Store,
-    StoreError, Watch, list_start, prefix_end, validate_key,
+    Event, GetResult, KeyValue, ListOptions, ListResult, Result, Revision, Store, StoreError,
+    Watch, list_start, prefix_end, validate_key,
 };
 use crate::store::memory::check_expected;
 use async_trait::async_trait;
@@ -304,29 +304,14 @@ fn backend(e: sled::Error) -> StoreError {
 /// Builds the event for a stored version (`raw`) of `key` at `revision`.
 fn event_from(key: &str, revision: Revision, raw: &[u8], prev: Option<KeyValue>) -> Result<Event> {
     let stored = decode_version(raw)?;
-    Ok(if stored.kind == KIND_PUT {
-        Event {
-            kind: EventKind::Put,
-            kv: KeyValue {
-                key: key.to_string(),
-                value: stored.value.to_vec(),
-                create_revision: stored.create_revision,
-                mod_revision: revision,
-            },
-            prev,
-        }
-    } else {
-        Event {
-            kind: EventKind::Delete,
-            kv: KeyValue {
-                key: key.to_string(),
-                value: Vec::new(),
-                create_revision: 0,
-                mod_revision: revision,
-            },
-            prev,
-        }
-    })
+    let value = (stored.kind == KIND_PUT).then(|| stored.value.to_vec());
+    Ok(Event::of_write(
+        key,
+        revision,
+        stored.create_revision,
+        value,
+        prev,
+    ))
 }
 
 /// The value a stored version represents, or `None` for a deletion.
@@ -408,28 +393,8 @@ impl Inner {
             });
         committed.map_err(|e| (StoreError::Backend(format!("sled transaction: {e:?}")), 0))?;
         w.revision = revision;
-        w.pending.push(match value {
-            Some(value) => Event {
-                kind: EventKind::Put,
-                kv: KeyValue {
-                    key: key.to_string(),
-                    value,
-                    create_revision,
-                    mod_revision: revision,
-                },
-                prev,
-            },
-            None => Event {
-                kind: EventKind::Delete,
-                kv: KeyValue {
-                    key: key.to_string(),
-                    value: Vec::new(),
-                    create_revision: 0,
-                    mod_revision: revision,
-                },
-                prev,
-            },
-        });
+        w.pending
+            .push(Event::of_write(key, revision, create_revision, value, prev));
         drop(w);
         self.wake_flusher.notify_one();
         Ok(revision)
