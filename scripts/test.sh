@@ -13,4 +13,5 @@ if ! cargo nextest --version >/dev/null 2>&1; then
 fi
 
 cargo fmt --all -- --check
+cargo clippy --all-targets --locked --quiet -- -D warnings
 cargo nextest run --locked --no-fail-fast "$@"

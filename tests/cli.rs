@@ -10,7 +10,7 @@ fn server(args: &[&str]) -> Result<ServerArgs, CliError> {
     match parse(argv.into_iter().map(Into::into).collect())? {
         Cli {
             command: Command::Server(a),
-        } => Ok(a),
+        } => Ok(*a),
         other => panic!("parsed as {other:?}"),
     }
 }

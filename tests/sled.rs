@@ -17,9 +17,11 @@ fn open_err(path: &Path) -> String {
     }
 }
 
+type Items = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// Every tree of a sled database with its contents (sled rewrites its own files when
 /// it opens, so "untouched" is checked on the stored data, not on bytes).
-fn contents(path: &Path) -> Vec<(Vec<u8>, Vec<(Vec<u8>, Vec<u8>)>)> {
+fn contents(path: &Path) -> Vec<(Vec<u8>, Items)> {
     let db = sled::open(path).unwrap();
     let mut out = Vec::new();
     for name in db.tree_names() {

@@ -37,6 +37,9 @@ pub struct StoreBenchArgs {
     pub value_size: usize,
 }
 
+/// A table row: its label and how to read its figure.
+type Row<T> = (&'static str, fn(&Figures) -> T);
+
 /// One round's figures for one backend.
 #[derive(Clone, Debug, Default)]
 struct Figures {
@@ -204,7 +207,7 @@ async fn store(a: StoreBenchArgs) -> anyhow::Result<()> {
     println!();
     println!("| metric | sled | etcd | sled/etcd |");
     println!("|---|---:|---:|---:|");
-    let rows_tp: [(&str, fn(&Figures) -> f64); 2] = [
+    let rows_tp: [Row<f64>; 2] = [
         ("durable creates/s, 1 writer", |f| f.create_1),
         ("durable creates/s, 64 writers", |f| f.create_64),
     ];
@@ -212,7 +215,7 @@ async fn store(a: StoreBenchArgs) -> anyhow::Result<()> {
         let (s, e) = (tp(&sled, f), tp(&etcd_figs, f));
         println!("| {name} | {s:.0} | {e:.0} | {:.2} |", s / e);
     }
-    let rows_lat: [(&str, fn(&Figures) -> Duration); 6] = [
+    let rows_lat: [Row<Duration>; 6] = [
         ("get p50", |f| f.get_p50),
         ("get p99", |f| f.get_p99),
         ("list 10k p50", |f| f.list_p50),

@@ -29,7 +29,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the control plane (datastore, API, controllers) and, unless disabled, an agent.
-    Server(ServerArgs),
+    Server(Box<ServerArgs>),
     /// Run a node that joins a server.
     Agent(AgentArgs),
     /// Reproducible benchmarks (results go to BENCHMARKS.md).
@@ -158,7 +158,7 @@ pub fn main() -> anyhow::Result<()> {
         .build()?;
     runtime.block_on(async move {
         match cli.command {
-            Command::Server(args) => crate::server::run(ServerConfig::try_from(args)?).await,
+            Command::Server(args) => crate::server::run(ServerConfig::try_from(*args)?).await,
             Command::Agent(args) => crate::agent::run(args).await,
             Command::Bench(cmd) => bench::run(cmd).await,
             Command::Debug(cmd) => debug::run(cmd).await,

@@ -369,21 +369,6 @@ impl Store for EtcdStore {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::progress_defect;
-
-    #[test]
-    fn progress_is_trusted_only_on_fixed_etcd_versions() {
-        for bad in ["3.4.23", "3.5.7", "3.3.0", "v3.4.24", "nonsense"] {
-            assert!(progress_defect(bad).is_some(), "{bad}");
-        }
-        for good in ["3.4.25", "3.5.8", "3.5.21", "3.6.0", "v3.4.37"] {
-            assert!(progress_defect(good).is_none(), "{good}");
-        }
-    }
-}
-
 struct EtcdWatch {
     stream: etcd_client::WatchStream,
     pending: VecDeque<WatchMessage>,
@@ -464,5 +449,20 @@ impl WatchStream for EtcdWatch {
             return Err(StoreError::Unsupported(defect.clone()));
         }
         self.stream.request_progress().await.map_err(map_err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::progress_defect;
+
+    #[test]
+    fn progress_is_trusted_only_on_fixed_etcd_versions() {
+        for bad in ["3.4.23", "3.5.7", "3.3.0", "v3.4.24", "nonsense"] {
+            assert!(progress_defect(bad).is_some(), "{bad}");
+        }
+        for good in ["3.4.25", "3.5.8", "3.5.21", "3.6.0", "v3.4.37"] {
+            assert!(progress_defect(good).is_none(), "{good}");
+        }
     }
 }
