@@ -19,6 +19,7 @@ need protoc protobuf-compiler
 need /usr/include/google/protobuf/descriptor.proto libprotobuf-dev
 if [ "$want" = test ]; then
     need etcd etcd-server
+    need openssl openssl
 fi
 [ -z "$missing" ] && exit 0
 

@@ -15,6 +15,15 @@ pub struct LocalEtcd {
     dir: PathBuf,
     pub endpoint: String,
     peer: String,
+    tls: Option<ServerTls>,
+}
+
+/// PEM files for an etcd that serves HTTPS and requires client certificates.
+#[derive(Clone, Debug)]
+pub struct ServerTls {
+    pub ca_file: PathBuf,
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
 }
 
 fn free_port() -> std::io::Result<u16> {
@@ -24,13 +33,20 @@ fn free_port() -> std::io::Result<u16> {
 impl LocalEtcd {
     /// Starts `binary` (e.g. "etcd") with its data and log in `dir`.
     pub fn start(binary: &str, dir: &Path) -> Result<LocalEtcd> {
+        Self::start_with(binary, dir, None)
+    }
+
+    /// Like [`LocalEtcd::start`], serving clients over TLS when `tls` is given.
+    pub fn start_with(binary: &str, dir: &Path, tls: Option<ServerTls>) -> Result<LocalEtcd> {
         let port = |_| free_port().map_err(|e| StoreError::Backend(format!("no free port: {e}")));
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let mut etcd = LocalEtcd {
             child: None,
             binary: binary.to_string(),
             dir: dir.to_path_buf(),
-            endpoint: format!("http://127.0.0.1:{}", port(())?),
+            endpoint: format!("{scheme}://127.0.0.1:{}", port(())?),
             peer: format!("http://127.0.0.1:{}", port(())?),
+            tls,
         };
         etcd.spawn()?;
         Ok(etcd)
@@ -45,7 +61,17 @@ impl LocalEtcd {
             .append(true)
             .open(self.dir.join("etcd.log"))
             .map_err(io)?;
-        let child = Command::new(&self.binary)
+        let mut cmd = Command::new(&self.binary);
+        if let Some(tls) = &self.tls {
+            cmd.arg("--cert-file")
+                .arg(&tls.cert_file)
+                .arg("--key-file")
+                .arg(&tls.key_file)
+                .arg("--trusted-ca-file")
+                .arg(&tls.ca_file)
+                .arg("--client-cert-auth");
+        }
+        let child = cmd
             .args(["--name", "skua-local"])
             .arg("--data-dir")
             .arg(self.dir.join("data"))
@@ -83,10 +109,14 @@ impl LocalEtcd {
         self.spawn()
     }
 
+    /// Options to reach this etcd (with the server's own key pair as the client
+    /// identity when it serves TLS; its certificate is made for both uses).
     pub fn options(&self) -> EtcdOptions {
         EtcdOptions {
             endpoints: vec![self.endpoint.clone()],
-            ..Default::default()
+            ca_file: self.tls.as_ref().map(|t| t.ca_file.clone()),
+            cert_file: self.tls.as_ref().map(|t| t.cert_file.clone()),
+            key_file: self.tls.as_ref().map(|t| t.key_file.clone()),
         }
     }
 
