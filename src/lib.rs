@@ -5,5 +5,6 @@
 
 pub mod agent;
 pub mod cli;
+pub mod pki;
 pub mod server;
 pub mod store;

@@ -1,0 +1,350 @@
+//! The cluster's own certificate authorities and the certificates the server needs,
+//! under `<data-dir>/server/tls/` with k3s' file names.
+//!
+//! The two CAs (server CA: signs serving certificates; client CA: signs client
+//! certificates) and the service-account signing key are made once and kept: every
+//! kubeconfig and node certificate depends on them. Leaf certificates are issued again
+//! at every start, so their SANs always match the current flags and they never get
+//! near their 365-day expiry on a server that is restarted now and then.
+
+mod files;
+pub mod kubeconfig;
+
+pub use files::write_private;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType,
+};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use time::{Duration, OffsetDateTime};
+
+/// CA lifetime, set explicitly (not left to a library default).
+pub const CA_DAYS: i64 = 3650;
+/// Leaf certificate lifetime.
+pub const LEAF_DAYS: i64 = 365;
+
+/// What the server's certificates must say.
+#[derive(Clone, Debug)]
+pub struct PkiOptions {
+    /// `<data-dir>/server/tls`.
+    pub dir: PathBuf,
+    pub cluster_domain: String,
+    /// The service CIDR; its first address is the `kubernetes` service IP.
+    pub service_cidr: String,
+    pub node_ips: Vec<IpAddr>,
+    /// `--tls-san`: extra host names or IPs.
+    pub tls_sans: Vec<String>,
+}
+
+/// The PEM material the server uses.
+#[derive(Clone)]
+pub struct ServerPki {
+    pub server_ca_cert: String,
+    pub client_ca_cert: String,
+    pub serving_cert: String,
+    pub serving_key: String,
+    pub admin_cert: String,
+    pub admin_key: String,
+    pub service_account_key: String,
+}
+
+/// Why the certificates could not be made or loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum PkiError {
+    #[error("{path}: {message}")]
+    File { path: PathBuf, message: String },
+    #[error("certificate generation failed: {0}")]
+    Generate(#[from] rcgen::Error),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// A CA loaded or made: its certificate (PEM) and what signs with it.
+struct Ca {
+    cert: String,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+fn ca_params(common_name: &str) -> CertificateParams {
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, common_name);
+    params.distinguished_name = dn;
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    params
+}
+
+fn validity(params: &mut CertificateParams, days: i64) {
+    let now = OffsetDateTime::now_utc();
+    // a little slack for clocks that are slightly behind
+    params.not_before = now - Duration::hours(1);
+    params.not_after = now + Duration::days(days);
+}
+
+/// Loads the CA named `name` from `dir`, or makes it if neither file exists. A lone
+/// certificate or key is damage, not a reason to start over.
+fn load_or_make_ca(dir: &Path, name: &str, common_name: &str) -> Result<Ca, PkiError> {
+    let cert_path = dir.join(format!("{name}.crt"));
+    let key_path = dir.join(format!("{name}.key"));
+    // The issuer is rebuilt from the same name and key, which reproduces the subject
+    // and key identifier that the stored certificate carries.
+    match (files::read(&cert_path)?, files::read(&key_path)?) {
+        (Some(cert), Some(key_pem)) => {
+            let key = KeyPair::from_pem(&key_pem).map_err(|e| PkiError::File {
+                path: key_path.clone(),
+                message: format!("not a usable private key ({e}); restore it from a backup"),
+            })?;
+            Ok(Ca {
+                cert,
+                issuer: Issuer::new(ca_params(common_name), key),
+            })
+        }
+        (None, None) => {
+            let key = KeyPair::generate()?;
+            let mut params = ca_params(common_name);
+            validity(&mut params, CA_DAYS);
+            let cert = params.self_signed(&key)?.pem();
+            write_private(&key_path, key.serialize_pem().as_bytes(), 0o600)?;
+            files::write_public(&cert_path, cert.as_bytes())?;
+            tracing::info!(path = %cert_path.display(), "created certificate authority");
+            Ok(Ca {
+                cert,
+                issuer: Issuer::new(ca_params(common_name), key),
+            })
+        }
+        (cert, _) => {
+            let (present, missing) = if cert.is_some() {
+                (&cert_path, &key_path)
+            } else {
+                (&key_path, &cert_path)
+            };
+            Err(PkiError::File {
+                path: missing.clone(),
+                message: format!(
+                    "is missing while {} exists; restore it from a backup (skua will not replace a CA that certificates already depend on)",
+                    present.display()
+                ),
+            })
+        }
+    }
+}
+
+/// The first address of a CIDR (the `kubernetes` service IP of a service CIDR).
+pub fn first_ip(cidr: &str) -> Result<IpAddr, PkiError> {
+    let bad = || PkiError::Invalid(format!("{cidr:?} is not a CIDR"));
+    let (addr, len) = cidr.split_once('/').ok_or_else(bad)?;
+    let len: u32 = len.parse().map_err(|_| bad())?;
+    match addr.parse::<IpAddr>().map_err(|_| bad())? {
+        IpAddr::V4(a) if len <= 32 => {
+            let mask = u32::MAX.checked_shl(32 - len).unwrap_or(0);
+            Ok(IpAddr::V4((u32::from(a) & mask).wrapping_add(1).into()))
+        }
+        IpAddr::V6(a) if len <= 128 => {
+            let mask = u128::MAX.checked_shl(128 - len).unwrap_or(0);
+            Ok(IpAddr::V6((u128::from(a) & mask).wrapping_add(1).into()))
+        }
+        _ => Err(bad()),
+    }
+}
+
+/// The names the serving certificate must carry.
+pub fn serving_sans(opts: &PkiOptions) -> Result<Vec<SanType>, PkiError> {
+    let mut names = vec![
+        "kubernetes".to_string(),
+        "kubernetes.default".to_string(),
+        "kubernetes.default.svc".to_string(),
+        format!("kubernetes.default.svc.{}", opts.cluster_domain),
+        "localhost".to_string(),
+    ];
+    let mut ips: Vec<IpAddr> = vec![IpAddr::from([127, 0, 0, 1])];
+    ips.extend(&opts.node_ips);
+    ips.push(first_ip(&opts.service_cidr)?);
+    for san in &opts.tls_sans {
+        match san.parse::<IpAddr>() {
+            Ok(ip) => ips.push(ip),
+            Err(_) => names.push(san.clone()),
+        }
+    }
+    let mut out = Vec::new();
+    for name in names {
+        let dns = name.clone().try_into().map_err(|_| {
+            PkiError::Invalid(format!("--tls-san {name:?} is not a valid DNS name"))
+        })?;
+        let san = SanType::DnsName(dns);
+        if !out.contains(&san) {
+            out.push(san);
+        }
+    }
+    for ip in ips {
+        let san = SanType::IpAddress(ip);
+        if !out.contains(&san) {
+            out.push(san);
+        }
+    }
+    Ok(out)
+}
+
+fn leaf(
+    ca: &Ca,
+    common_name: &str,
+    organization: Option<&str>,
+    sans: Vec<SanType>,
+    usage: ExtendedKeyUsagePurpose,
+) -> Result<(String, String), PkiError> {
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, common_name);
+    if let Some(o) = organization {
+        dn.push(DnType::OrganizationName, o);
+    }
+    params.distinguished_name = dn;
+    params.subject_alt_names = sans;
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    params.extended_key_usages = vec![usage];
+    params.use_authority_key_identifier_extension = true;
+    validity(&mut params, LEAF_DAYS);
+    let cert = params.signed_by(&key, &ca.issuer)?.pem();
+    Ok((cert, key.serialize_pem()))
+}
+
+/// Makes (first start) or loads the CAs and the service-account key, and issues the
+/// serving and admin certificates; writes everything to `opts.dir`.
+pub fn ensure(opts: &PkiOptions) -> Result<ServerPki, PkiError> {
+    files::create_private_dir(&opts.dir)?;
+    let server_ca = load_or_make_ca(&opts.dir, "server-ca", "skua-server-ca")?;
+    let client_ca = load_or_make_ca(&opts.dir, "client-ca", "skua-client-ca")?;
+
+    let sa_path = opts.dir.join("service.key");
+    let service_account_key = match files::read(&sa_path)? {
+        Some(pem) => {
+            KeyPair::from_pem(&pem).map_err(|e| PkiError::File {
+                path: sa_path.clone(),
+                message: format!("not a usable private key ({e}); restore it from a backup"),
+            })?;
+            pem
+        }
+        None => {
+            let pem = KeyPair::generate()?.serialize_pem();
+            write_private(&sa_path, pem.as_bytes(), 0o600)?;
+            pem
+        }
+    };
+
+    let (serving_cert, serving_key) = leaf(
+        &server_ca,
+        "kube-apiserver",
+        None,
+        serving_sans(opts)?,
+        ExtendedKeyUsagePurpose::ServerAuth,
+    )?;
+    files::write_public(
+        &opts.dir.join("serving-kube-apiserver.crt"),
+        serving_cert.as_bytes(),
+    )?;
+    write_private(
+        &opts.dir.join("serving-kube-apiserver.key"),
+        serving_key.as_bytes(),
+        0o600,
+    )?;
+
+    let (admin_cert, admin_key) = leaf(
+        &client_ca,
+        "system:admin",
+        Some("system:masters"),
+        Vec::new(),
+        ExtendedKeyUsagePurpose::ClientAuth,
+    )?;
+    files::write_public(&opts.dir.join("client-admin.crt"), admin_cert.as_bytes())?;
+    write_private(
+        &opts.dir.join("client-admin.key"),
+        admin_key.as_bytes(),
+        0o600,
+    )?;
+
+    Ok(ServerPki {
+        server_ca_cert: server_ca.cert,
+        client_ca_cert: client_ca.cert,
+        serving_cert,
+        serving_key,
+        admin_cert,
+        admin_key,
+        service_account_key,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_ip_of_service_cidrs() {
+        assert_eq!(first_ip("10.43.0.0/16").unwrap().to_string(), "10.43.0.1");
+        assert_eq!(first_ip("10.43.7.9/16").unwrap().to_string(), "10.43.0.1");
+        assert_eq!(first_ip("fd00:43::/112").unwrap().to_string(), "fd00:43::1");
+        assert!(first_ip("10.43.0.0").is_err());
+        assert!(first_ip("10.43.0.0/40").is_err());
+    }
+
+    #[test]
+    fn serving_sans_cover_the_service_names_and_flags() {
+        let opts = PkiOptions {
+            dir: PathBuf::new(),
+            cluster_domain: "cluster.local".into(),
+            service_cidr: "10.43.0.0/16".into(),
+            node_ips: vec![IpAddr::from([192, 0, 2, 7])],
+            tls_sans: vec![
+                "skua.example.com".into(),
+                "203.0.113.5".into(),
+                "localhost".into(),
+            ],
+        };
+        let sans = serving_sans(&opts).unwrap();
+        let text: Vec<String> = sans
+            .iter()
+            .map(|s| match s {
+                SanType::DnsName(n) => n.as_str().to_string(),
+                SanType::IpAddress(ip) => ip.to_string(),
+                other => format!("{other:?}"),
+            })
+            .collect();
+        for want in [
+            "kubernetes",
+            "kubernetes.default",
+            "kubernetes.default.svc",
+            "kubernetes.default.svc.cluster.local",
+            "localhost",
+            "127.0.0.1",
+            "192.0.2.7",
+            "10.43.0.1",
+            "skua.example.com",
+            "203.0.113.5",
+        ] {
+            assert!(
+                text.contains(&want.to_string()),
+                "missing {want} in {text:?}"
+            );
+        }
+        assert_eq!(
+            text.iter().filter(|t| *t == "localhost").count(),
+            1,
+            "no duplicates"
+        );
+        let bad = PkiOptions {
+            tls_sans: vec!["not a name!".into()],
+            ..opts
+        };
+        assert!(serving_sans(&bad).is_err());
+    }
+}
