@@ -174,6 +174,11 @@ pub fn serving_sans(opts: &PkiOptions) -> Result<Vec<SanType>, PkiError> {
     }
     let mut out = Vec::new();
     for name in names {
+        if !is_dns_name(&name) {
+            return Err(PkiError::Invalid(format!(
+                "--tls-san {name:?} is neither an IP address nor a DNS name"
+            )));
+        }
         let dns = name.clone().try_into().map_err(|_| {
             PkiError::Invalid(format!("--tls-san {name:?} is not a valid DNS name"))
         })?;
@@ -189,6 +194,23 @@ pub fn serving_sans(opts: &PkiOptions) -> Result<Vec<SanType>, PkiError> {
         }
     }
     Ok(out)
+}
+
+/// A DNS name as certificates carry it: dot-separated labels of letters, digits and
+/// inner hyphens, at most 253 characters, optionally starting with a `*.` wildcard.
+fn is_dns_name(name: &str) -> bool {
+    let name = name.strip_prefix("*.").unwrap_or(name);
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
 }
 
 fn leaf(
