@@ -3,6 +3,7 @@
 //! follow in their own issues.
 
 use crate::cli::ServerArgs;
+use crate::pki::{self, PkiOptions, kubeconfig};
 use crate::store::etcd::{EtcdOptions, EtcdStore};
 use crate::store::sled::{SledOptions, SledStore};
 use crate::store::{Store, compactor};
@@ -22,6 +23,8 @@ pub struct ServerConfig {
     pub cluster_dns: IpAddr,
     pub cluster_domain: String,
     pub tls_san: Vec<String>,
+    pub write_kubeconfig: PathBuf,
+    pub write_kubeconfig_mode: u32,
     pub disable_agent: bool,
     pub datastore: DatastoreConfig,
     pub compaction_interval: Duration,
@@ -60,10 +63,25 @@ impl TryFrom<ServerArgs> for ServerConfig {
             cluster_dns: a.cluster_dns,
             cluster_domain: a.cluster_domain,
             tls_san: a.tls_san,
+            write_kubeconfig: a.write_kubeconfig,
+            write_kubeconfig_mode: kubeconfig::parse_mode(&a.write_kubeconfig_mode)
+                .map_err(|e| anyhow::anyhow!("--write-kubeconfig-mode: {e}"))?,
             disable_agent: a.disable_agent,
             datastore,
             compaction_interval: a.datastore_compaction_interval,
         })
+    }
+}
+
+impl ServerConfig {
+    /// The URL local clients use: loopback when listening on every address.
+    pub fn api_url(&self) -> String {
+        let host = match self.bind_address {
+            ip if ip.is_unspecified() => "127.0.0.1".to_string(),
+            IpAddr::V6(ip) => format!("[{ip}]"),
+            ip => ip.to_string(),
+        };
+        format!("https://{host}:{}", self.https_listen_port)
     }
 }
 
@@ -92,6 +110,28 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
         },
     ));
     tracing::info!(backend = store.backend(), revision, "datastore ready");
+    let pki = {
+        let opts = PkiOptions {
+            dir: cfg.data_dir.join("server").join("tls"),
+            cluster_domain: cfg.cluster_domain.clone(),
+            service_cidr: cfg.service_cidr.clone(),
+            node_ips: Vec::new(),
+            tls_sans: cfg.tls_san.clone(),
+        };
+        tokio::task::spawn_blocking(move || pki::ensure(&opts)).await??
+    };
+    let kubeconfig_text = kubeconfig::render(
+        &cfg.api_url(),
+        &pki.server_ca_cert,
+        &pki.admin_cert,
+        &pki.admin_key,
+    );
+    kubeconfig::write(
+        &cfg.write_kubeconfig,
+        cfg.write_kubeconfig_mode,
+        &kubeconfig_text,
+    )?;
+    tracing::info!(path = %cfg.write_kubeconfig.display(), "wrote admin kubeconfig (the API server itself arrives with issue #3)");
     if !cfg.disable_agent {
         tracing::info!(
             "the embedded agent is not part of this build yet; running the control plane only"
