@@ -20,6 +20,7 @@ need /usr/include/google/protobuf/descriptor.proto libprotobuf-dev
 if [ "$want" = test ]; then
     need etcd etcd-server
     need openssl openssl
+    need curl curl
 fi
 [ -z "$missing" ] && exit 0
 

@@ -2,6 +2,7 @@
 //! This build starts the datastore and its compactor; the API server and the rest
 //! follow in their own issues.
 
+use crate::apiserver;
 use crate::cli::ServerArgs;
 use crate::pki::{self, PkiOptions, kubeconfig};
 use crate::store::etcd::{EtcdOptions, EtcdStore};
@@ -126,12 +127,23 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
         &pki.admin_cert,
         &pki.admin_key,
     );
+    let addr = std::net::SocketAddr::new(cfg.bind_address, cfg.https_listen_port);
+    let listener = apiserver::bind(addr).await?;
+    let (api_stop_tx, api_stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let api = tokio::spawn(apiserver::serve(
+        listener,
+        apiserver::tls_config(&pki)?,
+        async {
+            let _ = api_stop_rx.await;
+        },
+    ));
+    tracing::info!(%addr, "API server listening (health and version only so far)");
     kubeconfig::write(
         &cfg.write_kubeconfig,
         cfg.write_kubeconfig_mode,
         &kubeconfig_text,
     )?;
-    tracing::info!(path = %cfg.write_kubeconfig.display(), "wrote admin kubeconfig (the API server itself arrives with issue #3)");
+    tracing::info!(path = %cfg.write_kubeconfig.display(), "wrote admin kubeconfig");
     if !cfg.disable_agent {
         tracing::info!(
             "the embedded agent is not part of this build yet; running the control plane only"
@@ -139,6 +151,8 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
     }
     wait_for_shutdown().await?;
     tracing::info!("shutting down");
+    let _ = api_stop_tx.send(());
+    let _ = api.await;
     let _ = stop_tx.send(());
     let _ = compaction.await;
     drop(store); // the sled store flushes and closes when its last handle goes

@@ -82,3 +82,89 @@ impl Backend {
 pub fn open_sled(dir: &Path) -> SledStore {
     SledStore::open(SledOptions::new(dir.join("db"))).expect("open sled store")
 }
+
+/// A real `skua server` process on a random loopback port with its own data dir;
+/// killed on drop.
+pub struct SkuaServer {
+    child: std::process::Child,
+    pub dir: TempDir,
+    pub port: u16,
+    pub kubeconfig: std::path::PathBuf,
+}
+
+impl SkuaServer {
+    pub fn start() -> SkuaServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let kubeconfig = dir.path().join("kubeconfig.yaml");
+        let config = dir.path().join("config.yaml");
+        std::fs::write(&config, "").unwrap();
+        let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_skua"))
+            .arg("server")
+            .arg("--config")
+            .arg(&config)
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .arg("--write-kubeconfig")
+            .arg(&kubeconfig)
+            .args([
+                "--bind-address",
+                "127.0.0.1",
+                "--https-listen-port",
+                &port.to_string(),
+            ])
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start skua server");
+        let server = SkuaServer {
+            child,
+            dir,
+            port,
+            kubeconfig,
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !(server.kubeconfig.exists()
+            && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok())
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "skua server did not come up: {}",
+                server.log()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        server
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    pub fn server_ca(&self) -> std::path::PathBuf {
+        self.dir.path().join("data/server/tls/server-ca.crt")
+    }
+}
+
+impl Drop for SkuaServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The path of `kubectl.1.NN` beside the real kubectl binary.
+pub fn kubectl(version: &str) -> std::path::PathBuf {
+    let which = std::process::Command::new("sh")
+        .args(["-c", "dirname $(readlink -f $(command -v kubectl))"])
+        .output()
+        .expect("kubectl installed");
+    let dir = String::from_utf8_lossy(&which.stdout).trim().to_string();
+    let path = std::path::Path::new(&dir).join(format!("kubectl.{version}"));
+    assert!(path.exists(), "{} not found", path.display());
+    path
+}
