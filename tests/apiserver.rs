@@ -82,3 +82,73 @@ fn kubectl_old_and_new_reach_the_server_with_the_admin_kubeconfig() {
         assert!(!err.contains("Unauthorized"), "kubectl {version}: {err}");
     }
 }
+
+/// A client certificate from the client CA authenticates (CN → user, O → groups);
+/// without system:masters the request is refused with upstream's 403 wording.
+#[test]
+fn other_users_are_authenticated_and_refused_by_the_authorizer() {
+    let server = SkuaServer::start();
+    let tls = server.dir.path().join("data/server/tls");
+    let dir = server.dir.path();
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .current_dir(dir)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&[
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        "bob.key",
+        "-out",
+        "bob.csr",
+        "-subj",
+        "/CN=bob/O=dev",
+    ]);
+    std::fs::write(dir.join("bob.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "bob.csr",
+        "-CA",
+        tls.join("client-ca.crt").to_str().unwrap(),
+        "-CAkey",
+        tls.join("client-ca.key").to_str().unwrap(),
+        "-CAcreateserial",
+        "-out",
+        "bob.crt",
+        "-days",
+        "1",
+        "-extfile",
+        "bob.ext",
+    ]);
+    let (body, meta) = curl(
+        &server,
+        &[
+            "--cert",
+            dir.join("bob.crt").to_str().unwrap(),
+            "--key",
+            dir.join("bob.key").to_str().unwrap(),
+        ],
+        "/api/v1/namespaces/default/configmaps/web",
+    );
+    assert!(meta.starts_with("403 "), "{meta}");
+    let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(status["reason"], "Forbidden");
+    assert_eq!(
+        status["message"],
+        "configmaps \"web\" is forbidden: User \"bob\" cannot get resource \"configmaps\" in API group \"\" in the namespace \"default\""
+    );
+}

@@ -277,3 +277,33 @@ fn the_server_writes_an_admin_kubeconfig_kubectl_accepts() {
         std::fs::read_to_string(tls.join("client-admin.key")).unwrap()
     );
 }
+
+#[test]
+fn a_subject_with_several_organizations_gives_several_groups() {
+    let tmp = tempfile::tempdir().unwrap();
+    let der = tmp.path().join("c.der");
+    let key = tmp.path().join("k.pem");
+    let (ok, out) = openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        p(&key),
+        "-outform",
+        "DER",
+        "-out",
+        p(&der),
+        "-days",
+        "1",
+        "-subj",
+        "/O=dev/CN=bob/O=ops",
+    ]);
+    assert!(ok, "{out}");
+    let subject = pki::x509::subject(&std::fs::read(&der).unwrap()).unwrap();
+    assert_eq!(subject.common_names, vec!["bob"]);
+    assert_eq!(subject.organizations, vec!["dev", "ops"]);
+}

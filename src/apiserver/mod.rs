@@ -2,6 +2,8 @@
 //! connection upgrades), client-certificate authentication against the client CA, and
 //! the endpoints every client touches first. Resource handlers come next (issue #3).
 
+pub mod auth;
+pub mod request_info;
 mod routes;
 pub mod status;
 
@@ -31,14 +33,6 @@ pub enum ApiError {
     },
     #[error("TLS set-up failed: {0}")]
     Tls(String),
-}
-
-/// Who made a request, as far as the transport can tell.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Caller {
-    Anonymous,
-    /// Presented a client certificate that chains to the client CA.
-    Certificate,
 }
 
 /// Builds the TLS configuration: the serving certificate, ALPN h2 then http/1.1, and
@@ -103,10 +97,14 @@ pub async fn serve(
                     return;
                 }
             };
-            let caller = match stream.get_ref().1.peer_certificates() {
-                Some(certs) if !certs.is_empty() => Caller::Certificate,
-                _ => Caller::Anonymous,
-            };
+            // rustls has verified any client certificate against the client CA
+            let caller = stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|certs| certs.first())
+                .and_then(|leaf| auth::UserInfo::from_certificate(leaf.as_ref()))
+                .unwrap_or_else(auth::UserInfo::anonymous);
             let service = service_fn(move |req| routes::handle(req, caller.clone()));
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             if let Err(e) = builder

@@ -1,8 +1,10 @@
 //! Request routing. Health and version are open to anyone, as upstream; everything else
 //! needs an authenticated caller.
 
+use super::KUBE_GIT_VERSION;
+use super::auth::{Authorizer, Decision, MastersOnly, UserInfo, forbidden_message};
+use super::request_info::RequestInfo;
 use super::status::{failure, json, text};
-use super::{Caller, KUBE_GIT_VERSION};
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
@@ -10,16 +12,22 @@ use std::convert::Infallible;
 
 pub(super) async fn handle<B>(
     req: Request<B>,
-    caller: Caller,
+    caller: UserInfo,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let path = req.uri().path();
     let read = matches!(*req.method(), Method::GET | Method::HEAD);
+    let info = RequestInfo::parse(req.method(), path, req.uri().query().unwrap_or(""));
     Ok(match path {
         "/healthz" | "/livez" | "/readyz" if read => text(StatusCode::OK, "ok"),
         "/version" if read => json(StatusCode::OK, &version()),
-        _ if caller == Caller::Anonymous => {
+        _ if caller.is_anonymous() => {
             failure(StatusCode::UNAUTHORIZED, "Unauthorized", "Unauthorized")
         }
+        _ if MastersOnly.authorize(&caller, &info) == Decision::Deny => failure(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            &forbidden_message(&caller, &info),
+        ),
         _ => failure(
             StatusCode::NOT_FOUND,
             "NotFound",

@@ -9,6 +9,7 @@
 
 mod files;
 pub mod kubeconfig;
+pub mod x509;
 
 pub use files::write_private;
 
