@@ -130,9 +130,22 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
     let addr = std::net::SocketAddr::new(cfg.bind_address, cfg.https_listen_port);
     let listener = apiserver::bind(addr).await?;
     let (api_stop_tx, api_stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let ctx = Arc::new(apiserver::ApiContext {
+        store: store.clone(),
+        server_address: format!(
+            "{}:{}",
+            if cfg.bind_address.is_unspecified() {
+                "127.0.0.1".to_string()
+            } else {
+                cfg.bind_address.to_string()
+            },
+            cfg.https_listen_port
+        ),
+    });
     let api = tokio::spawn(apiserver::serve(
         listener,
         apiserver::tls_config(&pki)?,
+        ctx,
         async {
             let _ = api_stop_rx.await;
         },

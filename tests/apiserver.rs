@@ -152,3 +152,108 @@ fn other_users_are_authenticated_and_refused_by_the_authorizer() {
         "configmaps \"web\" is forbidden: User \"bob\" cannot get resource \"configmaps\" in API group \"\" in the namespace \"default\""
     );
 }
+
+#[test]
+fn discovery_serves_kubectl_old_and_new() {
+    let server = SkuaServer::start();
+    for version in ["1.27", "1.33"] {
+        let out = Command::new(kubectl(version))
+            .args(["api-resources", "--no-headers"])
+            .env("KUBECONFIG", &server.kubeconfig)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "kubectl {version}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let rows: Vec<Vec<&str>> = text
+            .lines()
+            .map(|l| l.split_whitespace().collect())
+            .collect();
+        for want in [
+            vec!["deployments", "deploy", "apps/v1", "true", "Deployment"],
+            vec!["namespaces", "ns", "v1", "false", "Namespace"],
+            vec!["configmaps", "cm", "v1", "true", "ConfigMap"],
+            vec![
+                "horizontalpodautoscalers",
+                "hpa",
+                "autoscaling/v2",
+                "true",
+                "HorizontalPodAutoscaler",
+            ],
+            vec!["secrets", "v1", "true", "Secret"],
+        ] {
+            assert!(
+                rows.contains(&want),
+                "kubectl {version}: no row {want:?} in\n{text}"
+            );
+        }
+    }
+    // legacy discovery: exact content type and subresources with their own group
+    let admin = |path: &str| {
+        let out = Command::new(kubectl("1.33"))
+            .args(["get", "--raw", path])
+            .env("KUBECONFIG", &server.kubeconfig)
+            .output()
+            .unwrap();
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let core = admin("/api/v1");
+    let names: Vec<&str> = core["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["name"].as_str())
+        .collect();
+    for sub in [
+        "pods/status",
+        "pods/log",
+        "pods/exec",
+        "pods/binding",
+        "pods/eviction",
+        "serviceaccounts/token",
+    ] {
+        assert!(names.contains(&sub), "{sub} missing from /api/v1");
+    }
+    let apps = admin("/apis/apps/v1");
+    let scale = apps["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "deployments/scale")
+        .unwrap();
+    assert_eq!(
+        (scale["group"].as_str(), scale["kind"].as_str()),
+        (Some("autoscaling"), Some("Scale"))
+    );
+    // content types, via curl with the admin certificate
+    let tls = server.dir.path().join("data/server/tls");
+    let (crt, key) = (tls.join("client-admin.crt"), tls.join("client-admin.key"));
+    let cert = [
+        "--cert",
+        crt.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+    ];
+    let (_, meta) = curl(&server, &cert, "/apis");
+    assert!(meta.ends_with(" application/json"), "{meta}");
+    let accept = "Accept: application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json";
+    let mut args = cert.to_vec();
+    args.extend(["-H", accept]);
+    let (body, meta) = curl(&server, &args, "/apis");
+    assert!(
+        meta.ends_with(" application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"),
+        "{meta}"
+    );
+    let list: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(list["kind"], "APIGroupDiscoveryList");
+    assert!(
+        list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|g| g["metadata"]["name"] == "apps")
+    );
+}

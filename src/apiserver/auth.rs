@@ -55,8 +55,21 @@ pub trait Authorizer: Send + Sync {
 pub struct MastersOnly;
 
 impl Authorizer for MastersOnly {
-    fn authorize(&self, user: &UserInfo, _request: &RequestInfo) -> Decision {
+    fn authorize(&self, user: &UserInfo, request: &RequestInfo) -> Decision {
         if user.groups.iter().any(|g| g == "system:masters") {
+            return Decision::Allow;
+        }
+        // upstream's system:discovery and system:public-info-viewer roles, bound to
+        // every authenticated user
+        let discovery = !request.is_resource_request
+            && request.verb == "get"
+            && (request.path == "/api"
+                || request.path == "/apis"
+                || request.path.starts_with("/api/")
+                || request.path.starts_with("/apis/")
+                || request.path.starts_with("/openapi/")
+                || request.path == "/version");
+        if discovery && user.groups.iter().any(|g| g == "system:authenticated") {
             Decision::Allow
         } else {
             Decision::Deny

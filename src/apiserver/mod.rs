@@ -3,6 +3,7 @@
 //! the endpoints every client touches first. Resource handlers come next (issue #3).
 
 pub mod auth;
+mod discovery;
 pub mod request_info;
 mod routes;
 pub mod status;
@@ -33,6 +34,13 @@ pub enum ApiError {
     },
     #[error("TLS set-up failed: {0}")]
     Tls(String),
+}
+
+/// What every request handler shares.
+pub struct ApiContext {
+    pub store: Arc<dyn crate::store::Store>,
+    /// host:port clients reach the API at, for `/api`'s serverAddressByClientCIDRs.
+    pub server_address: String,
 }
 
 /// Builds the TLS configuration: the serving certificate, ALPN h2 then http/1.1, and
@@ -73,6 +81,7 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ApiError> {
 pub async fn serve(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
+    ctx: Arc<ApiContext>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     let acceptor = TlsAcceptor::from(tls);
@@ -89,6 +98,7 @@ pub async fn serve(
             },
         };
         let acceptor = acceptor.clone();
+        let ctx = ctx.clone();
         tokio::spawn(async move {
             let stream = match acceptor.accept(tcp).await {
                 Ok(s) => s,
@@ -105,7 +115,7 @@ pub async fn serve(
                 .and_then(|certs| certs.first())
                 .and_then(|leaf| auth::UserInfo::from_certificate(leaf.as_ref()))
                 .unwrap_or_else(auth::UserInfo::anonymous);
-            let service = service_fn(move |req| routes::handle(req, caller.clone()));
+            let service = service_fn(move |req| routes::handle(req, caller.clone(), ctx.clone()));
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             if let Err(e) = builder
                 .serve_connection_with_upgrades(TokioIo::new(stream), service)

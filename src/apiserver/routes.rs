@@ -1,39 +1,77 @@
-//! Request routing. Health and version are open to anyone, as upstream; everything else
-//! needs an authenticated caller.
+//! Request routing: health and version for anyone; discovery for authenticated users;
+//! resources through the authorizer.
 
-use super::KUBE_GIT_VERSION;
 use super::auth::{Authorizer, Decision, MastersOnly, UserInfo, forbidden_message};
 use super::request_info::RequestInfo;
 use super::status::{failure, json, text};
+use super::{ApiContext, KUBE_GIT_VERSION, discovery};
 use bytes::Bytes;
-use http::{Method, Request, Response, StatusCode};
+use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use std::convert::Infallible;
+use std::sync::Arc;
+
+fn not_found() -> Response<Full<Bytes>> {
+    failure(
+        StatusCode::NOT_FOUND,
+        "NotFound",
+        "the server could not find the requested resource",
+    )
+}
 
 pub(super) async fn handle<B>(
     req: Request<B>,
     caller: UserInfo,
+    ctx: Arc<ApiContext>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
-    let path = req.uri().path();
+    let path = req.uri().path().to_string();
     let read = matches!(*req.method(), Method::GET | Method::HEAD);
-    let info = RequestInfo::parse(req.method(), path, req.uri().query().unwrap_or(""));
-    Ok(match path {
-        "/healthz" | "/livez" | "/readyz" if read => text(StatusCode::OK, "ok"),
-        "/version" if read => json(StatusCode::OK, &version()),
-        _ if caller.is_anonymous() => {
-            failure(StatusCode::UNAUTHORIZED, "Unauthorized", "Unauthorized")
-        }
-        _ if MastersOnly.authorize(&caller, &info) == Decision::Deny => failure(
+    let info = RequestInfo::parse(req.method(), &path, req.uri().query().unwrap_or(""));
+    match path.as_str() {
+        "/healthz" | "/livez" | "/readyz" if read => return Ok(text(StatusCode::OK, "ok")),
+        "/version" if read => return Ok(json(StatusCode::OK, &version())),
+        _ => {}
+    }
+    if caller.is_anonymous() {
+        return Ok(failure(
+            StatusCode::UNAUTHORIZED,
+            "Unauthorized",
+            "Unauthorized",
+        ));
+    }
+    if MastersOnly.authorize(&caller, &info) == Decision::Deny {
+        return Ok(failure(
             StatusCode::FORBIDDEN,
             "Forbidden",
             &forbidden_message(&caller, &info),
-        ),
-        _ => failure(
-            StatusCode::NOT_FOUND,
-            "NotFound",
-            "the server could not find the requested resource",
-        ),
-    })
+        ));
+    }
+    if !info.is_resource_request {
+        if !read {
+            return Ok(failure(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "MethodNotAllowed",
+                "the server does not allow this method on the requested resource",
+            ));
+        }
+        let accept = req
+            .headers()
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let aggregated = discovery::aggregated_version(accept);
+        let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+        let resp = match parts.as_slice() {
+            ["api"] => Some(discovery::core(aggregated, &ctx.server_address)),
+            ["apis"] => Some(discovery::groups(aggregated)),
+            ["api", "v1"] => discovery::resource_list("", "v1"),
+            ["apis", group] => discovery::group(group),
+            ["apis", group, version] => discovery::resource_list(group, version),
+            _ => None,
+        };
+        return Ok(resp.unwrap_or_else(not_found));
+    }
+    Ok(not_found())
 }
 
 fn version() -> serde_json::Value {

@@ -22,12 +22,20 @@ pub fn failure(code: StatusCode, reason: &str, message: &str) -> Response<Full<B
 
 /// A JSON response with exactly `application/json` (older kubectl insists on it).
 pub fn json(code: StatusCode, body: &serde_json::Value) -> Response<Full<Bytes>> {
+    json_typed(code, body, "application/json")
+}
+
+/// A JSON response with a given media type (aggregated discovery names its own).
+pub fn json_typed(
+    code: StatusCode,
+    body: &serde_json::Value,
+    content_type: &str,
+) -> Response<Full<Bytes>> {
     let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
     *resp.status_mut() = code;
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("application/json"),
-    );
+    if let Ok(v) = header::HeaderValue::from_str(content_type) {
+        resp.headers_mut().insert(header::CONTENT_TYPE, v);
+    }
     resp
 }
 

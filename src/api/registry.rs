@@ -1,0 +1,735 @@
+//! The built-in resources: group, version, kind, plural, singular, scope, verbs, short
+//! names, categories and subresources, as kube-apiserver v1.33 serves them. Discovery,
+//! routing and storage all read this one table.
+
+/// The verbs of an ordinary stored resource.
+pub const CRUD: &[&str] = &[
+    "create",
+    "delete",
+    "deletecollection",
+    "get",
+    "list",
+    "patch",
+    "update",
+    "watch",
+];
+/// Namespaces cannot be deleted as a collection.
+const CRUD_NO_COLLECTION: &[&str] = &[
+    "create", "delete", "get", "list", "patch", "update", "watch",
+];
+const CREATE: &[&str] = &["create"];
+const STATUS: &[&str] = &["get", "patch", "update"];
+
+/// A subresource such as `pods/status` or `deployments/scale`.
+#[derive(Debug)]
+pub struct Subresource {
+    pub name: &'static str,
+    /// (group, version, kind) of what it returns.
+    pub response: (&'static str, &'static str, &'static str),
+    pub verbs: &'static [&'static str],
+}
+
+/// One resource of one group version.
+#[derive(Debug)]
+pub struct Resource {
+    pub group: &'static str,
+    pub version: &'static str,
+    pub kind: &'static str,
+    pub plural: &'static str,
+    pub singular: &'static str,
+    pub namespaced: bool,
+    pub verbs: &'static [&'static str],
+    pub short_names: &'static [&'static str],
+    pub categories: &'static [&'static str],
+    pub subresources: &'static [Subresource],
+}
+
+impl Resource {
+    /// `v1` or `apps/v1`.
+    pub fn group_version(&self) -> String {
+        if self.group.is_empty() {
+            self.version.to_string()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
+    }
+
+    /// Whether objects of this kind are kept in the store (review kinds are not).
+    pub fn is_stored(&self) -> bool {
+        self.verbs.contains(&"get")
+    }
+}
+
+const fn sub(
+    name: &'static str,
+    response: (&'static str, &'static str, &'static str),
+    verbs: &'static [&'static str],
+) -> Subresource {
+    Subresource {
+        name,
+        response,
+        verbs,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+const fn res(
+    group: &'static str,
+    version: &'static str,
+    kind: &'static str,
+    plural: &'static str,
+    singular: &'static str,
+    namespaced: bool,
+    verbs: &'static [&'static str],
+    short_names: &'static [&'static str],
+    categories: &'static [&'static str],
+    subresources: &'static [Subresource],
+) -> Resource {
+    Resource {
+        group,
+        version,
+        kind,
+        plural,
+        singular,
+        namespaced,
+        verbs,
+        short_names,
+        categories,
+        subresources,
+    }
+}
+
+const ALL: &[&str] = &["all"];
+const NONE: &[&str] = &[];
+const NS: bool = true;
+const CLUSTER: bool = false;
+
+/// Every built-in resource.
+pub static RESOURCES: &[Resource] = &[
+    // core/v1
+    res(
+        "",
+        "v1",
+        "Binding",
+        "bindings",
+        "binding",
+        NS,
+        CREATE,
+        NONE,
+        NONE,
+        &[],
+    ),
+    res(
+        "",
+        "v1",
+        "ConfigMap",
+        "configmaps",
+        "configmap",
+        NS,
+        CRUD,
+        &["cm"],
+        NONE,
+        &[],
+    ),
+    res(
+        "",
+        "v1",
+        "Endpoints",
+        "endpoints",
+        "endpoints",
+        NS,
+        CRUD,
+        &["ep"],
+        NONE,
+        &[],
+    ),
+    res(
+        "",
+        "v1",
+        "Event",
+        "events",
+        "event",
+        NS,
+        CRUD,
+        &["ev"],
+        NONE,
+        &[],
+    ),
+    res(
+        "",
+        "v1",
+        "LimitRange",
+        "limitranges",
+        "limitrange",
+        NS,
+        CRUD,
+        &["limits"],
+        NONE,
+        &[],
+    ),
+    res(
+        "",
+        "v1",
+        "Namespace",
+        "namespaces",
+        "namespace",
+        CLUSTER,
+        CRUD_NO_COLLECTION,
+        &["ns"],
+        NONE,
+        &[
+            sub("finalize", ("", "v1", "Namespace"), &["update"]),
+            sub("status", ("", "v1", "Namespace"), STATUS),
+        ],
+    ),
+    res(
+        "",
+        "v1",
+        "Node",
+        "nodes",
+        "node",
+        CLUSTER,
+        CRUD,
+        &["no"],
+        NONE,
+        &[
+            sub(
+                "proxy",
+                ("", "v1", "NodeProxyOptions"),
+                &["create", "delete", "get", "patch", "update"],
+            ),
+            sub("status", ("", "v1", "Node"), STATUS),
+        ],
+    ),
+    res(
+        "",
+        "v1",
+        "PersistentVolumeClaim",
+        "persistentvolumeclaims",
+        "persistentvolumeclaim",
+        NS,
+        CRUD,
+        &["pvc"],
+        NONE,
+        &[sub("status", ("", "v1", "PersistentVolumeClaim"), STATUS)],
+    ),
+    res(
+        "",
+        "v1",
+        "PersistentVolume",
+        "persistentvolumes",
+        "persistentvolume",
+        CLUSTER,
+        CRUD,
+        &["pv"],
+        NONE,
+        &[sub("status", ("", "v1", "PersistentVolume"), STATUS)],
+    ),
+    res(
+        "",
+        "v1",
+        "Pod",
+        "pods",
+        "pod",
+        NS,
+        CRUD,
+        &["po"],
+        ALL,
+        &[
+            sub("attach", ("", "v1", "PodAttachOptions"), &["create", "get"]),
+            sub("binding", ("", "v1", "Binding"), CREATE),
+            sub("ephemeralcontainers", ("", "v1", "Pod"), STATUS),
+            sub("eviction", ("policy", "v1", "Eviction"), CREATE),
+            sub("exec", ("", "v1", "PodExecOptions"), &["create", "get"]),
+            sub("log", ("", "v1", "Pod"), &["get"]),
+            sub(
+                "portforward",
+                ("", "v1", "PodPortForwardOptions"),
+                &["create", "get"],
+            ),
+            sub(
+                "proxy",
+                ("", "v1", "PodProxyOptions"),
+                &["create", "delete", "get", "patch", "update"],
+            ),
+            sub("status", ("", "v1", "Pod"), STATUS),
+        ],
+    ),
+    res(
+        "",
+        "v1",
+        "ReplicationController",
+        "replicationcontrollers",
+        "replicationcontroller",
+        NS,
+        CRUD,
+        &["rc"],
+        ALL,
+        &[
+            sub("scale", ("autoscaling", "v1", "Scale"), STATUS),
+            sub("status", ("", "v1", "ReplicationController"), STATUS),
+        ],
+    ),
+    res(
+        "",
+        "v1",
+        "ResourceQuota",
+        "resourcequotas",
+        "resourcequota",
+        NS,
+        CRUD,
+        &["quota"],
+        NONE,
+        &[sub("status", ("", "v1", "ResourceQuota"), STATUS)],
+    ),
+    res(
+        "",
+        "v1",
+        "Secret",
+        "secrets",
+        "secret",
+        NS,
+        CRUD,
+        NONE,
+        NONE,
+        &[],
+    ),
+    res(
+        "",
+        "v1",
+        "ServiceAccount",
+        "serviceaccounts",
+        "serviceaccount",
+        NS,
+        CRUD,
+        &["sa"],
+        NONE,
+        &[sub(
+            "token",
+            ("authentication.k8s.io", "v1", "TokenRequest"),
+            CREATE,
+        )],
+    ),
+    res(
+        "",
+        "v1",
+        "Service",
+        "services",
+        "service",
+        NS,
+        CRUD,
+        &["svc"],
+        ALL,
+        &[
+            sub(
+                "proxy",
+                ("", "v1", "ServiceProxyOptions"),
+                &["create", "delete", "get", "patch", "update"],
+            ),
+            sub("status", ("", "v1", "Service"), STATUS),
+        ],
+    ),
+    // apps/v1
+    res(
+        "apps",
+        "v1",
+        "ControllerRevision",
+        "controllerrevisions",
+        "controllerrevision",
+        NS,
+        CRUD,
+        NONE,
+        NONE,
+        &[],
+    ),
+    res(
+        "apps",
+        "v1",
+        "DaemonSet",
+        "daemonsets",
+        "daemonset",
+        NS,
+        CRUD,
+        &["ds"],
+        ALL,
+        &[sub("status", ("apps", "v1", "DaemonSet"), STATUS)],
+    ),
+    res(
+        "apps",
+        "v1",
+        "Deployment",
+        "deployments",
+        "deployment",
+        NS,
+        CRUD,
+        &["deploy"],
+        ALL,
+        &[
+            sub("scale", ("autoscaling", "v1", "Scale"), STATUS),
+            sub("status", ("apps", "v1", "Deployment"), STATUS),
+        ],
+    ),
+    res(
+        "apps",
+        "v1",
+        "ReplicaSet",
+        "replicasets",
+        "replicaset",
+        NS,
+        CRUD,
+        &["rs"],
+        ALL,
+        &[
+            sub("scale", ("autoscaling", "v1", "Scale"), STATUS),
+            sub("status", ("apps", "v1", "ReplicaSet"), STATUS),
+        ],
+    ),
+    res(
+        "apps",
+        "v1",
+        "StatefulSet",
+        "statefulsets",
+        "statefulset",
+        NS,
+        CRUD,
+        &["sts"],
+        ALL,
+        &[
+            sub("scale", ("autoscaling", "v1", "Scale"), STATUS),
+            sub("status", ("apps", "v1", "StatefulSet"), STATUS),
+        ],
+    ),
+    // authentication.k8s.io/v1, authorization.k8s.io/v1
+    res(
+        "authentication.k8s.io",
+        "v1",
+        "SelfSubjectReview",
+        "selfsubjectreviews",
+        "selfsubjectreview",
+        CLUSTER,
+        CREATE,
+        NONE,
+        NONE,
+        &[],
+    ),
+    res(
+        "authentication.k8s.io",
+        "v1",
+        "TokenReview",
+        "tokenreviews",
+        "tokenreview",
+        CLUSTER,
+        CREATE,
+        NONE,
+        NONE,
+        &[],
+    ),
+    res(
+        "authorization.k8s.io",
+        "v1",
+        "LocalSubjectAccessReview",
+        "localsubjectaccessreviews",
+        "localsubjectaccessreview",
+        NS,
+        CREATE,
+        NONE,
+        NONE,
+        &[],
+    ),
+    res(
+        "authorization.k8s.io",
+        "v1",
+        "SelfSubjectAccessReview",
+        "selfsubjectaccessreviews",
+        "selfsubjectaccessreview",
+        CLUSTER,
+        CREATE,
+        NONE,
+        NONE,
+        &[],
+    ),
+    res(
+        "authorization.k8s.io",
+        "v1",
+        "SelfSubjectRulesReview",
+        "selfsubjectrulesreviews",
+        "selfsubjectrulesreview",
+        CLUSTER,
+        CREATE,
+        NONE,
+        NONE,
+        &[],
+    ),
+    res(
+        "authorization.k8s.io",
+        "v1",
+        "SubjectAccessReview",
+        "subjectaccessreviews",
+        "subjectaccessreview",
+        CLUSTER,
+        CREATE,
+        NONE,
+        NONE,
+        &[],
+    ),
+    // autoscaling/v2
+    res(
+        "autoscaling",
+        "v2",
+        "HorizontalPodAutoscaler",
+        "horizontalpodautoscalers",
+        "horizontalpodautoscaler",
+        NS,
+        CRUD,
+        &["hpa"],
+        ALL,
+        &[sub(
+            "status",
+            ("autoscaling", "v2", "HorizontalPodAutoscaler"),
+            STATUS,
+        )],
+    ),
+    // batch/v1
+    res(
+        "batch",
+        "v1",
+        "CronJob",
+        "cronjobs",
+        "cronjob",
+        NS,
+        CRUD,
+        &["cj"],
+        ALL,
+        &[sub("status", ("batch", "v1", "CronJob"), STATUS)],
+    ),
+    res(
+        "batch",
+        "v1",
+        "Job",
+        "jobs",
+        "job",
+        NS,
+        CRUD,
+        NONE,
+        ALL,
+        &[sub("status", ("batch", "v1", "Job"), STATUS)],
+    ),
+    // coordination.k8s.io/v1
+    res(
+        "coordination.k8s.io",
+        "v1",
+        "Lease",
+        "leases",
+        "lease",
+        NS,
+        CRUD,
+        NONE,
+        NONE,
+        &[],
+    ),
+    // discovery.k8s.io/v1
+    res(
+        "discovery.k8s.io",
+        "v1",
+        "EndpointSlice",
+        "endpointslices",
+        "endpointslice",
+        NS,
+        CRUD,
+        NONE,
+        NONE,
+        &[],
+    ),
+    // networking.k8s.io/v1
+    res(
+        "networking.k8s.io",
+        "v1",
+        "IngressClass",
+        "ingressclasses",
+        "ingressclass",
+        CLUSTER,
+        CRUD,
+        NONE,
+        NONE,
+        &[],
+    ),
+    res(
+        "networking.k8s.io",
+        "v1",
+        "Ingress",
+        "ingresses",
+        "ingress",
+        NS,
+        CRUD,
+        &["ing"],
+        NONE,
+        &[sub(
+            "status",
+            ("networking.k8s.io", "v1", "Ingress"),
+            STATUS,
+        )],
+    ),
+    res(
+        "networking.k8s.io",
+        "v1",
+        "NetworkPolicy",
+        "networkpolicies",
+        "networkpolicy",
+        NS,
+        CRUD,
+        &["netpol"],
+        NONE,
+        &[],
+    ),
+    // policy/v1
+    res(
+        "policy",
+        "v1",
+        "PodDisruptionBudget",
+        "poddisruptionbudgets",
+        "poddisruptionbudget",
+        NS,
+        CRUD,
+        &["pdb"],
+        NONE,
+        &[sub(
+            "status",
+            ("policy", "v1", "PodDisruptionBudget"),
+            STATUS,
+        )],
+    ),
+    // rbac.authorization.k8s.io/v1
+    res(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "ClusterRoleBinding",
+        "clusterrolebindings",
+        "clusterrolebinding",
+        CLUSTER,
+        CRUD,
+        NONE,
+        NONE,
+        &[],
+    ),
+    res(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "ClusterRole",
+        "clusterroles",
+        "clusterrole",
+        CLUSTER,
+        CRUD,
+        NONE,
+        NONE,
+        &[],
+    ),
+    res(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "RoleBinding",
+        "rolebindings",
+        "rolebinding",
+        NS,
+        CRUD,
+        NONE,
+        NONE,
+        &[],
+    ),
+    res(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "Role",
+        "roles",
+        "role",
+        NS,
+        CRUD,
+        NONE,
+        NONE,
+        &[],
+    ),
+    // scheduling.k8s.io/v1
+    res(
+        "scheduling.k8s.io",
+        "v1",
+        "PriorityClass",
+        "priorityclasses",
+        "priorityclass",
+        CLUSTER,
+        CRUD,
+        &["pc"],
+        NONE,
+        &[],
+    ),
+    // storage.k8s.io/v1
+    res(
+        "storage.k8s.io",
+        "v1",
+        "StorageClass",
+        "storageclasses",
+        "storageclass",
+        CLUSTER,
+        CRUD,
+        &["sc"],
+        NONE,
+        &[],
+    ),
+];
+
+/// Group versions in the order discovery lists them (kube-apiserver puts the most
+/// used groups first).
+pub fn group_versions() -> Vec<(&'static str, &'static str)> {
+    let mut out: Vec<(&str, &str)> = Vec::new();
+    for r in RESOURCES.iter().filter(|r| !r.group.is_empty()) {
+        if !out.contains(&(r.group, r.version)) {
+            out.push((r.group, r.version));
+        }
+    }
+    out
+}
+
+/// The resources of one group version.
+pub fn resources_of(group: &str, version: &str) -> impl Iterator<Item = &'static Resource> {
+    let (group, version) = (group.to_string(), version.to_string());
+    RESOURCES
+        .iter()
+        .filter(move |r| r.group == group && r.version == version)
+}
+
+/// Looks a resource up by group, version and plural.
+pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static Resource> {
+    RESOURCES
+        .iter()
+        .find(|r| r.group == group && r.version == version && r.plural == plural)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_table_is_consistent() {
+        for (i, r) in RESOURCES.iter().enumerate() {
+            assert_eq!(r.plural.to_ascii_lowercase(), r.plural);
+            assert!(!r.singular.is_empty() && !r.kind.is_empty());
+            for other in &RESOURCES[i + 1..] {
+                assert!(
+                    !(other.group == r.group
+                        && other.version == r.version
+                        && other.plural == r.plural),
+                    "{} listed twice",
+                    r.plural
+                );
+                for s in r.short_names {
+                    assert!(!other.short_names.contains(s), "short name {s} used twice");
+                }
+            }
+        }
+        assert_eq!(
+            find("apps", "v1", "deployments").unwrap().kind,
+            "Deployment"
+        );
+        assert!(find("", "v1", "tokenreviews").is_none());
+        assert!(!find("", "v1", "bindings").unwrap().is_stored());
+        assert!(group_versions().contains(&("apps", "v1")));
+    }
+}
