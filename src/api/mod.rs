@@ -1,4 +1,6 @@
 //! Pure Kubernetes API knowledge, no I/O: which resources exist and how they are
-//! named and scoped, object metadata rules, label selectors.
+//! named and scoped, object metadata rules, label and field selectors.
 
+pub mod meta;
 pub mod registry;
+pub mod selector;
