@@ -111,6 +111,9 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
         },
     ));
     tracing::info!(backend = store.backend(), revision, "datastore ready");
+    apiserver::resources::bootstrap(&*store)
+        .await
+        .map_err(|s| anyhow::anyhow!("creating the initial namespaces: {}", s.message))?;
     let pki = {
         let opts = PkiOptions {
             dir: cfg.data_dir.join("server").join("tls"),

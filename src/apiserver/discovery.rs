@@ -1,11 +1,9 @@
 //! Discovery: `/api`, `/apis`, `/api/v1`, `/apis/<group>[/<version>]`, and aggregated
 //! discovery (`apidiscovery.k8s.io` v2 and v2beta1) when the Accept header asks for it.
 
-use super::status::{json, json_typed};
+use super::status::{Body, json, json_typed};
 use crate::api::registry::{self, Resource};
-use bytes::Bytes;
 use http::{Response, StatusCode};
-use http_body_util::Full;
 use serde_json::{Value, json};
 
 /// Which aggregated-discovery version the client accepts, if any.
@@ -60,7 +58,7 @@ fn resource_entries(r: &Resource) -> Vec<Value> {
 }
 
 /// `APIResourceList` of one group version.
-pub fn resource_list(group: &str, version: &str) -> Option<Response<Full<Bytes>>> {
+pub fn resource_list(group: &str, version: &str) -> Option<Response<Body>> {
     let resources: Vec<Value> = registry::resources_of(group, version)
         .flat_map(resource_entries)
         .collect();
@@ -89,7 +87,7 @@ fn api_group(group: &str) -> Option<Value> {
 }
 
 /// `/apis/<group>`.
-pub fn group(group: &str) -> Option<Response<Full<Bytes>>> {
+pub fn group(group: &str) -> Option<Response<Body>> {
     let mut g = api_group(group)?;
     g["kind"] = json!("APIGroup");
     g["apiVersion"] = json!("v1");
@@ -97,7 +95,7 @@ pub fn group(group: &str) -> Option<Response<Full<Bytes>>> {
 }
 
 /// `/api` (legacy core group) or its aggregated form.
-pub fn core(aggregated: Option<&str>, server_address: &str) -> Response<Full<Bytes>> {
+pub fn core(aggregated: Option<&str>, server_address: &str) -> Response<Body> {
     match aggregated {
         Some(v) => aggregated_list(v, &[("", "v1")]),
         None => json(
@@ -112,7 +110,7 @@ pub fn core(aggregated: Option<&str>, server_address: &str) -> Response<Full<Byt
 }
 
 /// `/apis` or its aggregated form.
-pub fn groups(aggregated: Option<&str>) -> Response<Full<Bytes>> {
+pub fn groups(aggregated: Option<&str>) -> Response<Body> {
     let gvs = registry::group_versions();
     match aggregated {
         Some(v) => aggregated_list(v, &gvs),
@@ -162,7 +160,7 @@ fn aggregated_resource(r: &Resource) -> Value {
     out
 }
 
-fn aggregated_list(version: &str, gvs: &[(&str, &str)]) -> Response<Full<Bytes>> {
+fn aggregated_list(version: &str, gvs: &[(&str, &str)]) -> Response<Body> {
     let mut items: Vec<Value> = Vec::new();
     for (g, v) in gvs {
         let entry = json!({

@@ -5,6 +5,7 @@
 pub mod auth;
 mod discovery;
 pub mod request_info;
+pub mod resources;
 mod routes;
 pub mod status;
 

@@ -28,6 +28,42 @@ pub fn query_param<'a>(query: &'a str, key: &str) -> Option<&'a str> {
         .map(|(_, v)| v)
 }
 
+/// All query parameters, percent-decoded (`+` is a space, as Go's url.Values encodes).
+pub fn query_pairs(query: &str) -> Vec<(String, String)> {
+    query
+        .split('&')
+        .filter(|kv| !kv.is_empty())
+        .map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect()
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                let hex = |c: u8| (c as char).to_digit(16);
+                match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                    (Some(hi), Some(lo)) => {
+                        out.push((hi * 16 + lo) as u8);
+                        i += 2;
+                    }
+                    _ => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 impl RequestInfo {
     pub fn parse(method: &Method, path: &str, query: &str) -> RequestInfo {
         let lower = method.as_str().to_ascii_lowercase();
@@ -147,5 +183,20 @@ mod tests {
         let r = RequestInfo::parse(&Method::GET, "/healthz", "");
         assert!(!r.is_resource_request);
         assert_eq!(query_param("a=1&watch&b=2", "watch"), Some(""));
+        assert_eq!(
+            query_pairs("labelSelector=app%3Dweb%2Ctier+in+%28a%29&limit=5&x"),
+            vec![
+                (
+                    "labelSelector".to_string(),
+                    "app=web,tier in (a)".to_string()
+                ),
+                ("limit".to_string(), "5".to_string()),
+                ("x".to_string(), String::new()),
+            ]
+        );
+        assert_eq!(
+            query_pairs("a=%zz%4"),
+            vec![("a".to_string(), "%zz%4".to_string())]
+        );
     }
 }

@@ -3,15 +3,13 @@
 
 use super::auth::{Authorizer, Decision, MastersOnly, UserInfo, forbidden_message};
 use super::request_info::RequestInfo;
-use super::status::{failure, json, text};
+use super::status::{Body, failure, json, text};
 use super::{ApiContext, KUBE_GIT_VERSION, discovery};
-use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
-use http_body_util::Full;
 use std::convert::Infallible;
 use std::sync::Arc;
 
-fn not_found() -> Response<Full<Bytes>> {
+fn not_found() -> Response<Body> {
     failure(
         StatusCode::NOT_FOUND,
         "NotFound",
@@ -23,7 +21,11 @@ pub(super) async fn handle<B>(
     req: Request<B>,
     caller: UserInfo,
     ctx: Arc<ApiContext>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+) -> Result<Response<Body>, Infallible>
+where
+    B: http_body::Body + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let path = req.uri().path().to_string();
     let read = matches!(*req.method(), Method::GET | Method::HEAD);
     let info = RequestInfo::parse(req.method(), &path, req.uri().query().unwrap_or(""));
@@ -71,7 +73,7 @@ pub(super) async fn handle<B>(
         };
         return Ok(resp.unwrap_or_else(not_found));
     }
-    Ok(not_found())
+    Ok(super::resources::handle(&ctx, &info, req).await)
 }
 
 fn version() -> serde_json::Value {

@@ -1,37 +1,104 @@
-//! Kubernetes `Status` responses (metav1.Status), the shape every client expects on
-//! an error.
+//! Response bodies: Kubernetes `Status` errors (metav1.Status), JSON and text bodies,
+//! and the streaming body that watches write to.
 
 use bytes::Bytes;
 use http::{Response, StatusCode, header};
-use http_body_util::Full;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use serde_json::{Value, json};
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+/// The body type of every response.
+pub type Body = BoxBody<Bytes, Infallible>;
+
+/// An API error, carried up to the handler that turns it into a `Status` response.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ApiStatus {
+    pub code: StatusCode,
+    pub reason: &'static str,
+    pub message: String,
+    pub details: Value,
+}
+
+impl ApiStatus {
+    pub fn new(code: StatusCode, reason: &'static str, message: impl Into<String>) -> Self {
+        ApiStatus {
+            code,
+            reason,
+            message: message.into(),
+            details: json!({}),
+        }
+    }
+
+    pub fn with_details(mut self, details: Value) -> Self {
+        self.details = details;
+        self
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "BadRequest", message)
+    }
+
+    /// `configmaps "web" not found`.
+    pub fn not_found(group: &str, plural: &str, name: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            format!("{} \"{name}\" not found", qualified(plural, group)),
+        )
+        .with_details(json!({"name": name, "group": group, "kind": plural}))
+    }
+
+    pub fn response(&self) -> Response<Body> {
+        let mut details = self.details.clone();
+        if details
+            .as_object()
+            .is_some_and(|d| d.get("group") == Some(&json!("")))
+        {
+            if let Some(d) = details.as_object_mut() {
+                d.remove("group");
+            }
+        }
+        json(
+            self.code,
+            &json!({
+                "kind": "Status",
+                "apiVersion": "v1",
+                "metadata": {},
+                "status": "Failure",
+                "message": self.message,
+                "reason": self.reason,
+                "details": details,
+                "code": self.code.as_u16(),
+            }),
+        )
+    }
+}
+
+/// `deployments.apps` for grouped resources, `configmaps` for core ones.
+pub fn qualified(plural: &str, group: &str) -> String {
+    if group.is_empty() {
+        plural.to_string()
+    } else {
+        format!("{plural}.{group}")
+    }
+}
 
 /// A failure `Status` with upstream's reason for `code`.
-pub fn failure(code: StatusCode, reason: &str, message: &str) -> Response<Full<Bytes>> {
-    let body = serde_json::json!({
-        "kind": "Status",
-        "apiVersion": "v1",
-        "metadata": {},
-        "status": "Failure",
-        "message": message,
-        "reason": reason,
-        "details": {},
-        "code": code.as_u16(),
-    });
-    json(code, &body)
+pub fn failure(code: StatusCode, reason: &'static str, message: &str) -> Response<Body> {
+    ApiStatus::new(code, reason, message).response()
 }
 
 /// A JSON response with exactly `application/json` (older kubectl insists on it).
-pub fn json(code: StatusCode, body: &serde_json::Value) -> Response<Full<Bytes>> {
+pub fn json(code: StatusCode, body: &Value) -> Response<Body> {
     json_typed(code, body, "application/json")
 }
 
 /// A JSON response with a given media type (aggregated discovery names its own).
-pub fn json_typed(
-    code: StatusCode,
-    body: &serde_json::Value,
-    content_type: &str,
-) -> Response<Full<Bytes>> {
-    let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
+pub fn json_typed(code: StatusCode, body: &Value, content_type: &str) -> Response<Body> {
+    let mut resp = Response::new(Full::new(Bytes::from(body.to_string())).boxed());
     *resp.status_mut() = code;
     if let Ok(v) = header::HeaderValue::from_str(content_type) {
         resp.headers_mut().insert(header::CONTENT_TYPE, v);
@@ -40,12 +107,38 @@ pub fn json_typed(
 }
 
 /// A plain-text response, as the health endpoints answer.
-pub fn text(code: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
-    let mut resp = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+pub fn text(code: StatusCode, body: &'static str) -> Response<Body> {
+    let mut resp = Response::new(Full::new(Bytes::from_static(body.as_bytes())).boxed());
     *resp.status_mut() = code;
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         header::HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     resp
+}
+
+/// A body fed chunk by chunk from a channel (watch streams); it ends when the sender
+/// is dropped, and the sender learns the client left when sending fails.
+pub struct ChannelBody {
+    rx: tokio::sync::mpsc::Receiver<Bytes>,
+}
+
+impl ChannelBody {
+    pub fn new(rx: tokio::sync::mpsc::Receiver<Bytes>) -> Self {
+        ChannelBody { rx }
+    }
+}
+
+impl http_body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
+        self.rx
+            .poll_recv(cx)
+            .map(|chunk| chunk.map(|b| Ok(http_body::Frame::data(b))))
+    }
 }

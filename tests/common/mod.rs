@@ -168,3 +168,37 @@ pub fn kubectl(version: &str) -> std::path::PathBuf {
     assert!(path.exists(), "{} not found", path.display());
     path
 }
+
+/// One HTTPS request to a `SkuaServer` as system:admin (curl with the admin
+/// certificate, verifying the server against the server CA). Returns (status, body).
+pub fn admin_request(
+    server: &SkuaServer,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> (u16, String) {
+    let tls = server.dir.path().join("data/server/tls");
+    let mut cmd = std::process::Command::new("curl");
+    cmd.args(["-s", "-N", "-X", method, "--cacert"])
+        .arg(tls.join("server-ca.crt"))
+        .arg("--cert")
+        .arg(tls.join("client-admin.crt"))
+        .arg("--key")
+        .arg(tls.join("client-admin.key"))
+        .args([
+            "-H",
+            "Content-Type: application/json",
+            "-w",
+            "\n%{http_code}",
+        ]);
+    if let Some(b) = body {
+        cmd.args(["--data-binary", b]);
+    }
+    let out = cmd
+        .arg(format!("https://127.0.0.1:{}{path}", server.port))
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}

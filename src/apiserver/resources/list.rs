@@ -1,0 +1,265 @@
+//! Lists: label and field selectors, `limit`/`continue` paging on one consistent
+//! snapshot, `resourceVersion`/`resourceVersionMatch`, and deletecollection.
+
+use super::object::{from_store, prefix};
+use super::{delete, store_error};
+use crate::api::registry::Resource;
+use crate::api::selector::{FieldSelector, LabelSelector};
+use crate::apiserver::ApiContext;
+use crate::apiserver::status::{ApiStatus, Body, json};
+use crate::store::{ListOptions, Revision};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use http::StatusCode;
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+const EXPIRED_CONTINUE: &str = "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list.";
+
+/// The fields a kind can be selected by (upstream's per-kind field label conversions).
+pub fn selectable_fields(kind: &str) -> Vec<&'static str> {
+    let mut f = vec!["metadata.name", "metadata.namespace"];
+    f.extend(match kind {
+        "Pod" => &[
+            "spec.nodeName",
+            "spec.restartPolicy",
+            "spec.schedulerName",
+            "spec.serviceAccountName",
+            "spec.hostNetwork",
+            "status.phase",
+            "status.podIP",
+            "status.nominatedNodeName",
+        ][..],
+        "Event" => &[
+            "involvedObject.kind",
+            "involvedObject.namespace",
+            "involvedObject.name",
+            "involvedObject.uid",
+            "involvedObject.apiVersion",
+            "involvedObject.resourceVersion",
+            "involvedObject.fieldPath",
+            "reason",
+            "reportingComponent",
+            "source",
+            "type",
+        ][..],
+        "Secret" => &["type"][..],
+        "Node" => &["spec.unschedulable"][..],
+        "Namespace" => &["status.phase"][..],
+        "ReplicaSet" | "ReplicationController" => &["status.replicas"][..],
+        "Job" => &["status.successful"][..],
+        _ => &[][..],
+    });
+    f
+}
+
+/// Query parameters of a list or watch.
+pub struct Selection {
+    pub labels: LabelSelector,
+    pub fields: FieldSelector,
+}
+
+impl Selection {
+    pub fn from_query(res: &Resource, query: &[(String, String)]) -> Result<Selection, ApiStatus> {
+        let get = |k: &str| {
+            query
+                .iter()
+                .find(|(q, _)| q == k)
+                .map(|(_, v)| v.as_str())
+                .unwrap_or("")
+        };
+        Ok(Selection {
+            labels: LabelSelector::parse(get("labelSelector")).map_err(ApiStatus::bad_request)?,
+            fields: FieldSelector::parse(get("fieldSelector"), &selectable_fields(res.kind))
+                .map_err(ApiStatus::bad_request)?,
+        })
+    }
+
+    pub fn matches(&self, obj: &Value) -> bool {
+        self.fields.matches(obj)
+            && self
+                .labels
+                .matches(obj.pointer("/metadata/labels").and_then(Value::as_object))
+    }
+
+    fn is_everything(&self) -> bool {
+        self.labels.is_empty() && self.fields == FieldSelector::default()
+    }
+}
+
+fn param<'a>(query: &'a [(String, String)], k: &str) -> Option<&'a str> {
+    query
+        .iter()
+        .find(|(q, _)| q == k)
+        .map(|(_, v)| v.as_str())
+        .filter(|v| !v.is_empty())
+}
+
+fn encode_continue(revision: Revision, start: &str) -> String {
+    B64.encode(json!({"v": "meta.k8s.io/v1", "rv": revision, "start": start}).to_string())
+}
+
+fn decode_continue(token: &str, list_prefix: &str) -> Result<(Revision, String), ApiStatus> {
+    let bad = |why: &str| ApiStatus::bad_request(format!("continue key is not valid: {why}"));
+    let raw = B64
+        .decode(token.trim_end_matches('='))
+        .map_err(|_| bad("not base64"))?;
+    let v: Value = serde_json::from_slice(&raw).map_err(|_| bad("not a continue token"))?;
+    let rv = v["rv"]
+        .as_i64()
+        .filter(|r| *r > 0)
+        .ok_or_else(|| bad("no resource version"))?;
+    let start = v["start"].as_str().ok_or_else(|| bad("no start key"))?;
+    if !start.starts_with(list_prefix) {
+        return Err(bad("it belongs to another list"));
+    }
+    Ok((rv, start.to_string()))
+}
+
+/// Reads up to `limit` (0: all) matching objects, consistently at one revision.
+/// Returns (items, revision, next continue key, remaining count if known).
+pub async fn read(
+    ctx: &ApiContext,
+    res: &Resource,
+    namespace: Option<&str>,
+    selection: &Selection,
+    query: &[(String, String)],
+) -> Result<(Vec<Value>, Revision, Option<String>, Option<usize>), ApiStatus> {
+    let list_prefix = prefix(res, namespace);
+    let limit: usize = match param(query, "limit") {
+        Some(l) => l
+            .parse()
+            .map_err(|_| ApiStatus::bad_request(format!("invalid limit {l:?}")))?,
+        None => 0,
+    };
+    let (mut revision, mut start) = match param(query, "continue") {
+        Some(token) => {
+            let (rv, start) = decode_continue(token, &list_prefix)?;
+            (rv, Some(start))
+        }
+        None => {
+            let exact = param(query, "resourceVersionMatch") == Some("Exact");
+            match param(query, "resourceVersion") {
+                Some(rv) if exact => (
+                    rv.parse().map_err(|_| {
+                        ApiStatus::bad_request(format!("invalid resourceVersion {rv:?}"))
+                    })?,
+                    None,
+                ),
+                _ => (0, None),
+            }
+        }
+    };
+    let continuing = start.is_some();
+    let mut items = Vec::new();
+    loop {
+        let page = ctx
+            .store
+            .list(
+                &list_prefix,
+                ListOptions {
+                    revision,
+                    limit: if limit == 0 { 0 } else { limit.max(64) },
+                    continue_from: start.clone(),
+                },
+            )
+            .await
+            .map_err(|e| match e {
+                crate::store::StoreError::Compacted { .. } if continuing => {
+                    ApiStatus::new(StatusCode::GONE, "Expired", EXPIRED_CONTINUE)
+                }
+                e => store_error(e),
+            })?;
+        revision = page.revision;
+        for (i, kv) in page.kvs.iter().enumerate() {
+            let obj = from_store(kv)?;
+            if !selection.matches(&obj) {
+                continue;
+            }
+            items.push(obj);
+            if limit > 0 && items.len() == limit {
+                let more = page.more || i + 1 < page.kvs.len();
+                let remaining = (selection.is_everything()).then(|| page.count - (i + 1));
+                let next = more.then(|| format!("{}\0", kv.key));
+                return Ok((
+                    items,
+                    revision,
+                    next.map(|n| encode_continue(revision, &n)),
+                    remaining.filter(|_| more),
+                ));
+            }
+        }
+        match page.continue_key() {
+            Some(next) => start = Some(next),
+            None => return Ok((items, revision, None, None)),
+        }
+    }
+}
+
+pub async fn list(
+    ctx: &Arc<ApiContext>,
+    res: &Resource,
+    namespace: Option<&str>,
+    query: &[(String, String)],
+) -> Result<http::Response<Body>, ApiStatus> {
+    let selection = Selection::from_query(res, query)?;
+    let (items, revision, next, remaining) = read(ctx, res, namespace, &selection, query).await?;
+    let mut metadata = json!({"resourceVersion": revision.to_string()});
+    if let Some(next) = next {
+        metadata["continue"] = json!(next);
+    }
+    if let Some(n) = remaining {
+        metadata["remainingItemCount"] = json!(n);
+    }
+    Ok(json(
+        StatusCode::OK,
+        &json!({
+            "kind": format!("{}List", res.kind),
+            "apiVersion": res.group_version(),
+            "metadata": metadata,
+            "items": items,
+        }),
+    ))
+}
+
+pub async fn delete_collection(
+    ctx: &Arc<ApiContext>,
+    res: &Resource,
+    namespace: Option<&str>,
+    query: &[(String, String)],
+) -> Result<http::Response<Body>, ApiStatus> {
+    let selection = Selection::from_query(res, query)?;
+    let (items, _, _, _) = read(ctx, res, namespace, &selection, &[]).await?;
+    for obj in items {
+        let name = obj
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let ns = obj.pointer("/metadata/namespace").and_then(Value::as_str);
+        match delete(&*ctx.store, res, ns.or(namespace), name, b"").await {
+            Ok(_) => {}
+            Err(s) if s.code == StatusCode::NOT_FOUND => {}
+            Err(s) => return Err(s),
+        }
+    }
+    Ok(json(
+        StatusCode::OK,
+        &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"}),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn continue_tokens_round_trip_and_stay_in_their_list() {
+        let t = encode_continue(42, "/registry/core/configmaps/default/b\0");
+        assert_eq!(
+            decode_continue(&t, "/registry/core/configmaps/default/").unwrap(),
+            (42, "/registry/core/configmaps/default/b\0".to_string())
+        );
+        assert!(decode_continue(&t, "/registry/core/secrets/").is_err());
+        assert!(decode_continue("!!!", "/").is_err());
+    }
+}

@@ -1,0 +1,441 @@
+//! Generic storage-backed resources: get, list, watch, create, update (PUT), delete and
+//! deletecollection, for every stored kind in the registry.
+
+mod list;
+pub mod object;
+mod watch;
+
+use super::ApiContext;
+use super::request_info::{RequestInfo, query_pairs};
+use super::status::{ApiStatus, Body, json};
+use crate::api::registry::{self, RESOURCES, Resource};
+use crate::store::{Store, StoreError};
+use http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use object::{
+    conflict, decode, from_store, key, prefix, prepare_create, prepare_update,
+    sent_resource_version, to_store,
+};
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+/// Request bodies larger than this are refused with 413, as kube-apiserver does.
+pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
+
+/// An oversized body is read and discarded up to this size, so the 413 reaches the
+/// client; beyond it the connection is dropped.
+const DRAIN_CAP_BYTES: usize = 32 * 1024 * 1024;
+
+/// How many times an unconditional write retries after losing a race.
+const WRITE_RETRIES: usize = 5;
+
+/// Store errors in API terms.
+pub fn store_error(e: StoreError) -> ApiStatus {
+    match e {
+        StoreError::Compacted {
+            requested,
+            compact_revision,
+        } => ApiStatus::new(
+            StatusCode::GONE,
+            "Expired",
+            format!("too old resource version: {requested} ({compact_revision})"),
+        ),
+        StoreError::Expired { revision } => ApiStatus::new(
+            StatusCode::GONE,
+            "Expired",
+            format!("too old resource version: {revision}"),
+        ),
+        StoreError::FutureRevision { requested, current } => ApiStatus::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "Timeout",
+            format!("Too large resource version: {requested}, current: {current}"),
+        ),
+        StoreError::Unavailable(m) => {
+            ApiStatus::new(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", m)
+        }
+        other => ApiStatus::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalError",
+            other.to_string(),
+        ),
+    }
+}
+
+/// Media types accepted for request bodies that carry whole objects.
+const BODY_TYPES: &str = "application/json, application/yaml";
+
+async fn read_body<B>(req: Request<B>) -> Result<Vec<u8>, ApiStatus>
+where
+    B: http_body::Body,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let content_type = req
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json");
+    let media = content_type.split(';').next().unwrap_or("").trim();
+    if !matches!(media, "application/json" | "application/yaml" | "" | "*/*") {
+        return Err(ApiStatus::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "UnsupportedMediaType",
+            format!(
+                "the body of the request was in an unknown format - accepted media types include: {BODY_TYPES}"
+            ),
+        ));
+    }
+    // Read up to the limit; past it, keep draining (to a hard cap) so the client gets
+    // the 413 instead of a reset connection while it is still sending.
+    let mut body = std::pin::pin!(req.into_body());
+    let mut buf: Vec<u8> = Vec::new();
+    let mut seen = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| {
+            ApiStatus::bad_request(format!("cannot read the request body: {}", e.into()))
+        })?;
+        if let Ok(mut data) = frame.into_data() {
+            use bytes::Buf;
+            let chunk = data.copy_to_bytes(data.remaining());
+            seen += chunk.len();
+            if seen <= MAX_BODY_BYTES {
+                buf.extend_from_slice(&chunk);
+            } else if seen > DRAIN_CAP_BYTES {
+                break;
+            }
+        }
+    }
+    if seen > MAX_BODY_BYTES {
+        return Err(ApiStatus::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "RequestEntityTooLarge",
+            format!("Request entity too large: limit is {MAX_BODY_BYTES}"),
+        ));
+    }
+    Ok(buf)
+}
+
+/// Serves a resource request (authentication and authorization are done).
+pub async fn handle<B>(
+    ctx: &Arc<ApiContext>,
+    info: &RequestInfo,
+    req: Request<B>,
+) -> http::Response<Body>
+where
+    B: http_body::Body + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    match dispatch(ctx, info, req).await {
+        Ok(resp) => resp,
+        Err(status) => status.response(),
+    }
+}
+
+async fn dispatch<B>(
+    ctx: &Arc<ApiContext>,
+    info: &RequestInfo,
+    req: Request<B>,
+) -> Result<http::Response<Body>, ApiStatus>
+where
+    B: http_body::Body + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let not_found = || {
+        ApiStatus::new(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            "the server could not find the requested resource",
+        )
+    };
+    let res = registry::find(&info.group, &info.version, &info.resource).ok_or_else(not_found)?;
+    let namespace = if res.namespaced {
+        info.namespace.as_deref()
+    } else {
+        None
+    };
+    if res.namespaced && namespace.is_none() && !matches!(info.verb.as_str(), "list" | "watch") {
+        return Err(not_found());
+    }
+    if !res.namespaced && info.namespace.is_some() && res.plural != "namespaces" {
+        return Err(not_found());
+    }
+    if let Some(sub) = &info.subresource {
+        return Err(match sub.as_str() {
+            "log" | "exec" | "attach" | "portforward" | "proxy" => ApiStatus::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ServiceUnavailable",
+                format!(
+                    "{}/{sub} is served by the node's kubelet, which this skua build does not run yet",
+                    res.plural
+                ),
+            ),
+            _ => not_found(),
+        });
+    }
+    if !res.is_stored() {
+        return Err(not_found());
+    }
+    if !res.verbs.contains(&info.verb.as_str()) {
+        return Err(ApiStatus::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "MethodNotAllowed",
+            format!(
+                "the server does not allow this method on the requested resource ({} {})",
+                info.verb, res.plural
+            ),
+        ));
+    }
+    let query = query_pairs(req.uri().query().unwrap_or(""));
+    let name = info.name.clone().unwrap_or_default();
+    match info.verb.as_str() {
+        "get" => get(ctx, res, namespace, &name)
+            .await
+            .map(|o| json(StatusCode::OK, &o)),
+        "list" => list::list(ctx, res, namespace, &query).await,
+        "watch" => watch::watch(ctx.clone(), res, namespace, &query).await,
+        "create" => {
+            let body = read_body(req).await?;
+            let obj = create(&*ctx.store, res, namespace, decode(res, &body)?).await?;
+            Ok(json(StatusCode::CREATED, &obj))
+        }
+        "update" => {
+            let body = read_body(req).await?;
+            update(&*ctx.store, res, namespace, &name, decode(res, &body)?)
+                .await
+                .map(|o| json(StatusCode::OK, &o))
+        }
+        "delete" => {
+            let body = read_body(req).await?;
+            delete(&*ctx.store, res, namespace, &name, &body)
+                .await
+                .map(|s| json(StatusCode::OK, &s))
+        }
+        "deletecollection" => list::delete_collection(ctx, res, namespace, &query).await,
+        "patch" => Err(ApiStatus::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "UnsupportedMediaType",
+            "PATCH is not supported by this skua build yet; use PUT (kubectl replace) instead",
+        )),
+        _ => Err(not_found()),
+    }
+}
+
+async fn get(
+    ctx: &ApiContext,
+    res: &Resource,
+    namespace: Option<&str>,
+    name: &str,
+) -> Result<Value, ApiStatus> {
+    let got = ctx
+        .store
+        .get(&key(res, namespace, name))
+        .await
+        .map_err(store_error)?;
+    let kv = got
+        .kv
+        .ok_or_else(|| ApiStatus::not_found(res.group, res.plural, name))?;
+    from_store(&kv)
+}
+
+fn namespace_resource() -> &'static Resource {
+    RESOURCES
+        .iter()
+        .find(|r| r.group.is_empty() && r.plural == "namespaces")
+        .unwrap_or(&RESOURCES[0])
+}
+
+/// Creates an object (the create verb, and the server's own bootstrap objects).
+pub async fn create(
+    store: &dyn Store,
+    res: &Resource,
+    namespace: Option<&str>,
+    obj: Value,
+) -> Result<Value, ApiStatus> {
+    let (mut obj, name) = prepare_create(res, obj, namespace)?;
+    if let Some(ns) = namespace {
+        let ns_key = key(namespace_resource(), None, ns);
+        let found = store.get(&ns_key).await.map_err(store_error)?;
+        let ns_obj = found
+            .kv
+            .ok_or_else(|| ApiStatus::not_found("", "namespaces", ns))?;
+        let ns_obj = from_store(&ns_obj)?;
+        if ns_obj.pointer("/metadata/deletionTimestamp").is_some() {
+            return Err(ApiStatus::new(
+                StatusCode::FORBIDDEN,
+                "Forbidden",
+                format!(
+                    "{} \"{name}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated",
+                    res.plural
+                ),
+            ));
+        }
+    }
+    let bytes = to_store(&obj)?;
+    match store.create(&key(res, namespace, &name), bytes).await {
+        Ok(revision) => {
+            object::set_resource_version(&mut obj, revision);
+            Ok(obj)
+        }
+        Err(StoreError::AlreadyExists { .. }) => Err(ApiStatus::new(
+            StatusCode::CONFLICT,
+            "AlreadyExists",
+            format!(
+                "{} \"{name}\" already exists",
+                super::status::qualified(res.plural, res.group)
+            ),
+        )
+        .with_details(json!({"name": name, "group": res.group, "kind": res.plural}))),
+        Err(e) => Err(store_error(e)),
+    }
+}
+
+async fn update(
+    store: &dyn Store,
+    res: &Resource,
+    namespace: Option<&str>,
+    name: &str,
+    obj: Value,
+) -> Result<Value, ApiStatus> {
+    let k = key(res, namespace, name);
+    let sent = sent_resource_version(&obj)?;
+    for _ in 0..WRITE_RETRIES {
+        let current = store.get(&k).await.map_err(store_error)?;
+        let kv = current
+            .kv
+            .ok_or_else(|| ApiStatus::not_found(res.group, res.plural, name))?;
+        if sent.is_some_and(|rv| rv != kv.mod_revision) {
+            return Err(conflict(res, name));
+        }
+        let mut next = prepare_update(res, obj.clone(), &from_store(&kv)?, namespace, name)?;
+        match store.update(&k, to_store(&next)?, kv.mod_revision).await {
+            Ok(revision) => {
+                object::set_resource_version(&mut next, revision);
+                return Ok(next);
+            }
+            Err(StoreError::Conflict { .. }) if sent.is_none() => continue,
+            Err(StoreError::Conflict { .. }) => return Err(conflict(res, name)),
+            Err(e) => return Err(store_error(e)),
+        }
+    }
+    Err(conflict(res, name))
+}
+
+/// Deletes one object; a namespace takes everything in it along (until the namespace
+/// controller does this in the background with the Terminating phase).
+pub async fn delete(
+    store: &dyn Store,
+    res: &Resource,
+    namespace: Option<&str>,
+    name: &str,
+    body: &[u8],
+) -> Result<Value, ApiStatus> {
+    let options: Value = if body.iter().all(u8::is_ascii_whitespace) {
+        json!({})
+    } else {
+        serde_json::from_slice(body)
+            .map_err(|e| ApiStatus::bad_request(format!("invalid DeleteOptions: {e}")))?
+    };
+    let k = key(res, namespace, name);
+    for _ in 0..WRITE_RETRIES {
+        let current = store.get(&k).await.map_err(store_error)?;
+        let kv = current
+            .kv
+            .ok_or_else(|| ApiStatus::not_found(res.group, res.plural, name))?;
+        let obj = from_store(&kv)?;
+        let uid = obj
+            .pointer("/metadata/uid")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        if let Some(want) = options
+            .pointer("/preconditions/uid")
+            .and_then(Value::as_str)
+        {
+            if want != uid {
+                return Err(ApiStatus::new(
+                    StatusCode::CONFLICT,
+                    "Conflict",
+                    format!(
+                        "Operation cannot be fulfilled on {} \"{name}\": Precondition failed: UID in precondition: {want}, UID in object meta: {uid}",
+                        super::status::qualified(res.plural, res.group)
+                    ),
+                ));
+            }
+        }
+        if let Some(want) = options
+            .pointer("/preconditions/resourceVersion")
+            .and_then(Value::as_str)
+        {
+            if want != kv.mod_revision.to_string() {
+                return Err(ApiStatus::new(
+                    StatusCode::CONFLICT,
+                    "Conflict",
+                    format!(
+                        "Operation cannot be fulfilled on {} \"{name}\": Precondition failed: ResourceVersion in precondition: {want}, ResourceVersion in object meta: {}",
+                        super::status::qualified(res.plural, res.group),
+                        kv.mod_revision
+                    ),
+                ));
+            }
+        }
+        if res.kind == "Namespace" {
+            empty_namespace(store, name).await?;
+        }
+        match store.delete(&k, kv.mod_revision).await {
+            Ok(_) => {
+                return Ok(json!({
+                    "kind": "Status",
+                    "apiVersion": "v1",
+                    "metadata": {},
+                    "status": "Success",
+                    "details": {"name": name, "group": res.group, "kind": res.plural, "uid": uid},
+                }));
+            }
+            Err(StoreError::Conflict { .. }) => continue,
+            Err(e) => return Err(store_error(e)),
+        }
+    }
+    Err(conflict(res, name))
+}
+
+async fn empty_namespace(store: &dyn Store, ns: &str) -> Result<(), ApiStatus> {
+    for res in RESOURCES.iter().filter(|r| r.namespaced && r.is_stored()) {
+        let page = store
+            .list(&prefix(res, Some(ns)), Default::default())
+            .await
+            .map_err(store_error)?;
+        for kv in page.kvs {
+            match store.delete(&kv.key, kv.mod_revision).await {
+                Ok(_) | Err(StoreError::Conflict { current: None, .. }) => {}
+                Err(StoreError::Conflict {
+                    current: Some(now), ..
+                }) => {
+                    store
+                        .delete(&now.key, now.mod_revision)
+                        .await
+                        .map_err(store_error)?;
+                }
+                Err(e) => return Err(store_error(e)),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The namespaces every cluster starts with.
+pub async fn bootstrap(store: &dyn Store) -> Result<(), ApiStatus> {
+    for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+        match create(
+            store,
+            namespace_resource(),
+            None,
+            json!({"metadata": {"name": ns}}),
+        )
+        .await
+        {
+            Ok(_) => tracing::info!(namespace = ns, "created namespace"),
+            Err(s) if s.reason == "AlreadyExists" => {}
+            Err(s) => return Err(s),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,351 @@
+//! Stored resources through the real API: CRUD, conflicts, validation errors, lists
+//! with selectors and paging, watches — with kubectl 1.27 and raw HTTPS (JSON).
+
+mod common;
+
+use common::{SkuaServer, admin_request, kubectl};
+use serde_json::{Value, json};
+use std::process::Command;
+
+fn parse(body: &str) -> Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
+}
+
+fn k(server: &SkuaServer, version: &str, args: &[&str]) -> (bool, String) {
+    let out = Command::new(kubectl(version))
+        .args(args)
+        .env("KUBECONFIG", &server.kubeconfig)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+#[test]
+fn kubectl_creates_gets_and_deletes_namespaces_and_configmaps() {
+    let server = SkuaServer::start();
+    let (ok, out) = k(&server, "1.27", &["get", "ns", "-o", "name"]);
+    assert!(ok, "{out}");
+    for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+        assert!(out.contains(&format!("namespace/{ns}")), "{out}");
+    }
+    let (ok, out) = k(&server, "1.27", &["create", "namespace", "demo"]);
+    assert!(ok && out.contains("namespace/demo created"), "{out}");
+    let (ok, out) = k(
+        &server,
+        "1.27",
+        &[
+            "-n",
+            "demo",
+            "create",
+            "configmap",
+            "web",
+            "--from-literal=a=1",
+        ],
+    );
+    assert!(ok, "{out}");
+    for version in ["1.27", "1.33"] {
+        let (ok, out) = k(
+            &server,
+            version,
+            &["-n", "demo", "get", "configmap", "web", "-o", "json"],
+        );
+        assert!(ok, "{out}");
+        let cm = parse(&out);
+        assert_eq!(cm["data"]["a"], "1");
+        assert_eq!(cm["metadata"]["namespace"], "demo");
+        assert_eq!(cm["metadata"]["uid"].as_str().unwrap().len(), 36);
+        assert!(
+            cm["metadata"]["creationTimestamp"]
+                .as_str()
+                .unwrap()
+                .ends_with('Z')
+        );
+        assert!(
+            cm["metadata"]["resourceVersion"]
+                .as_str()
+                .unwrap()
+                .parse::<i64>()
+                .unwrap()
+                > 0
+        );
+        let (ok, out) = k(
+            &server,
+            version,
+            &[
+                "-n",
+                "demo",
+                "get",
+                "configmap",
+                "-o",
+                "jsonpath={.items[*].metadata.name}",
+            ],
+        );
+        assert!(ok && out.trim() == "web", "{out}");
+    }
+    let (ok, out) = k(
+        &server,
+        "1.27",
+        &["-n", "demo", "create", "configmap", "web"],
+    );
+    assert!(
+        !ok && out.contains("configmaps \"web\" already exists"),
+        "{out}"
+    );
+    let (ok, out) = k(&server, "1.27", &["-n", "nope", "create", "configmap", "x"]);
+    assert!(
+        !ok && out.contains("namespaces \"nope\" not found"),
+        "{out}"
+    );
+    // deleting the namespace takes its content along
+    let (ok, out) = k(&server, "1.33", &["delete", "namespace", "demo"]);
+    assert!(ok, "{out}");
+    let (_, out) = k(&server, "1.33", &["get", "configmaps", "-A", "-o", "name"]);
+    assert!(!out.contains("web"), "{out}");
+    let (ok, out) = k(&server, "1.33", &["get", "namespace", "demo"]);
+    assert!(
+        !ok && out.contains("namespaces \"demo\" not found"),
+        "{out}"
+    );
+}
+
+#[test]
+fn writes_are_validated_and_conflicts_reported_as_upstream() {
+    let server = SkuaServer::start();
+    let base = "/api/v1/namespaces/default/configmaps";
+    let (code, body) = admin_request(
+        &server,
+        "POST",
+        base,
+        Some(r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"a"},"data":{"x":"1"}}"#),
+    );
+    assert_eq!(code, 201, "{body}");
+    let rv = parse(&body)["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // update with the current resourceVersion works, a stale one conflicts
+    let put = |rv: &str, x: &str| {
+        json!({"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"a","resourceVersion": rv},"data":{"x": x}}).to_string()
+    };
+    let (code, body) = admin_request(&server, "PUT", &format!("{base}/a"), Some(&put(&rv, "2")));
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = admin_request(&server, "PUT", &format!("{base}/a"), Some(&put(&rv, "3")));
+    assert_eq!(code, 409, "{body}");
+    let status = parse(&body);
+    assert_eq!(status["reason"], "Conflict");
+    assert_eq!(
+        status["message"],
+        "Operation cannot be fulfilled on configmaps \"a\": the object has been modified; please apply your changes to the latest version and try again"
+    );
+    let (_, body) = admin_request(&server, "GET", &format!("{base}/a"), None);
+    assert_eq!(
+        parse(&body)["data"]["x"],
+        "2",
+        "the stale write changed nothing"
+    );
+
+    // bad names, garbage, oversize bodies, wrong kinds
+    let (code, body) = admin_request(
+        &server,
+        "POST",
+        base,
+        Some(r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"Bad_Name"}}"#),
+    );
+    assert_eq!(code, 422, "{body}");
+    let status = parse(&body);
+    assert_eq!(status["reason"], "Invalid");
+    assert_eq!(status["details"]["causes"][0]["field"], "metadata.name");
+    assert!(status["message"].as_str().unwrap().starts_with(
+        "ConfigMap \"Bad_Name\" is invalid: metadata.name: Invalid value: \"Bad_Name\""
+    ));
+    let (code, _) = admin_request(&server, "POST", base, Some("{not json"));
+    assert_eq!(code, 400);
+    let (code, _) = admin_request(
+        &server,
+        "POST",
+        base,
+        Some(r#"{"apiVersion":"v1","kind":"Secret","metadata":{"name":"s"}}"#),
+    );
+    assert_eq!(code, 400);
+    let big = json!({"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"big"},"data":{"x":"y".repeat(4 * 1024 * 1024)}}).to_string();
+    let file = server.dir.path().join("big.json");
+    std::fs::write(&file, big).unwrap();
+    let (code, body) = admin_request(&server, "POST", base, Some(&format!("@{}", file.display())));
+    assert_eq!(code, 413, "{body}");
+    // nothing of the above was stored
+    let (_, body) = admin_request(&server, "GET", base, None);
+    let names: Vec<Value> = parse(&body)["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["metadata"]["name"].clone())
+        .collect();
+    assert_eq!(names, vec![json!("a")]);
+    // delete with a stale uid precondition conflicts; then deletes
+    let (code, _) = admin_request(
+        &server,
+        "DELETE",
+        &format!("{base}/a"),
+        Some(r#"{"preconditions":{"uid":"nope"}}"#),
+    );
+    assert_eq!(code, 409);
+    let (code, body) = admin_request(&server, "DELETE", &format!("{base}/a"), None);
+    assert_eq!(
+        (code, parse(&body)["status"].as_str()),
+        (200, Some("Success"))
+    );
+    let (code, body) = admin_request(&server, "GET", &format!("{base}/a"), None);
+    assert_eq!(code, 404);
+    assert_eq!(parse(&body)["message"], "configmaps \"a\" not found");
+}
+
+#[test]
+fn lists_page_and_select_and_watches_stream_changes() {
+    let server = SkuaServer::start();
+    let base = "/api/v1/namespaces/default/configmaps";
+    for i in 0..5 {
+        let tier = if i % 2 == 0 { "even" } else { "odd" };
+        let obj = json!({"apiVersion":"v1","kind":"ConfigMap","metadata":{"name": format!("cm{i}"), "labels": {"tier": tier}}});
+        assert_eq!(
+            admin_request(&server, "POST", base, Some(&obj.to_string())).0,
+            201
+        );
+    }
+    // pages of two, one snapshot
+    let (_, body) = admin_request(&server, "GET", &format!("{base}?limit=2"), None);
+    let page = parse(&body);
+    assert_eq!(page["kind"], "ConfigMapList");
+    assert_eq!(page["items"].as_array().unwrap().len(), 2);
+    assert_eq!(page["metadata"]["remainingItemCount"], 3);
+    let mut names: Vec<String> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["metadata"]["name"].as_str().unwrap().to_string())
+        .collect();
+    let mut token = page["metadata"]["continue"].as_str().map(str::to_string);
+    // a write between pages does not show up
+    admin_request(
+        &server,
+        "POST",
+        base,
+        Some(r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"cm9"}}"#),
+    );
+    while let Some(t) = token {
+        let (_, body) = admin_request(
+            &server,
+            "GET",
+            &format!("{base}?limit=2&continue={t}"),
+            None,
+        );
+        let page = parse(&body);
+        names.extend(
+            page["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| i["metadata"]["name"].as_str().unwrap().to_string()),
+        );
+        token = page["metadata"]["continue"].as_str().map(str::to_string);
+    }
+    assert_eq!(names, ["cm0", "cm1", "cm2", "cm3", "cm4"]);
+    // selectors
+    let (_, body) = admin_request(
+        &server,
+        "GET",
+        &format!("{base}?labelSelector=tier%3Deven"),
+        None,
+    );
+    assert_eq!(parse(&body)["items"].as_array().unwrap().len(), 3);
+    let (_, body) = admin_request(
+        &server,
+        "GET",
+        &format!("{base}?labelSelector=tier+in+%28odd%29&fieldSelector=metadata.name%3Dcm1"),
+        None,
+    );
+    assert_eq!(parse(&body)["items"].as_array().unwrap().len(), 1);
+    let (code, body) = admin_request(
+        &server,
+        "GET",
+        &format!("{base}?fieldSelector=data.x%3D1"),
+        None,
+    );
+    assert_eq!(
+        (code, parse(&body)["message"].as_str()),
+        (400, Some("field label not supported: data.x"))
+    );
+
+    // watch from a revision: exactly the later changes, then the stream times out
+    let (_, body) = admin_request(&server, "GET", base, None);
+    let rv = parse(&body)["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    admin_request(&server, "DELETE", &format!("{base}/cm0"), None);
+    let cm1 = parse(&admin_request(&server, "GET", &format!("{base}/cm1"), None).1);
+    let mut changed = cm1.clone();
+    changed["data"] = json!({"k": "v"});
+    admin_request(
+        &server,
+        "PUT",
+        &format!("{base}/cm1"),
+        Some(&changed.to_string()),
+    );
+    let (code, body) = admin_request(
+        &server,
+        "GET",
+        &format!("{base}?watch=true&resourceVersion={rv}&timeoutSeconds=1"),
+        None,
+    );
+    assert_eq!(code, 200);
+    let events: Vec<Value> = body.lines().map(parse).collect();
+    let kinds: Vec<(&str, &str)> = events
+        .iter()
+        .map(|e| {
+            (
+                e["type"].as_str().unwrap(),
+                e["object"]["metadata"]["name"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(kinds, [("DELETED", "cm0"), ("MODIFIED", "cm1")]);
+    assert_eq!(events[1]["object"]["kind"], "ConfigMap");
+    // without a revision: the current state as ADDED, filtered by the selector
+    let (_, body) = admin_request(
+        &server,
+        "GET",
+        &format!("{base}?watch=1&labelSelector=tier%3Dodd&timeoutSeconds=1"),
+        None,
+    );
+    let added: Vec<String> = body
+        .lines()
+        .map(parse)
+        .map(|e| {
+            format!(
+                "{} {}",
+                e["type"].as_str().unwrap(),
+                e["object"]["metadata"]["name"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(added, ["ADDED cm1", "ADDED cm3"]);
+    // bookmarks end the initial events when asked
+    let (_, body) = admin_request(
+        &server,
+        "GET",
+        &format!(
+            "{base}?watch=1&sendInitialEvents=true&allowWatchBookmarks=true&resourceVersionMatch=NotOlderThan&timeoutSeconds=1"
+        ),
+        None,
+    );
+    let last = parse(body.lines().last().unwrap());
+    assert_eq!(last["type"], "BOOKMARK");
+    assert_eq!(
+        last["object"]["metadata"]["annotations"]["k8s.io/initial-events-end"],
+        "true"
+    );
+}
