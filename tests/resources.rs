@@ -349,3 +349,129 @@ fn lists_page_and_select_and_watches_stream_changes() {
         "true"
     );
 }
+
+#[test]
+fn kubectl_label_annotate_and_patch_all_three_types() {
+    let server = SkuaServer::start();
+    let (ok, out) = k(
+        &server,
+        "1.27",
+        &["create", "configmap", "web", "--from-literal=a=1"],
+    );
+    assert!(ok, "{out}");
+    for version in ["1.27", "1.33"] {
+        let (ok, out) = k(
+            &server,
+            version,
+            &[
+                "label",
+                "configmap",
+                "web",
+                &format!("tier=t{version}"),
+                "--overwrite",
+            ],
+        );
+        assert!(ok, "kubectl {version} label: {out}");
+        let (ok, out) = k(
+            &server,
+            version,
+            &[
+                "annotate",
+                "configmap",
+                "web",
+                &format!("note=n{version}"),
+                "--overwrite",
+            ],
+        );
+        assert!(ok, "kubectl {version} annotate: {out}");
+    }
+    for (kind, patch) in [
+        ("json", r#"[{"op":"add","path":"/data/b","value":"2"}]"#),
+        ("merge", r#"{"data":{"a":null}}"#),
+        (
+            "strategic",
+            r#"{"data":{"c":"3"},"metadata":{"labels":{"extra":"yes"}}}"#,
+        ),
+    ] {
+        let (ok, out) = k(
+            &server,
+            "1.33",
+            &["patch", "configmap", "web", "--type", kind, "-p", patch],
+        );
+        assert!(ok, "patch --type {kind}: {out}");
+    }
+    let (_, out) = k(&server, "1.33", &["get", "configmap", "web", "-o", "json"]);
+    let cm = parse(&out);
+    assert_eq!(cm["data"], json!({"b": "2", "c": "3"}));
+    assert_eq!(
+        cm["metadata"]["labels"],
+        json!({"tier": "t1.33", "extra": "yes"})
+    );
+    assert_eq!(cm["metadata"]["annotations"]["note"], "n1.33");
+
+    // a failing test operation changes nothing; unknown patch types are 415
+    let (ok, out) = k(
+        &server,
+        "1.33",
+        &[
+            "patch",
+            "configmap",
+            "web",
+            "--type",
+            "json",
+            "-p",
+            r#"[{"op":"test","path":"/data/b","value":"x"},{"op":"remove","path":"/data/b"}]"#,
+        ],
+    );
+    assert!(!ok && out.contains("test failed"), "{out}");
+    let (_, out) = k(
+        &server,
+        "1.33",
+        &["get", "configmap", "web", "-o", "jsonpath={.data.b}"],
+    );
+    assert_eq!(out, "2");
+    let path = "/api/v1/namespaces/default/configmaps/web";
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-X",
+            "PATCH",
+            "--cacert",
+        ])
+        .arg(server.dir.path().join("data/server/tls/server-ca.crt"))
+        .arg("--cert")
+        .arg(server.dir.path().join("data/server/tls/client-admin.crt"))
+        .arg("--key")
+        .arg(server.dir.path().join("data/server/tls/client-admin.key"))
+        .args(["-H", "Content-Type: text/plain", "--data", "x"])
+        .arg(format!("https://127.0.0.1:{}{path}", server.port))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "415");
+    let ops: Vec<Value> = (0..10_001)
+        .map(|_| json!({"op": "test", "path": "/data/b", "value": "2"}))
+        .collect();
+    let file = server.dir.path().join("ops.json");
+    std::fs::write(&file, Value::Array(ops).to_string()).unwrap();
+    let (ok, out) = k(
+        &server,
+        "1.33",
+        &[
+            "patch",
+            "configmap",
+            "web",
+            "--type",
+            "json",
+            "--patch-file",
+            file.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        !ok && out.contains("maximum operations in a JSON patch is 10000"),
+        "{out}"
+    );
+}

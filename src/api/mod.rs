@@ -1,6 +1,8 @@
 //! Pure Kubernetes API knowledge, no I/O: which resources exist and how they are
-//! named and scoped, object metadata rules, label and field selectors.
+//! named and scoped, object metadata rules, label and field selectors, patches.
 
 pub mod meta;
+pub mod patch;
 pub mod registry;
 pub mod selector;
+pub mod strategic;

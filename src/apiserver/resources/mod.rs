@@ -62,9 +62,17 @@ pub fn store_error(e: StoreError) -> ApiStatus {
 }
 
 /// Media types accepted for request bodies that carry whole objects.
-const BODY_TYPES: &str = "application/json, application/yaml";
+const OBJECT_TYPES: &[&str] = &["application/json", "application/yaml"];
+/// Media types accepted for PATCH bodies.
+const PATCH_TYPES: &[&str] = &[
+    "application/json-patch+json",
+    "application/merge-patch+json",
+    "application/strategic-merge-patch+json",
+];
 
-async fn read_body<B>(req: Request<B>) -> Result<Vec<u8>, ApiStatus>
+/// Reads a body of one of the `accepted` media types (415 otherwise); returns the media
+/// type and the bytes.
+async fn read_body<B>(req: Request<B>, accepted: &[&str]) -> Result<(String, Vec<u8>), ApiStatus>
 where
     B: http_body::Body,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -73,14 +81,20 @@ where
         .headers()
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .unwrap_or("application/json");
-    let media = content_type.split(';').next().unwrap_or("").trim();
-    if !matches!(media, "application/json" | "application/yaml" | "" | "*/*") {
+        .unwrap_or(accepted[0]);
+    let media = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_string();
+    if !accepted.contains(&media.as_str()) {
         return Err(ApiStatus::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "UnsupportedMediaType",
             format!(
-                "the body of the request was in an unknown format - accepted media types include: {BODY_TYPES}"
+                "the body of the request was in an unknown format - accepted media types include: {}",
+                accepted.join(", ")
             ),
         ));
     }
@@ -111,7 +125,7 @@ where
             format!("Request entity too large: limit is {MAX_BODY_BYTES}"),
         ));
     }
-    Ok(buf)
+    Ok((media, buf))
 }
 
 /// Serves a resource request (authentication and authorization are done).
@@ -193,28 +207,35 @@ where
         "list" => list::list(ctx, res, namespace, &query).await,
         "watch" => watch::watch(ctx.clone(), res, namespace, &query).await,
         "create" => {
-            let body = read_body(req).await?;
-            let obj = create(&*ctx.store, res, namespace, decode(res, &body)?).await?;
+            let (media, body) = read_body(req, OBJECT_TYPES).await?;
+            let obj = create(&*ctx.store, res, namespace, decode(res, &media, &body)?).await?;
             Ok(json(StatusCode::CREATED, &obj))
         }
         "update" => {
-            let body = read_body(req).await?;
-            update(&*ctx.store, res, namespace, &name, decode(res, &body)?)
-                .await
-                .map(|o| json(StatusCode::OK, &o))
+            let (media, body) = read_body(req, OBJECT_TYPES).await?;
+            update(
+                &*ctx.store,
+                res,
+                namespace,
+                &name,
+                decode(res, &media, &body)?,
+            )
+            .await
+            .map(|o| json(StatusCode::OK, &o))
         }
         "delete" => {
-            let body = read_body(req).await?;
+            let (_, body) = read_body(req, &["application/json"]).await?;
             delete(&*ctx.store, res, namespace, &name, &body)
                 .await
                 .map(|s| json(StatusCode::OK, &s))
         }
         "deletecollection" => list::delete_collection(ctx, res, namespace, &query).await,
-        "patch" => Err(ApiStatus::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "UnsupportedMediaType",
-            "PATCH is not supported by this skua build yet; use PUT (kubectl replace) instead",
-        )),
+        "patch" => {
+            let (media, body) = read_body(req, PATCH_TYPES).await?;
+            patch(&*ctx.store, res, namespace, &name, &media, &body)
+                .await
+                .map(|o| json(StatusCode::OK, &o))
+        }
         _ => Err(not_found()),
     }
 }
@@ -312,6 +333,70 @@ async fn update(
                 return Ok(next);
             }
             Err(StoreError::Conflict { .. }) if sent.is_none() => continue,
+            Err(StoreError::Conflict { .. }) => return Err(conflict(res, name)),
+            Err(e) => return Err(store_error(e)),
+        }
+    }
+    Err(conflict(res, name))
+}
+
+/// Applies a JSON, merge or strategic merge patch to the current object and writes
+/// the result like an update (retrying on a lost race unless the patch pins a
+/// `resourceVersion`).
+async fn patch(
+    store: &dyn Store,
+    res: &Resource,
+    namespace: Option<&str>,
+    name: &str,
+    media: &str,
+    body: &[u8],
+) -> Result<Value, ApiStatus> {
+    use crate::api::patch::{PatchError, json_patch, merge_patch};
+    let doc: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiStatus::bad_request(format!("error decoding patch: {e}")))?;
+    let k = key(res, namespace, name);
+    for _ in 0..WRITE_RETRIES {
+        let current = store.get(&k).await.map_err(store_error)?;
+        let kv = current
+            .kv
+            .ok_or_else(|| ApiStatus::not_found(res.group, res.plural, name))?;
+        let cur = from_store(&kv)?;
+        let patched = match media {
+            "application/json-patch+json" => json_patch(&cur, &doc),
+            "application/merge-patch+json" => {
+                let mut out = cur.clone();
+                merge_patch(&mut out, &doc);
+                Ok(out)
+            }
+            _ => crate::api::strategic::apply(&cur, &doc)
+                .map_err(PatchError::Malformed)
+                .and_then(|o| {
+                    o.ok_or_else(|| {
+                        PatchError::Unapplicable("the patch deletes the whole object".into())
+                    })
+                }),
+        }
+        .map_err(|e| match e {
+            PatchError::Malformed(m) => ApiStatus::bad_request(m),
+            PatchError::Unapplicable(m) => {
+                ApiStatus::new(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", m)
+            }
+            PatchError::TooLarge(m) => {
+                ApiStatus::new(StatusCode::PAYLOAD_TOO_LARGE, "RequestEntityTooLarge", m)
+            }
+        })?;
+        let pinned = sent_resource_version(&patched)?.filter(|rv| *rv != kv.mod_revision);
+        if pinned.is_some() {
+            return Err(conflict(res, name));
+        }
+        let pinned_by_patch = doc.pointer("/metadata/resourceVersion").is_some();
+        let mut next = prepare_update(res, patched, &cur, namespace, name)?;
+        match store.update(&k, to_store(&next)?, kv.mod_revision).await {
+            Ok(revision) => {
+                object::set_resource_version(&mut next, revision);
+                return Ok(next);
+            }
+            Err(StoreError::Conflict { .. }) if !pinned_by_patch => continue,
             Err(StoreError::Conflict { .. }) => return Err(conflict(res, name)),
             Err(e) => return Err(store_error(e)),
         }

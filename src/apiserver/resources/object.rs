@@ -75,10 +75,18 @@ pub fn to_store(obj: &Value) -> Result<Vec<u8>, ApiStatus> {
 }
 
 /// Decodes a request body into an object of `res`'s kind.
-pub fn decode(res: &Resource, body: &[u8]) -> Result<Value, ApiStatus> {
-    let obj: Value = serde_json::from_slice(body).map_err(|e| {
-        ApiStatus::bad_request(format!("couldn't get version/kind; json parse error: {e}"))
-    })?;
+pub fn decode(res: &Resource, media: &str, body: &[u8]) -> Result<Value, ApiStatus> {
+    let obj: Value = if media == "application/yaml" {
+        let text = std::str::from_utf8(body)
+            .map_err(|_| ApiStatus::bad_request("the YAML body is not UTF-8"))?;
+        serde_saphyr::from_str(text).map_err(|e| {
+            ApiStatus::bad_request(format!("couldn't get version/kind; yaml parse error: {e}"))
+        })?
+    } else {
+        serde_json::from_slice(body).map_err(|e| {
+            ApiStatus::bad_request(format!("couldn't get version/kind; json parse error: {e}"))
+        })?
+    };
     let Value::Object(map) = &obj else {
         return Err(ApiStatus::bad_request(
             "the request body must be a JSON object",

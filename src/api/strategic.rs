@@ -1,0 +1,283 @@
+//! Strategic merge patch for built-in kinds, with the directives kubectl's client-side
+//! three-way apply sends: `$patch: replace|merge|delete`, `$retainKeys`,
+//! `$setElementOrder/<list>` and `$deleteFromPrimitiveList/<list>`.
+//!
+//! Lists merge by the key upstream's struct tags name (`patchMergeKey`) and otherwise
+//! are replaced; the table of merge keys below is that knowledge, by field name.
+
+use serde_json::{Map, Value};
+
+/// How a list field merges.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ListStrategy {
+    /// Lists of objects merged by this key.
+    ByKey(&'static str),
+    /// Lists of scalars merged as a set (e.g. `metadata.finalizers`).
+    Set,
+    /// Replaced wholesale (no merge key upstream).
+    Replace,
+}
+
+/// The merge strategy of list field `name`, given an element to tell `ports` apart.
+fn strategy(name: &str, sample: Option<&Value>) -> ListStrategy {
+    match name {
+        "containers"
+        | "initContainers"
+        | "ephemeralContainers"
+        | "env"
+        | "volumes"
+        | "imagePullSecrets"
+        | "resourceClaims" => ListStrategy::ByKey("name"),
+        "volumeMounts" => ListStrategy::ByKey("mountPath"),
+        "volumeDevices" => ListStrategy::ByKey("devicePath"),
+        "hostAliases" => ListStrategy::ByKey("ip"),
+        "conditions" => ListStrategy::ByKey("type"),
+        "ownerReferences" => ListStrategy::ByKey("uid"),
+        "finalizers" => ListStrategy::Set,
+        "ports" => {
+            // container ports merge by containerPort, service ports by port
+            if sample.is_some_and(|s| s.get("containerPort").is_some()) {
+                ListStrategy::ByKey("containerPort")
+            } else {
+                ListStrategy::ByKey("port")
+            }
+        }
+        _ => ListStrategy::Replace,
+    }
+}
+
+/// Applies a strategic merge patch to `target`. Returns `None` if the patch deletes the
+/// whole object (`$patch: delete` at the top).
+pub fn apply(target: &Value, patch: &Value) -> Result<Option<Value>, String> {
+    match (target, patch) {
+        (Value::Object(t), Value::Object(p)) => merge_map(t, p).map(|m| m.map(Value::Object)),
+        (_, Value::Object(p)) => merge_map(&Map::new(), p).map(|m| m.map(Value::Object)),
+        (_, other) => Ok(Some(other.clone())),
+    }
+}
+
+fn merge_map(
+    target: &Map<String, Value>,
+    patch: &Map<String, Value>,
+) -> Result<Option<Map<String, Value>>, String> {
+    match patch.get("$patch").and_then(Value::as_str) {
+        Some("delete") => return Ok(None),
+        Some("replace") => {
+            let mut out = patch.clone();
+            out.remove("$patch");
+            return Ok(Some(out));
+        }
+        Some("merge") | None => {}
+        Some(other) => return Err(format!("unknown patch type {other:?}")),
+    }
+    let mut out = target.clone();
+    let mut orders: Vec<(String, Vec<Value>)> = Vec::new();
+    for (k, v) in patch {
+        if k == "$patch" || k == "$retainKeys" {
+            continue;
+        }
+        if let Some(field) = k.strip_prefix("$setElementOrder/") {
+            orders.push((field.to_string(), v.as_array().cloned().unwrap_or_default()));
+            continue;
+        }
+        if let Some(field) = k.strip_prefix("$deleteFromPrimitiveList/") {
+            let remove = v.as_array().cloned().unwrap_or_default();
+            if let Some(Value::Array(list)) = out.get_mut(field) {
+                list.retain(|x| !remove.contains(x));
+            }
+            continue;
+        }
+        match v {
+            Value::Null => {
+                out.remove(k);
+            }
+            Value::Object(pm) => {
+                let base = match out.get(k) {
+                    Some(Value::Object(m)) => m.clone(),
+                    _ => Map::new(),
+                };
+                match merge_map(&base, pm)? {
+                    Some(m) => out.insert(k.clone(), Value::Object(m)),
+                    None => out.remove(k),
+                };
+            }
+            Value::Array(pl) => {
+                let base = match out.get(k) {
+                    Some(Value::Array(l)) => l.clone(),
+                    _ => Vec::new(),
+                };
+                out.insert(k.clone(), Value::Array(merge_list(k, &base, pl)?));
+            }
+            other => {
+                out.insert(k.clone(), other.clone());
+            }
+        }
+    }
+    if let Some(Value::Array(keep)) = patch.get("$retainKeys") {
+        out.retain(|k, _| keep.iter().any(|x| x.as_str() == Some(k)));
+    }
+    for (field, order) in orders {
+        if let Some(Value::Array(list)) = out.get_mut(&field) {
+            reorder(&field, list, &order);
+        }
+    }
+    Ok(Some(out))
+}
+
+fn merge_list(name: &str, base: &[Value], patch: &[Value]) -> Result<Vec<Value>, String> {
+    // a `{"$patch": "replace"}` element replaces the whole list with the rest
+    if patch
+        .iter()
+        .any(|e| e.get("$patch").and_then(Value::as_str) == Some("replace"))
+    {
+        return Ok(patch
+            .iter()
+            .filter(|e| e.get("$patch").is_none())
+            .cloned()
+            .collect());
+    }
+    match strategy(name, patch.first().or(base.first())) {
+        ListStrategy::Replace => Ok(patch.to_vec()),
+        ListStrategy::Set => {
+            let mut out = base.to_vec();
+            for v in patch {
+                if !out.contains(v) {
+                    out.push(v.clone());
+                }
+            }
+            Ok(out)
+        }
+        ListStrategy::ByKey(key) => {
+            let mut out = base.to_vec();
+            for element in patch {
+                let Value::Object(pm) = element else {
+                    return Err(format!("{name}: expected objects with merge key {key:?}"));
+                };
+                let id = pm
+                    .get(key)
+                    .ok_or_else(|| format!("{name}: an element lacks its merge key {key:?}"))?;
+                let pos = out.iter().position(|e| e.get(key) == Some(id));
+                let delete = pm.get("$patch").and_then(Value::as_str) == Some("delete");
+                match (pos, delete) {
+                    (Some(i), true) => {
+                        out.remove(i);
+                    }
+                    (None, true) => {}
+                    (Some(i), false) => {
+                        let base = out[i].as_object().cloned().unwrap_or_default();
+                        match merge_map(&base, pm)? {
+                            Some(m) => out[i] = Value::Object(m),
+                            None => {
+                                out.remove(i);
+                            }
+                        }
+                    }
+                    (None, false) => {
+                        let mut fresh = pm.clone();
+                        fresh.remove("$patch");
+                        out.push(Value::Object(fresh));
+                    }
+                }
+            }
+            Ok(out)
+        }
+    }
+}
+
+/// `$setElementOrder`: listed elements first, in that order; the rest after.
+fn reorder(name: &str, list: &mut Vec<Value>, order: &[Value]) {
+    let key = match strategy(name, list.first()) {
+        ListStrategy::ByKey(k) => Some(k),
+        _ => None,
+    };
+    let id = |v: &Value| match key {
+        Some(k) => v.get(k).cloned(),
+        None => Some(v.clone()),
+    };
+    let mut sorted = Vec::with_capacity(list.len());
+    for o in order {
+        let want = id(o);
+        if let Some(pos) = list.iter().position(|e| id(e) == want) {
+            sorted.push(list.remove(pos));
+        }
+    }
+    sorted.append(list);
+    *list = sorted;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn pod() -> Value {
+        json!({"metadata": {"labels": {"a": "1"}, "finalizers": ["x"]},
+               "spec": {"containers": [
+                   {"name": "web", "image": "nginx:1", "ports": [{"containerPort": 80}], "env": [{"name": "A", "value": "1"}]},
+                   {"name": "side", "image": "busybox"}]}})
+    }
+
+    #[test]
+    fn containers_merge_by_name_and_maps_merge() {
+        let out = apply(&pod(), &json!({"metadata": {"labels": {"b": "2"}, "finalizers": ["y"]},
+            "spec": {"containers": [{"name": "web", "image": "nginx:2", "env": [{"name": "B", "value": "2"}]}]}}))
+            .unwrap()
+            .unwrap();
+        assert_eq!(out["metadata"]["labels"], json!({"a": "1", "b": "2"}));
+        assert_eq!(out["metadata"]["finalizers"], json!(["x", "y"]));
+        let web = &out["spec"]["containers"][0];
+        assert_eq!(web["image"], "nginx:2");
+        assert_eq!(
+            web["ports"],
+            json!([{"containerPort": 80}]),
+            "untouched fields stay"
+        );
+        assert_eq!(
+            web["env"],
+            json!([{"name": "A", "value": "1"}, {"name": "B", "value": "2"}])
+        );
+        assert_eq!(out["spec"]["containers"][1]["name"], "side");
+    }
+
+    #[test]
+    fn directives_kubectl_apply_sends() {
+        let patch = json!({"spec": {
+            "$setElementOrder/containers": [{"name": "side"}, {"name": "web"}],
+            "containers": [{"name": "web", "$patch": "delete"}, {"name": "side", "image": "busybox:2"}]},
+            "metadata": {"$deleteFromPrimitiveList/finalizers": ["x"], "labels": {"a": null}}});
+        let out = apply(&pod(), &patch).unwrap().unwrap();
+        assert_eq!(
+            out["spec"]["containers"],
+            json!([{"name": "side", "image": "busybox:2"}])
+        );
+        assert_eq!(out["metadata"]["finalizers"], json!([]));
+        assert_eq!(out["metadata"]["labels"], json!({}));
+        let out = apply(&pod(), &json!({"spec": {"containers": [{"$patch": "replace"}, {"name": "only", "image": "i"}]}})).unwrap().unwrap();
+        assert_eq!(
+            out["spec"]["containers"],
+            json!([{"name": "only", "image": "i"}])
+        );
+        let out = apply(&json!({"spec": {"strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1}}}}),
+            &json!({"spec": {"strategy": {"$retainKeys": ["type"], "type": "Recreate"}}})).unwrap().unwrap();
+        assert_eq!(out["spec"]["strategy"], json!({"type": "Recreate"}));
+        assert_eq!(apply(&pod(), &json!({"$patch": "delete"})).unwrap(), None);
+        let svc = apply(
+            &json!({"spec": {"ports": [{"port": 80, "name": "http"}]}}),
+            &json!({"spec": {"ports": [{"port": 443, "name": "https"}]}}),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            svc["spec"]["ports"].as_array().unwrap().len(),
+            2,
+            "service ports merge by port"
+        );
+        assert!(
+            apply(
+                &pod(),
+                &json!({"spec": {"containers": [{"image": "no-name"}]}})
+            )
+            .is_err()
+        );
+    }
+}
