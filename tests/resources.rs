@@ -475,3 +475,78 @@ fn kubectl_label_annotate_and_patch_all_three_types() {
         "{out}"
     );
 }
+
+#[test]
+fn kubectl_get_prints_upstream_columns_from_server_side_tables() {
+    let server = SkuaServer::start();
+    assert!(
+        k(
+            &server,
+            "1.27",
+            &[
+                "create",
+                "configmap",
+                "web",
+                "--from-literal=a=1",
+                "--from-literal=b=2"
+            ]
+        )
+        .0
+    );
+    assert!(
+        k(
+            &server,
+            "1.27",
+            &["create", "secret", "generic", "s1", "--from-literal=x=y"]
+        )
+        .0
+    );
+    for version in ["1.27", "1.33"] {
+        let (ok, out) = k(&server, version, &["get", "namespaces"]);
+        assert!(ok, "{out}");
+        let header: Vec<&str> = out.lines().next().unwrap().split_whitespace().collect();
+        assert_eq!(header, ["NAME", "STATUS", "AGE"], "kubectl {version}");
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with("kube-system") && l.contains("Active")),
+            "{out}"
+        );
+        let (_, out) = k(&server, version, &["get", "configmap", "web"]);
+        let rows: Vec<Vec<&str>> = out
+            .lines()
+            .map(|l| l.split_whitespace().collect())
+            .collect();
+        assert_eq!(rows[0], ["NAME", "DATA", "AGE"]);
+        assert_eq!(rows[1][..2], ["web", "2"]);
+        let (_, out) = k(&server, version, &["get", "secrets"]);
+        let rows: Vec<Vec<&str>> = out
+            .lines()
+            .map(|l| l.split_whitespace().collect())
+            .collect();
+        assert_eq!(rows[0], ["NAME", "TYPE", "DATA", "AGE"]);
+        assert_eq!(rows[1][..3], ["s1", "Opaque", "1"]);
+    }
+    // the Table itself, as kubectl asks for it
+    let out = Command::new("curl")
+        .args(["-s", "--cacert"])
+        .arg(server.dir.path().join("data/server/tls/server-ca.crt"))
+        .arg("--cert")
+        .arg(server.dir.path().join("data/server/tls/client-admin.crt"))
+        .arg("--key")
+        .arg(server.dir.path().join("data/server/tls/client-admin.key"))
+        .args([
+            "-H",
+            "Accept: application/json;as=Table;v=v1;g=meta.k8s.io,application/json",
+        ])
+        .arg(format!(
+            "https://127.0.0.1:{}/api/v1/namespaces/default/configmaps",
+            server.port
+        ))
+        .output()
+        .unwrap();
+    let table = parse(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(table["kind"], "Table");
+    assert_eq!(table["apiVersion"], "meta.k8s.io/v1");
+    assert_eq!(table["rows"][0]["object"]["kind"], "PartialObjectMetadata");
+    assert_eq!(table["rows"][0]["object"]["metadata"]["name"], "web");
+}

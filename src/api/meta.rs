@@ -103,13 +103,17 @@ pub fn name_suffix() -> String {
         .collect()
 }
 
-/// Now as an RFC 3339 UTC timestamp with seconds, like `metav1.Time`.
-pub fn now_rfc3339() -> String {
-    let secs = std::time::SystemTime::now()
+/// Seconds since the epoch, now.
+pub fn now_secs() -> i64 {
+    std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
-    rfc3339(secs)
+        .unwrap_or(0)
+}
+
+/// Now as an RFC 3339 UTC timestamp with seconds, like `metav1.Time`.
+pub fn now_rfc3339() -> String {
+    rfc3339(now_secs())
 }
 
 /// Seconds since the epoch as `2006-01-02T15:04:05Z`.

@@ -3,6 +3,7 @@
 
 pub mod meta;
 pub mod patch;
+pub mod printers;
 pub mod registry;
 pub mod selector;
 pub mod strategic;

@@ -2,7 +2,7 @@
 //! snapshot, `resourceVersion`/`resourceVersionMatch`, and deletecollection.
 
 use super::object::{from_store, prefix};
-use super::{delete, store_error};
+use super::{Render, delete, store_error};
 use crate::api::registry::Resource;
 use crate::api::selector::{FieldSelector, LabelSelector};
 use crate::apiserver::ApiContext;
@@ -201,9 +201,26 @@ pub async fn list(
     res: &Resource,
     namespace: Option<&str>,
     query: &[(String, String)],
+    render: Render,
 ) -> Result<http::Response<Body>, ApiStatus> {
     let selection = Selection::from_query(res, query)?;
     let (items, revision, next, remaining) = read(ctx, res, namespace, &selection, query).await?;
+    if let Some(kind) = render.kind {
+        let mut table = crate::api::printers::table(
+            kind,
+            &items,
+            &revision.to_string(),
+            true,
+            crate::api::meta::now_secs(),
+        );
+        if let Some(next) = next {
+            table["metadata"]["continue"] = json!(next);
+        }
+        if let Some(n) = remaining {
+            table["metadata"]["remainingItemCount"] = json!(n);
+        }
+        return Ok(json(StatusCode::OK, &table));
+    }
     let mut metadata = json!({"resourceVersion": revision.to_string()});
     if let Some(next) = next {
         metadata["continue"] = json!(next);

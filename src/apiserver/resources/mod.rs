@@ -29,6 +29,34 @@ const DRAIN_CAP_BYTES: usize = 32 * 1024 * 1024;
 /// How many times an unconditional write retries after losing a race.
 const WRITE_RETRIES: usize = 5;
 
+/// How objects go out: as they are, or as a `Table` of `kind` (server-side printing).
+#[derive(Clone, Copy)]
+pub struct Render {
+    pub kind: Option<&'static str>,
+}
+
+impl Render {
+    /// One object (or one watch event's object).
+    pub fn one(&self, obj: &Value) -> Value {
+        match self.kind {
+            Some(kind) => {
+                let rv = obj
+                    .pointer("/metadata/resourceVersion")
+                    .and_then(Value::as_str)
+                    .unwrap_or("");
+                crate::api::printers::table(
+                    kind,
+                    std::slice::from_ref(obj),
+                    rv,
+                    true,
+                    crate::api::meta::now_secs(),
+                )
+            }
+            None => obj.clone(),
+        }
+    }
+}
+
 /// Store errors in API terms.
 pub fn store_error(e: StoreError) -> ApiStatus {
     match e {
@@ -199,13 +227,21 @@ where
         ));
     }
     let query = query_pairs(req.uri().query().unwrap_or(""));
+    let as_table = req
+        .headers()
+        .get(http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(crate::api::printers::wants_table);
+    let render = Render {
+        kind: as_table.then_some(res.kind),
+    };
     let name = info.name.clone().unwrap_or_default();
     match info.verb.as_str() {
         "get" => get(ctx, res, namespace, &name)
             .await
-            .map(|o| json(StatusCode::OK, &o)),
-        "list" => list::list(ctx, res, namespace, &query).await,
-        "watch" => watch::watch(ctx.clone(), res, namespace, &query).await,
+            .map(|o| json(StatusCode::OK, &render.one(&o))),
+        "list" => list::list(ctx, res, namespace, &query, render).await,
+        "watch" => watch::watch(ctx.clone(), res, namespace, &query, render).await,
         "create" => {
             let (media, body) = read_body(req, OBJECT_TYPES).await?;
             let obj = create(&*ctx.store, res, namespace, decode(res, &media, &body)?).await?;

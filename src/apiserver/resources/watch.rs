@@ -8,7 +8,7 @@
 
 use super::list::{Selection, read};
 use super::object::{from_store, prefix, set_resource_version};
-use super::store_error;
+use super::{Render, store_error};
 use crate::api::registry::Resource;
 use crate::apiserver::ApiContext;
 use crate::apiserver::status::{ApiStatus, Body, ChannelBody};
@@ -60,6 +60,7 @@ pub async fn watch(
     res: &'static Resource,
     namespace: Option<&str>,
     query: &[(String, String)],
+    render: Render,
 ) -> Result<Response<Body>, ApiStatus> {
     let selection = Selection::from_query(res, query)?;
     let param = |k: &str| {
@@ -102,7 +103,7 @@ pub async fn watch(
             return;
         };
         for obj in &initial {
-            if tx.send(line("ADDED", obj)).await.is_err() {
+            if tx.send(line("ADDED", &render.one(obj))).await.is_err() {
                 return;
             }
         }
@@ -132,7 +133,7 @@ pub async fn watch(
                 }
                 Some(Ok(WatchMessage::Progress(r))) if bookmarks => Some(bookmark(res, r, false)),
                 Some(Ok(WatchMessage::Progress(_))) => None,
-                Some(Ok(WatchMessage::Event(e))) => event_line(&selection, &e),
+                Some(Ok(WatchMessage::Event(e))) => event_line(&selection, &e, render),
             };
             if let Some(out) = out {
                 if tx.send(out).await.is_err() {
@@ -152,7 +153,8 @@ pub async fn watch(
 
 /// The watch event a store change becomes for a selective watcher: an object that
 /// starts or stops matching is ADDED or DELETED, as the watch cache does upstream.
-fn event_line(selection: &Selection, e: &crate::store::Event) -> Option<Bytes> {
+fn event_line(selection: &Selection, e: &crate::store::Event, render: Render) -> Option<Bytes> {
+    let line = |kind: &str, obj: &Value| line(kind, &render.one(obj));
     let prev = e.prev.as_ref().and_then(|kv| from_store(kv).ok());
     let prev_matches = prev.as_ref().is_some_and(|p| selection.matches(p));
     match e.kind {
