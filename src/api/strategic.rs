@@ -3,47 +3,20 @@
 //! `$setElementOrder/<list>` and `$deleteFromPrimitiveList/<list>`.
 //!
 //! Lists merge by the key upstream's struct tags name (`patchMergeKey`) and otherwise
-//! are replaced; the table of merge keys below is that knowledge, by field name.
+//! are replaced; `merge_keys.rs` holds that knowledge.
 
 use serde_json::{Map, Value};
 
-/// How a list field merges.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum ListStrategy {
-    /// Lists of objects merged by this key.
-    ByKey(&'static str),
-    /// Lists of scalars merged as a set (e.g. `metadata.finalizers`).
-    Set,
-    /// Replaced wholesale (no merge key upstream).
-    Replace,
-}
+use super::merge_keys::{ListStrategy, list_strategy};
 
-/// The merge strategy of list field `name`, given an element to tell `ports` apart.
+/// The strategy of list field `name`, telling ports apart by an element's fields.
 fn strategy(name: &str, sample: Option<&Value>) -> ListStrategy {
-    match name {
-        "containers"
-        | "initContainers"
-        | "ephemeralContainers"
-        | "env"
-        | "volumes"
-        | "imagePullSecrets"
-        | "resourceClaims" => ListStrategy::ByKey("name"),
-        "volumeMounts" => ListStrategy::ByKey("mountPath"),
-        "volumeDevices" => ListStrategy::ByKey("devicePath"),
-        "hostAliases" => ListStrategy::ByKey("ip"),
-        "conditions" => ListStrategy::ByKey("type"),
-        "ownerReferences" => ListStrategy::ByKey("uid"),
-        "finalizers" => ListStrategy::Set,
-        "ports" => {
-            // container ports merge by containerPort, service ports by port
-            if sample.is_some_and(|s| s.get("containerPort").is_some()) {
-                ListStrategy::ByKey("containerPort")
-            } else {
-                ListStrategy::ByKey("port")
-            }
-        }
-        _ => ListStrategy::Replace,
-    }
+    let hint = match sample {
+        Some(s) if s.get("containerPort").is_some() => "containerPort",
+        Some(_) if name == "ports" => "port",
+        _ => "",
+    };
+    list_strategy(name, hint)
 }
 
 /// Applies a strategic merge patch to `target`. Returns `None` if the patch deletes the

@@ -4,6 +4,8 @@
 
 pub mod auth;
 mod discovery;
+pub mod openapi;
+mod openapi_v2;
 pub mod request_info;
 pub mod resources;
 mod routes;

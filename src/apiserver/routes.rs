@@ -69,6 +69,9 @@ where
             ["api", "v1"] => discovery::resource_list("", "v1"),
             ["apis", group] => discovery::group(group),
             ["apis", group, version] => discovery::resource_list(group, version),
+            ["openapi", "v2"] => Some(super::openapi_v2::serve(accept)),
+            ["openapi", "v3"] => Some(super::openapi::index()),
+            ["openapi", "v3", rest @ ..] => super::openapi::document(&rest.join("/")),
             _ => None,
         };
         return Ok(resp.unwrap_or_else(not_found));

@@ -57,6 +57,17 @@ impl Render {
     }
 }
 
+/// Adds `Warning` headers (RFC 7234 code 299), as upstream reports unknown fields.
+fn with_warnings(mut resp: http::Response<Body>, warnings: &[String]) -> http::Response<Body> {
+    for w in warnings {
+        let text = format!("299 - \"{}\"", w.replace('\\', "\\\\").replace('"', "\\\""));
+        if let Ok(v) = http::HeaderValue::from_str(&text) {
+            resp.headers_mut().append(http::header::WARNING, v);
+        }
+    }
+    resp
+}
+
 /// Store errors in API terms.
 pub fn store_error(e: StoreError) -> ApiStatus {
     match e {
@@ -235,6 +246,21 @@ where
     let render = Render {
         kind: as_table.then_some(res.kind),
     };
+    let field_validation = crate::apiserver::openapi::FieldValidation::from_query(
+        query
+            .iter()
+            .find(|(k, _)| k == "fieldValidation")
+            .map(|(_, v)| v.as_str()),
+    )?;
+    let check = |obj: &Value| {
+        crate::apiserver::openapi::check_fields(
+            res.group,
+            res.version,
+            res.kind,
+            obj,
+            field_validation,
+        )
+    };
     let name = info.name.clone().unwrap_or_default();
     match info.verb.as_str() {
         "get" => get(ctx, res, namespace, &name)
@@ -244,20 +270,17 @@ where
         "watch" => watch::watch(ctx.clone(), res, namespace, &query, render).await,
         "create" => {
             let (media, body) = read_body(req, OBJECT_TYPES).await?;
-            let obj = create(&*ctx.store, res, namespace, decode(res, &media, &body)?).await?;
-            Ok(json(StatusCode::CREATED, &obj))
+            let obj = decode(res, &media, &body)?;
+            let warnings = check(&obj)?;
+            let obj = create(&*ctx.store, res, namespace, obj).await?;
+            Ok(with_warnings(json(StatusCode::CREATED, &obj), &warnings))
         }
         "update" => {
             let (media, body) = read_body(req, OBJECT_TYPES).await?;
-            update(
-                &*ctx.store,
-                res,
-                namespace,
-                &name,
-                decode(res, &media, &body)?,
-            )
-            .await
-            .map(|o| json(StatusCode::OK, &o))
+            let obj = decode(res, &media, &body)?;
+            let warnings = check(&obj)?;
+            let obj = update(&*ctx.store, res, namespace, &name, obj).await?;
+            Ok(with_warnings(json(StatusCode::OK, &obj), &warnings))
         }
         "delete" => {
             let (_, body) = read_body(req, &["application/json"]).await?;
@@ -268,9 +291,9 @@ where
         "deletecollection" => list::delete_collection(ctx, res, namespace, &query).await,
         "patch" => {
             let (media, body) = read_body(req, PATCH_TYPES).await?;
-            patch(&*ctx.store, res, namespace, &name, &media, &body)
-                .await
-                .map(|o| json(StatusCode::OK, &o))
+            let (obj, warnings) =
+                patch(&*ctx.store, res, namespace, &name, &media, &body, &check).await?;
+            Ok(with_warnings(json(StatusCode::OK, &obj), &warnings))
         }
         _ => Err(not_found()),
     }
@@ -386,7 +409,8 @@ async fn patch(
     name: &str,
     media: &str,
     body: &[u8],
-) -> Result<Value, ApiStatus> {
+    check: &(dyn Fn(&Value) -> Result<Vec<String>, ApiStatus> + Sync),
+) -> Result<(Value, Vec<String>), ApiStatus> {
     use crate::api::patch::{PatchError, json_patch, merge_patch};
     let doc: Value = serde_json::from_slice(body)
         .map_err(|e| ApiStatus::bad_request(format!("error decoding patch: {e}")))?;
@@ -421,6 +445,7 @@ async fn patch(
                 ApiStatus::new(StatusCode::PAYLOAD_TOO_LARGE, "RequestEntityTooLarge", m)
             }
         })?;
+        let warnings = check(&patched)?;
         let pinned = sent_resource_version(&patched)?.filter(|rv| *rv != kv.mod_revision);
         if pinned.is_some() {
             return Err(conflict(res, name));
@@ -430,7 +455,7 @@ async fn patch(
         match store.update(&k, to_store(&next)?, kv.mod_revision).await {
             Ok(revision) => {
                 object::set_resource_version(&mut next, revision);
-                return Ok(next);
+                return Ok((next, warnings));
             }
             Err(StoreError::Conflict { .. }) if !pinned_by_patch => continue,
             Err(StoreError::Conflict { .. }) => return Err(conflict(res, name)),
