@@ -124,3 +124,117 @@ fn apply_create_replace_and_explain_with_old_and_new_kubectl() {
         );
     }
 }
+
+#[test]
+fn scale_and_status_subresources_behave_as_upstream() {
+    let server = SkuaServer::start();
+    let file = server.dir.path().join("app.yaml");
+    std::fs::write(&file, APP).unwrap();
+    assert!(k(&server, "1.33", &["apply", "-f", file.to_str().unwrap()]).0);
+    for (version, n) in [("1.27", "4"), ("1.33", "5")] {
+        let (ok, out) = k(
+            &server,
+            version,
+            &["scale", "deployment", "web", &format!("--replicas={n}")],
+        );
+        assert!(
+            ok && out.contains("deployment.apps/web scaled"),
+            "kubectl {version}: {out}"
+        );
+        let (_, out) = k(
+            &server,
+            version,
+            &[
+                "get",
+                "deployment",
+                "web",
+                "-o",
+                "jsonpath={.spec.replicas}",
+            ],
+        );
+        assert_eq!(out, n);
+    }
+    let base = "/apis/apps/v1/namespaces/default/deployments/web";
+    let (code, body) = common::admin_request(&server, "GET", &format!("{base}/scale"), None);
+    let scale: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(code, 200);
+    assert_eq!(
+        (scale["kind"].as_str(), scale["apiVersion"].as_str()),
+        (Some("Scale"), Some("autoscaling/v1"))
+    );
+    assert_eq!(
+        (
+            scale["spec"]["replicas"].as_i64(),
+            scale["status"]["selector"].as_str()
+        ),
+        (Some(5), Some("app=web"))
+    );
+    let (code, _) = common::admin_request(
+        &server,
+        "PUT",
+        &format!("{base}/scale"),
+        Some(
+            r#"{"apiVersion":"autoscaling/v1","kind":"Scale","metadata":{"name":"web","resourceVersion":"1"},"spec":{"replicas":2}}"#,
+        ),
+    );
+    assert_eq!(code, 409, "a stale Scale is refused");
+
+    // status is written through /status only; spec changes there are ignored
+    let status_patch = r#"{"status":{"replicas":5,"readyReplicas":3},"spec":{"replicas":99}}"#;
+    let out = Command::new("curl")
+        .args(["-s", "-X", "PATCH", "--cacert"])
+        .arg(server.dir.path().join("data/server/tls/server-ca.crt"))
+        .arg("--cert")
+        .arg(server.dir.path().join("data/server/tls/client-admin.crt"))
+        .arg("--key")
+        .arg(server.dir.path().join("data/server/tls/client-admin.key"))
+        .args([
+            "-H",
+            "Content-Type: application/merge-patch+json",
+            "--data",
+            status_patch,
+        ])
+        .arg(format!("https://127.0.0.1:{}{base}/status", server.port))
+        .output()
+        .unwrap();
+    let d: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (
+            d["status"]["readyReplicas"].as_i64(),
+            d["spec"]["replicas"].as_i64()
+        ),
+        (Some(3), Some(5))
+    );
+    // ...and a main-resource write cannot change status
+    let (ok, _) = k(
+        &server,
+        "1.33",
+        &[
+            "patch",
+            "deployment",
+            "web",
+            "--type",
+            "merge",
+            "-p",
+            r#"{"status":{"readyReplicas":0}}"#,
+        ],
+    );
+    assert!(ok);
+    let (_, out) = k(
+        &server,
+        "1.33",
+        &[
+            "get",
+            "deployment",
+            "web",
+            "-o",
+            "jsonpath={.status.readyReplicas}",
+        ],
+    );
+    assert_eq!(out, "3");
+    let (_, out) = k(&server, "1.33", &["get", "deployment", "web"]);
+    assert!(
+        out.lines().nth(1).unwrap().split_whitespace().nth(1) == Some("3/5"),
+        "{out}"
+    );
+}

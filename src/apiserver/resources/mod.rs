@@ -4,6 +4,7 @@
 mod list;
 pub mod object;
 mod watch;
+mod write;
 
 use super::ApiContext;
 use super::request_info::{RequestInfo, query_pairs};
@@ -12,10 +13,7 @@ use crate::api::registry::{self, RESOURCES, Resource};
 use crate::store::{Store, StoreError};
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
-use object::{
-    conflict, decode, from_store, key, prefix, prepare_create, prepare_update,
-    sent_resource_version, to_store,
-};
+use object::{conflict, decode, from_store, key, prefix, prepare_create, to_store};
 use serde_json::{Value, json};
 use std::sync::Arc;
 
@@ -25,9 +23,6 @@ pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
 /// An oversized body is read and discarded up to this size, so the 413 reaches the
 /// client; beyond it the connection is dropped.
 const DRAIN_CAP_BYTES: usize = 32 * 1024 * 1024;
-
-/// How many times an unconditional write retries after losing a race.
-const WRITE_RETRIES: usize = 5;
 
 /// How objects go out: as they are, or as a `Table` of `kind` (server-side printing).
 #[derive(Clone, Copy)]
@@ -211,18 +206,8 @@ where
     if !res.namespaced && info.namespace.is_some() && res.plural != "namespaces" {
         return Err(not_found());
     }
-    if let Some(sub) = &info.subresource {
-        return Err(match sub.as_str() {
-            "log" | "exec" | "attach" | "portforward" | "proxy" => ApiStatus::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "ServiceUnavailable",
-                format!(
-                    "{}/{sub} is served by the node's kubelet, which this skua build does not run yet",
-                    res.plural
-                ),
-            ),
-            _ => not_found(),
-        });
+    if let Some(sub) = info.subresource.as_deref() {
+        return subresource(ctx, res, namespace, info, sub, req).await;
     }
     if !res.is_stored() {
         return Err(not_found());
@@ -279,7 +264,7 @@ where
             let (media, body) = read_body(req, OBJECT_TYPES).await?;
             let obj = decode(res, &media, &body)?;
             let warnings = check(&obj)?;
-            let obj = update(&*ctx.store, res, namespace, &name, obj).await?;
+            let obj = write::update(&*ctx.store, res, namespace, &name, obj).await?;
             Ok(with_warnings(json(StatusCode::OK, &obj), &warnings))
         }
         "delete" => {
@@ -292,8 +277,88 @@ where
         "patch" => {
             let (media, body) = read_body(req, PATCH_TYPES).await?;
             let (obj, warnings) =
-                patch(&*ctx.store, res, namespace, &name, &media, &body, &check).await?;
+                write::patch(&*ctx.store, res, namespace, &name, &media, &body, &check).await?;
             Ok(with_warnings(json(StatusCode::OK, &obj), &warnings))
+        }
+        _ => Err(not_found()),
+    }
+}
+
+/// `status` and `scale`; the node-side subresources answer 503 until the kubelet exists.
+async fn subresource<B>(
+    ctx: &Arc<ApiContext>,
+    res: &'static Resource,
+    namespace: Option<&str>,
+    info: &RequestInfo,
+    sub: &str,
+    req: Request<B>,
+) -> Result<http::Response<Body>, ApiStatus>
+where
+    B: http_body::Body + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let not_found = || {
+        ApiStatus::new(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            "the server could not find the requested resource",
+        )
+    };
+    let known = res
+        .subresources
+        .iter()
+        .find(|s| s.name == sub)
+        .ok_or_else(not_found)?;
+    if !known.verbs.contains(&info.verb.as_str()) {
+        return Err(ApiStatus::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "MethodNotAllowed",
+            format!(
+                "the server does not allow this method on the requested resource ({} {}/{sub})",
+                info.verb, res.plural
+            ),
+        ));
+    }
+    let name = info.name.clone().unwrap_or_default();
+    let store = &*ctx.store;
+    match (sub, info.verb.as_str()) {
+        ("log" | "exec" | "attach" | "portforward" | "proxy", _) => Err(ApiStatus::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+            format!(
+                "{}/{sub} is served by the node's kubelet, which this skua build does not run yet",
+                res.plural
+            ),
+        )),
+        ("status", "get") => get(ctx, res, namespace, &name)
+            .await
+            .map(|o| json(StatusCode::OK, &o)),
+        ("status", "update") => {
+            let (_, body) = read_body(req, OBJECT_TYPES).await?;
+            write::status(store, res, namespace, &name, None, &body)
+                .await
+                .map(|o| json(StatusCode::OK, &o))
+        }
+        ("status", "patch") => {
+            let (media, body) = read_body(req, PATCH_TYPES).await?;
+            write::status(store, res, namespace, &name, Some(&media), &body)
+                .await
+                .map(|o| json(StatusCode::OK, &o))
+        }
+        ("scale", "get") => get(ctx, res, namespace, &name)
+            .await
+            .map(|o| json(StatusCode::OK, &write::scale_of(&o))),
+        ("scale", "update") => {
+            let (_, body) = read_body(req, OBJECT_TYPES).await?;
+            write::scale(store, res, namespace, &name, None, &body)
+                .await
+                .map(|o| json(StatusCode::OK, &o))
+        }
+        ("scale", "patch") => {
+            let (media, body) = read_body(req, PATCH_TYPES).await?;
+            write::scale(store, res, namespace, &name, Some(&media), &body)
+                .await
+                .map(|o| json(StatusCode::OK, &o))
         }
         _ => Err(not_found()),
     }
@@ -331,6 +396,10 @@ pub async fn create(
     obj: Value,
 ) -> Result<Value, ApiStatus> {
     let (mut obj, name) = prepare_create(res, obj, namespace)?;
+    if write::has_status(res) {
+        // status is written by controllers through <resource>/status, as upstream
+        obj["status"] = json!({});
+    }
     if let Some(ns) = namespace {
         let ns_key = key(namespace_resource(), None, ns);
         let found = store.get(&ns_key).await.map_err(store_error)?;
@@ -368,103 +437,6 @@ pub async fn create(
     }
 }
 
-async fn update(
-    store: &dyn Store,
-    res: &Resource,
-    namespace: Option<&str>,
-    name: &str,
-    obj: Value,
-) -> Result<Value, ApiStatus> {
-    let k = key(res, namespace, name);
-    let sent = sent_resource_version(&obj)?;
-    for _ in 0..WRITE_RETRIES {
-        let current = store.get(&k).await.map_err(store_error)?;
-        let kv = current
-            .kv
-            .ok_or_else(|| ApiStatus::not_found(res.group, res.plural, name))?;
-        if sent.is_some_and(|rv| rv != kv.mod_revision) {
-            return Err(conflict(res, name));
-        }
-        let mut next = prepare_update(res, obj.clone(), &from_store(&kv)?, namespace, name)?;
-        match store.update(&k, to_store(&next)?, kv.mod_revision).await {
-            Ok(revision) => {
-                object::set_resource_version(&mut next, revision);
-                return Ok(next);
-            }
-            Err(StoreError::Conflict { .. }) if sent.is_none() => continue,
-            Err(StoreError::Conflict { .. }) => return Err(conflict(res, name)),
-            Err(e) => return Err(store_error(e)),
-        }
-    }
-    Err(conflict(res, name))
-}
-
-/// Applies a JSON, merge or strategic merge patch to the current object and writes
-/// the result like an update (retrying on a lost race unless the patch pins a
-/// `resourceVersion`).
-async fn patch(
-    store: &dyn Store,
-    res: &Resource,
-    namespace: Option<&str>,
-    name: &str,
-    media: &str,
-    body: &[u8],
-    check: &(dyn Fn(&Value) -> Result<Vec<String>, ApiStatus> + Sync),
-) -> Result<(Value, Vec<String>), ApiStatus> {
-    use crate::api::patch::{PatchError, json_patch, merge_patch};
-    let doc: Value = serde_json::from_slice(body)
-        .map_err(|e| ApiStatus::bad_request(format!("error decoding patch: {e}")))?;
-    let k = key(res, namespace, name);
-    for _ in 0..WRITE_RETRIES {
-        let current = store.get(&k).await.map_err(store_error)?;
-        let kv = current
-            .kv
-            .ok_or_else(|| ApiStatus::not_found(res.group, res.plural, name))?;
-        let cur = from_store(&kv)?;
-        let patched = match media {
-            "application/json-patch+json" => json_patch(&cur, &doc),
-            "application/merge-patch+json" => {
-                let mut out = cur.clone();
-                merge_patch(&mut out, &doc);
-                Ok(out)
-            }
-            _ => crate::api::strategic::apply(&cur, &doc)
-                .map_err(PatchError::Malformed)
-                .and_then(|o| {
-                    o.ok_or_else(|| {
-                        PatchError::Unapplicable("the patch deletes the whole object".into())
-                    })
-                }),
-        }
-        .map_err(|e| match e {
-            PatchError::Malformed(m) => ApiStatus::bad_request(m),
-            PatchError::Unapplicable(m) => {
-                ApiStatus::new(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", m)
-            }
-            PatchError::TooLarge(m) => {
-                ApiStatus::new(StatusCode::PAYLOAD_TOO_LARGE, "RequestEntityTooLarge", m)
-            }
-        })?;
-        let warnings = check(&patched)?;
-        let pinned = sent_resource_version(&patched)?.filter(|rv| *rv != kv.mod_revision);
-        if pinned.is_some() {
-            return Err(conflict(res, name));
-        }
-        let pinned_by_patch = doc.pointer("/metadata/resourceVersion").is_some();
-        let mut next = prepare_update(res, patched, &cur, namespace, name)?;
-        match store.update(&k, to_store(&next)?, kv.mod_revision).await {
-            Ok(revision) => {
-                object::set_resource_version(&mut next, revision);
-                return Ok((next, warnings));
-            }
-            Err(StoreError::Conflict { .. }) if !pinned_by_patch => continue,
-            Err(StoreError::Conflict { .. }) => return Err(conflict(res, name)),
-            Err(e) => return Err(store_error(e)),
-        }
-    }
-    Err(conflict(res, name))
-}
-
 /// Deletes one object; a namespace takes everything in it along (until the namespace
 /// controller does this in the background with the Terminating phase).
 pub async fn delete(
@@ -481,7 +453,7 @@ pub async fn delete(
             .map_err(|e| ApiStatus::bad_request(format!("invalid DeleteOptions: {e}")))?
     };
     let k = key(res, namespace, name);
-    for _ in 0..WRITE_RETRIES {
+    for _ in 0..write::WRITE_RETRIES {
         let current = store.get(&k).await.map_err(store_error)?;
         let kv = current
             .kv

@@ -1,0 +1,250 @@
+//! Writes that change an existing object: update (PUT), patch, and the `status` and
+//! `scale` subresources. All go through one read-modify-write loop with optimistic
+//! concurrency, as upstream's GuaranteedUpdate does.
+
+use super::object::{
+    conflict, from_store, key, prepare_update, sent_resource_version, set_resource_version,
+    to_store,
+};
+use super::store_error;
+use crate::api::patch::{PatchError, json_patch, merge_patch};
+use crate::api::registry::Resource;
+use crate::apiserver::status::ApiStatus;
+use crate::store::{Revision, Store, StoreError};
+use http::StatusCode;
+use serde_json::{Value, json};
+
+/// How many times a write retries after losing a race it did not ask to lose.
+pub(super) const WRITE_RETRIES: usize = 5;
+
+/// Reads the object, computes its next version with `mutate`, and writes it if nobody
+/// wrote in between. With `precondition` (a `resourceVersion` the client sent), a
+/// mismatch is a 409 instead of a retry.
+pub async fn guaranteed_update(
+    store: &dyn Store,
+    res: &Resource,
+    namespace: Option<&str>,
+    name: &str,
+    precondition: Option<Revision>,
+    mutate: &(dyn Fn(&Value) -> Result<Value, ApiStatus> + Sync),
+) -> Result<Value, ApiStatus> {
+    let k = key(res, namespace, name);
+    for _ in 0..WRITE_RETRIES {
+        let current = store.get(&k).await.map_err(store_error)?;
+        let kv = current
+            .kv
+            .ok_or_else(|| ApiStatus::not_found(res.group, res.plural, name))?;
+        if precondition.is_some_and(|rv| rv != kv.mod_revision) {
+            return Err(conflict(res, name));
+        }
+        let mut next = mutate(&from_store(&kv)?)?;
+        match store.update(&k, to_store(&next)?, kv.mod_revision).await {
+            Ok(revision) => {
+                set_resource_version(&mut next, revision);
+                return Ok(next);
+            }
+            Err(StoreError::Conflict { .. }) if precondition.is_none() => continue,
+            Err(StoreError::Conflict { .. }) => return Err(conflict(res, name)),
+            Err(e) => return Err(store_error(e)),
+        }
+    }
+    Err(conflict(res, name))
+}
+
+/// Whether writes to the main resource leave `status` alone (upstream: kinds with a
+/// status subresource).
+pub(super) fn has_status(res: &Resource) -> bool {
+    res.subresources.iter().any(|s| s.name == "status") && res.kind != "Namespace"
+}
+
+/// PUT of the whole object.
+pub async fn update(
+    store: &dyn Store,
+    res: &Resource,
+    namespace: Option<&str>,
+    name: &str,
+    obj: Value,
+) -> Result<Value, ApiStatus> {
+    let sent = sent_resource_version(&obj)?;
+    guaranteed_update(store, res, namespace, name, sent, &|cur| {
+        let mut next = prepare_update(res, obj.clone(), cur, namespace, name)?;
+        if has_status(res) {
+            next["status"] = cur.get("status").cloned().unwrap_or(Value::Null);
+        }
+        Ok(next)
+    })
+    .await
+}
+
+/// Applies a patch document of media type `media` to `target`.
+pub fn apply_patch(target: &Value, media: &str, doc: &Value) -> Result<Value, ApiStatus> {
+    match media {
+        "application/json-patch+json" => json_patch(target, doc),
+        "application/merge-patch+json" => {
+            let mut out = target.clone();
+            merge_patch(&mut out, doc);
+            Ok(out)
+        }
+        _ => crate::api::strategic::apply(target, doc)
+            .map_err(PatchError::Malformed)
+            .and_then(|o| {
+                o.ok_or_else(|| {
+                    PatchError::Unapplicable("the patch deletes the whole object".into())
+                })
+            }),
+    }
+    .map_err(|e| match e {
+        PatchError::Malformed(m) => ApiStatus::bad_request(m),
+        PatchError::Unapplicable(m) => {
+            ApiStatus::new(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", m)
+        }
+        PatchError::TooLarge(m) => {
+            ApiStatus::new(StatusCode::PAYLOAD_TOO_LARGE, "RequestEntityTooLarge", m)
+        }
+    })
+}
+
+fn decode_patch(body: &[u8]) -> Result<Value, ApiStatus> {
+    serde_json::from_slice(body)
+        .map_err(|e| ApiStatus::bad_request(format!("error decoding patch: {e}")))
+}
+
+/// PATCH of the main resource; `check` applies field validation to the result.
+#[allow(clippy::too_many_arguments)]
+pub async fn patch(
+    store: &dyn Store,
+    res: &Resource,
+    namespace: Option<&str>,
+    name: &str,
+    media: &str,
+    body: &[u8],
+    check: &(dyn Fn(&Value) -> Result<Vec<String>, ApiStatus> + Sync),
+) -> Result<(Value, Vec<String>), ApiStatus> {
+    let doc = decode_patch(body)?;
+    let warnings = std::sync::Mutex::new(Vec::new());
+    let pinned = doc
+        .pointer("/metadata/resourceVersion")
+        .and_then(Value::as_str)
+        .and_then(|rv| rv.parse().ok());
+    let out = guaranteed_update(store, res, namespace, name, pinned, &|cur| {
+        let patched = apply_patch(cur, media, &doc)?;
+        *warnings.lock().unwrap_or_else(|e| e.into_inner()) = check(&patched)?;
+        let mut next = prepare_update(res, patched, cur, namespace, name)?;
+        if has_status(res) {
+            next["status"] = cur.get("status").cloned().unwrap_or(Value::Null);
+        }
+        Ok(next)
+    })
+    .await?;
+    Ok((
+        out,
+        warnings.into_inner().unwrap_or_else(|e| e.into_inner()),
+    ))
+}
+
+/// Writes to `<resource>/status`: only `status` changes (and metadata as upstream
+/// allows); `body` is a whole object (PUT) or a patch (`media` set).
+pub async fn status(
+    store: &dyn Store,
+    res: &Resource,
+    namespace: Option<&str>,
+    name: &str,
+    media: Option<&str>,
+    body: &[u8],
+) -> Result<Value, ApiStatus> {
+    let (doc, sent) = match media {
+        Some(_) => (decode_patch(body)?, None),
+        None => {
+            let obj: Value = serde_json::from_slice(body).map_err(|e| {
+                ApiStatus::bad_request(format!("couldn't get version/kind; json parse error: {e}"))
+            })?;
+            let sent = sent_resource_version(&obj)?;
+            (obj, sent)
+        }
+    };
+    guaranteed_update(store, res, namespace, name, sent, &|cur| {
+        let wanted = match media {
+            Some(m) => apply_patch(cur, m, &doc)?,
+            None => doc.clone(),
+        };
+        let mut next = cur.clone();
+        next["status"] = wanted.get("status").cloned().unwrap_or(Value::Null);
+        Ok(next)
+    })
+    .await
+}
+
+/// The `autoscaling/v1` Scale of a scalable object.
+pub fn scale_of(obj: &Value) -> Value {
+    let labels = obj
+        .pointer("/spec/selector/matchLabels")
+        .or_else(|| {
+            obj.pointer("/spec/selector")
+                .filter(|s| s.get("matchLabels").is_none() && s.get("matchExpressions").is_none())
+        })
+        .and_then(Value::as_object)
+        .map(|m| {
+            let mut parts: Vec<String> = m
+                .iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                .collect();
+            parts.sort();
+            parts.join(",")
+        })
+        .unwrap_or_default();
+    let meta = obj.get("metadata").cloned().unwrap_or_else(|| json!({}));
+    json!({
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": {
+            "name": meta.get("name"), "namespace": meta.get("namespace"), "uid": meta.get("uid"),
+            "resourceVersion": meta.get("resourceVersion"), "creationTimestamp": meta.get("creationTimestamp"),
+        },
+        "spec": {"replicas": obj.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1)},
+        "status": {"replicas": obj.pointer("/status/replicas").and_then(Value::as_i64).unwrap_or(0), "selector": labels},
+    })
+}
+
+/// Writes to `<resource>/scale`: a Scale (PUT) or a patch of one; only
+/// `spec.replicas` of the object changes.
+pub async fn scale(
+    store: &dyn Store,
+    res: &Resource,
+    namespace: Option<&str>,
+    name: &str,
+    media: Option<&str>,
+    body: &[u8],
+) -> Result<Value, ApiStatus> {
+    let doc = decode_patch(body)?;
+    let sent = match media {
+        None => sent_resource_version(&doc)?,
+        Some(_) => None,
+    };
+    let written = guaranteed_update(store, res, namespace, name, sent, &|cur| {
+        let mut current_scale = scale_of(cur);
+        if let Some(rv) = cur.pointer("/metadata/resourceVersion") {
+            current_scale["metadata"]["resourceVersion"] = rv.clone();
+        }
+        let wanted = match media {
+            Some(m) => apply_patch(&current_scale, m, &doc)?,
+            None => doc.clone(),
+        };
+        let replicas = wanted.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(0);
+        if replicas < 0 {
+            return Err(ApiStatus::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "Invalid",
+                format!("Scale.autoscaling \"{name}\" is invalid: spec.replicas: Invalid value: {replicas}: must be greater than or equal to 0"),
+            ));
+        }
+        let mut next = cur.clone();
+        next["spec"]["replicas"] = json!(replicas);
+        let generation = cur.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0);
+        if cur.pointer("/spec/replicas") != Some(&json!(replicas)) {
+            next["metadata"]["generation"] = json!(generation + 1);
+        }
+        Ok(next)
+    })
+    .await?;
+    Ok(scale_of(&written))
+}
