@@ -238,3 +238,73 @@ fn scale_and_status_subresources_behave_as_upstream() {
         "{out}"
     );
 }
+
+#[test]
+fn created_objects_carry_upstream_defaults() {
+    let server = SkuaServer::start();
+    let file = server.dir.path().join("objs.yaml");
+    std::fs::write(
+        &file,
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: p1}\nspec:\n  containers: [{name: c, image: busybox, ports: [{containerPort: 80}]}]\n---\n\
+apiVersion: v1\nkind: Service\nmetadata: {name: s1}\nspec:\n  type: NodePort\n  ports: [{port: 80}]\n---\n\
+apiVersion: batch/v1\nkind: Job\nmetadata: {name: j1}\nspec:\n  template:\n    spec:\n      restartPolicy: Never\n      containers: [{name: c, image: busybox:1.36}]\n",
+    )
+    .unwrap();
+    let (ok, out) = k(&server, "1.33", &["apply", "-f", file.to_str().unwrap()]);
+    assert!(ok, "{out}");
+    let get = |what: &str| -> serde_json::Value {
+        let (_, out) = k(&server, "1.33", &["get", what, "-o", "json"]);
+        serde_json::from_str(&out).unwrap()
+    };
+    let pod = get("pod/p1");
+    let spec = &pod["spec"];
+    assert_eq!(
+        (
+            spec["restartPolicy"].as_str(),
+            spec["dnsPolicy"].as_str(),
+            spec["schedulerName"].as_str()
+        ),
+        (
+            Some("Always"),
+            Some("ClusterFirst"),
+            Some("default-scheduler")
+        )
+    );
+    assert_eq!(spec["terminationGracePeriodSeconds"], 30);
+    assert_eq!(spec["containers"][0]["imagePullPolicy"], "Always");
+    assert_eq!(spec["containers"][0]["ports"][0]["protocol"], "TCP");
+    assert_eq!(
+        spec["containers"][0]["terminationMessagePath"],
+        "/dev/termination-log"
+    );
+    assert_eq!(
+        (
+            pod["status"]["phase"].as_str(),
+            pod["status"]["qosClass"].as_str()
+        ),
+        (Some("Pending"), Some("BestEffort"))
+    );
+    let svc = get("service/s1");
+    assert_eq!(svc["spec"]["ports"][0]["targetPort"], 80);
+    assert_eq!(svc["spec"]["sessionAffinity"], "None");
+    let job = get("job/j1");
+    let uid = job["metadata"]["uid"].as_str().unwrap();
+    assert_eq!(
+        job["spec"]["selector"]["matchLabels"]["batch.kubernetes.io/controller-uid"],
+        uid
+    );
+    assert_eq!(
+        job["spec"]["template"]["metadata"]["labels"]["job-name"],
+        "j1"
+    );
+    assert_eq!(
+        (
+            job["spec"]["backoffLimit"].as_i64(),
+            job["spec"]["completions"].as_i64()
+        ),
+        (Some(6), Some(1))
+    );
+    // applying the same file again changes nothing (defaults cause no diff)
+    let (ok, out) = k(&server, "1.33", &["apply", "-f", file.to_str().unwrap()]);
+    assert!(ok && out.matches("unchanged").count() == 3, "{out}");
+}

@@ -400,6 +400,10 @@ pub async fn create(
         // status is written by controllers through <resource>/status, as upstream
         obj["status"] = json!({});
     }
+    if res.kind == "Pod" {
+        obj["status"] =
+            json!({"phase": "Pending", "qosClass": crate::api::defaults::qos_class(&obj)});
+    }
     if let Some(ns) = namespace {
         let ns_key = key(namespace_resource(), None, ns);
         let found = store.get(&ns_key).await.map_err(store_error)?;

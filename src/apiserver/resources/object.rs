@@ -237,6 +237,10 @@ pub fn prepare_create(
         metadata_mut(&mut obj).insert("generation".into(), json!(1));
     }
     check_name(res, &name)?;
+    crate::api::defaults::apply(res.kind, &mut obj);
+    if res.kind == "Job" {
+        generate_job_selector(&mut obj);
+    }
     if res.kind == "Namespace" {
         obj["spec"] = json!({"finalizers": ["kubernetes"]});
         obj["status"] = json!({"phase": "Active"});
@@ -248,6 +252,36 @@ pub fn prepare_create(
         }
     }
     Ok((obj, name))
+}
+
+/// A Job without `manualSelector` gets a selector on its own uid, and its pod template
+/// the matching labels (upstream's job strategy does this on create).
+fn generate_job_selector(obj: &mut Value) {
+    if obj.pointer("/spec/manualSelector") == Some(&json!(true)) {
+        return;
+    }
+    let uid = obj.pointer("/metadata/uid").cloned().unwrap_or(Value::Null);
+    let name = obj
+        .pointer("/metadata/name")
+        .cloned()
+        .unwrap_or(Value::Null);
+    obj["spec"]["selector"] = json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}});
+    let labels = json!({
+        "batch.kubernetes.io/controller-uid": uid, "batch.kubernetes.io/job-name": name,
+        "controller-uid": uid, "job-name": name,
+    });
+    if obj.pointer("/spec/template/metadata").is_none() {
+        obj["spec"]["template"]["metadata"] = json!({});
+    }
+    let meta = &mut obj["spec"]["template"]["metadata"];
+    if !meta.get("labels").is_some_and(Value::is_object) {
+        meta["labels"] = json!({});
+    }
+    if let (Some(target), Some(add)) = (meta["labels"].as_object_mut(), labels.as_object()) {
+        for (k, v) in add {
+            target.insert(k.clone(), v.clone());
+        }
+    }
 }
 
 /// Prepares a replacement of `current` by `obj` (PUT): identity and creation fields are
@@ -270,6 +304,7 @@ pub fn prepare_update(
     }
     obj["apiVersion"] = json!(res.group_version());
     obj["kind"] = json!(res.kind);
+    crate::api::defaults::apply(res.kind, &mut obj);
     let cur_meta = current
         .get("metadata")
         .cloned()
