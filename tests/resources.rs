@@ -550,3 +550,101 @@ fn kubectl_get_prints_upstream_columns_from_server_side_tables() {
     assert_eq!(table["rows"][0]["object"]["kind"], "PartialObjectMetadata");
     assert_eq!(table["rows"][0]["object"]["metadata"]["name"], "web");
 }
+
+#[test]
+fn finalizers_propagation_and_graceful_pod_deletion() {
+    let server = SkuaServer::start();
+    let cms = "/api/v1/namespaces/default/configmaps";
+    // an object with a finalizer stays, marked for deletion, until the finalizer goes
+    let (code, _) = admin_request(
+        &server,
+        "POST",
+        cms,
+        Some(
+            r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"held","finalizers":["example.com/hold"]}}"#,
+        ),
+    );
+    assert_eq!(code, 201);
+    let (ok, out) = k(
+        &server,
+        "1.33",
+        &["delete", "configmap", "held", "--wait=false"],
+    );
+    assert!(ok, "{out}");
+    let (code, body) = admin_request(&server, "GET", &format!("{cms}/held"), None);
+    assert_eq!(code, 200);
+    let held = parse(&body);
+    assert!(held["metadata"]["deletionTimestamp"].is_string(), "{held}");
+    assert_eq!(held["metadata"]["deletionGracePeriodSeconds"], 0);
+    let (ok, out) = k(
+        &server,
+        "1.33",
+        &[
+            "patch",
+            "configmap",
+            "held",
+            "--type",
+            "merge",
+            "-p",
+            r#"{"metadata":{"finalizers":null}}"#,
+        ],
+    );
+    assert!(ok, "{out}");
+    assert_eq!(
+        admin_request(&server, "GET", &format!("{cms}/held"), None).0,
+        404,
+        "removing the last finalizer finishes the deletion"
+    );
+
+    // propagationPolicy is recorded as upstream's finalizers
+    admin_request(
+        &server,
+        "POST",
+        cms,
+        Some(r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"fg"}}"#),
+    );
+    let (code, body) = admin_request(
+        &server,
+        "DELETE",
+        &format!("{cms}/fg"),
+        Some(r#"{"propagationPolicy":"Foreground"}"#),
+    );
+    assert_eq!(code, 200);
+    assert_eq!(
+        parse(&body)["metadata"]["finalizers"],
+        json!(["foregroundDeletion"])
+    );
+    let (code, _) = admin_request(
+        &server,
+        "DELETE",
+        &format!("{cms}/fg"),
+        Some(r#"{"propagationPolicy":"Sideways"}"#),
+    );
+    assert_eq!(code, 400);
+
+    // a pod on a node is deleted gracefully; --grace-period=0 --force removes it at once
+    let pods = "/api/v1/namespaces/default/pods";
+    let pod = r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p"},"spec":{"nodeName":"n1","containers":[{"name":"c","image":"busybox"}]}}"#;
+    assert_eq!(admin_request(&server, "POST", pods, Some(pod)).0, 201);
+    let (code, body) = admin_request(&server, "DELETE", &format!("{pods}/p"), None);
+    assert_eq!(code, 200);
+    assert_eq!(parse(&body)["metadata"]["deletionGracePeriodSeconds"], 30);
+    let (ok, out) = k(
+        &server,
+        "1.33",
+        &["delete", "pod", "p", "--grace-period=0", "--force"],
+    );
+    assert!(ok, "{out}");
+    assert_eq!(
+        admin_request(&server, "GET", &format!("{pods}/p"), None).0,
+        404
+    );
+    // an unscheduled pod goes at once
+    let unscheduled = r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"q"},"spec":{"containers":[{"name":"c","image":"busybox"}]}}"#;
+    admin_request(&server, "POST", pods, Some(unscheduled));
+    let (code, body) = admin_request(&server, "DELETE", &format!("{pods}/q"), None);
+    assert_eq!(
+        (code, parse(&body)["status"].as_str()),
+        (200, Some("Success"))
+    );
+}

@@ -1,9 +1,11 @@
 //! Generic storage-backed resources: get, list, watch, create, update (PUT), delete and
 //! deletecollection, for every stored kind in the registry.
 
+mod delete;
 mod list;
 pub mod object;
 mod watch;
+pub use delete::delete;
 mod write;
 
 use super::ApiContext;
@@ -13,7 +15,7 @@ use crate::api::registry::{self, RESOURCES, Resource};
 use crate::store::{Store, StoreError};
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
-use object::{conflict, decode, from_store, key, prefix, prepare_create, to_store};
+use object::{decode, from_store, key, prepare_create, to_store};
 use serde_json::{Value, json};
 use std::sync::Arc;
 
@@ -439,108 +441,6 @@ pub async fn create(
         .with_details(json!({"name": name, "group": res.group, "kind": res.plural}))),
         Err(e) => Err(store_error(e)),
     }
-}
-
-/// Deletes one object; a namespace takes everything in it along (until the namespace
-/// controller does this in the background with the Terminating phase).
-pub async fn delete(
-    store: &dyn Store,
-    res: &Resource,
-    namespace: Option<&str>,
-    name: &str,
-    body: &[u8],
-) -> Result<Value, ApiStatus> {
-    let options: Value = if body.iter().all(u8::is_ascii_whitespace) {
-        json!({})
-    } else {
-        serde_json::from_slice(body)
-            .map_err(|e| ApiStatus::bad_request(format!("invalid DeleteOptions: {e}")))?
-    };
-    let k = key(res, namespace, name);
-    for _ in 0..write::WRITE_RETRIES {
-        let current = store.get(&k).await.map_err(store_error)?;
-        let kv = current
-            .kv
-            .ok_or_else(|| ApiStatus::not_found(res.group, res.plural, name))?;
-        let obj = from_store(&kv)?;
-        let uid = obj
-            .pointer("/metadata/uid")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string();
-        if let Some(want) = options
-            .pointer("/preconditions/uid")
-            .and_then(Value::as_str)
-        {
-            if want != uid {
-                return Err(ApiStatus::new(
-                    StatusCode::CONFLICT,
-                    "Conflict",
-                    format!(
-                        "Operation cannot be fulfilled on {} \"{name}\": Precondition failed: UID in precondition: {want}, UID in object meta: {uid}",
-                        super::status::qualified(res.plural, res.group)
-                    ),
-                ));
-            }
-        }
-        if let Some(want) = options
-            .pointer("/preconditions/resourceVersion")
-            .and_then(Value::as_str)
-        {
-            if want != kv.mod_revision.to_string() {
-                return Err(ApiStatus::new(
-                    StatusCode::CONFLICT,
-                    "Conflict",
-                    format!(
-                        "Operation cannot be fulfilled on {} \"{name}\": Precondition failed: ResourceVersion in precondition: {want}, ResourceVersion in object meta: {}",
-                        super::status::qualified(res.plural, res.group),
-                        kv.mod_revision
-                    ),
-                ));
-            }
-        }
-        if res.kind == "Namespace" {
-            empty_namespace(store, name).await?;
-        }
-        match store.delete(&k, kv.mod_revision).await {
-            Ok(_) => {
-                return Ok(json!({
-                    "kind": "Status",
-                    "apiVersion": "v1",
-                    "metadata": {},
-                    "status": "Success",
-                    "details": {"name": name, "group": res.group, "kind": res.plural, "uid": uid},
-                }));
-            }
-            Err(StoreError::Conflict { .. }) => continue,
-            Err(e) => return Err(store_error(e)),
-        }
-    }
-    Err(conflict(res, name))
-}
-
-async fn empty_namespace(store: &dyn Store, ns: &str) -> Result<(), ApiStatus> {
-    for res in RESOURCES.iter().filter(|r| r.namespaced && r.is_stored()) {
-        let page = store
-            .list(&prefix(res, Some(ns)), Default::default())
-            .await
-            .map_err(store_error)?;
-        for kv in page.kvs {
-            match store.delete(&kv.key, kv.mod_revision).await {
-                Ok(_) | Err(StoreError::Conflict { current: None, .. }) => {}
-                Err(StoreError::Conflict {
-                    current: Some(now), ..
-                }) => {
-                    store
-                        .delete(&now.key, now.mod_revision)
-                        .await
-                        .map_err(store_error)?;
-                }
-                Err(e) => return Err(store_error(e)),
-            }
-        }
-    }
-    Ok(())
 }
 
 /// The namespaces every cluster starts with.

@@ -38,6 +38,18 @@ pub async fn guaranteed_update(
             return Err(conflict(res, name));
         }
         let mut next = mutate(&from_store(&kv)?)?;
+        if super::delete::ready_to_go(&next) {
+            // the last finalizer of an object being deleted went: finish the deletion
+            match store.delete(&k, kv.mod_revision).await {
+                Ok(revision) => {
+                    set_resource_version(&mut next, revision);
+                    return Ok(next);
+                }
+                Err(StoreError::Conflict { .. }) if precondition.is_none() => continue,
+                Err(StoreError::Conflict { .. }) => return Err(conflict(res, name)),
+                Err(e) => return Err(store_error(e)),
+            }
+        }
         match store.update(&k, to_store(&next)?, kv.mod_revision).await {
             Ok(revision) => {
                 set_resource_version(&mut next, revision);

@@ -1,0 +1,197 @@
+//! Deletion as upstream's generic registry does it: preconditions; finalizers (and the
+//! `foregroundDeletion` / `orphan` ones that `propagationPolicy` asks for) keep the
+//! object with a `deletionTimestamp` until they are removed; pods bound to a node are
+//! deleted gracefully (the kubelet finishes); everything else goes at once.
+
+use super::object::{conflict, from_store, key, prefix, set_resource_version, to_store};
+use super::{store_error, write};
+use crate::api::meta::{now_secs, rfc3339};
+use crate::api::registry::{RESOURCES, Resource};
+use crate::apiserver::status::{ApiStatus, qualified};
+use crate::store::{Store, StoreError};
+use http::StatusCode;
+use serde_json::{Value, json};
+
+fn precondition_failed(
+    res: &Resource,
+    name: &str,
+    what: &str,
+    want: &str,
+    have: &str,
+) -> ApiStatus {
+    ApiStatus::new(
+        StatusCode::CONFLICT,
+        "Conflict",
+        format!(
+            "Operation cannot be fulfilled on {} \"{name}\": Precondition failed: {what} in precondition: {want}, {what} in object meta: {have}",
+            qualified(res.plural, res.group)
+        ),
+    )
+}
+
+/// Whether an object being deleted can now go: no finalizers left and no grace period
+/// still running.
+pub fn ready_to_go(obj: &Value) -> bool {
+    obj.pointer("/metadata/deletionTimestamp").is_some()
+        && obj
+            .pointer("/metadata/finalizers")
+            .and_then(Value::as_array)
+            .is_none_or(Vec::is_empty)
+        && obj
+            .pointer("/metadata/deletionGracePeriodSeconds")
+            .and_then(Value::as_i64)
+            .unwrap_or(0)
+            == 0
+}
+
+/// Deletes one object (see the module documentation). Returns the Status of an
+/// immediate deletion, or the object as it now stands when deletion is pending.
+pub async fn delete(
+    store: &dyn Store,
+    res: &Resource,
+    namespace: Option<&str>,
+    name: &str,
+    body: &[u8],
+) -> Result<Value, ApiStatus> {
+    let options: Value = if body.iter().all(u8::is_ascii_whitespace) {
+        json!({})
+    } else {
+        serde_json::from_slice(body)
+            .map_err(|e| ApiStatus::bad_request(format!("invalid DeleteOptions: {e}")))?
+    };
+    let k = key(res, namespace, name);
+    for _ in 0..write::WRITE_RETRIES {
+        let current = store.get(&k).await.map_err(store_error)?;
+        let kv = current
+            .kv
+            .ok_or_else(|| ApiStatus::not_found(res.group, res.plural, name))?;
+        let mut obj = from_store(&kv)?;
+        let uid = obj
+            .pointer("/metadata/uid")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        if let Some(want) = options
+            .pointer("/preconditions/uid")
+            .and_then(Value::as_str)
+        {
+            if want != uid {
+                return Err(precondition_failed(res, name, "UID", want, &uid));
+            }
+        }
+        if let Some(want) = options
+            .pointer("/preconditions/resourceVersion")
+            .and_then(Value::as_str)
+        {
+            if want != kv.mod_revision.to_string() {
+                return Err(precondition_failed(
+                    res,
+                    name,
+                    "ResourceVersion",
+                    want,
+                    &kv.mod_revision.to_string(),
+                ));
+            }
+        }
+        // finalizers requested by the propagation policy
+        let mut finalizers: Vec<Value> = obj
+            .pointer("/metadata/finalizers")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let wanted = match options.get("propagationPolicy").and_then(Value::as_str) {
+            Some("Foreground") => Some("foregroundDeletion"),
+            Some("Orphan") => Some("orphan"),
+            Some("Background") | None => None,
+            Some(other) => {
+                return Err(ApiStatus::bad_request(format!(
+                    "unsupported propagationPolicy {other:?}; use Foreground, Background or Orphan"
+                )));
+            }
+        };
+        if options.get("orphanDependents") == Some(&json!(true))
+            && !finalizers.contains(&json!("orphan"))
+        {
+            finalizers.push(json!("orphan"));
+        }
+        if let Some(f) = wanted {
+            if !finalizers.contains(&json!(f)) {
+                finalizers.push(json!(f));
+            }
+        }
+        // graceful deletion of pods that a node runs
+        let on_node = res.kind == "Pod"
+            && obj
+                .pointer("/spec/nodeName")
+                .and_then(Value::as_str)
+                .is_some_and(|n| !n.is_empty());
+        let grace = options
+            .get("gracePeriodSeconds")
+            .and_then(Value::as_i64)
+            .or_else(|| {
+                obj.pointer("/spec/terminationGracePeriodSeconds")
+                    .and_then(Value::as_i64)
+            })
+            .unwrap_or(30)
+            .max(0);
+        let graceful = on_node && grace > 0;
+        if res.kind != "Namespace" && (graceful || !finalizers.is_empty()) {
+            if obj.pointer("/metadata/deletionTimestamp").is_some() && wanted.is_none() {
+                return Ok(obj); // already being deleted
+            }
+            let meta = &mut obj["metadata"];
+            meta["finalizers"] = json!(finalizers);
+            if meta.get("deletionTimestamp").is_none() {
+                let grace = if graceful { grace } else { 0 };
+                meta["deletionTimestamp"] = json!(rfc3339(now_secs() + grace));
+                meta["deletionGracePeriodSeconds"] = json!(grace);
+            }
+            match store.update(&k, to_store(&obj)?, kv.mod_revision).await {
+                Ok(revision) => {
+                    set_resource_version(&mut obj, revision);
+                    return Ok(obj);
+                }
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(store_error(e)),
+            }
+        }
+        if res.kind == "Namespace" {
+            empty_namespace(store, name).await?;
+        }
+        match store.delete(&k, kv.mod_revision).await {
+            Ok(_) => {
+                return Ok(json!({
+                    "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+                    "details": {"name": name, "group": res.group, "kind": res.plural, "uid": uid},
+                }));
+            }
+            Err(StoreError::Conflict { .. }) => continue,
+            Err(e) => return Err(store_error(e)),
+        }
+    }
+    Err(conflict(res, name))
+}
+
+async fn empty_namespace(store: &dyn Store, ns: &str) -> Result<(), ApiStatus> {
+    for res in RESOURCES.iter().filter(|r| r.namespaced && r.is_stored()) {
+        let page = store
+            .list(&prefix(res, Some(ns)), Default::default())
+            .await
+            .map_err(store_error)?;
+        for kv in page.kvs {
+            match store.delete(&kv.key, kv.mod_revision).await {
+                Ok(_) | Err(StoreError::Conflict { current: None, .. }) => {}
+                Err(StoreError::Conflict {
+                    current: Some(now), ..
+                }) => {
+                    store
+                        .delete(&now.key, now.mod_revision)
+                        .await
+                        .map_err(store_error)?;
+                }
+                Err(e) => return Err(store_error(e)),
+            }
+        }
+    }
+    Ok(())
+}
