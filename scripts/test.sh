@@ -12,6 +12,11 @@ if ! cargo nextest --version >/dev/null 2>&1; then
     cargo install cargo-nextest --locked
 fi
 
+if ! python3 -c "import kubernetes" >/dev/null 2>&1; then
+    echo "[test] installing the Python kubernetes client (PyPI)"
+    python3 -m pip install --quiet --disable-pip-version-check kubernetes
+fi
+
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked --quiet -- -D warnings
 cargo nextest run --locked --no-fail-fast "$@"
