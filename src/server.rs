@@ -133,8 +133,12 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
     let addr = std::net::SocketAddr::new(cfg.bind_address, cfg.https_listen_port);
     let listener = apiserver::bind(addr).await?;
     let (api_stop_tx, api_stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let tokens =
+        apiserver::tokens::TokenAuthority::new(&pki.service_account_key, &cfg.cluster_domain)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
     let ctx = Arc::new(apiserver::ApiContext {
         store: store.clone(),
+        tokens,
         server_address: format!(
             "{}:{}",
             if cfg.bind_address.is_unspecified() {

@@ -257,3 +257,122 @@ fn discovery_serves_kubectl_old_and_new() {
             .any(|g| g["metadata"]["name"] == "apps")
     );
 }
+
+/// Service-account tokens: TokenRequest (`kubectl create token`), bearer
+/// authentication, TokenReview, and revocation by deleting the account.
+#[test]
+fn service_account_tokens_authenticate_until_the_account_goes() {
+    let server = SkuaServer::start();
+    let run = |version: &str, args: &[&str]| {
+        let out = Command::new(kubectl(version))
+            .args(args)
+            .env("KUBECONFIG", &server.kubeconfig)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).trim().to_string(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let sa = server.dir.path().join("sa.yaml");
+    std::fs::write(
+        &sa,
+        "apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: builder}\n",
+    )
+    .unwrap();
+    assert!(run("1.33", &["apply", "-f", sa.to_str().unwrap()]).0);
+    let (ok, token, err) = run(
+        "1.27",
+        &[
+            "create",
+            "token",
+            "builder",
+            "--audience",
+            "https://kubernetes.default.svc.cluster.local",
+        ],
+    );
+    assert!(ok && token.split('.').count() == 3, "{err}");
+    let (ok, _, err) = run("1.27", &["create", "token", "builder", "--duration=1m"]);
+    assert!(
+        !ok && err.contains("may not specify a duration less than 10 minutes"),
+        "{err}"
+    );
+
+    let bearer = format!("Authorization: Bearer {token}");
+    let (body, meta) = curl(
+        &server,
+        &["-H", &bearer],
+        "/api/v1/namespaces/default/configmaps",
+    );
+    assert!(
+        meta.starts_with("403 "),
+        "authenticated, then refused by the authorizer: {meta}"
+    );
+    let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        status["message"]
+            .as_str()
+            .unwrap()
+            .contains("User \"system:serviceaccount:default:builder\" cannot list"),
+        "{status}"
+    );
+    let (_, meta) = curl(
+        &server,
+        &["-H", "Authorization: Bearer not.a.token"],
+        "/api/v1/namespaces",
+    );
+    assert!(meta.starts_with("401 "), "{meta}");
+
+    // TokenReview, as a webhook or the kubelet would ask
+    let review = serde_json::json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {"token": token}}).to_string();
+    let (code, body) = common::admin_request(
+        &server,
+        "POST",
+        "/apis/authentication.k8s.io/v1/tokenreviews",
+        Some(&review),
+    );
+    assert_eq!(code, 201, "{body}");
+    let r: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(r["status"]["authenticated"], true);
+    assert_eq!(
+        r["status"]["user"]["username"],
+        "system:serviceaccount:default:builder"
+    );
+    assert!(
+        r["status"]["user"]["groups"]
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!("system:serviceaccounts:default"))
+    );
+    let (code, body) = common::admin_request(
+        &server,
+        "POST",
+        "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+        Some(r#"{"apiVersion":"authentication.k8s.io/v1","kind":"SelfSubjectReview"}"#),
+    );
+    assert_eq!(code, 201);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["status"]["userInfo"]["username"],
+        "system:admin"
+    );
+
+    // deleting the account revokes its tokens
+    assert!(run("1.33", &["delete", "serviceaccount", "builder"]).0);
+    let (_, meta) = curl(
+        &server,
+        &["-H", &bearer],
+        "/api/v1/namespaces/default/configmaps",
+    );
+    assert!(meta.starts_with("401 "), "{meta}");
+    let (_, body) = common::admin_request(
+        &server,
+        "POST",
+        "/apis/authentication.k8s.io/v1/tokenreviews",
+        Some(&review),
+    );
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["status"]["authenticated"],
+        false
+    );
+}

@@ -10,6 +10,7 @@ pub mod request_info;
 pub mod resources;
 mod routes;
 pub mod status;
+pub mod tokens;
 
 use crate::pki::ServerPki;
 use hyper::service::service_fn;
@@ -42,6 +43,8 @@ pub enum ApiError {
 /// What every request handler shares.
 pub struct ApiContext {
     pub store: Arc<dyn crate::store::Store>,
+    /// Issues and checks service-account tokens.
+    pub tokens: tokens::TokenAuthority,
     /// host:port clients reach the API at, for `/api`'s serverAddressByClientCIDRs.
     pub server_address: String,
 }

@@ -19,7 +19,7 @@ fn not_found() -> Response<Body> {
 
 pub(super) async fn handle<B>(
     req: Request<B>,
-    caller: UserInfo,
+    mut caller: UserInfo,
     ctx: Arc<ApiContext>,
 ) -> Result<Response<Body>, Infallible>
 where
@@ -35,11 +35,32 @@ where
         _ => {}
     }
     if caller.is_anonymous() {
-        return Ok(failure(
-            StatusCode::UNAUTHORIZED,
-            "Unauthorized",
-            "Unauthorized",
-        ));
+        let bearer = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        match bearer {
+            Some(token) => match super::resources::reviews::authenticate(&ctx, token, &[]).await {
+                Ok((_, user)) => caller = user,
+                Err(e) => {
+                    tracing::debug!(error = %e, "bearer token refused");
+                    return Ok(failure(
+                        StatusCode::UNAUTHORIZED,
+                        "Unauthorized",
+                        "Unauthorized",
+                    ));
+                }
+            },
+            None => {
+                return Ok(failure(
+                    StatusCode::UNAUTHORIZED,
+                    "Unauthorized",
+                    "Unauthorized",
+                ));
+            }
+        }
     }
     if MastersOnly.authorize(&caller, &info) == Decision::Deny {
         return Ok(failure(
@@ -76,7 +97,7 @@ where
         };
         return Ok(resp.unwrap_or_else(not_found));
     }
-    Ok(super::resources::handle(&ctx, &info, req).await)
+    Ok(super::resources::handle(&ctx, &info, &caller, req).await)
 }
 
 fn version() -> serde_json::Value {

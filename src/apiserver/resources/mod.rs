@@ -4,11 +4,13 @@
 mod delete;
 mod list;
 pub mod object;
+pub mod reviews;
 mod watch;
 pub use delete::delete;
 mod write;
 
 use super::ApiContext;
+use super::auth::UserInfo;
 use super::request_info::{RequestInfo, query_pairs};
 use super::status::{ApiStatus, Body, json};
 use crate::api::registry::{self, RESOURCES, Resource};
@@ -168,13 +170,14 @@ where
 pub async fn handle<B>(
     ctx: &Arc<ApiContext>,
     info: &RequestInfo,
+    caller: &UserInfo,
     req: Request<B>,
 ) -> http::Response<Body>
 where
     B: http_body::Body + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    match dispatch(ctx, info, req).await {
+    match dispatch(ctx, info, caller, req).await {
         Ok(resp) => resp,
         Err(status) => status.response(),
     }
@@ -183,6 +186,7 @@ where
 async fn dispatch<B>(
     ctx: &Arc<ApiContext>,
     info: &RequestInfo,
+    caller: &UserInfo,
     req: Request<B>,
 ) -> Result<http::Response<Body>, ApiStatus>
 where
@@ -210,6 +214,21 @@ where
     }
     if let Some(sub) = info.subresource.as_deref() {
         return subresource(ctx, res, namespace, info, sub, req).await;
+    }
+    match (res.plural, info.verb.as_str()) {
+        ("tokenreviews", "create") => {
+            let (_, body) = read_body(req, OBJECT_TYPES).await?;
+            return reviews::token_review(ctx, &body)
+                .await
+                .map(|o| json(StatusCode::CREATED, &o));
+        }
+        ("selfsubjectreviews", "create") => {
+            return Ok(json(
+                StatusCode::CREATED,
+                &reviews::self_subject_review(caller),
+            ));
+        }
+        _ => {}
     }
     if !res.is_stored() {
         return Err(not_found());
@@ -346,6 +365,12 @@ where
             write::status(store, res, namespace, &name, Some(&media), &body)
                 .await
                 .map(|o| json(StatusCode::OK, &o))
+        }
+        ("token", "create") => {
+            let (_, body) = read_body(req, OBJECT_TYPES).await?;
+            reviews::token_request(ctx, namespace.unwrap_or_default(), &name, &body)
+                .await
+                .map(|o| json(StatusCode::CREATED, &o))
         }
         ("scale", "get") => get(ctx, res, namespace, &name)
             .await
