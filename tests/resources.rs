@@ -648,3 +648,94 @@ fn finalizers_propagation_and_graceful_pod_deletion() {
         (200, Some("Success"))
     );
 }
+
+#[test]
+fn pods_are_bound_once_and_evicted_within_their_budget() {
+    let server = SkuaServer::start();
+    let pods = "/api/v1/namespaces/default/pods";
+    let pod = |name: &str| {
+        json!({"apiVersion":"v1","kind":"Pod","metadata":{"name": name, "labels": {"app": "db"}},"spec":{"containers":[{"name":"c","image":"busybox"}]}}).to_string()
+    };
+    assert_eq!(admin_request(&server, "POST", pods, Some(&pod("p"))).0, 201);
+    let binding = r#"{"apiVersion":"v1","kind":"Binding","metadata":{"name":"p"},"target":{"kind":"Node","name":"n1"}}"#;
+    let (code, body) = admin_request(&server, "POST", &format!("{pods}/p/binding"), Some(binding));
+    assert_eq!(code, 201, "{body}");
+    let p = parse(&admin_request(&server, "GET", &format!("{pods}/p"), None).1);
+    assert_eq!(p["spec"]["nodeName"], "n1");
+    assert_eq!(p["status"]["conditions"][0]["type"], "PodScheduled");
+    let (code, body) = admin_request(
+        &server,
+        "POST",
+        &format!("{pods}/p/binding"),
+        Some(&binding.replace("n1", "n2")),
+    );
+    assert_eq!(code, 409);
+    assert_eq!(
+        parse(&body)["message"],
+        "Operation cannot be fulfilled on pods/binding \"p\": pod p is already assigned to node \"n1\""
+    );
+
+    // eviction respects the disruption budget
+    assert_eq!(admin_request(&server, "POST", pods, Some(&pod("e"))).0, 201);
+    let pdbs = "/apis/policy/v1/namespaces/default/poddisruptionbudgets";
+    let pdb = r#"{"apiVersion":"policy/v1","kind":"PodDisruptionBudget","metadata":{"name":"db"},"spec":{"minAvailable":1,"selector":{"matchLabels":{"app":"db"}}}}"#;
+    assert_eq!(admin_request(&server, "POST", pdbs, Some(pdb)).0, 201);
+    let eviction = r#"{"apiVersion":"policy/v1","kind":"Eviction","metadata":{"name":"e"}}"#;
+    let (code, body) = admin_request(
+        &server,
+        "POST",
+        &format!("{pods}/e/eviction"),
+        Some(eviction),
+    );
+    assert_eq!(
+        code, 429,
+        "a budget nobody has processed yet blocks: {body}"
+    );
+    let set_status = |allowed: i64| {
+        let cur = parse(&admin_request(&server, "GET", &format!("{pdbs}/db"), None).1);
+        let mut next = cur.clone();
+        next["status"] = json!({"observedGeneration": 1, "disruptionsAllowed": allowed, "currentHealthy": 2, "desiredHealthy": 1, "expectedPods": 2});
+        assert_eq!(
+            admin_request(
+                &server,
+                "PUT",
+                &format!("{pdbs}/db/status"),
+                Some(&next.to_string())
+            )
+            .0,
+            200
+        );
+    };
+    set_status(0);
+    let (code, body) = admin_request(
+        &server,
+        "POST",
+        &format!("{pods}/e/eviction"),
+        Some(eviction),
+    );
+    assert_eq!(code, 429);
+    assert_eq!(
+        parse(&body)["message"],
+        "Cannot evict pod as it would violate the pod's disruption budget."
+    );
+    assert_eq!(
+        admin_request(&server, "GET", &format!("{pods}/e"), None).0,
+        200,
+        "the pod is still there"
+    );
+    set_status(1);
+    let (code, body) = admin_request(
+        &server,
+        "POST",
+        &format!("{pods}/e/eviction"),
+        Some(eviction),
+    );
+    assert_eq!(code, 201, "{body}");
+    assert_eq!(
+        admin_request(&server, "GET", &format!("{pods}/e"), None).0,
+        404
+    );
+    let pdb_now = parse(&admin_request(&server, "GET", &format!("{pdbs}/db"), None).1);
+    assert_eq!(pdb_now["status"]["disruptionsAllowed"], 0);
+    assert!(pdb_now["status"]["disruptedPods"]["e"].is_string());
+}

@@ -84,6 +84,49 @@ impl LabelSelector {
         self.0.is_empty()
     }
 
+    /// A `metav1.LabelSelector` object (`matchLabels` and `matchExpressions` with In,
+    /// NotIn, Exists, DoesNotExist). An empty selector matches everything.
+    pub fn from_object(sel: &Value) -> Result<LabelSelector, String> {
+        let mut reqs = Vec::new();
+        if let Some(labels) = sel.get("matchLabels").and_then(Value::as_object) {
+            for (k, v) in labels {
+                reqs.push(Requirement::Equals(
+                    k.clone(),
+                    v.as_str().unwrap_or_default().to_string(),
+                ));
+            }
+        }
+        for e in sel
+            .get("matchExpressions")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let key = e
+                .get("key")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
+            let values: Vec<String> = e
+                .get("values")
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(String::from))
+                        .collect()
+                })
+                .unwrap_or_default();
+            reqs.push(match e.get("operator").and_then(Value::as_str) {
+                Some("In") => Requirement::In(key, values),
+                Some("NotIn") => Requirement::NotIn(key, values),
+                Some("Exists") => Requirement::Exists(key),
+                Some("DoesNotExist") => Requirement::DoesNotExist(key),
+                other => return Err(format!("{other:?} is not a valid label selector operator")),
+            });
+        }
+        Ok(LabelSelector(reqs))
+    }
+
     /// Whether an object's `metadata.labels` satisfy every requirement.
     pub fn matches(&self, labels: Option<&serde_json::Map<String, Value>>) -> bool {
         let get = |k: &str| labels.and_then(|l| l.get(k)).and_then(Value::as_str);
@@ -173,6 +216,26 @@ mod tests {
         }
         assert!(LabelSelector::parse("app in web").is_err());
         assert!(!LabelSelector::parse("app").unwrap().matches(None));
+    }
+
+    #[test]
+    fn selector_objects() {
+        let l = labels(json!({"app": "web", "tier": "front"}));
+        let sel = json!({"matchLabels": {"app": "web"}, "matchExpressions": [{"key": "tier", "operator": "In", "values": ["front", "back"]}]});
+        assert!(LabelSelector::from_object(&sel).unwrap().matches(Some(&l)));
+        let sel = json!({"matchExpressions": [{"key": "tier", "operator": "DoesNotExist"}]});
+        assert!(!LabelSelector::from_object(&sel).unwrap().matches(Some(&l)));
+        assert!(
+            LabelSelector::from_object(&json!({}))
+                .unwrap()
+                .matches(None)
+        );
+        assert!(
+            LabelSelector::from_object(
+                &json!({"matchExpressions": [{"key": "a", "operator": "Near"}]})
+            )
+            .is_err()
+        );
     }
 
     #[test]

@@ -4,6 +4,7 @@
 mod delete;
 mod list;
 pub mod object;
+mod pods;
 pub mod reviews;
 mod watch;
 pub use delete::delete;
@@ -222,6 +223,20 @@ where
                 .await
                 .map(|o| json(StatusCode::CREATED, &o));
         }
+        ("bindings", "create") => {
+            let (_, body) = read_body(req, OBJECT_TYPES).await?;
+            let pod = serde_json::from_slice::<Value>(&body)
+                .ok()
+                .and_then(|b| {
+                    b.pointer("/metadata/name")
+                        .and_then(Value::as_str)
+                        .map(String::from)
+                })
+                .unwrap_or_default();
+            return pods::bind(&*ctx.store, namespace.unwrap_or_default(), &pod, &body)
+                .await
+                .map(|o| json(StatusCode::CREATED, &o));
+        }
         ("selfsubjectreviews", "create") => {
             return Ok(json(
                 StatusCode::CREATED,
@@ -365,6 +380,18 @@ where
             write::status(store, res, namespace, &name, Some(&media), &body)
                 .await
                 .map(|o| json(StatusCode::OK, &o))
+        }
+        ("binding", "create") => {
+            let (_, body) = read_body(req, OBJECT_TYPES).await?;
+            pods::bind(store, namespace.unwrap_or_default(), &name, &body)
+                .await
+                .map(|o| json(StatusCode::CREATED, &o))
+        }
+        ("eviction", "create") => {
+            let (_, body) = read_body(req, OBJECT_TYPES).await?;
+            pods::evict(store, namespace.unwrap_or_default(), &name, &body)
+                .await
+                .map(|o| json(StatusCode::CREATED, &o))
         }
         ("token", "create") => {
             let (_, body) = read_body(req, OBJECT_TYPES).await?;
