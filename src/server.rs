@@ -136,9 +136,14 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
     let tokens =
         apiserver::tokens::TokenAuthority::new(&pki.service_account_key, &cfg.cluster_domain)
             .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let metrics = Arc::new(apiserver::metrics::Metrics::default());
     let ctx = Arc::new(apiserver::ApiContext {
-        store: store.clone(),
+        store: Arc::new(apiserver::metrics::InstrumentedStore::new(
+            store.clone(),
+            metrics.clone(),
+        )),
         tokens,
+        metrics,
         server_address: format!(
             "{}:{}",
             if cfg.bind_address.is_unspecified() {

@@ -3,7 +3,9 @@
 //! the endpoints every client touches first. Resource handlers come next (issue #3).
 
 pub mod auth;
+pub mod body;
 mod discovery;
+pub mod metrics;
 pub mod openapi;
 mod openapi_v2;
 pub mod request_info;
@@ -45,6 +47,8 @@ pub struct ApiContext {
     pub store: Arc<dyn crate::store::Store>,
     /// Issues and checks service-account tokens.
     pub tokens: tokens::TokenAuthority,
+    /// What `/metrics` reports.
+    pub metrics: Arc<metrics::Metrics>,
     /// host:port clients reach the API at, for `/api`'s serverAddressByClientCIDRs.
     pub server_address: String,
 }

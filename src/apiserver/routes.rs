@@ -19,6 +19,56 @@ fn not_found() -> Response<Body> {
 
 pub(super) async fn handle<B>(
     req: Request<B>,
+    caller: UserInfo,
+    ctx: Arc<ApiContext>,
+) -> Result<Response<Body>, Infallible>
+where
+    B: http_body::Body + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let started = std::time::Instant::now();
+    let info = RequestInfo::parse(
+        req.method(),
+        req.uri().path(),
+        req.uri().query().unwrap_or(""),
+    );
+    let metrics = ctx.metrics.clone();
+    // the whole body first, so no handler can answer with it unread (see body.rs)
+    let (parts, body) = req.into_parts();
+    let resp = match super::body::collect(body).await {
+        Ok(bytes) => {
+            let req = Request::from_parts(parts, http_body_util::Full::new(bytes));
+            serve(req, caller, ctx).await?
+        }
+        Err(status) => status.response(),
+    };
+    let verb = match info.verb.as_str() {
+        "create" => "POST".to_string(),
+        "update" => "PUT".to_string(),
+        other => other.to_ascii_uppercase(),
+    };
+    let scope = match (&info.name, &info.namespace) {
+        (Some(_), _) => "resource",
+        (None, Some(_)) => "namespace",
+        _ => "cluster",
+    };
+    metrics.request(
+        &super::metrics::RequestLabels {
+            verb: &verb,
+            group: &info.group,
+            version: &info.version,
+            resource: &info.resource,
+            subresource: info.subresource.as_deref().unwrap_or(""),
+            scope,
+        },
+        resp.status().as_u16(),
+        started.elapsed(),
+    );
+    Ok(resp)
+}
+
+async fn serve<B>(
+    req: Request<B>,
     mut caller: UserInfo,
     ctx: Arc<ApiContext>,
 ) -> Result<Response<Body>, Infallible>
@@ -90,6 +140,17 @@ where
             ["api", "v1"] => discovery::resource_list("", "v1"),
             ["apis", group] => discovery::group(group),
             ["apis", group, version] => discovery::resource_list(group, version),
+            ["metrics"] => {
+                let mut resp = text(StatusCode::OK, "");
+                *resp.body_mut() = http_body_util::BodyExt::boxed(http_body_util::Full::new(
+                    bytes::Bytes::from(ctx.metrics.render()),
+                ));
+                resp.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+                );
+                Some(resp)
+            }
             ["openapi", "v2"] => Some(super::openapi_v2::serve(accept)),
             ["openapi", "v3"] => Some(super::openapi::index()),
             ["openapi", "v3", rest @ ..] => super::openapi::document(&rest.join("/")),

@@ -179,7 +179,7 @@ pub fn admin_request(
 ) -> (u16, String) {
     let tls = server.dir.path().join("data/server/tls");
     let mut cmd = std::process::Command::new("curl");
-    cmd.args(["-s", "-N", "-X", method, "--cacert"])
+    cmd.args(["-sS", "-N", "-X", method, "--cacert"])
         .arg(tls.join("server-ca.crt"))
         .arg("--cert")
         .arg(tls.join("client-admin.crt"))
@@ -200,5 +200,11 @@ pub fn admin_request(
         .expect("curl");
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    (code.trim().parse().unwrap_or(0), body.to_string())
+    let code = code.trim().parse().unwrap_or(0);
+    if code == 0 {
+        // no HTTP answer at all: say why, so a failure points at the cause
+        let err = String::from_utf8_lossy(&out.stderr);
+        return (0, format!("curl failed ({}): {err}", out.status));
+    }
+    (code, body.to_string())
 }

@@ -17,17 +17,9 @@ use super::status::{ApiStatus, Body, json};
 use crate::api::registry::{self, RESOURCES, Resource};
 use crate::store::{Store, StoreError};
 use http::{Request, StatusCode};
-use http_body_util::BodyExt;
 use object::{decode, from_store, key, prepare_create, to_store};
 use serde_json::{Value, json};
 use std::sync::Arc;
-
-/// Request bodies larger than this are refused with 413, as kube-apiserver does.
-pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
-
-/// An oversized body is read and discarded up to this size, so the 413 reaches the
-/// client; beyond it the connection is dropped.
-const DRAIN_CAP_BYTES: usize = 32 * 1024 * 1024;
 
 /// How objects go out: as they are, or as a `Table` of `kind` (server-side printing).
 #[derive(Clone, Copy)]
@@ -137,33 +129,9 @@ where
             ),
         ));
     }
-    // Read up to the limit; past it, keep draining (to a hard cap) so the client gets
-    // the 413 instead of a reset connection while it is still sending.
-    let mut body = std::pin::pin!(req.into_body());
-    let mut buf: Vec<u8> = Vec::new();
-    let mut seen = 0usize;
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| {
-            ApiStatus::bad_request(format!("cannot read the request body: {}", e.into()))
-        })?;
-        if let Ok(mut data) = frame.into_data() {
-            use bytes::Buf;
-            let chunk = data.copy_to_bytes(data.remaining());
-            seen += chunk.len();
-            if seen <= MAX_BODY_BYTES {
-                buf.extend_from_slice(&chunk);
-            } else if seen > DRAIN_CAP_BYTES {
-                break;
-            }
-        }
-    }
-    if seen > MAX_BODY_BYTES {
-        return Err(ApiStatus::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "RequestEntityTooLarge",
-            format!("Request entity too large: limit is {MAX_BODY_BYTES}"),
-        ));
-    }
+    let buf = crate::apiserver::body::collect(req.into_body())
+        .await?
+        .to_vec();
     Ok((media, buf))
 }
 
@@ -248,7 +216,7 @@ where
     if !res.is_stored() {
         return Err(not_found());
     }
-    if !res.verbs.contains(&info.verb.as_str()) {
+    if !res.verbs.contains(&info.verb.as_str()) || (info.verb == "create" && info.name.is_some()) {
         return Err(ApiStatus::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "MethodNotAllowed",

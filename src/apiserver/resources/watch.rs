@@ -98,7 +98,9 @@ pub async fn watch(
             None
         }
     };
+    let gauge = WatchGauge::open(&ctx, res);
     tokio::spawn(async move {
+        let _gauge = gauge;
         let Some(w) = store_watch.as_mut() else {
             return;
         };
@@ -149,6 +151,29 @@ pub async fn watch(
         header::HeaderValue::from_static("application/json"),
     );
     Ok(resp)
+}
+
+/// Counts an open watch in `apiserver_longrunning_requests` until dropped.
+struct WatchGauge {
+    metrics: Arc<crate::apiserver::metrics::Metrics>,
+    res: &'static Resource,
+}
+
+impl WatchGauge {
+    fn open(ctx: &ApiContext, res: &'static Resource) -> WatchGauge {
+        ctx.metrics.watch(res.group, res.version, res.plural, 1);
+        WatchGauge {
+            metrics: ctx.metrics.clone(),
+            res,
+        }
+    }
+}
+
+impl Drop for WatchGauge {
+    fn drop(&mut self) {
+        self.metrics
+            .watch(self.res.group, self.res.version, self.res.plural, -1);
+    }
 }
 
 /// The watch event a store change becomes for a selective watcher: an object that
