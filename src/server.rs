@@ -97,6 +97,79 @@ pub async fn open_store(cfg: &DatastoreConfig) -> anyhow::Result<Arc<dyn Store>>
     })
 }
 
+/// A running API server.
+pub struct ApiHandle {
+    pub addr: std::net::SocketAddr,
+    pub pki: pki::ServerPki,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ApiHandle {
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.task.await;
+    }
+}
+
+/// The API part of start-up: initial namespaces → PKI → HTTPS listener. Used by
+/// `skua server` and by `skua bench api`.
+pub async fn start_api(store: Arc<dyn Store>, cfg: &ServerConfig) -> anyhow::Result<ApiHandle> {
+    apiserver::resources::bootstrap(&*store)
+        .await
+        .map_err(|s| anyhow::anyhow!("creating the initial namespaces: {}", s.message))?;
+    let pki = {
+        let opts = PkiOptions {
+            dir: cfg.data_dir.join("server").join("tls"),
+            cluster_domain: cfg.cluster_domain.clone(),
+            service_cidr: cfg.service_cidr.clone(),
+            node_ips: Vec::new(),
+            tls_sans: cfg.tls_san.clone(),
+        };
+        tokio::task::spawn_blocking(move || pki::ensure(&opts)).await??
+    };
+    let listener = apiserver::bind(std::net::SocketAddr::new(
+        cfg.bind_address,
+        cfg.https_listen_port,
+    ))
+    .await?;
+    let addr = listener.local_addr()?;
+    let tokens =
+        apiserver::tokens::TokenAuthority::new(&pki.service_account_key, &cfg.cluster_domain)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let metrics = Arc::new(apiserver::metrics::Metrics::default());
+    let host = if cfg.bind_address.is_unspecified() {
+        "127.0.0.1".to_string()
+    } else {
+        cfg.bind_address.to_string()
+    };
+    let ctx = Arc::new(apiserver::ApiContext {
+        store: Arc::new(apiserver::metrics::InstrumentedStore::new(
+            store,
+            metrics.clone(),
+        )),
+        tokens,
+        metrics,
+        server_address: format!("{host}:{}", addr.port()),
+    });
+    let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(apiserver::serve(
+        listener,
+        apiserver::tls_config(&pki)?,
+        ctx,
+        async {
+            let _ = stop_rx.await;
+        },
+    ));
+    tracing::info!(%addr, "API server listening");
+    Ok(ApiHandle {
+        addr,
+        pki,
+        stop,
+        task,
+    })
+}
+
 /// Runs `skua server` until SIGINT or SIGTERM.
 pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
     tracing::info!(version = crate::cli::VERSION, data_dir = %cfg.data_dir.display(), "starting skua server");
@@ -111,58 +184,13 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
         },
     ));
     tracing::info!(backend = store.backend(), revision, "datastore ready");
-    apiserver::resources::bootstrap(&*store)
-        .await
-        .map_err(|s| anyhow::anyhow!("creating the initial namespaces: {}", s.message))?;
-    let pki = {
-        let opts = PkiOptions {
-            dir: cfg.data_dir.join("server").join("tls"),
-            cluster_domain: cfg.cluster_domain.clone(),
-            service_cidr: cfg.service_cidr.clone(),
-            node_ips: Vec::new(),
-            tls_sans: cfg.tls_san.clone(),
-        };
-        tokio::task::spawn_blocking(move || pki::ensure(&opts)).await??
-    };
+    let api = start_api(store.clone(), &cfg).await?;
     let kubeconfig_text = kubeconfig::render(
         &cfg.api_url(),
-        &pki.server_ca_cert,
-        &pki.admin_cert,
-        &pki.admin_key,
+        &api.pki.server_ca_cert,
+        &api.pki.admin_cert,
+        &api.pki.admin_key,
     );
-    let addr = std::net::SocketAddr::new(cfg.bind_address, cfg.https_listen_port);
-    let listener = apiserver::bind(addr).await?;
-    let (api_stop_tx, api_stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let tokens =
-        apiserver::tokens::TokenAuthority::new(&pki.service_account_key, &cfg.cluster_domain)
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let metrics = Arc::new(apiserver::metrics::Metrics::default());
-    let ctx = Arc::new(apiserver::ApiContext {
-        store: Arc::new(apiserver::metrics::InstrumentedStore::new(
-            store.clone(),
-            metrics.clone(),
-        )),
-        tokens,
-        metrics,
-        server_address: format!(
-            "{}:{}",
-            if cfg.bind_address.is_unspecified() {
-                "127.0.0.1".to_string()
-            } else {
-                cfg.bind_address.to_string()
-            },
-            cfg.https_listen_port
-        ),
-    });
-    let api = tokio::spawn(apiserver::serve(
-        listener,
-        apiserver::tls_config(&pki)?,
-        ctx,
-        async {
-            let _ = api_stop_rx.await;
-        },
-    ));
-    tracing::info!(%addr, "API server listening (health and version only so far)");
     kubeconfig::write(
         &cfg.write_kubeconfig,
         cfg.write_kubeconfig_mode,
@@ -176,8 +204,7 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
     }
     wait_for_shutdown().await?;
     tracing::info!("shutting down");
-    let _ = api_stop_tx.send(());
-    let _ = api.await;
+    api.stop().await;
     let _ = stop_tx.send(());
     let _ = compaction.await;
     drop(store); // the sled store flushes and closes when its last handle goes

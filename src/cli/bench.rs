@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 pub enum BenchCommand {
     /// Datastore: durable creates (1 and 64 writers), get, list of 10k, watch latency.
     Store(StoreBenchArgs),
+    /// API server: create/get/list/update at 1, 16 and 64 clients; watch fan-out.
+    Api(super::bench_api::ApiBenchArgs),
 }
 
 #[derive(Args, Debug)]
@@ -56,6 +58,7 @@ struct Figures {
 pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Store(a) => store(a).await,
+        BenchCommand::Api(a) => super::bench_api::run(a).await,
     }
 }
 

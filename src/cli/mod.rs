@@ -2,6 +2,7 @@
 //! default, as k3s does it) and process start-up. The only place that uses `anyhow`.
 
 mod bench;
+mod bench_api;
 pub mod config;
 pub mod debug;
 
