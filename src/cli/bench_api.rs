@@ -151,11 +151,82 @@ where
     Ok((all, t.elapsed()))
 }
 
+/// Time from spawning `skua server` to its first `/readyz` answer over TLS.
+async fn time_to_ready(data_dir: &std::path::Path) -> anyhow::Result<Duration> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let config = data_dir.join("empty-config.yaml");
+    std::fs::write(&config, "")?;
+    let started = Instant::now();
+    let mut child = tokio::process::Command::new(std::env::current_exe()?)
+        .arg("server")
+        .arg("--config")
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .arg("--write-kubeconfig")
+        .arg(data_dir.join("kubeconfig.yaml"))
+        .args([
+            "--bind-address",
+            "127.0.0.1",
+            "--https-listen-port",
+            &port.to_string(),
+        ])
+        .env("SKUA_LOG", "warn")
+        .kill_on_drop(true)
+        .spawn()?;
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let ca = data_dir.join("server/tls/server-ca.crt");
+    let result = loop {
+        if started.elapsed() > Duration::from_secs(30) {
+            break Err(anyhow::anyhow!("skua server did not answer within 30 s"));
+        }
+        if let (Ok(ca_pem), Ok(_)) = (
+            std::fs::read_to_string(&ca),
+            tokio::net::TcpStream::connect(addr).await,
+        ) {
+            let mut roots = rustls::RootCertStore::empty();
+            for c in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+                roots.add(c?)?;
+            }
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()?
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            cfg.alpn_protocols = vec![b"h2".to_vec()];
+            if let Ok(mut c) = Client::connect(addr, Arc::new(cfg)).await {
+                if let Ok((StatusCode::OK, _, _)) = c.call(Method::GET, "/readyz", None).await {
+                    break Ok(started.elapsed());
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    };
+    let _ = child.kill().await;
+    result
+}
+
 pub async fn run(a: ApiBenchArgs) -> anyhow::Result<()> {
     let scratch = a.dir.clone().unwrap_or_else(|| {
         std::env::temp_dir().join(format!("skua-bench-api-{}", std::process::id()))
     });
     std::fs::create_dir_all(&scratch)?;
+    let (mut cold, mut warm) = (Vec::new(), Vec::new());
+    for i in 0..5 {
+        let dir = scratch.join(format!("startup-{i}"));
+        std::fs::create_dir_all(&dir)?;
+        cold.push(time_to_ready(&dir).await?);
+        warm.push(time_to_ready(&dir).await?);
+    }
+    println!(
+        "start-up to the first HTTPS /readyz answer (spawn to 200, 5 runs each): first start median {:.0?} (max {:.0?}), restart median {:.0?} (max {:.0?})",
+        percentile(&mut cold, 0.5),
+        cold.iter().max().copied().unwrap_or_default(),
+        percentile(&mut warm, 0.5),
+        warm.iter().max().copied().unwrap_or_default()
+    );
     let cfg = ServerConfig {
         data_dir: scratch.clone(),
         bind_address: [127, 0, 0, 1].into(),
