@@ -739,3 +739,110 @@ fn pods_are_bound_once_and_evicted_within_their_budget() {
     assert_eq!(pdb_now["status"]["disruptionsAllowed"], 0);
     assert!(pdb_now["status"]["disruptedPods"]["e"].is_string());
 }
+
+#[test]
+fn a_watch_from_the_last_seen_revision_resumes_across_a_restart() {
+    let mut server = SkuaServer::start();
+    let base = "/api/v1/namespaces/default/configmaps";
+    admin_request(
+        &server,
+        "POST",
+        base,
+        Some(r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"a"}}"#),
+    );
+    let (_, body) = admin_request(&server, "GET", base, None);
+    let seen = parse(&body)["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // changes happen while the client is away, across a restart
+    admin_request(
+        &server,
+        "POST",
+        base,
+        Some(r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"b"}}"#),
+    );
+    server.restart();
+    admin_request(&server, "DELETE", &format!("{base}/a"), None);
+    let (code, body) = admin_request(
+        &server,
+        "GET",
+        &format!("{base}?watch=1&resourceVersion={seen}&timeoutSeconds=1"),
+        None,
+    );
+    assert_eq!(code, 200);
+    let events: Vec<String> = body
+        .lines()
+        .map(parse)
+        .map(|e| {
+            format!(
+                "{} {}",
+                e["type"].as_str().unwrap(),
+                e["object"]["metadata"]["name"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(events, ["ADDED b", "DELETED a"]);
+}
+
+#[test]
+fn kubectl_edit_describe_and_delete_wait() {
+    let server = SkuaServer::start();
+    assert!(
+        k(
+            &server,
+            "1.27",
+            &["create", "configmap", "web", "--from-literal=mode=slow"]
+        )
+        .0
+    );
+    // EDITOR is a sed script, as people script kubectl edit
+    let editor = server.dir.path().join("editor.sh");
+    for (version, from, to) in [("1.27", "slow", "fast"), ("1.33", "fast", "slow")] {
+        std::fs::write(
+            &editor,
+            format!("#!/bin/sh\nsed -i 's/mode: {from}/mode: {to}/' \"$1\"\n"),
+        )
+        .unwrap();
+        Command::new("chmod")
+            .args(["+x", editor.to_str().unwrap()])
+            .status()
+            .unwrap();
+        let out = Command::new(kubectl(version))
+            .args(["edit", "configmap", "web"])
+            .env("KUBECONFIG", &server.kubeconfig)
+            .env("KUBE_EDITOR", &editor)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && text.contains("edited"),
+            "kubectl {version} edit: {text}"
+        );
+        let (_, mode) = k(
+            &server,
+            version,
+            &["get", "configmap", "web", "-o", "jsonpath={.data.mode}"],
+        );
+        assert_eq!(mode, to, "kubectl {version}");
+    }
+    let (ok, out) = k(&server, "1.33", &["describe", "configmap", "web"]);
+    assert!(
+        ok && out.contains("Name:") && out.contains("web") && out.contains("mode"),
+        "{out}"
+    );
+    let (ok, out) = k(&server, "1.33", &["describe", "namespace", "default"]);
+    assert!(
+        ok && out.contains("Status:") && out.contains("Active"),
+        "{out}"
+    );
+    let (ok, out) = k(
+        &server,
+        "1.33",
+        &["delete", "configmap", "web", "--wait", "--timeout=20s"],
+    );
+    assert!(ok && out.contains("deleted"), "{out}");
+    let (ok, _) = k(&server, "1.33", &["get", "configmap", "web"]);
+    assert!(!ok);
+}

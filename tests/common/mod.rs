@@ -100,17 +100,33 @@ impl SkuaServer {
             .expect("free port")
             .port();
         let kubeconfig = dir.path().join("kubeconfig.yaml");
-        let config = dir.path().join("config.yaml");
+        let child = Self::spawn(dir.path(), port, &kubeconfig);
+        let server = SkuaServer {
+            child,
+            dir,
+            port,
+            kubeconfig,
+        };
+        server.wait_ready();
+        server
+    }
+
+    fn spawn(dir: &Path, port: u16, kubeconfig: &Path) -> std::process::Child {
+        let config = dir.join("config.yaml");
         std::fs::write(&config, "").unwrap();
-        let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_skua"))
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("server.log"))
+            .unwrap();
+        std::process::Command::new(env!("CARGO_BIN_EXE_skua"))
             .arg("server")
             .arg("--config")
             .arg(&config)
             .arg("--data-dir")
-            .arg(dir.path().join("data"))
+            .arg(dir.join("data"))
             .arg("--write-kubeconfig")
-            .arg(&kubeconfig)
+            .arg(kubeconfig)
             .args([
                 "--bind-address",
                 "127.0.0.1",
@@ -120,25 +136,33 @@ impl SkuaServer {
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
-            .expect("start skua server");
-        let server = SkuaServer {
-            child,
-            dir,
-            port,
-            kubeconfig,
-        };
+            .expect("start skua server")
+    }
+
+    fn wait_ready(&self) {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        while !(server.kubeconfig.exists()
-            && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok())
+        while !(self.kubeconfig.exists()
+            && std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok())
         {
             assert!(
                 std::time::Instant::now() < deadline,
                 "skua server did not come up: {}",
-                server.log()
+                self.log()
             );
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
-        server
+    }
+
+    /// Stops the server with SIGTERM (clean shutdown) and starts it again on the same
+    /// data, port and kubeconfig.
+    pub fn restart(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.kubeconfig);
+        self.child = Self::spawn(self.dir.path(), self.port, &self.kubeconfig);
+        self.wait_ready();
     }
 
     pub fn log(&self) -> String {
