@@ -308,3 +308,77 @@ apiVersion: batch/v1\nkind: Job\nmetadata: {name: j1}\nspec:\n  template:\n    s
     let (ok, out) = k(&server, "1.33", &["apply", "-f", file.to_str().unwrap()]);
     assert!(ok && out.matches("unchanged").count() == 3, "{out}");
 }
+
+#[test]
+fn invalid_objects_are_refused_with_upstream_messages_and_not_stored() {
+    let server = SkuaServer::start();
+    let apply = |name: &str, text: &str| {
+        let file = server.dir.path().join(format!("{name}.yaml"));
+        std::fs::write(&file, text).unwrap();
+        k(&server, "1.33", &["apply", "-f", file.to_str().unwrap()])
+    };
+    let (ok, out) = apply(
+        "pod",
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers: [{name: c}]\n",
+    );
+    assert!(
+        !ok && out.contains("Pod \"p\" is invalid: spec.containers[0].image: Required value"),
+        "{out}"
+    );
+    let (ok, out) = apply(
+        "dep",
+        &APP.replace(
+            "    metadata: {labels: {app: web}}",
+            "    metadata: {labels: {app: other}}",
+        ),
+    );
+    assert!(
+        !ok && out.contains("`selector` does not match template `labels`"),
+        "{out}"
+    );
+    let (ok, out) = apply(
+        "label",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: l\n  labels: {\"bad key!\": x}\n",
+    );
+    assert!(
+        !ok && out.contains("metadata.labels: Invalid value: \"bad key!\""),
+        "{out}"
+    );
+    let big = format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: big\n  annotations: {{a: \"{}\"}}\n",
+        "x".repeat(300 * 1024)
+    );
+    let (ok, out) = apply("big", &big);
+    assert!(
+        !ok && out.contains("Too long: must have at most 262144 bytes"),
+        "{out}"
+    );
+    let (_, out) = k(
+        &server,
+        "1.33",
+        &["get", "pods,deployments,configmaps", "-o", "name"],
+    );
+    assert!(
+        !out.contains("pod/p")
+            && !out.contains("deployment")
+            && !out.contains("configmap/l")
+            && !out.contains("configmap/big"),
+        "{out}"
+    );
+    // immutable fields
+    assert!(apply("app", APP).0);
+    let moved = APP
+        .replace(
+            "selector: {matchLabels: {app: web}}",
+            "selector: {matchLabels: {app: web, v: \"2\"}}",
+        )
+        .replace(
+            "    metadata: {labels: {app: web}}",
+            "    metadata: {labels: {app: web, v: \"2\"}}",
+        );
+    let (ok, out) = apply("app2", &moved);
+    assert!(
+        !ok && out.contains("spec.selector: Invalid value") && out.contains("field is immutable"),
+        "{out}"
+    );
+}

@@ -9,3 +9,4 @@ pub mod printers;
 pub mod registry;
 pub mod selector;
 pub mod strategic;
+pub mod validation;

@@ -149,6 +149,40 @@ pub fn invalid(
     }))
 }
 
+/// Value validation (`api::validation`) as a 422 in upstream's shape: one cause is
+/// `Kind "name" is invalid: field: message`, several are listed in brackets.
+fn check_values(
+    res: &Resource,
+    name: &str,
+    obj: &Value,
+    old: Option<&Value>,
+) -> Result<(), ApiStatus> {
+    let causes = crate::api::validation::validate(res.kind, obj, old);
+    if causes.is_empty() {
+        return Ok(());
+    }
+    let listed: Vec<String> = causes
+        .iter()
+        .map(|c| format!("{}: {}", c.field, c.message))
+        .collect();
+    let summary = if listed.len() == 1 {
+        listed[0].clone()
+    } else {
+        format!("[{}]", listed.join(", "))
+    };
+    Err(ApiStatus::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "Invalid",
+        format!("{} \"{name}\" is invalid: {summary}", res.kind),
+    )
+    .with_details(json!({
+        "name": name,
+        "group": res.group,
+        "kind": res.kind,
+        "causes": causes.iter().map(|c| json!({"reason": c.reason, "message": c.message, "field": c.field})).collect::<Vec<_>>(),
+    })))
+}
+
 /// Checks the request namespace against the object's and fills it in.
 fn settle_namespace(
     res: &Resource,
@@ -241,6 +275,7 @@ pub fn prepare_create(
     if res.kind == "Job" {
         generate_job_selector(&mut obj);
     }
+    check_values(res, &name, &obj, None)?;
     if res.kind == "Namespace" {
         obj["spec"] = json!({"finalizers": ["kubernetes"]});
         obj["status"] = json!({"phase": "Active"});
@@ -305,6 +340,7 @@ pub fn prepare_update(
     obj["apiVersion"] = json!(res.group_version());
     obj["kind"] = json!(res.kind);
     crate::api::defaults::apply(res.kind, &mut obj);
+    check_values(res, name, &obj, Some(current))?;
     let cur_meta = current
         .get("metadata")
         .cloned()
@@ -410,15 +446,22 @@ mod tests {
     #[test]
     fn updates_keep_identity_and_bump_generation_on_spec_change() {
         let deploy = find("apps", "v1", "deployments").unwrap();
+        let spec = |replicas: i64| {
+            json!({
+                "replicas": replicas,
+                "selector": {"matchLabels": {"app": "d"}},
+                "template": {"metadata": {"labels": {"app": "d"}}, "spec": {"containers": [{"name": "c", "image": "i"}]}},
+            })
+        };
         let (cur, _) = prepare_create(
             deploy,
-            json!({"metadata": {"name": "d"}, "spec": {"replicas": 1}}),
+            json!({"metadata": {"name": "d"}, "spec": spec(1)}),
             Some("x"),
         )
         .unwrap();
         let same = prepare_update(
             deploy,
-            json!({"metadata": {"name": "d", "uid": "forged"}, "spec": {"replicas": 1}}),
+            json!({"metadata": {"name": "d", "uid": "forged"}, "spec": spec(1)}),
             &cur,
             Some("x"),
             "d",
@@ -428,7 +471,7 @@ mod tests {
         assert_eq!(same["metadata"]["generation"], 1);
         let changed = prepare_update(
             deploy,
-            json!({"metadata": {"name": "d"}, "spec": {"replicas": 3}}),
+            json!({"metadata": {"name": "d"}, "spec": spec(3)}),
             &cur,
             Some("x"),
             "d",

@@ -1,0 +1,346 @@
+//! Value validation of the common kinds, with upstream's field paths and messages:
+//! label and annotation syntax and size, required fields, the selector/template match
+//! of workloads, and fields that may not change after creation.
+
+use serde_json::{Map, Value};
+use std::ops::Not;
+
+/// One problem, as a `StatusCause`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cause {
+    pub field: String,
+    /// `FieldValueRequired`, `FieldValueInvalid`, `FieldValueTooLong`, ...
+    pub reason: &'static str,
+    pub message: String,
+}
+
+impl Cause {
+    fn required(field: &str) -> Cause {
+        Cause {
+            field: field.into(),
+            reason: "FieldValueRequired",
+            message: "Required value".into(),
+        }
+    }
+
+    fn invalid(field: &str, value: &str, detail: &str) -> Cause {
+        Cause {
+            field: field.into(),
+            reason: "FieldValueInvalid",
+            message: format!("Invalid value: \"{value}\": {detail}"),
+        }
+    }
+}
+
+/// Upstream's limit on all annotations of an object together.
+pub const TOTAL_ANNOTATION_BYTES: usize = 256 * 1024;
+
+const QUALIFIED_NAME_MSG: &str = "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')";
+const LABEL_VALUE_MSG: &str = "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')";
+const PREFIX_MSG: &str = "prefix part a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')";
+
+fn name_part_ok(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        && s.as_bytes()[0].is_ascii_alphanumeric()
+        && s.as_bytes()[s.len() - 1].is_ascii_alphanumeric()
+}
+
+/// A label or annotation key: `[prefix/]name`, problems in upstream's words.
+fn key_problem(key: &str) -> Option<&'static str> {
+    let (prefix, name) = match key.split_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, key),
+    };
+    if let Some(p) = prefix {
+        let ok = !p.is_empty()
+            && p.len() <= 253
+            && p.split('.').all(|l| {
+                !l.is_empty()
+                    && l.bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                    && !l.starts_with('-')
+                    && !l.ends_with('-')
+            });
+        if !ok {
+            return Some(PREFIX_MSG);
+        }
+    }
+    (!name_part_ok(name)).then_some(QUALIFIED_NAME_MSG)
+}
+
+fn labels(map: Option<&Map<String, Value>>, field: &str, out: &mut Vec<Cause>) {
+    for (k, v) in map.into_iter().flatten() {
+        if let Some(problem) = key_problem(k) {
+            out.push(Cause::invalid(field, k, problem));
+        }
+        let value = v.as_str().unwrap_or_default();
+        if !(value.is_empty() || name_part_ok(value)) {
+            out.push(Cause::invalid(field, value, LABEL_VALUE_MSG));
+        }
+    }
+}
+
+fn metadata(obj: &Value, out: &mut Vec<Cause>) {
+    labels(
+        obj.pointer("/metadata/labels").and_then(Value::as_object),
+        "metadata.labels",
+        out,
+    );
+    if let Some(annotations) = obj
+        .pointer("/metadata/annotations")
+        .and_then(Value::as_object)
+    {
+        let mut total = 0usize;
+        for (k, v) in annotations {
+            if let Some(problem) = key_problem(k) {
+                out.push(Cause::invalid("metadata.annotations", k, problem));
+            }
+            total += k.len() + v.as_str().map_or(0, str::len);
+        }
+        if total > TOTAL_ANNOTATION_BYTES {
+            out.push(Cause {
+                field: "metadata.annotations".into(),
+                reason: "FieldValueTooLong",
+                message: format!("Too long: must have at most {TOTAL_ANNOTATION_BYTES} bytes"),
+            });
+        }
+    }
+}
+
+fn pod_spec(spec: Option<&Value>, field: &str, out: &mut Vec<Cause>) {
+    let containers = spec
+        .and_then(|s| s.get("containers"))
+        .and_then(Value::as_array);
+    match containers {
+        None => out.push(Cause::required(&format!("{field}.containers"))),
+        Some(list) if list.is_empty() => out.push(Cause::required(&format!("{field}.containers"))),
+        Some(list) => {
+            for (i, c) in list.iter().enumerate() {
+                let f = format!("{field}.containers[{i}]");
+                match c.get("name").and_then(Value::as_str) {
+                    None | Some("") => out.push(Cause::required(&format!("{f}.name"))),
+                    Some(n)
+                        if crate::api::meta::name_problems(
+                            crate::api::meta::NameRule::Label,
+                            n,
+                        )
+                        .is_empty()
+                        .not() =>
+                    {
+                        out.push(Cause::invalid(&format!("{f}.name"), n, "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')"));
+                    }
+                    _ => {}
+                }
+                if c.get("image")
+                    .and_then(Value::as_str)
+                    .is_none_or(str::is_empty)
+                {
+                    out.push(Cause::required(&format!("{f}.image")));
+                }
+            }
+        }
+    }
+}
+
+/// A workload's selector must select its template (upstream's "`selector` does not
+/// match template `labels`").
+fn selector_matches_template(obj: &Value, out: &mut Vec<Cause>) {
+    let Some(selector) = obj.pointer("/spec/selector") else {
+        out.push(Cause::required("spec.selector"));
+        return;
+    };
+    let labels = obj
+        .pointer("/spec/template/metadata/labels")
+        .and_then(Value::as_object);
+    match crate::api::selector::LabelSelector::from_object(selector) {
+        Ok(sel) if sel.is_empty() => out.push(Cause::invalid(
+            "spec.selector",
+            "{}",
+            "empty selector is invalid for deployment",
+        )),
+        Ok(sel) if !sel.matches(labels) => out.push(Cause {
+            field: "spec.template.metadata.labels".into(),
+            reason: "FieldValueInvalid",
+            message: format!(
+                "Invalid value: {}: `selector` does not match template `labels`",
+                serde_json::to_string(&labels.cloned().unwrap_or_default()).unwrap_or_default()
+            ),
+        }),
+        Ok(_) => {}
+        Err(e) => out.push(Cause::invalid("spec.selector", &selector.to_string(), &e)),
+    }
+}
+
+fn immutable(obj: &Value, old: &Value, pointer: &str, field: &str, out: &mut Vec<Cause>) {
+    if obj.pointer(pointer) != old.pointer(pointer) {
+        let value = obj
+            .pointer(pointer)
+            .map(|v| v.to_string())
+            .unwrap_or_else(|| "null".into());
+        out.push(Cause {
+            field: field.into(),
+            reason: "FieldValueInvalid",
+            message: format!("Invalid value: {value}: field is immutable"),
+        });
+    }
+}
+
+/// Problems with `obj` (of `kind`); `old` is the stored version on updates.
+pub fn validate(kind: &str, obj: &Value, old: Option<&Value>) -> Vec<Cause> {
+    let mut out = Vec::new();
+    metadata(obj, &mut out);
+    match kind {
+        "Pod" => pod_spec(obj.get("spec"), "spec", &mut out),
+        "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet" => {
+            selector_matches_template(obj, &mut out);
+            pod_spec(
+                obj.pointer("/spec/template/spec"),
+                "spec.template.spec",
+                &mut out,
+            );
+            if let Some(old) = old {
+                immutable(obj, old, "/spec/selector", "spec.selector", &mut out);
+            }
+        }
+        "Job" => {
+            pod_spec(
+                obj.pointer("/spec/template/spec"),
+                "spec.template.spec",
+                &mut out,
+            );
+            match obj
+                .pointer("/spec/template/spec/restartPolicy")
+                .and_then(Value::as_str)
+            {
+                Some("Never" | "OnFailure") => {}
+                other => out.push(Cause {
+                    field: "spec.template.spec.restartPolicy".into(),
+                    reason: "FieldValueNotSupported",
+                    message: format!(
+                        "Unsupported value: \"{}\": supported values: \"OnFailure\", \"Never\"",
+                        other.unwrap_or("Always")
+                    ),
+                }),
+            }
+            if let Some(old) = old {
+                immutable(obj, old, "/spec/selector", "spec.selector", &mut out);
+                immutable(obj, old, "/spec/template", "spec.template", &mut out);
+            }
+        }
+        "CronJob" => {
+            if obj
+                .pointer("/spec/schedule")
+                .and_then(Value::as_str)
+                .is_none_or(str::is_empty)
+            {
+                out.push(Cause::required("spec.schedule"));
+            }
+            pod_spec(
+                obj.pointer("/spec/jobTemplate/spec/template/spec"),
+                "spec.jobTemplate.spec.template.spec",
+                &mut out,
+            );
+        }
+        "Service" => {
+            let ty = obj
+                .pointer("/spec/type")
+                .and_then(Value::as_str)
+                .unwrap_or("ClusterIP");
+            let ports = obj
+                .pointer("/spec/ports")
+                .and_then(Value::as_array)
+                .map_or(0, Vec::len);
+            if ty != "ExternalName"
+                && ports == 0
+                && obj.pointer("/spec/clusterIP") != Some(&Value::from("None"))
+            {
+                out.push(Cause::required("spec.ports"));
+            }
+        }
+        "ConfigMap" | "Secret" => {
+            if let Some(old) = old {
+                if old.get("immutable") == Some(&Value::Bool(true)) {
+                    for field in ["data", "binaryData", "stringData"] {
+                        if obj.get(field) != old.get(field) {
+                            out.push(Cause {
+                                field: field.into(),
+                                reason: "FieldValueForbidden",
+                                message: "Forbidden: field is immutable when `immutable` is set"
+                                    .into(),
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn labels_and_annotations() {
+        let ok = json!({"metadata": {"labels": {"app.kubernetes.io/name": "web", "tier": ""}}});
+        assert!(validate("ConfigMap", &ok, None).is_empty());
+        let bad = json!({"metadata": {"labels": {"bad key!": "x", "ok": "bad value!"}}});
+        let causes = validate("ConfigMap", &bad, None);
+        assert_eq!(causes.len(), 2);
+        assert!(
+            causes[0]
+                .message
+                .starts_with("Invalid value: \"bad key!\": name part must consist")
+        );
+        let big = json!({"metadata": {"annotations": {"a": "x".repeat(TOTAL_ANNOTATION_BYTES)}}});
+        assert_eq!(
+            validate("ConfigMap", &big, None)[0].reason,
+            "FieldValueTooLong"
+        );
+    }
+
+    #[test]
+    fn workloads_need_containers_and_matching_selectors() {
+        let causes = validate(
+            "Pod",
+            &json!({"spec": {"containers": [{"name": "c"}]}}),
+            None,
+        );
+        assert_eq!(causes, vec![Cause::required("spec.containers[0].image")]);
+        assert_eq!(
+            validate("Pod", &json!({"spec": {}}), None),
+            vec![Cause::required("spec.containers")]
+        );
+        let d = json!({"spec": {"selector": {"matchLabels": {"app": "a"}}, "template": {"metadata": {"labels": {"app": "b"}}, "spec": {"containers": [{"name": "c", "image": "i"}]}}}});
+        let causes = validate("Deployment", &d, None);
+        assert_eq!(causes[0].field, "spec.template.metadata.labels");
+        assert!(
+            causes[0]
+                .message
+                .ends_with("`selector` does not match template `labels`")
+        );
+        let mut ok = d.clone();
+        ok["spec"]["template"]["metadata"]["labels"]["app"] = json!("a");
+        assert!(validate("Deployment", &ok, None).is_empty());
+        let mut moved = ok.clone();
+        moved["spec"]["selector"]["matchLabels"]["extra"] = json!("x");
+        moved["spec"]["template"]["metadata"]["labels"]["extra"] = json!("x");
+        assert!(
+            validate("Deployment", &moved, Some(&ok))[0]
+                .message
+                .ends_with("field is immutable")
+        );
+        let job =
+            json!({"spec": {"template": {"spec": {"containers": [{"name": "c", "image": "i"}]}}}});
+        assert_eq!(
+            validate("Job", &job, None)[0].reason,
+            "FieldValueNotSupported"
+        );
+    }
+}
