@@ -10,6 +10,10 @@ mod registry;
 #[path = "src/api/merge_keys.rs"]
 mod merge_keys;
 
+#[allow(dead_code)]
+#[path = "src/api/civil.rs"]
+mod civil;
+
 use schemars::SchemaGenerator;
 use serde_json::{Map, Value, json};
 use std::fmt::Write as _;
@@ -18,6 +22,7 @@ fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-changed=src/api/registry.rs");
     println!("cargo:rerun-if-changed=src/api/merge_keys.rs");
+    println!("cargo:rerun-if-changed=src/api/civil.rs");
     build_date();
     openapi();
 }
@@ -33,23 +38,7 @@ fn build_date() {
                 .map(|d| d.as_secs() as i64)
                 .unwrap_or(0)
         });
-    // days since 1970-01-01 → civil date (Howard Hinnant's algorithm)
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    println!(
-        "cargo:rustc-env=SKUA_BUILD_DATE={year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    );
+    println!("cargo:rustc-env=SKUA_BUILD_DATE={}", civil::rfc3339(secs));
 }
 
 /// Adds the schema of a kind to `generator`; returns its component name.

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{SkuaServer, kubectl};
+use common::{SkuaServer, kubectl_run as k};
 use std::process::Command;
 
 const APP: &str = "apiVersion: v1
@@ -32,18 +32,6 @@ spec:
       - name: side
         image: busybox
 ";
-
-fn k(server: &SkuaServer, version: &str, args: &[&str]) -> (bool, String) {
-    let out = Command::new(kubectl(version))
-        .args(args)
-        .env("KUBECONFIG", &server.kubeconfig)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
-    )
-}
 
 #[test]
 fn apply_create_replace_and_explain_with_old_and_new_kubectl() {

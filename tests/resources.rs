@@ -3,24 +3,12 @@
 
 mod common;
 
-use common::{SkuaServer, admin_request, kubectl};
+use common::{SkuaServer, admin_request, kubectl, kubectl_run as k};
 use serde_json::{Value, json};
 use std::process::Command;
 
 fn parse(body: &str) -> Value {
     serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
-}
-
-fn k(server: &SkuaServer, version: &str, args: &[&str]) -> (bool, String) {
-    let out = Command::new(kubectl(version))
-        .args(args)
-        .env("KUBECONFIG", &server.kubeconfig)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
-    )
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! Pure Kubernetes API knowledge, no I/O: which resources exist and how they are
 //! named and scoped, object metadata rules, label and field selectors, patches.
 
+pub mod civil;
 pub mod defaults;
 pub mod merge_keys;
 pub mod meta;

@@ -10,11 +10,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 fn not_found() -> Response<Body> {
-    failure(
-        StatusCode::NOT_FOUND,
-        "NotFound",
-        "the server could not find the requested resource",
-    )
+    super::status::ApiStatus::unknown_path().response()
 }
 
 pub(super) async fn handle<B>(

@@ -232,3 +232,15 @@ pub fn admin_request(
     }
     (code, body.to_string())
 }
+
+/// Runs `kubectl.<version>` against `server`; returns success and stdout+stderr.
+pub fn kubectl_run(server: &SkuaServer, version: &str, args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(kubectl(version))
+        .args(args)
+        .env("KUBECONFIG", &server.kubeconfig)
+        .output()
+        .expect("kubectl");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}

@@ -162,13 +162,7 @@ where
     B: http_body::Body + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let not_found = || {
-        ApiStatus::new(
-            StatusCode::NOT_FOUND,
-            "NotFound",
-            "the server could not find the requested resource",
-        )
-    };
+    let not_found = ApiStatus::unknown_path;
     let res = registry::find(&info.group, &info.version, &info.resource).ok_or_else(not_found)?;
     let namespace = if res.namespaced {
         info.namespace.as_deref()
@@ -301,13 +295,7 @@ where
     B: http_body::Body + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let not_found = || {
-        ApiStatus::new(
-            StatusCode::NOT_FOUND,
-            "NotFound",
-            "the server could not find the requested resource",
-        )
-    };
+    let not_found = ApiStatus::unknown_path;
     let known = res
         .subresources
         .iter()

@@ -12,6 +12,16 @@ use crate::apiserver::tokens::{DEFAULT_EXPIRATION_SECONDS, MIN_EXPIRATION_SECOND
 use http::StatusCode;
 use serde_json::{Value, json};
 
+fn string_list(v: Option<&Value>) -> Vec<String> {
+    v.and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 fn service_accounts() -> &'static registry::Resource {
     registry::find("", "v1", "serviceaccounts").expect("serviceaccounts are in the registry")
 }
@@ -83,16 +93,10 @@ pub async fn token_request(
             ),
         ));
     }
-    let audiences: Vec<String> = req
-        .pointer("/spec/audiences")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(|v| v.as_str().map(String::from))
-                .collect()
-        })
-        .filter(|a: &Vec<String>| !a.is_empty())
-        .unwrap_or_else(|| vec![ctx.tokens.issuer.clone()]);
+    let mut audiences = string_list(req.pointer("/spec/audiences"));
+    if audiences.is_empty() {
+        audiences.push(ctx.tokens.issuer.clone());
+    }
     let expires = crate::api::meta::now_secs() + expiration;
     let claims = TokenClaims {
         namespace: namespace.into(),
@@ -123,15 +127,7 @@ pub async fn token_review(ctx: &ApiContext, body: &[u8]) -> Result<Value, ApiSta
         .pointer("/spec/token")
         .and_then(Value::as_str)
         .unwrap_or_default();
-    let audiences: Vec<String> = req
-        .pointer("/spec/audiences")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(|v| v.as_str().map(String::from))
-                .collect()
-        })
-        .unwrap_or_default();
+    let audiences = string_list(req.pointer("/spec/audiences"));
     let status = match authenticate(ctx, token, &audiences).await {
         Ok((claims, user)) => json!({
             "authenticated": true,
