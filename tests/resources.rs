@@ -834,3 +834,54 @@ fn kubectl_edit_describe_and_delete_wait() {
     let (ok, _) = k(&server, "1.33", &["get", "configmap", "web"]);
     assert!(!ok);
 }
+
+#[test]
+fn kubectl_get_watch_sees_changes() {
+    let server = SkuaServer::start();
+    assert!(
+        k(
+            &server,
+            "1.27",
+            &["create", "configmap", "web", "--from-literal=a=1"]
+        )
+        .0
+    );
+    for version in ["1.27", "1.33"] {
+        let mut watch = Command::new(kubectl(version))
+            .args(["get", "configmaps", "-w", "--request-timeout=10s"])
+            .env("KUBECONFIG", &server.kubeconfig)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(700));
+        assert!(
+            k(
+                &server,
+                "1.27",
+                &[
+                    "label",
+                    "configmap",
+                    "web",
+                    &format!("seen={}", version.replace('.', "-")),
+                    "--overwrite"
+                ]
+            )
+            .0
+        );
+        std::thread::sleep(std::time::Duration::from_millis(700));
+        let _ = watch.kill();
+        let out = watch.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let rows: Vec<&str> = text.lines().filter(|l| l.starts_with("web")).collect();
+        assert!(
+            text.lines().next().is_some_and(
+                |h| h.split_whitespace().collect::<Vec<_>>() == ["NAME", "DATA", "AGE"]
+            ),
+            "kubectl {version}: {text}"
+        );
+        assert!(
+            rows.len() >= 2,
+            "kubectl {version} -w printed the object and then its change: {text}"
+        );
+    }
+}
