@@ -885,3 +885,81 @@ fn kubectl_get_watch_sees_changes() {
         );
     }
 }
+
+/// kubectl ≥ 1.32 sends its generator commands' objects as protobuf.
+#[test]
+fn new_kubectl_generator_commands_send_protobuf_and_work() {
+    let server = SkuaServer::start();
+    for args in [
+        &["create", "namespace", "demo"][..],
+        &[
+            "-n",
+            "demo",
+            "create",
+            "configmap",
+            "web",
+            "--from-literal=a=1",
+            "--from-literal=b=2",
+        ],
+        &[
+            "-n",
+            "demo",
+            "create",
+            "secret",
+            "generic",
+            "s1",
+            "--from-literal=pw=hunter2",
+        ],
+        &["-n", "demo", "create", "serviceaccount", "builder"],
+    ] {
+        let (ok, out) = k(&server, "1.33", args);
+        assert!(ok, "kubectl 1.33 {args:?}: {out}");
+    }
+    let (ok, token) = k(
+        &server,
+        "1.33",
+        &["-n", "demo", "create", "token", "builder", "--duration=20m"],
+    );
+    assert!(ok && token.trim().split('.').count() == 3, "{token}");
+    let (_, data) = k(
+        &server,
+        "1.33",
+        &[
+            "-n",
+            "demo",
+            "get",
+            "configmap",
+            "web",
+            "-o",
+            "jsonpath={.data}",
+        ],
+    );
+    assert_eq!(parse(&data), json!({"a": "1", "b": "2"}));
+    let (_, pw) = k(
+        &server,
+        "1.33",
+        &[
+            "-n",
+            "demo",
+            "get",
+            "secret",
+            "s1",
+            "-o",
+            "jsonpath={.data.pw}",
+        ],
+    );
+    use base64::Engine;
+    assert_eq!(
+        base64::engine::general_purpose::STANDARD
+            .decode(pw.trim())
+            .unwrap(),
+        b"hunter2"
+    );
+    // kinds whose protobuf form is not decoded yet are refused with a clear 415
+    let (ok, out) = k(
+        &server,
+        "1.33",
+        &["create", "deployment", "d", "--image=nginx"],
+    );
+    assert!(!ok && out.contains("send application/json"), "{out}");
+}

@@ -8,6 +8,7 @@ mod discovery;
 pub mod metrics;
 pub mod openapi;
 mod openapi_v2;
+pub mod protobuf;
 pub mod request_info;
 pub mod resources;
 mod routes;

@@ -93,7 +93,11 @@ pub fn store_error(e: StoreError) -> ApiStatus {
 }
 
 /// Media types accepted for request bodies that carry whole objects.
-const OBJECT_TYPES: &[&str] = &["application/json", "application/yaml"];
+const OBJECT_TYPES: &[&str] = &[
+    "application/json",
+    "application/yaml",
+    crate::apiserver::protobuf::MEDIA_TYPE,
+];
 /// Media types accepted for PATCH bodies.
 const PATCH_TYPES: &[&str] = &[
     "application/json-patch+json",
@@ -132,6 +136,21 @@ where
     let buf = crate::apiserver::body::collect(req.into_body())
         .await?
         .to_vec();
+    if media == crate::apiserver::protobuf::MEDIA_TYPE {
+        // kubectl ≥ 1.32 sends its generator commands' objects as protobuf
+        let obj = crate::apiserver::protobuf::to_json(&buf).map_err(|e| {
+            if e.contains("send application/json") {
+                ApiStatus::new(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "UnsupportedMediaType",
+                    e,
+                )
+            } else {
+                ApiStatus::bad_request(format!("the protobuf body cannot be decoded: {e}"))
+            }
+        })?;
+        return Ok(("application/json".into(), obj.to_string().into_bytes()));
+    }
     Ok((media, buf))
 }
 
