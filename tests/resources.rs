@@ -955,11 +955,56 @@ fn new_kubectl_generator_commands_send_protobuf_and_work() {
             .unwrap(),
         b"hunter2"
     );
+    // workloads and services from their generators
+    for args in [
+        &[
+            "create",
+            "deployment",
+            "d1",
+            "--image=nginx:1",
+            "--replicas=3",
+            "--port=80",
+        ][..],
+        &["create", "service", "nodeport", "s1", "--tcp=80:8080"],
+        &["create", "job", "j1", "--image=busybox", "--", "echo", "hi"],
+    ] {
+        let (ok, out) = k(&server, "1.33", args);
+        assert!(ok, "kubectl 1.33 {args:?}: {out}");
+    }
+    let (_, d) = k(&server, "1.33", &["get", "deployment", "d1", "-o", "json"]);
+    let d = parse(&d);
+    assert_eq!(d["spec"]["replicas"], 3);
+    assert_eq!(d["spec"]["selector"]["matchLabels"]["app"], "d1");
+    assert_eq!(
+        d["spec"]["template"]["spec"]["containers"][0]["image"],
+        "nginx:1"
+    );
+    assert_eq!(
+        d["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"],
+        80
+    );
+    let (_, svc) = k(&server, "1.33", &["get", "service", "s1", "-o", "json"]);
+    let svc = parse(&svc);
+    assert_eq!(svc["spec"]["type"], "NodePort");
+    assert_eq!(svc["spec"]["ports"][0]["targetPort"], 8080);
+    let (_, job) = k(&server, "1.33", &["get", "job", "j1", "-o", "json"]);
+    let job = parse(&job);
+    assert_eq!(job["spec"]["template"]["spec"]["restartPolicy"], "Never");
+    assert_eq!(
+        job["spec"]["template"]["spec"]["containers"][0]["command"],
+        json!(["echo", "hi"])
+    );
     // kinds whose protobuf form is not decoded yet are refused with a clear 415
     let (ok, out) = k(
         &server,
         "1.33",
-        &["create", "deployment", "d", "--image=nginx"],
+        &[
+            "create",
+            "cronjob",
+            "c1",
+            "--image=busybox",
+            "--schedule=* * * * *",
+        ],
     );
     assert!(!ok && out.contains("send application/json"), "{out}");
 }

@@ -21,6 +21,9 @@ pub const KINDS: &[&str] = &[
     "Secret",
     "ServiceAccount",
     "TokenRequest",
+    "Service",
+    "Deployment",
+    "Job",
 ];
 
 enum Field<'a> {
@@ -146,6 +149,196 @@ fn local_reference(b: &[u8]) -> Result<Value, String> {
     Ok(r)
 }
 
+fn strings(b: &[u8], obj: &mut Value, name: &str) -> Result<(), String> {
+    let v = text(b)?;
+    push(obj, name, json!(v));
+    Ok(())
+}
+
+/// LabelSelector { 1: matchLabels map }.
+fn label_selector(b: &[u8]) -> Result<Value, String> {
+    let mut sel = json!({});
+    for (n, f) in fields(b)? {
+        if let (1, Field::Bytes(v)) = (n, f) {
+            insert_entry(&mut sel, "matchLabels", v, false)?;
+        }
+    }
+    Ok(sel)
+}
+
+/// ContainerPort { 1 name, 2 hostPort, 3 containerPort, 4 protocol }.
+fn container_port(b: &[u8]) -> Result<Value, String> {
+    let mut port = json!({});
+    for (n, f) in fields(b)? {
+        match (n, f) {
+            (1, Field::Bytes(x)) => set_str(&mut port, "name", x)?,
+            (2, Field::Varint(x)) if x != 0 => port["hostPort"] = json!(x),
+            (3, Field::Varint(x)) => port["containerPort"] = json!(x),
+            (4, Field::Bytes(x)) => set_str(&mut port, "protocol", x)?,
+            _ => {}
+        }
+    }
+    Ok(port)
+}
+
+/// EnvVar { 1 name, 2 value }.
+fn env_var(b: &[u8]) -> Result<Value, String> {
+    let mut env = json!({});
+    for (n, f) in fields(b)? {
+        match (n, f) {
+            (1, Field::Bytes(x)) => env["name"] = json!(text(x)?),
+            (2, Field::Bytes(x)) => set_str(&mut env, "value", x)?,
+            _ => {}
+        }
+    }
+    Ok(env)
+}
+
+/// Container { 1 name, 2 image, 3 command, 4 args, 5 workingDir, 6 ports, 7 env,
+/// 14 imagePullPolicy }.
+fn container(b: &[u8]) -> Result<Value, String> {
+    let mut c = json!({});
+    for (n, f) in fields(b)? {
+        match (n, f) {
+            (1, Field::Bytes(v)) => set_str(&mut c, "name", v)?,
+            (2, Field::Bytes(v)) => set_str(&mut c, "image", v)?,
+            (3, Field::Bytes(v)) => strings(v, &mut c, "command")?,
+            (4, Field::Bytes(v)) => strings(v, &mut c, "args")?,
+            (5, Field::Bytes(v)) => set_str(&mut c, "workingDir", v)?,
+            (6, Field::Bytes(v)) => push(&mut c, "ports", container_port(v)?),
+            (7, Field::Bytes(v)) => push(&mut c, "env", env_var(v)?),
+            (14, Field::Bytes(v)) => set_str(&mut c, "imagePullPolicy", v)?,
+            _ => {}
+        }
+    }
+    Ok(c)
+}
+
+/// PodTemplateSpec { 1 metadata, 2 PodSpec { 2 containers, 3 restartPolicy,
+/// 6 dnsPolicy, 7 nodeSelector, 8 serviceAccountName } }.
+fn pod_template(b: &[u8]) -> Result<Value, String> {
+    let mut t = json!({});
+    for (n, f) in fields(b)? {
+        match (n, f) {
+            (1, Field::Bytes(v)) => t["metadata"] = object_meta(v)?,
+            (2, Field::Bytes(v)) => {
+                let mut spec = json!({});
+                for (n, f) in fields(v)? {
+                    match (n, f) {
+                        (2, Field::Bytes(x)) => push(&mut spec, "containers", container(x)?),
+                        (3, Field::Bytes(x)) => set_str(&mut spec, "restartPolicy", x)?,
+                        (6, Field::Bytes(x)) => set_str(&mut spec, "dnsPolicy", x)?,
+                        (7, Field::Bytes(x)) => insert_entry(&mut spec, "nodeSelector", x, false)?,
+                        (8, Field::Bytes(x)) => set_str(&mut spec, "serviceAccountName", x)?,
+                        _ => {}
+                    }
+                }
+                t["spec"] = spec;
+            }
+            _ => {}
+        }
+    }
+    Ok(t)
+}
+
+/// ServicePort { 1 name, 2 protocol, 3 port, 4 targetPort (IntOrString { 1 type,
+/// 2 intVal, 3 strVal }), 5 nodePort }.
+fn service_port(b: &[u8]) -> Result<Value, String> {
+    let mut p = json!({});
+    for (n, f) in fields(b)? {
+        match (n, f) {
+            (1, Field::Bytes(v)) => set_str(&mut p, "name", v)?,
+            (2, Field::Bytes(v)) => set_str(&mut p, "protocol", v)?,
+            (3, Field::Varint(v)) => p["port"] = json!(v),
+            (4, Field::Bytes(v)) => {
+                let (mut ty, mut int_val, mut str_val) = (0, 0, String::new());
+                for (n, f) in fields(v)? {
+                    match (n, f) {
+                        (1, Field::Varint(x)) => ty = x,
+                        (2, Field::Varint(x)) => int_val = x,
+                        (3, Field::Bytes(x)) => str_val = text(x)?,
+                        _ => {}
+                    }
+                }
+                p["targetPort"] = if ty == 1 {
+                    json!(str_val)
+                } else {
+                    json!(int_val)
+                };
+            }
+            (5, Field::Varint(v)) if v != 0 => p["nodePort"] = json!(v),
+            _ => {}
+        }
+    }
+    Ok(p)
+}
+
+/// ServiceSpec { 1 ports, 2 selector, 3 clusterIP, 4 type, 5 externalIPs,
+/// 7 sessionAffinity, 10 externalName, 11 externalTrafficPolicy }.
+fn service_spec(b: &[u8]) -> Result<Value, String> {
+    let mut spec = json!({});
+    for (n, f) in fields(b)? {
+        match (n, f) {
+            (1, Field::Bytes(x)) => push(&mut spec, "ports", service_port(x)?),
+            (2, Field::Bytes(x)) => insert_entry(&mut spec, "selector", x, false)?,
+            (3, Field::Bytes(x)) => set_str(&mut spec, "clusterIP", x)?,
+            (4, Field::Bytes(x)) => set_str(&mut spec, "type", x)?,
+            (5, Field::Bytes(x)) => strings(x, &mut spec, "externalIPs")?,
+            (7, Field::Bytes(x)) => set_str(&mut spec, "sessionAffinity", x)?,
+            (10, Field::Bytes(x)) => set_str(&mut spec, "externalName", x)?,
+            (11, Field::Bytes(x)) => set_str(&mut spec, "externalTrafficPolicy", x)?,
+            _ => {}
+        }
+    }
+    Ok(spec)
+}
+
+/// DeploymentSpec { 1 replicas, 2 selector, 3 template, 4 strategy { 1 type },
+/// 6 revisionHistoryLimit, 7 paused, 9 progressDeadlineSeconds }.
+fn deployment_spec(b: &[u8]) -> Result<Value, String> {
+    let mut spec = json!({});
+    for (n, f) in fields(b)? {
+        match (n, f) {
+            (1, Field::Varint(x)) => spec["replicas"] = json!(x),
+            (2, Field::Bytes(x)) => spec["selector"] = label_selector(x)?,
+            (3, Field::Bytes(x)) => spec["template"] = pod_template(x)?,
+            (4, Field::Bytes(x)) => {
+                let mut strategy = json!({});
+                for (n, f) in fields(x)? {
+                    if let (1, Field::Bytes(t)) = (n, f) {
+                        set_str(&mut strategy, "type", t)?;
+                    }
+                }
+                if strategy.as_object().is_some_and(|m| !m.is_empty()) {
+                    spec["strategy"] = strategy;
+                }
+            }
+            (6, Field::Varint(x)) => spec["revisionHistoryLimit"] = json!(x),
+            (7, Field::Varint(x)) if x != 0 => spec["paused"] = json!(true),
+            (9, Field::Varint(x)) => spec["progressDeadlineSeconds"] = json!(x),
+            _ => {}
+        }
+    }
+    Ok(spec)
+}
+
+/// JobSpec { 1 parallelism, 2 completions, 3 activeDeadlineSeconds, 6 template,
+/// 7 backoffLimit }.
+fn job_spec(b: &[u8]) -> Result<Value, String> {
+    let mut spec = json!({});
+    for (n, f) in fields(b)? {
+        match (n, f) {
+            (1, Field::Varint(x)) => spec["parallelism"] = json!(x),
+            (2, Field::Varint(x)) => spec["completions"] = json!(x),
+            (3, Field::Varint(x)) => spec["activeDeadlineSeconds"] = json!(x),
+            (6, Field::Bytes(x)) => spec["template"] = pod_template(x)?,
+            (7, Field::Varint(x)) => spec["backoffLimit"] = json!(x),
+            _ => {}
+        }
+    }
+    Ok(spec)
+}
+
 fn object(kind: &str, raw: &[u8]) -> Result<Value, String> {
     let mut o = json!({});
     for (n, f) in fields(raw)? {
@@ -173,6 +366,9 @@ fn object(kind: &str, raw: &[u8]) -> Result<Value, String> {
             ("ServiceAccount", 4, Field::Varint(v)) => {
                 o["automountServiceAccountToken"] = json!(v != 0)
             }
+            ("Service", 2, Field::Bytes(v)) => o["spec"] = service_spec(v)?,
+            ("Deployment", 2, Field::Bytes(v)) => o["spec"] = deployment_spec(v)?,
+            ("Job", 2, Field::Bytes(v)) => o["spec"] = job_spec(v)?,
             ("TokenRequest", 2, Field::Bytes(v)) => {
                 let mut spec = json!({});
                 for (n, f) in fields(v)? {
@@ -293,7 +489,7 @@ mod tests {
             json!({"audiences": ["aud1"], "expirationSeconds": 1200})
         );
         assert!(
-            to_json(&envelope("apps/v1", "Deployment", &meta))
+            to_json(&envelope("apps/v1", "DaemonSet", &meta))
                 .unwrap_err()
                 .contains("send application/json")
         );
