@@ -1003,7 +1003,33 @@ fn new_kubectl_generator_commands_send_protobuf_and_work() {
             "cronjob",
             "c1",
             "--image=busybox",
-            "--schedule=* * * * *",
+            "--schedule=*/5 * * * *",
+            "--",
+            "echo",
+            "hi",
+        ],
+    );
+    assert!(ok, "{out}");
+    let (_, cj) = k(&server, "1.33", &["get", "cronjob", "c1", "-o", "json"]);
+    let cj = parse(&cj);
+    assert_eq!(cj["spec"]["schedule"], "*/5 * * * *");
+    assert_eq!(
+        cj["spec"]["jobTemplate"]["spec"]["template"]["spec"]["restartPolicy"],
+        "OnFailure"
+    );
+    assert_eq!(
+        cj["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["command"],
+        json!(["echo", "hi"])
+    );
+    let (ok, out) = k(
+        &server,
+        "1.33",
+        &[
+            "create",
+            "poddisruptionbudget",
+            "pdb1",
+            "--selector=app=x",
+            "--min-available=1",
         ],
     );
     assert!(!ok && out.contains("send application/json"), "{out}");

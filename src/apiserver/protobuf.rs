@@ -24,6 +24,7 @@ pub const KINDS: &[&str] = &[
     "Service",
     "Deployment",
     "Job",
+    "CronJob",
 ];
 
 enum Field<'a> {
@@ -339,6 +340,31 @@ fn job_spec(b: &[u8]) -> Result<Value, String> {
     Ok(spec)
 }
 
+/// CronJobSpec { 1 schedule, 3 concurrencyPolicy, 5 jobTemplate { 1 metadata,
+/// 2 JobSpec } }.
+fn cronjob_spec(b: &[u8]) -> Result<Value, String> {
+    let mut spec = json!({});
+    for (n, f) in fields(b)? {
+        match (n, f) {
+            (1, Field::Bytes(x)) => set_str(&mut spec, "schedule", x)?,
+            (3, Field::Bytes(x)) => set_str(&mut spec, "concurrencyPolicy", x)?,
+            (5, Field::Bytes(x)) => {
+                let mut template = json!({});
+                for (n, f) in fields(x)? {
+                    match (n, f) {
+                        (1, Field::Bytes(m)) => template["metadata"] = object_meta(m)?,
+                        (2, Field::Bytes(j)) => template["spec"] = job_spec(j)?,
+                        _ => {}
+                    }
+                }
+                spec["jobTemplate"] = template;
+            }
+            _ => {}
+        }
+    }
+    Ok(spec)
+}
+
 fn object(kind: &str, raw: &[u8]) -> Result<Value, String> {
     let mut o = json!({});
     for (n, f) in fields(raw)? {
@@ -369,6 +395,7 @@ fn object(kind: &str, raw: &[u8]) -> Result<Value, String> {
             ("Service", 2, Field::Bytes(v)) => o["spec"] = service_spec(v)?,
             ("Deployment", 2, Field::Bytes(v)) => o["spec"] = deployment_spec(v)?,
             ("Job", 2, Field::Bytes(v)) => o["spec"] = job_spec(v)?,
+            ("CronJob", 2, Field::Bytes(v)) => o["spec"] = cronjob_spec(v)?,
             ("TokenRequest", 2, Field::Bytes(v)) => {
                 let mut spec = json!({});
                 for (n, f) in fields(v)? {
