@@ -370,3 +370,235 @@ fn invalid_objects_are_refused_with_upstream_messages_and_not_stored() {
         "{out}"
     );
 }
+
+const SCENARIO: &str = "apiVersion: apps/v1
+kind: Deployment
+metadata: {name: tomcat, labels: {app: tomcat}}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: tomcat}}
+  template:
+    metadata: {labels: {app: tomcat}}
+    spec:
+      containers:
+      - name: tomcat
+        image: tomcat:9
+        ports: [{containerPort: 8080}]
+        env: [{name: DB_HOST, value: mysql}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: tomcat}
+spec:
+  type: NodePort
+  selector: {app: tomcat}
+  ports: [{port: 80, targetPort: 8080, nodePort: 30080}]
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: tomcat-config}
+data: {level: info}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: db-password}
+stringData: {password: s3cret}
+---
+apiVersion: batch/v1
+kind: Job
+metadata: {name: migrate}
+spec:
+  template:
+    spec:
+      restartPolicy: Never
+      containers: [{name: migrate, image: busybox, command: [sh, -c, 'echo migrate']}]
+---
+apiVersion: batch/v1
+kind: CronJob
+metadata: {name: backup}
+spec:
+  schedule: '0 3 * * *'
+  jobTemplate:
+    spec:
+      template:
+        spec:
+          restartPolicy: OnFailure
+          containers: [{name: backup, image: busybox}]
+---
+apiVersion: autoscaling/v2
+kind: HorizontalPodAutoscaler
+metadata: {name: tomcat}
+spec:
+  scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: tomcat}
+  minReplicas: 2
+  maxReplicas: 5
+  metrics: [{type: Resource, resource: {name: cpu, target: {type: Utilization, averageUtilization: 80}}}]
+---
+apiVersion: v1
+kind: PersistentVolume
+metadata: {name: data}
+spec:
+  capacity: {storage: 1Gi}
+  accessModes: [ReadWriteOnce]
+  hostPath: {path: /tmp/skua-data}
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: data}
+spec:
+  accessModes: [ReadWriteOnce]
+  resources: {requests: {storage: 1Gi}}
+";
+
+fn header(out: &str) -> Vec<String> {
+    out.lines()
+        .next()
+        .unwrap_or_default()
+        .split("  ")
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+#[test]
+fn the_seed_scenario_applies_and_prints_with_old_and_new_kubectl() {
+    for version in ["1.27", "1.33"] {
+        let server = SkuaServer::start();
+        let file = server.dir.path().join("scenario.yaml");
+        std::fs::write(&file, SCENARIO).unwrap();
+        let (ok, out) = k(&server, version, &["apply", "-f", file.to_str().unwrap()]);
+        assert!(ok, "kubectl {version}: {out}");
+        assert_eq!(
+            out.matches(" created").count(),
+            9,
+            "kubectl {version}: {out}"
+        );
+        for (kind, columns) in [
+            (
+                "deployments",
+                vec!["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"],
+            ),
+            (
+                "services",
+                vec![
+                    "NAME",
+                    "TYPE",
+                    "CLUSTER-IP",
+                    "EXTERNAL-IP",
+                    "PORT(S)",
+                    "AGE",
+                ],
+            ),
+            ("configmaps", vec!["NAME", "DATA", "AGE"]),
+            ("secrets", vec!["NAME", "TYPE", "DATA", "AGE"]),
+            (
+                "jobs",
+                vec!["NAME", "STATUS", "COMPLETIONS", "DURATION", "AGE"],
+            ),
+            (
+                "cronjobs",
+                vec![
+                    "NAME",
+                    "SCHEDULE",
+                    "TIMEZONE",
+                    "SUSPEND",
+                    "ACTIVE",
+                    "LAST SCHEDULE",
+                    "AGE",
+                ],
+            ),
+            (
+                "hpa",
+                vec![
+                    "NAME",
+                    "REFERENCE",
+                    "TARGETS",
+                    "MINPODS",
+                    "MAXPODS",
+                    "REPLICAS",
+                    "AGE",
+                ],
+            ),
+            (
+                "pv",
+                vec![
+                    "NAME",
+                    "CAPACITY",
+                    "ACCESS MODES",
+                    "RECLAIM POLICY",
+                    "STATUS",
+                    "CLAIM",
+                    "STORAGECLASS",
+                    "VOLUMEATTRIBUTESCLASS",
+                    "REASON",
+                    "AGE",
+                ],
+            ),
+            (
+                "pvc",
+                vec![
+                    "NAME",
+                    "STATUS",
+                    "VOLUME",
+                    "CAPACITY",
+                    "ACCESS MODES",
+                    "STORAGECLASS",
+                    "VOLUMEATTRIBUTESCLASS",
+                    "AGE",
+                ],
+            ),
+        ] {
+            let (ok, out) = k(&server, version, &["get", kind]);
+            assert!(ok, "kubectl {version} get {kind}: {out}");
+            assert_eq!(
+                header(&out),
+                columns,
+                "kubectl {version} get {kind}:\n{out}"
+            );
+        }
+        let (_, out) = k(&server, version, &["get", "service", "tomcat"]);
+        assert!(out.contains("80:30080/TCP"), "{out}");
+        let (_, out) = k(&server, version, &["get", "hpa", "tomcat"]);
+        assert!(out.contains("Deployment/tomcat"), "{out}");
+        // stringData is merged into data, as upstream does on every write
+        let (_, out) = k(
+            &server,
+            version,
+            &[
+                "get",
+                "secret",
+                "db-password",
+                "-o",
+                "jsonpath={.data.password} {.stringData}",
+            ],
+        );
+        assert_eq!(out.trim(), "czNjcmV0", "{out}");
+        let (_, out) = k(&server, version, &["get", "secret", "db-password"]);
+        assert_eq!(
+            out.lines()
+                .nth(1)
+                .unwrap()
+                .split_whitespace()
+                .collect::<Vec<_>>()[..3],
+            ["db-password", "Opaque", "1"]
+        );
+        let (ok, out) = k(
+            &server,
+            version,
+            &[
+                "get",
+                "deployment",
+                "tomcat",
+                "-o",
+                "jsonpath={.spec.template.spec.containers[0].env[0].value}",
+            ],
+        );
+        assert!(ok && out == "mysql", "{out}");
+        let (ok, out) = k(&server, version, &["delete", "-f", file.to_str().unwrap()]);
+        assert!(
+            ok && out.matches(" deleted").count() == 9,
+            "kubectl {version}: {out}"
+        );
+    }
+}

@@ -251,6 +251,20 @@ pub fn apply(kind: &str, obj: &mut Value) {
         "Secret" => {
             if let Some(m) = obj.as_object_mut() {
                 default(m, "type", json!("Opaque"));
+                // stringData is write-only: it is merged into data (base64) and dropped
+                if let Some(Value::Object(plain)) = m.remove("stringData") {
+                    use base64::Engine;
+                    let data = m.entry("data").or_insert_with(|| json!({}));
+                    if let Some(data) = data.as_object_mut() {
+                        for (k, v) in plain {
+                            let text = v.as_str().unwrap_or_default();
+                            data.insert(
+                                k,
+                                json!(base64::engine::general_purpose::STANDARD.encode(text)),
+                            );
+                        }
+                    }
+                }
             }
         }
         "PersistentVolumeClaim" => {
@@ -330,6 +344,12 @@ mod tests {
         let mut r = json!({"spec": {"strategy": {"type": "Recreate"}}});
         apply("Deployment", &mut r);
         assert!(r["spec"]["strategy"].get("rollingUpdate").is_none());
+        let mut secret = json!({"data": {"a": "eA=="}, "stringData": {"b": "y"}});
+        apply("Secret", &mut secret);
+        assert_eq!(
+            secret,
+            json!({"type": "Opaque", "data": {"a": "eA==", "b": "eQ=="}})
+        );
         let mut s = json!({"spec": {"type": "NodePort", "ports": [{"port": 80}]}});
         apply("Service", &mut s);
         assert_eq!(
