@@ -24,6 +24,8 @@ pub struct ServerConfig {
     pub cluster_dns: IpAddr,
     pub cluster_domain: String,
     pub tls_san: Vec<String>,
+    /// Node IPs (`--node-ip`, else the machine's own addresses).
+    pub node_ips: Vec<IpAddr>,
     pub write_kubeconfig: PathBuf,
     pub write_kubeconfig_mode: u32,
     pub disable_agent: bool,
@@ -64,6 +66,11 @@ impl TryFrom<ServerArgs> for ServerConfig {
             cluster_dns: a.cluster_dns,
             cluster_domain: a.cluster_domain,
             tls_san: a.tls_san,
+            node_ips: if a.node_ip.is_empty() {
+                pki::local_addresses()
+            } else {
+                a.node_ip
+            },
             write_kubeconfig: a.write_kubeconfig,
             write_kubeconfig_mode: kubeconfig::parse_mode(&a.write_kubeconfig_mode)
                 .map_err(|e| anyhow::anyhow!("--write-kubeconfig-mode: {e}"))?,
@@ -123,7 +130,7 @@ pub async fn start_api(store: Arc<dyn Store>, cfg: &ServerConfig) -> anyhow::Res
             dir: cfg.data_dir.join("server").join("tls"),
             cluster_domain: cfg.cluster_domain.clone(),
             service_cidr: cfg.service_cidr.clone(),
-            node_ips: Vec::new(),
+            node_ips: cfg.node_ips.clone(),
             tls_sans: cfg.tls_san.clone(),
         };
         tokio::task::spawn_blocking(move || pki::ensure(&opts)).await??

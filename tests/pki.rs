@@ -215,6 +215,8 @@ fn the_server_writes_an_admin_kubeconfig_kubectl_accepts() {
             "0640",
             "--https-listen-port",
             "16443",
+            "--node-ip",
+            "198.51.100.7",
         ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -228,6 +230,19 @@ fn the_server_writes_an_admin_kubeconfig_kubectl_accepts() {
     let _ = child.wait();
     assert!(kubeconfig.exists(), "no kubeconfig written");
     assert_eq!(mode(&kubeconfig), 0o640);
+    let serving = data.join("server/tls/serving-kube-apiserver.crt");
+    let (_, sans) = openssl(&[
+        "x509",
+        "-noout",
+        "-ext",
+        "subjectAltName",
+        "-in",
+        p(&serving),
+    ]);
+    assert!(
+        sans.contains("IP Address:198.51.100.7"),
+        "--node-ip goes into the serving certificate: {sans}"
+    );
 
     let kubectl = |jsonpath: &str| {
         let out = Command::new("kubectl")

@@ -236,6 +236,7 @@ pub async fn run(a: ApiBenchArgs) -> anyhow::Result<()> {
         cluster_dns: [10, 43, 0, 10].into(),
         cluster_domain: "cluster.local".into(),
         tls_san: Vec::new(),
+        node_ips: Vec::new(),
         write_kubeconfig: scratch.join("kubeconfig.yaml"),
         write_kubeconfig_mode: 0o600,
         disable_agent: true,

@@ -72,6 +72,10 @@ pub struct CommonArgs {
 pub struct ServerArgs {
     #[command(flatten)]
     pub common: CommonArgs,
+    /// IP addresses of this node (default: the machine's own addresses); they go into
+    /// the serving certificate.
+    #[arg(long, env = "SKUA_NODE_IP", value_delimiter = ',')]
+    pub node_ip: Vec<IpAddr>,
     /// Address the API server listens on.
     #[arg(long, env = "SKUA_BIND_ADDRESS", default_value = "0.0.0.0")]
     pub bind_address: IpAddr,

@@ -155,6 +155,29 @@ pub fn first_ip(cidr: &str) -> Result<IpAddr, PkiError> {
     }
 }
 
+/// The machine's own IPv4 addresses (not loopback), from the kernel's routing table
+/// (`/proc/net/fib_trie`: every `/32 host LOCAL` entry): the node IPs when
+/// `--node-ip` is not given. Reading it sends nothing on the network.
+pub fn local_addresses() -> Vec<IpAddr> {
+    parse_fib_trie(&std::fs::read_to_string("/proc/net/fib_trie").unwrap_or_default())
+}
+
+fn parse_fib_trie(text: &str) -> Vec<IpAddr> {
+    let mut out: Vec<IpAddr> = Vec::new();
+    let mut last: Option<IpAddr> = None;
+    for line in text.lines() {
+        let t = line.trim();
+        if let Some(addr) = t.strip_prefix("|-- ") {
+            last = addr.parse().ok();
+        } else if t.starts_with("/32 host LOCAL") {
+            if let Some(ip) = last.filter(|ip| !ip.is_loopback() && !out.contains(ip)) {
+                out.push(ip);
+            }
+        }
+    }
+    out
+}
+
 /// The names the serving certificate must carry.
 pub fn serving_sans(opts: &PkiOptions) -> Result<Vec<SanType>, PkiError> {
     let mut names = vec![
@@ -310,6 +333,12 @@ pub fn ensure(opts: &PkiOptions) -> Result<ServerPki, PkiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn local_addresses_come_from_host_local_routes() {
+        let trie = "Main:\n  +-- 0.0.0.0/0 3 0 5\n     |-- 127.0.0.1\n        /32 host LOCAL\n     |-- 192.0.2.2\n        /32 host LOCAL\n     |-- 192.0.2.255\n        /32 link BROADCAST\nLocal:\n     |-- 192.0.2.2\n        /32 host LOCAL\n";
+        assert_eq!(parse_fib_trie(trie), vec![IpAddr::from([192, 0, 2, 2])]);
+    }
 
     #[test]
     fn first_ip_of_service_cidrs() {
