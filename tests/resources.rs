@@ -1021,16 +1021,79 @@ fn new_kubectl_generator_commands_send_protobuf_and_work() {
         cj["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["command"],
         json!(["echo", "hi"])
     );
-    let (ok, out) = k(
-        &server,
-        "1.33",
+    // RBAC and disruption budgets from their generators
+    for args in [
+        &[
+            "create",
+            "role",
+            "r1",
+            "--verb=get,list",
+            "--resource=pods,deployments.apps",
+            "--resource-name=p1",
+        ][..],
+        &[
+            "create",
+            "rolebinding",
+            "rb1",
+            "--role=r1",
+            "--user=bob",
+            "--serviceaccount=default:sa1",
+        ],
+        &[
+            "create",
+            "clusterrole",
+            "cr1",
+            "--verb=get",
+            "--non-resource-url=/metrics",
+        ],
+        &[
+            "create",
+            "clusterrolebinding",
+            "crb1",
+            "--clusterrole=cr1",
+            "--group=devs",
+        ],
         &[
             "create",
             "poddisruptionbudget",
             "pdb1",
             "--selector=app=x",
-            "--min-available=1",
+            "--min-available=50%",
         ],
+    ] {
+        let (ok, out) = k(&server, "1.33", args);
+        assert!(ok, "kubectl 1.33 {args:?}: {out}");
+    }
+    let (_, role) = k(
+        &server,
+        "1.33",
+        &["get", "role", "r1", "-o", "jsonpath={.rules}"],
     );
+    assert_eq!(
+        parse(&role)[1],
+        json!({"apiGroups": ["apps"], "resources": ["deployments"], "resourceNames": ["p1"], "verbs": ["get", "list"]})
+    );
+    let (_, rb) = k(
+        &server,
+        "1.33",
+        &["get", "rolebinding", "rb1", "-o", "json"],
+    );
+    let rb = parse(&rb);
+    assert_eq!(
+        rb["roleRef"],
+        json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "r1"})
+    );
+    assert_eq!(
+        rb["subjects"][1],
+        json!({"kind": "ServiceAccount", "name": "sa1", "namespace": "default"})
+    );
+    let (_, pdb) = k(
+        &server,
+        "1.33",
+        &["get", "pdb", "pdb1", "-o", "jsonpath={.spec.minAvailable}"],
+    );
+    assert_eq!(pdb, "50%");
+    // kinds whose protobuf form is not decoded yet are refused with a clear 415
+    let (ok, out) = k(&server, "1.33", &["create", "quota", "q1", "--hard=pods=3"]);
     assert!(!ok && out.contains("send application/json"), "{out}");
 }

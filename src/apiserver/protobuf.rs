@@ -25,6 +25,11 @@ pub const KINDS: &[&str] = &[
     "Deployment",
     "Job",
     "CronJob",
+    "Role",
+    "ClusterRole",
+    "RoleBinding",
+    "ClusterRoleBinding",
+    "PodDisruptionBudget",
 ];
 
 enum Field<'a> {
@@ -251,22 +256,7 @@ fn service_port(b: &[u8]) -> Result<Value, String> {
             (1, Field::Bytes(v)) => set_str(&mut p, "name", v)?,
             (2, Field::Bytes(v)) => set_str(&mut p, "protocol", v)?,
             (3, Field::Varint(v)) => p["port"] = json!(v),
-            (4, Field::Bytes(v)) => {
-                let (mut ty, mut int_val, mut str_val) = (0, 0, String::new());
-                for (n, f) in fields(v)? {
-                    match (n, f) {
-                        (1, Field::Varint(x)) => ty = x,
-                        (2, Field::Varint(x)) => int_val = x,
-                        (3, Field::Bytes(x)) => str_val = text(x)?,
-                        _ => {}
-                    }
-                }
-                p["targetPort"] = if ty == 1 {
-                    json!(str_val)
-                } else {
-                    json!(int_val)
-                };
-            }
+            (4, Field::Bytes(v)) => p["targetPort"] = int_or_string(v)?,
             (5, Field::Varint(v)) if v != 0 => p["nodePort"] = json!(v),
             _ => {}
         }
@@ -365,6 +355,74 @@ fn cronjob_spec(b: &[u8]) -> Result<Value, String> {
     Ok(spec)
 }
 
+/// IntOrString { 1 type (0 int, 1 string), 2 intVal, 3 strVal }.
+fn int_or_string(b: &[u8]) -> Result<Value, String> {
+    let (mut ty, mut int_val, mut str_val) = (0, 0, String::new());
+    for (n, f) in fields(b)? {
+        match (n, f) {
+            (1, Field::Varint(x)) => ty = x,
+            (2, Field::Varint(x)) => int_val = x,
+            (3, Field::Bytes(x)) => str_val = text(x)?,
+            _ => {}
+        }
+    }
+    Ok(if ty == 1 {
+        json!(str_val)
+    } else {
+        json!(int_val)
+    })
+}
+
+/// PolicyRule { 1 verbs, 2 apiGroups, 3 resources, 4 resourceNames, 5 nonResourceURLs }.
+fn policy_rule(b: &[u8]) -> Result<Value, String> {
+    let mut rule = json!({"verbs": []});
+    for (n, f) in fields(b)? {
+        let name = match n {
+            1 => "verbs",
+            2 => "apiGroups",
+            3 => "resources",
+            4 => "resourceNames",
+            5 => "nonResourceURLs",
+            _ => continue,
+        };
+        if let Field::Bytes(v) = f {
+            strings(v, &mut rule, name)?;
+        }
+    }
+    Ok(rule)
+}
+
+/// Subject { 1 kind, 2 apiGroup, 3 name, 4 namespace } and RoleRef { 1 apiGroup,
+/// 2 kind, 3 name }: string fields named by position.
+fn reference(b: &[u8], names: &[&str]) -> Result<Value, String> {
+    let mut r = json!({});
+    for (n, f) in fields(b)? {
+        let name = usize::try_from(n)
+            .ok()
+            .and_then(|i| names.get(i.wrapping_sub(1)));
+        if let (Some(name), Field::Bytes(v)) = (name, f) {
+            set_str(&mut r, name, v)?;
+        }
+    }
+    Ok(r)
+}
+
+/// PodDisruptionBudgetSpec { 1 minAvailable, 2 selector, 3 maxUnavailable,
+/// 4 unhealthyPodEvictionPolicy }.
+fn pdb_spec(b: &[u8]) -> Result<Value, String> {
+    let mut spec = json!({});
+    for (n, f) in fields(b)? {
+        match (n, f) {
+            (1, Field::Bytes(x)) => spec["minAvailable"] = int_or_string(x)?,
+            (2, Field::Bytes(x)) => spec["selector"] = label_selector(x)?,
+            (3, Field::Bytes(x)) => spec["maxUnavailable"] = int_or_string(x)?,
+            (4, Field::Bytes(x)) => set_str(&mut spec, "unhealthyPodEvictionPolicy", x)?,
+            _ => {}
+        }
+    }
+    Ok(spec)
+}
+
 fn object(kind: &str, raw: &[u8]) -> Result<Value, String> {
     let mut o = json!({});
     for (n, f) in fields(raw)? {
@@ -396,6 +454,16 @@ fn object(kind: &str, raw: &[u8]) -> Result<Value, String> {
             ("Deployment", 2, Field::Bytes(v)) => o["spec"] = deployment_spec(v)?,
             ("Job", 2, Field::Bytes(v)) => o["spec"] = job_spec(v)?,
             ("CronJob", 2, Field::Bytes(v)) => o["spec"] = cronjob_spec(v)?,
+            ("Role" | "ClusterRole", 2, Field::Bytes(v)) => push(&mut o, "rules", policy_rule(v)?),
+            ("RoleBinding" | "ClusterRoleBinding", 2, Field::Bytes(v)) => push(
+                &mut o,
+                "subjects",
+                reference(v, &["kind", "apiGroup", "name", "namespace"])?,
+            ),
+            ("RoleBinding" | "ClusterRoleBinding", 3, Field::Bytes(v)) => {
+                o["roleRef"] = reference(v, &["apiGroup", "kind", "name"])?
+            }
+            ("PodDisruptionBudget", 2, Field::Bytes(v)) => o["spec"] = pdb_spec(v)?,
             ("TokenRequest", 2, Field::Bytes(v)) => {
                 let mut spec = json!({});
                 for (n, f) in fields(v)? {
