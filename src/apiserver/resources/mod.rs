@@ -344,18 +344,6 @@ where
         ("status", "get") => get(ctx, res, namespace, &name)
             .await
             .map(|o| json(StatusCode::OK, &o)),
-        ("status", "update") => {
-            let (_, body) = read_body(req, OBJECT_TYPES).await?;
-            write::status(store, res, namespace, &name, None, &body)
-                .await
-                .map(|o| json(StatusCode::OK, &o))
-        }
-        ("status", "patch") => {
-            let (media, body) = read_body(req, PATCH_TYPES).await?;
-            write::status(store, res, namespace, &name, Some(&media), &body)
-                .await
-                .map(|o| json(StatusCode::OK, &o))
-        }
         ("binding", "create") => {
             let (_, body) = read_body(req, OBJECT_TYPES).await?;
             pods::bind(store, namespace.unwrap_or_default(), &name, &body)
@@ -374,21 +362,22 @@ where
                 .await
                 .map(|o| json(StatusCode::CREATED, &o))
         }
+        ("status" | "scale", "update" | "patch") => {
+            // a whole object (PUT) or a patch of one (PATCH); the writer keeps only its part
+            let patch = info.verb == "patch";
+            let (media, body) =
+                read_body(req, if patch { PATCH_TYPES } else { OBJECT_TYPES }).await?;
+            let media = patch.then_some(media.as_str());
+            let written = if sub == "status" {
+                write::status(store, res, namespace, &name, media, &body).await?
+            } else {
+                write::scale(store, res, namespace, &name, media, &body).await?
+            };
+            Ok(json(StatusCode::OK, &written))
+        }
         ("scale", "get") => get(ctx, res, namespace, &name)
             .await
             .map(|o| json(StatusCode::OK, &write::scale_of(&o))),
-        ("scale", "update") => {
-            let (_, body) = read_body(req, OBJECT_TYPES).await?;
-            write::scale(store, res, namespace, &name, None, &body)
-                .await
-                .map(|o| json(StatusCode::OK, &o))
-        }
-        ("scale", "patch") => {
-            let (media, body) = read_body(req, PATCH_TYPES).await?;
-            write::scale(store, res, namespace, &name, Some(&media), &body)
-                .await
-                .map(|o| json(StatusCode::OK, &o))
-        }
         _ => Err(not_found()),
     }
 }
