@@ -130,6 +130,17 @@ fn annotate_merge_keys(schemas: &mut Map<String, Value>) {
                 }
                 _ => {}
             }
+            // server-side apply's view of the same list
+            match merge_keys::apply_list(name, &item) {
+                merge_keys::ApplyList::Map(keys) if !item.is_empty() => {
+                    prop["x-kubernetes-list-type"] = json!("map");
+                    prop["x-kubernetes-list-map-keys"] = json!(keys);
+                }
+                merge_keys::ApplyList::Set if item.is_empty() => {
+                    prop["x-kubernetes-list-type"] = json!("set");
+                }
+                _ => {}
+            }
         }
     }
 }

@@ -200,6 +200,12 @@ fn the_server_writes_an_admin_kubeconfig_kubectl_accepts() {
     let kubeconfig = tmp.path().join("skua.yaml");
     let empty = tmp.path().join("config.yaml");
     std::fs::write(&empty, "").unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
     let mut child = Command::new(env!("CARGO_BIN_EXE_skua"))
         .args([
             "server",
@@ -214,7 +220,7 @@ fn the_server_writes_an_admin_kubeconfig_kubectl_accepts() {
             "--write-kubeconfig-mode",
             "0640",
             "--https-listen-port",
-            "16443",
+            &port,
             "--node-ip",
             "198.51.100.7",
         ])
@@ -266,7 +272,7 @@ fn the_server_writes_an_admin_kubeconfig_kubectl_accepts() {
     };
     assert_eq!(
         kubectl("{.clusters[0].cluster.server}"),
-        "https://127.0.0.1:16443"
+        format!("https://127.0.0.1:{port}")
     );
     assert_eq!(kubectl("{.current-context}"), "default");
     use base64::Engine;
@@ -321,4 +327,18 @@ fn a_subject_with_several_organizations_gives_several_groups() {
     let subject = pki::x509::subject(&std::fs::read(&der).unwrap()).unwrap();
     assert_eq!(subject.common_names, vec!["bob"]);
     assert_eq!(subject.organizations, vec!["dev", "ops"]);
+}
+
+#[test]
+fn a_kubeconfig_path_without_a_directory_is_written_in_the_current_directory() {
+    // `--write-kubeconfig skua.yaml` names a file in the working directory; its parent
+    // is the empty path, which must mean "." (this used to fail with "No such file")
+    let tmp = tempfile::tempdir().unwrap();
+    std::env::set_current_dir(tmp.path()).unwrap(); // nextest runs each test in its own process
+    skua::pki::write_private(Path::new("bare.yaml"), b"x: 1\n", 0o600).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(tmp.path().join("bare.yaml")).unwrap(),
+        "x: 1\n"
+    );
+    assert_eq!(mode(&tmp.path().join("bare.yaml")), 0o600);
 }

@@ -41,3 +41,87 @@ pub fn list_strategy(name: &str, item_type: &str) -> ListStrategy {
         _ => ListStrategy::Replace,
     }
 }
+
+/// How a list field is tracked by server-side apply (upstream's `+listType` /
+/// `+listMapKey` markers): its items owned one by one by their keys, its scalars owned
+/// one by one as a set, or the whole list owned as one value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ApplyList {
+    /// `listType=map`: items identified by these fields (a missing `protocol` key
+    /// counts as its default, `TCP`, as upstream's default keys do).
+    Map(&'static [&'static str]),
+    /// `listType=set`.
+    Set,
+    /// `listType=atomic`, the default.
+    Atomic,
+}
+
+/// The server-side apply list type of list field `name`; `item_type` as for
+/// [`list_strategy`].
+pub fn apply_list(name: &str, item_type: &str) -> ApplyList {
+    match name {
+        "containers"
+        | "initContainers"
+        | "ephemeralContainers"
+        | "env"
+        | "volumes"
+        | "imagePullSecrets"
+        | "resourceClaims"
+        | "schedulingGates"
+        | "claims" => ApplyList::Map(&["name"]),
+        "volumeMounts" => ApplyList::Map(&["mountPath"]),
+        "volumeDevices" => ApplyList::Map(&["devicePath"]),
+        "hostAliases" => ApplyList::Map(&["ip"]),
+        "conditions" => ApplyList::Map(&["type"]),
+        "ownerReferences" => ApplyList::Map(&["uid"]),
+        "topologySpreadConstraints" => ApplyList::Map(&["topologyKey", "whenUnsatisfiable"]),
+        "finalizers" => ApplyList::Set,
+        "ports" if item_type.contains("ContainerPort") || item_type == "containerPort" => {
+            ApplyList::Map(&["containerPort", "protocol"])
+        }
+        "ports" if item_type.ends_with("ServicePort") || item_type == "port" => {
+            ApplyList::Map(&["port", "protocol"])
+        }
+        _ => ApplyList::Atomic,
+    }
+}
+
+/// Object fields that server-side apply owns as one value (upstream's
+/// `+structType=atomic` / `+mapType=atomic`): label selectors, key references.
+pub fn apply_atomic_object(name: &str) -> bool {
+    matches!(
+        name,
+        "selector"
+            | "nodeSelector"
+            | "podSelector"
+            | "namespaceSelector"
+            | "labelSelector"
+            | "configMapKeyRef"
+            | "secretKeyRef"
+            | "fieldRef"
+            | "resourceFieldRef"
+            | "roleRef"
+            | "requiredDuringSchedulingIgnoredDuringExecution"
+    )
+}
+
+/// Object fields that are maps of user keys (labels, data, resource lists), not
+/// structs: a newly set map is owned itself as well as its entries.
+pub fn is_map_field(name: &str) -> bool {
+    matches!(
+        name,
+        "labels"
+            | "annotations"
+            | "data"
+            | "binaryData"
+            | "stringData"
+            | "limits"
+            | "requests"
+            | "capacity"
+            | "allocatable"
+            | "hard"
+            | "used"
+            | "parameters"
+            | "matchLabels"
+    )
+}

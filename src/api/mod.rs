@@ -3,6 +3,8 @@
 
 pub mod civil;
 pub mod defaults;
+pub mod fieldset;
+pub mod managed;
 pub mod merge_keys;
 pub mod meta;
 pub mod patch;

@@ -211,6 +211,11 @@ mod tests {
         let ports =
             &doc["components"]["schemas"]["io.k8s.api.core.v1.Container"]["properties"]["ports"];
         assert_eq!(ports["x-kubernetes-patch-merge-key"], "containerPort");
+        assert_eq!(ports["x-kubernetes-list-type"], "map");
+        assert_eq!(
+            ports["x-kubernetes-list-map-keys"],
+            serde_json::json!(["containerPort", "protocol"])
+        );
         let path = &doc["paths"]["/api/v1/namespaces/{namespace}/configmaps/{name}"]["patch"];
         assert_eq!(path["x-kubernetes-group-version-kind"]["kind"], "ConfigMap");
         assert!(

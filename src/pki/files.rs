@@ -34,7 +34,11 @@ pub(super) fn create_private_dir(dir: &Path) -> Result<(), PkiError> {
 
 /// Atomically replaces `path` with `contents`, with permission bits `mode`.
 pub fn write_private(path: &Path, contents: &[u8], mode: u32) -> Result<(), PkiError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
+    // a bare file name has the empty path as its parent: that is the current directory
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     fs::create_dir_all(dir).map_err(|e| file_error(dir, e))?;
     let name = path
         .file_name()

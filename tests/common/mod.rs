@@ -201,6 +201,17 @@ pub fn admin_request(
     path: &str,
     body: Option<&str>,
 ) -> (u16, String) {
+    admin_request_as(server, method, path, "application/json", body)
+}
+
+/// [`admin_request`] with a body of media type `content_type`.
+pub fn admin_request_as(
+    server: &SkuaServer,
+    method: &str,
+    path: &str,
+    content_type: &str,
+    body: Option<&str>,
+) -> (u16, String) {
     let tls = server.dir.path().join("data/server/tls");
     let mut cmd = std::process::Command::new("curl");
     cmd.args(["-sS", "-N", "-X", method, "--cacert"])
@@ -211,7 +222,7 @@ pub fn admin_request(
         .arg(tls.join("client-admin.key"))
         .args([
             "-H",
-            "Content-Type: application/json",
+            &format!("Content-Type: {content_type}"),
             "-w",
             "\n%{http_code}",
         ]);

@@ -14,6 +14,7 @@ use super::ApiContext;
 use super::auth::UserInfo;
 use super::request_info::{RequestInfo, query_pairs};
 use super::status::{ApiStatus, Body, json};
+use crate::api::managed::{Actor, Operation};
 use crate::api::registry::{self, RESOURCES, Resource};
 use crate::store::{Store, StoreError};
 use http::{Request, StatusCode};
@@ -103,7 +104,71 @@ const PATCH_TYPES: &[&str] = &[
     "application/json-patch+json",
     "application/merge-patch+json",
     "application/strategic-merge-patch+json",
+    APPLY_PATCH,
 ];
+/// Server-side apply.
+const APPLY_PATCH: &str = "application/apply-patch+yaml";
+
+/// Upstream's 422 for bad request options (`CreateOptions`, `PatchOptions`, …).
+fn invalid_options(options: &str, field: &str, reason: &str, detail: &str) -> ApiStatus {
+    ApiStatus::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "Invalid",
+        format!("{options}.meta.k8s.io \"\" is invalid: {field}: {detail}"),
+    )
+    .with_details(json!({
+        "group": "meta.k8s.io", "kind": options,
+        "causes": [{"reason": reason, "message": detail, "field": field}],
+    }))
+}
+
+fn user_agent<B>(req: &Request<B>) -> String {
+    req.headers()
+        .get(http::header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string()
+}
+
+/// Who a write is recorded under in `managedFields`: the `fieldManager` parameter, or
+/// else the client's User-Agent up to its first `/` (as upstream).
+fn field_manager(
+    query: &[(String, String)],
+    user_agent: &str,
+    options: &str,
+) -> Result<Option<String>, ApiStatus> {
+    let Some((_, m)) = query.iter().find(|(k, _)| k == "fieldManager") else {
+        let ua: String = user_agent
+            .split('/')
+            .next()
+            .unwrap_or("")
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(128)
+            .collect();
+        return Ok((!ua.is_empty()).then_some(ua));
+    };
+    if m.len() > 128 {
+        return Err(invalid_options(
+            options,
+            "fieldManager",
+            "FieldValueTooLong",
+            "Too long: may not be more than 128 bytes",
+        ));
+    }
+    if let Some((i, c)) = m.char_indices().find(|(_, c)| c.is_control()) {
+        return Err(invalid_options(
+            options,
+            "fieldManager",
+            "FieldValueInvalid",
+            &format!(
+                "Invalid value: {m:?}: invalid character U+{:04X} (at position {i})",
+                c as u32
+            ),
+        ));
+    }
+    Ok((!m.is_empty()).then(|| m.clone()))
+}
 
 /// Reads a body of one of the `accepted` media types (415 otherwise); returns the media
 /// type and the bytes.
@@ -264,6 +329,15 @@ where
         )
     };
     let name = info.name.clone().unwrap_or_default();
+    let user_agent = user_agent(&req);
+    let actor = |options: &str, operation: Operation| {
+        field_manager(&query, &user_agent, options).map(|m| Actor {
+            manager: m.unwrap_or_default(),
+            operation,
+            subresource: String::new(),
+            api_version: res.group_version(),
+        })
+    };
     match info.verb.as_str() {
         "get" => get(ctx, res, namespace, &name)
             .await
@@ -271,17 +345,19 @@ where
         "list" => list::list(ctx, res, namespace, &query, render).await,
         "watch" => watch::watch(ctx.clone(), res, namespace, &query, render).await,
         "create" => {
+            let actor = actor("CreateOptions", Operation::Update)?;
             let (media, body) = read_body(req, OBJECT_TYPES).await?;
             let obj = decode(res, &media, &body)?;
             let warnings = check(&obj)?;
-            let obj = create(&*ctx.store, res, namespace, obj).await?;
+            let obj = create(&*ctx.store, res, namespace, obj, Some(&actor)).await?;
             Ok(with_warnings(json(StatusCode::CREATED, &obj), &warnings))
         }
         "update" => {
+            let actor = actor("UpdateOptions", Operation::Update)?;
             let (media, body) = read_body(req, OBJECT_TYPES).await?;
             let obj = decode(res, &media, &body)?;
             let warnings = check(&obj)?;
-            let obj = write::update(&*ctx.store, res, namespace, &name, obj).await?;
+            let obj = write::update(&*ctx.store, res, namespace, &name, obj, &actor).await?;
             Ok(with_warnings(json(StatusCode::OK, &obj), &warnings))
         }
         "delete" => {
@@ -292,9 +368,68 @@ where
         }
         "deletecollection" => list::delete_collection(ctx, res, namespace, &query).await,
         "patch" => {
+            let is_apply = req
+                .headers()
+                .get(http::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|t| t.split(';').next().unwrap_or("").trim() == APPLY_PATCH);
+            let force = query
+                .iter()
+                .find(|(k, _)| k == "force")
+                .map(|(_, v)| v.as_str());
+            if is_apply {
+                let actor = actor("PatchOptions", Operation::Apply)?;
+                if !query
+                    .iter()
+                    .any(|(k, v)| k == "fieldManager" && !v.is_empty())
+                {
+                    return Err(invalid_options(
+                        "PatchOptions",
+                        "fieldManager",
+                        "FieldValueRequired",
+                        "Required value: is required for apply patch",
+                    ));
+                }
+                let (_, body) = read_body(req, PATCH_TYPES).await?;
+                let (obj, warnings, created) = write::apply(
+                    &*ctx.store,
+                    res,
+                    namespace,
+                    &name,
+                    &body,
+                    &check,
+                    &actor,
+                    force == Some("true"),
+                )
+                .await?;
+                let code = if created {
+                    StatusCode::CREATED
+                } else {
+                    StatusCode::OK
+                };
+                return Ok(with_warnings(json(code, &obj), &warnings));
+            }
+            if force.is_some() {
+                return Err(invalid_options(
+                    "PatchOptions",
+                    "force",
+                    "FieldValueForbidden",
+                    "Forbidden: may not be specified for non-apply patch",
+                ));
+            }
+            let actor = actor("PatchOptions", Operation::Update)?;
             let (media, body) = read_body(req, PATCH_TYPES).await?;
-            let (obj, warnings) =
-                write::patch(&*ctx.store, res, namespace, &name, &media, &body, &check).await?;
+            let (obj, warnings) = write::patch(
+                &*ctx.store,
+                res,
+                namespace,
+                &name,
+                &media,
+                &body,
+                &check,
+                &actor,
+            )
+            .await?;
             Ok(with_warnings(json(StatusCode::OK, &obj), &warnings))
         }
         _ => Err(not_found()),
@@ -332,6 +467,19 @@ where
     }
     let name = info.name.clone().unwrap_or_default();
     let store = &*ctx.store;
+    let query = query_pairs(req.uri().query().unwrap_or(""));
+    let user_agent = user_agent(&req);
+    let options = if info.verb == "patch" {
+        "PatchOptions"
+    } else {
+        "UpdateOptions"
+    };
+    let actor = Actor {
+        manager: field_manager(&query, &user_agent, options)?.unwrap_or_default(),
+        operation: Operation::Update,
+        subresource: sub.to_string(),
+        api_version: res.group_version(),
+    };
     match (sub, info.verb.as_str()) {
         ("log" | "exec" | "attach" | "portforward" | "proxy", _) => Err(ApiStatus::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -369,9 +517,9 @@ where
                 read_body(req, if patch { PATCH_TYPES } else { OBJECT_TYPES }).await?;
             let media = patch.then_some(media.as_str());
             let written = if sub == "status" {
-                write::status(store, res, namespace, &name, media, &body).await?
+                write::status(store, res, namespace, &name, media, &body, &actor).await?
             } else {
-                write::scale(store, res, namespace, &name, media, &body).await?
+                write::scale(store, res, namespace, &name, media, &body, &actor).await?
             };
             Ok(json(StatusCode::OK, &written))
         }
@@ -412,6 +560,7 @@ pub async fn create(
     res: &Resource,
     namespace: Option<&str>,
     obj: Value,
+    actor: Option<&Actor>,
 ) -> Result<Value, ApiStatus> {
     let (mut obj, name) = prepare_create(res, obj, namespace)?;
     if write::has_status(res) {
@@ -440,6 +589,15 @@ pub async fn create(
             ));
         }
     }
+    if let Some(actor) = actor {
+        crate::api::managed::track_update(
+            None,
+            &mut obj,
+            actor,
+            write::scope_of(res),
+            &crate::api::meta::now_rfc3339(),
+        );
+    }
     let bytes = to_store(&obj)?;
     match store.create(&key(res, namespace, &name), bytes).await {
         Ok(revision) => {
@@ -467,6 +625,12 @@ pub async fn bootstrap(store: &dyn Store) -> Result<(), ApiStatus> {
             namespace_resource(),
             None,
             json!({"metadata": {"name": ns}}),
+            Some(&Actor {
+                manager: "skua".into(),
+                operation: Operation::Update,
+                subresource: String::new(),
+                api_version: "v1".into(),
+            }),
         )
         .await
         {

@@ -7,6 +7,8 @@ use super::object::{
     to_store,
 };
 use super::store_error;
+use crate::api::managed::{self, Actor, Scope};
+use crate::api::meta::now_rfc3339;
 use crate::api::patch::{PatchError, json_patch, merge_patch};
 use crate::api::registry::Resource;
 use crate::apiserver::status::ApiStatus;
@@ -50,6 +52,11 @@ pub async fn guaranteed_update(
                 Err(e) => return Err(store_error(e)),
             }
         }
+        if unchanged(&from_store(&kv)?, &next) {
+            // as upstream: a write that changes nothing is not written
+            set_resource_version(&mut next, kv.mod_revision);
+            return Ok(next);
+        }
         match store.update(&k, to_store(&next)?, kv.mod_revision).await {
             Ok(revision) => {
                 set_resource_version(&mut next, revision);
@@ -61,6 +68,27 @@ pub async fn guaranteed_update(
         }
     }
     Err(conflict(res, name))
+}
+
+/// Whether two versions of an object are the same apart from `resourceVersion`.
+fn unchanged(current: &Value, next: &Value) -> bool {
+    let strip = |v: &Value| {
+        let mut v = v.clone();
+        if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+            m.remove("resourceVersion");
+        }
+        v
+    };
+    strip(current) == strip(next)
+}
+
+/// Which fields writes to the main resource may own.
+pub(super) fn scope_of(res: &Resource) -> Scope {
+    if has_status(res) {
+        Scope::NoStatus
+    } else {
+        Scope::All
+    }
 }
 
 /// Whether writes to the main resource leave `status` alone (upstream: kinds with a
@@ -76,6 +104,7 @@ pub async fn update(
     namespace: Option<&str>,
     name: &str,
     obj: Value,
+    actor: &Actor,
 ) -> Result<Value, ApiStatus> {
     let sent = sent_resource_version(&obj)?;
     guaranteed_update(store, res, namespace, name, sent, &|cur| {
@@ -83,6 +112,7 @@ pub async fn update(
         if has_status(res) {
             next["status"] = cur.get("status").cloned().unwrap_or(Value::Null);
         }
+        managed::track_update(Some(cur), &mut next, actor, scope_of(res), &now_rfc3339());
         Ok(next)
     })
     .await
@@ -131,6 +161,7 @@ pub async fn patch(
     media: &str,
     body: &[u8],
     check: &(dyn Fn(&Value) -> Result<Vec<String>, ApiStatus> + Sync),
+    actor: &Actor,
 ) -> Result<(Value, Vec<String>), ApiStatus> {
     let doc = decode_patch(body)?;
     let warnings = std::sync::Mutex::new(Vec::new());
@@ -145,6 +176,7 @@ pub async fn patch(
         if has_status(res) {
             next["status"] = cur.get("status").cloned().unwrap_or(Value::Null);
         }
+        managed::track_update(Some(cur), &mut next, actor, scope_of(res), &now_rfc3339());
         Ok(next)
     })
     .await?;
@@ -163,6 +195,7 @@ pub async fn status(
     name: &str,
     media: Option<&str>,
     body: &[u8],
+    actor: &Actor,
 ) -> Result<Value, ApiStatus> {
     let (doc, sent) = match media {
         Some(_) => (decode_patch(body)?, None),
@@ -181,6 +214,13 @@ pub async fn status(
         };
         let mut next = cur.clone();
         next["status"] = wanted.get("status").cloned().unwrap_or(Value::Null);
+        managed::track_update(
+            Some(cur),
+            &mut next,
+            actor,
+            Scope::StatusOnly,
+            &now_rfc3339(),
+        );
         Ok(next)
     })
     .await
@@ -226,6 +266,7 @@ pub async fn scale(
     name: &str,
     media: Option<&str>,
     body: &[u8],
+    actor: &Actor,
 ) -> Result<Value, ApiStatus> {
     let doc = decode_patch(body)?;
     let sent = match media {
@@ -255,8 +296,128 @@ pub async fn scale(
         if cur.pointer("/spec/replicas") != Some(&json!(replicas)) {
             next["metadata"]["generation"] = json!(generation + 1);
         }
+        managed::track_update(Some(cur), &mut next, actor, scope_of(res), &now_rfc3339());
         Ok(next)
     })
     .await?;
     Ok(scale_of(&written))
+}
+
+/// Reads a server-side apply body (YAML or JSON): a partial object of `res`'s kind
+/// named `name`, without `managedFields`.
+fn decode_apply(res: &Resource, name: &str, body: &[u8]) -> Result<Value, ApiStatus> {
+    let text = std::str::from_utf8(body)
+        .map_err(|_| ApiStatus::bad_request("the apply configuration is not UTF-8"))?;
+    let mut config: Value = serde_saphyr::from_str(text)
+        .map_err(|e| ApiStatus::bad_request(format!("error decoding YAML: {e}")))?;
+    if !config.is_object() {
+        return Err(ApiStatus::bad_request(
+            "the apply configuration must be an object with apiVersion, kind and metadata.name",
+        ));
+    }
+    let short: String = text.chars().take(200).collect();
+    for (field, want) in [
+        ("apiVersion", res.group_version()),
+        ("kind", res.kind.to_string()),
+    ] {
+        match config.get(field).and_then(Value::as_str) {
+            None | Some("") => {
+                let label = if field == "kind" {
+                    "Kind"
+                } else {
+                    "apiVersion"
+                };
+                return Err(ApiStatus::bad_request(format!(
+                    "Object '{label}' is missing in '{short}'"
+                )));
+            }
+            Some(v) if v != want => {
+                return Err(ApiStatus::bad_request(format!(
+                    "the {field} of the applied object ({v}) does not match the {field} of the resource ({want})"
+                )));
+            }
+            _ => {}
+        }
+    }
+    if config
+        .pointer("/metadata/managedFields")
+        .is_some_and(|m| !m.is_null())
+    {
+        return Err(ApiStatus::bad_request("metadata.managedFields must be nil"));
+    }
+    if !config.get("metadata").is_some_and(Value::is_object) {
+        config["metadata"] = json!({});
+    }
+    match config.pointer("/metadata/name").and_then(Value::as_str) {
+        Some(n) if n != name => Err(ApiStatus::bad_request(format!(
+            "the name of the object ({n}) does not match the name on the URL ({name})"
+        ))),
+        _ => {
+            config["metadata"]["name"] = json!(name);
+            Ok(config)
+        }
+    }
+}
+
+/// 409 for apply conflicts, with one `FieldManagerConflict` cause per field.
+fn apply_conflict(conflicts: &[managed::Conflict]) -> ApiStatus {
+    ApiStatus::new(
+        StatusCode::CONFLICT,
+        "Conflict",
+        managed::conflict_message(conflicts),
+    )
+    .with_details(json!({
+        "causes": conflicts.iter().map(|c| json!({
+            "reason": "FieldManagerConflict",
+            "message": format!("conflict with {}", c.manager),
+            "field": c.path,
+        })).collect::<Vec<_>>(),
+    }))
+}
+
+/// Server-side apply (`application/apply-patch+yaml`): creates the object if it does
+/// not exist. Returns the object, warnings, and whether it was created.
+#[allow(clippy::too_many_arguments)]
+pub async fn apply(
+    store: &dyn Store,
+    res: &Resource,
+    namespace: Option<&str>,
+    name: &str,
+    body: &[u8],
+    check: &(dyn Fn(&Value) -> Result<Vec<String>, ApiStatus> + Sync),
+    actor: &Actor,
+    force: bool,
+) -> Result<(Value, Vec<String>, bool), ApiStatus> {
+    let config = decode_apply(res, name, body)?;
+    let warnings = check(&config)?;
+    let pinned = sent_resource_version(&config)?;
+    let scope = scope_of(res);
+    let k = key(res, namespace, name);
+    for _ in 0..WRITE_RETRIES {
+        let exists = store.get(&k).await.map_err(store_error)?.kv.is_some();
+        if !exists {
+            let obj = managed::apply(None, &config, actor, force, scope, &now_rfc3339())
+                .map_err(|c| apply_conflict(&c))?;
+            match super::create(store, res, namespace, obj, None).await {
+                Ok(created) => return Ok((created, warnings, true)),
+                Err(s) if s.reason == "AlreadyExists" => continue,
+                Err(s) => return Err(s),
+            }
+        }
+        let written = guaranteed_update(store, res, namespace, name, pinned, &|cur| {
+            let merged = managed::apply(Some(cur), &config, actor, force, scope, &now_rfc3339())
+                .map_err(|c| apply_conflict(&c))?;
+            let mut next = prepare_update(res, merged, cur, namespace, name)?;
+            if has_status(res) {
+                next["status"] = cur.get("status").cloned().unwrap_or(Value::Null);
+            }
+            Ok(next)
+        })
+        .await;
+        match written {
+            Err(s) if s.code == StatusCode::NOT_FOUND => continue, // deleted meanwhile
+            other => return other.map(|o| (o, warnings, false)),
+        }
+    }
+    Err(conflict(res, name))
 }
