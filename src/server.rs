@@ -110,16 +110,19 @@ pub struct ApiHandle {
     pub pki: pki::ServerPki,
     stop: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<()>,
+    controllers: tokio::task::JoinHandle<()>,
 }
 
 impl ApiHandle {
     pub async fn stop(self) {
+        self.controllers.abort();
         let _ = self.stop.send(());
         let _ = self.task.await;
+        let _ = self.controllers.await;
     }
 }
 
-/// The API part of start-up: initial namespaces → PKI → HTTPS listener. Used by
+/// The API part of start-up: initial namespaces → PKI → controllers → HTTPS listener. Used by
 /// `skua server` and by `skua bench api`.
 pub async fn start_api(store: Arc<dyn Store>, cfg: &ServerConfig) -> anyhow::Result<ApiHandle> {
     apiserver::resources::bootstrap(&*store)
@@ -150,6 +153,7 @@ pub async fn start_api(store: Arc<dyn Store>, cfg: &ServerConfig) -> anyhow::Res
     } else {
         cfg.bind_address.to_string()
     };
+    let controllers = crate::controllers::start(store.clone());
     let ctx = Arc::new(apiserver::ApiContext {
         store: Arc::new(apiserver::metrics::InstrumentedStore::new(
             store,
@@ -174,6 +178,7 @@ pub async fn start_api(store: Arc<dyn Store>, cfg: &ServerConfig) -> anyhow::Res
         pki,
         stop,
         task,
+        controllers,
     })
 }
 

@@ -1097,3 +1097,143 @@ fn new_kubectl_generator_commands_send_protobuf_and_work() {
     let (ok, out) = k(&server, "1.33", &["create", "quota", "q1", "--hard=pods=3"]);
     assert!(!ok && out.contains("send application/json"), "{out}");
 }
+
+#[test]
+fn a_deleted_namespace_terminates_refuses_new_content_and_goes_when_empty() {
+    let mut server = SkuaServer::start();
+    for args in [
+        vec!["create", "namespace", "t1"],
+        vec![
+            "-n",
+            "t1",
+            "create",
+            "configmap",
+            "plain",
+            "--from-literal=a=1",
+        ],
+        vec!["-n", "t1", "create", "configmap", "held"],
+        vec![
+            "-n",
+            "t1",
+            "patch",
+            "configmap",
+            "held",
+            "-p",
+            r#"{"metadata":{"finalizers":["example.com/hold"]}}"#,
+        ],
+        vec!["delete", "namespace", "t1", "--wait=false"],
+    ] {
+        let (ok, out) = k(&server, "1.33", &args);
+        assert!(ok, "{args:?}: {out}");
+    }
+    // the controller empties what it can and reports what holds the namespace
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let ns = loop {
+        let (_, body) = admin_request(&server, "GET", "/api/v1/namespaces/t1", None);
+        let ns = parse(&body);
+        let conditions = ns["status"]["conditions"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if conditions.len() == 5 {
+            break ns;
+        }
+        assert!(std::time::Instant::now() < deadline, "no conditions: {ns}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert_eq!(ns["status"]["phase"], "Terminating");
+    assert!(ns["metadata"]["deletionTimestamp"].is_string());
+    let by_type = |t: &str| {
+        ns["status"]["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == t)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(
+        by_type("NamespaceContentRemaining")["message"],
+        "Some resources are remaining: configmaps. has 1 resource instances"
+    );
+    assert_eq!(
+        by_type("NamespaceFinalizersRemaining")["message"],
+        "Some content in the namespace has finalizers remaining: example.com/hold in 1 resource instances"
+    );
+    assert_eq!(
+        by_type("NamespaceDeletionDiscoveryFailure")["status"],
+        "False"
+    );
+    let (ok, out) = k(&server, "1.27", &["get", "namespace", "t1"]);
+    assert!(ok && out.contains("Terminating"), "{out}");
+    let (_, out) = k(
+        &server,
+        "1.27",
+        &["-n", "t1", "get", "configmaps", "-o", "name"],
+    );
+    assert_eq!(out.trim(), "configmap/held", "the plain one is gone");
+    // new content is refused with upstream's 403
+    let (code, body) = admin_request(
+        &server,
+        "POST",
+        "/api/v1/namespaces/t1/configmaps",
+        Some(r#"{"metadata":{"name":"new"}}"#),
+    );
+    assert_eq!(code, 403, "{body}");
+    assert_eq!(
+        parse(&body)["message"],
+        "configmaps \"new\" is forbidden: unable to create new content in namespace t1 because it is being terminated"
+    );
+    // a restart in the middle changes nothing: the controller carries on
+    server.restart();
+    let (ok, out) = k(
+        &server,
+        "1.27",
+        &[
+            "-n",
+            "t1",
+            "patch",
+            "configmap",
+            "held",
+            "--type=json",
+            "-p",
+            r#"[{"op":"remove","path":"/metadata/finalizers"}]"#,
+        ],
+    );
+    assert!(ok, "{out}");
+    let (ok, out) = k(
+        &server,
+        "1.33",
+        &["wait", "--for=delete", "namespace/t1", "--timeout=10s"],
+    );
+    assert!(ok, "{out}");
+    let (code, _) = admin_request(&server, "GET", "/api/v1/namespaces/t1", None);
+    assert_eq!(code, 404);
+    // `kubectl delete namespace` with its default wait returns once it is gone
+    let (ok, out) = k(&server, "1.27", &["create", "namespace", "t2"]);
+    assert!(ok, "{out}");
+    let (ok, out) = k(&server, "1.27", &["-n", "t2", "create", "configmap", "x"]);
+    assert!(ok, "{out}");
+    let (ok, out) = k(&server, "1.27", &["delete", "namespace", "t2"]);
+    assert!(ok && out.contains("namespace \"t2\" deleted"), "{out}");
+    let (code, _) = admin_request(&server, "GET", "/api/v1/namespaces/t2", None);
+    assert_eq!(code, 404);
+    // the finalize subresource writes spec.finalizers and nothing else
+    let (ok, out) = k(&server, "1.27", &["create", "namespace", "t3"]);
+    assert!(ok, "{out}");
+    let (code, body) = admin_request(
+        &server,
+        "PUT",
+        "/api/v1/namespaces/t3/finalize",
+        Some(
+            r#"{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"t3","labels":{"x":"y"}},"spec":{"finalizers":["kubernetes","example.com/x"]}}"#,
+        ),
+    );
+    assert_eq!(code, 200, "{body}");
+    let ns = parse(&admin_request(&server, "GET", "/api/v1/namespaces/t3", None).1);
+    assert_eq!(
+        ns["spec"]["finalizers"],
+        json!(["kubernetes", "example.com/x"])
+    );
+    assert!(ns["metadata"]["labels"].get("x").is_none());
+}

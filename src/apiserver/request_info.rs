@@ -105,8 +105,10 @@ impl RequestInfo {
             rest.remove(0);
         }
         // namespaces/<ns>/<resource>... is namespaced; "namespaces" and
-        // "namespaces/<name>[/<sub>]" are the namespace resource itself
-        if rest.first() == Some(&"namespaces") && rest.len() >= 3 {
+        // "namespaces/<name>[/status|/finalize]" are the namespace resource itself
+        let namespace_subresource =
+            rest.len() == 3 && matches!(rest.get(2), Some(&"status") | Some(&"finalize"));
+        if rest.first() == Some(&"namespaces") && rest.len() >= 3 && !namespace_subresource {
             info.namespace = Some(rest[1].to_string());
             rest.drain(..2);
         }
@@ -165,6 +167,16 @@ mod tests {
                 r.subresource.as_deref()
             ),
             ("update", "apps", Some("web"), Some("scale"))
+        );
+        let r = RequestInfo::parse(&Method::PUT, "/api/v1/namespaces/x/finalize", "");
+        assert_eq!(
+            (
+                r.verb.as_str(),
+                r.resource.as_str(),
+                r.name.as_deref(),
+                r.subresource.as_deref()
+            ),
+            ("update", "namespaces", Some("x"), Some("finalize"))
         );
         let r = RequestInfo::parse(&Method::GET, "/api/v1/namespaces/kube-system", "");
         assert_eq!(

@@ -1,12 +1,14 @@
 //! Deletion as upstream's generic registry does it: preconditions; finalizers (and the
 //! `foregroundDeletion` / `orphan` ones that `propagationPolicy` asks for) keep the
 //! object with a `deletionTimestamp` until they are removed; pods bound to a node are
-//! deleted gracefully (the kubelet finishes); everything else goes at once.
+//! deleted gracefully (the kubelet finishes); a namespace turns `Terminating` until the
+//! namespace controller has emptied it and removed its `kubernetes` finalizer;
+//! everything else goes at once.
 
-use super::object::{conflict, from_store, key, prefix, set_resource_version, to_store};
+use super::object::{conflict, from_store, key, set_resource_version, to_store};
 use super::{store_error, write};
 use crate::api::meta::{now_secs, rfc3339};
-use crate::api::registry::{RESOURCES, Resource};
+use crate::api::registry::Resource;
 use crate::apiserver::status::{ApiStatus, qualified};
 use crate::store::{Store, StoreError};
 use http::StatusCode;
@@ -29,14 +31,17 @@ fn precondition_failed(
     )
 }
 
-/// Whether an object being deleted can now go: no finalizers left and no grace period
-/// still running.
+/// Whether an object being deleted can now go: no finalizers left (for namespaces,
+/// neither in `spec.finalizers`) and no grace period still running.
 pub fn ready_to_go(obj: &Value) -> bool {
-    obj.pointer("/metadata/deletionTimestamp").is_some()
-        && obj
-            .pointer("/metadata/finalizers")
+    let none_left = |p: &str| {
+        obj.pointer(p)
             .and_then(Value::as_array)
             .is_none_or(Vec::is_empty)
+    };
+    obj.pointer("/metadata/deletionTimestamp").is_some()
+        && none_left("/metadata/finalizers")
+        && none_left("/spec/finalizers")
         && obj
             .pointer("/metadata/deletionGracePeriodSeconds")
             .and_then(Value::as_i64)
@@ -135,7 +140,14 @@ pub async fn delete(
             .unwrap_or(30)
             .max(0);
         let graceful = on_node && grace > 0;
-        if res.kind != "Namespace" && (graceful || !finalizers.is_empty()) {
+        // a namespace waits for its `kubernetes` finalizer: the namespace controller
+        // empties it first (the namespace is Terminating meanwhile)
+        let namespace_content = res.kind == "Namespace"
+            && obj
+                .pointer("/spec/finalizers")
+                .and_then(Value::as_array)
+                .is_some_and(|f| !f.is_empty());
+        if graceful || !finalizers.is_empty() || namespace_content {
             if obj.pointer("/metadata/deletionTimestamp").is_some() && wanted.is_none() {
                 return Ok(obj); // already being deleted
             }
@@ -146,6 +158,9 @@ pub async fn delete(
                 meta["deletionTimestamp"] = json!(rfc3339(now_secs() + grace));
                 meta["deletionGracePeriodSeconds"] = json!(grace);
             }
+            if res.kind == "Namespace" {
+                obj["status"]["phase"] = json!("Terminating");
+            }
             match store.update(&k, to_store(&obj)?, kv.mod_revision).await {
                 Ok(revision) => {
                     set_resource_version(&mut obj, revision);
@@ -154,9 +169,6 @@ pub async fn delete(
                 Err(StoreError::Conflict { .. }) => continue,
                 Err(e) => return Err(store_error(e)),
             }
-        }
-        if res.kind == "Namespace" {
-            empty_namespace(store, name).await?;
         }
         match store.delete(&k, kv.mod_revision).await {
             Ok(_) => {
@@ -170,28 +182,4 @@ pub async fn delete(
         }
     }
     Err(conflict(res, name))
-}
-
-async fn empty_namespace(store: &dyn Store, ns: &str) -> Result<(), ApiStatus> {
-    for res in RESOURCES.iter().filter(|r| r.namespaced && r.is_stored()) {
-        let page = store
-            .list(&prefix(res, Some(ns)), Default::default())
-            .await
-            .map_err(store_error)?;
-        for kv in page.kvs {
-            match store.delete(&kv.key, kv.mod_revision).await {
-                Ok(_) | Err(StoreError::Conflict { current: None, .. }) => {}
-                Err(StoreError::Conflict {
-                    current: Some(now), ..
-                }) => {
-                    store
-                        .delete(&now.key, now.mod_revision)
-                        .await
-                        .map_err(store_error)?;
-                }
-                Err(e) => return Err(store_error(e)),
-            }
-        }
-    }
-    Ok(())
 }

@@ -9,6 +9,7 @@ pub mod reviews;
 mod watch;
 pub use delete::delete;
 mod write;
+pub use write::guaranteed_update;
 
 use super::ApiContext;
 use super::auth::UserInfo;
@@ -521,6 +522,31 @@ where
             } else {
                 write::scale(store, res, namespace, &name, media, &body, &actor).await?
             };
+            Ok(json(StatusCode::OK, &written))
+        }
+        ("finalize", "update") => {
+            // only spec.finalizers changes; emptied on a terminating namespace, the
+            // namespace goes
+            let (_, body) = read_body(req, OBJECT_TYPES).await?;
+            let wanted: Value = serde_json::from_slice(&body).map_err(|e| {
+                ApiStatus::bad_request(format!("couldn't get version/kind; json parse error: {e}"))
+            })?;
+            let sent = object::sent_resource_version(&wanted)?;
+            let finalizers = wanted
+                .pointer("/spec/finalizers")
+                .cloned()
+                .unwrap_or_else(|| json!([]));
+            if !finalizers.is_array() {
+                return Err(ApiStatus::bad_request(
+                    "spec.finalizers must be a list of strings",
+                ));
+            }
+            let written = write::guaranteed_update(store, res, None, &name, sent, &|cur| {
+                let mut next = cur.clone();
+                next["spec"]["finalizers"] = finalizers.clone();
+                Ok(next)
+            })
+            .await?;
             Ok(json(StatusCode::OK, &written))
         }
         ("scale", "get") => get(ctx, res, namespace, &name)
