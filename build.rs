@@ -88,6 +88,7 @@ fn kind_schema(
         "authorization.k8s.io" "v1" "SelfSubjectRulesReview" => authorization::v1::SelfSubjectRulesReview,
         "authorization.k8s.io" "v1" "SubjectAccessReview" => authorization::v1::SubjectAccessReview,
         "autoscaling" "v2" "HorizontalPodAutoscaler" => autoscaling::v2::HorizontalPodAutoscaler,
+        "autoscaling" "v1" "HorizontalPodAutoscaler" => autoscaling::v1::HorizontalPodAutoscaler,
         "batch" "v1" "CronJob" => batch::v1::CronJob,
         "batch" "v1" "Job" => batch::v1::Job,
         "coordination.k8s.io" "v1" "Lease" => coordination::v1::Lease,

@@ -994,7 +994,6 @@ fn new_kubectl_generator_commands_send_protobuf_and_work() {
         job["spec"]["template"]["spec"]["containers"][0]["command"],
         json!(["echo", "hi"])
     );
-    // kinds whose protobuf form is not decoded yet are refused with a clear 415
     let (ok, out) = k(
         &server,
         "1.33",
@@ -1093,9 +1092,183 @@ fn new_kubectl_generator_commands_send_protobuf_and_work() {
         &["get", "pdb", "pdb1", "-o", "jsonpath={.spec.minAvailable}"],
     );
     assert_eq!(pdb, "50%");
-    // kinds whose protobuf form is not decoded yet are refused with a clear 415
-    let (ok, out) = k(&server, "1.33", &["create", "quota", "q1", "--hard=pods=3"]);
-    assert!(!ok && out.contains("send application/json"), "{out}");
+    // quotas, ingresses, priority classes and autoscalers from their generators
+    for args in [
+        &[
+            "create",
+            "quota",
+            "q1",
+            "--hard=pods=3,requests.cpu=500m",
+            "--scopes=BestEffort",
+        ][..],
+        &[
+            "create",
+            "ingress",
+            "ing1",
+            "--class=web",
+            "--rule=foo.com/bar*=svc1:8080,tls=sec",
+            "--default-backend=def:http",
+        ],
+        &[
+            "create",
+            "priorityclass",
+            "low",
+            "--value=-5",
+            "--description=batch",
+            "--preemption-policy=Never",
+        ],
+        &[
+            "autoscale",
+            "deployment",
+            "d1",
+            "--min=2",
+            "--max=4",
+            "--cpu-percent=70",
+        ],
+    ] {
+        let (ok, out) = k(&server, "1.33", args);
+        assert!(ok, "kubectl 1.33 {args:?}: {out}");
+    }
+    let get = |what: &str| parse(&k(&server, "1.33", &["get", what, "-o", "json"]).1);
+    assert_eq!(
+        get("quota/q1")["spec"],
+        json!({"hard": {"pods": "3", "requests.cpu": "500m"}, "scopes": ["BestEffort"]})
+    );
+    assert_eq!(
+        get("ingress/ing1")["spec"],
+        json!({
+            "ingressClassName": "web",
+            "defaultBackend": {"service": {"name": "def", "port": {"name": "http"}}},
+            "rules": [{"host": "foo.com", "http": {"paths": [{"path": "/bar", "pathType": "Prefix",
+                "backend": {"service": {"name": "svc1", "port": {"number": 8080}}}}]}}],
+            "tls": [{"hosts": ["foo.com"], "secretName": "sec"}],
+        })
+    );
+    let pc = get("priorityclass/low");
+    assert_eq!(
+        (
+            pc["value"].clone(),
+            pc["description"].clone(),
+            pc["preemptionPolicy"].clone()
+        ),
+        (json!(-5), json!("batch"), json!("Never"))
+    );
+    let hpa = get("hpa/d1");
+    assert_eq!(hpa["apiVersion"], "autoscaling/v2");
+    assert_eq!(hpa["spec"]["minReplicas"], 2);
+    assert_eq!(
+        hpa["spec"]["metrics"],
+        json!([{"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 70}}}])
+    );
+}
+
+#[test]
+fn autoscalers_are_served_as_autoscaling_v1_and_v2() {
+    // kubectl 1.27 creates autoscaling/v1 objects; both versions read and write them
+    let server = SkuaServer::start();
+    let (ok, out) = k(
+        &server,
+        "1.27",
+        &["create", "deployment", "web", "--image=nginx"],
+    );
+    assert!(ok, "{out}");
+    let (ok, out) = k(
+        &server,
+        "1.27",
+        &[
+            "autoscale",
+            "deployment",
+            "web",
+            "--max=3",
+            "--cpu-percent=60",
+        ],
+    );
+    assert!(ok && out.contains("autoscaled"), "{out}");
+    let v2 = parse(
+        &admin_request(
+            &server,
+            "GET",
+            "/apis/autoscaling/v2/namespaces/default/horizontalpodautoscalers/web",
+            None,
+        )
+        .1,
+    );
+    assert_eq!(v2["apiVersion"], "autoscaling/v2");
+    assert_eq!(
+        v2["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"],
+        60
+    );
+    // a v2-only metric survives a v1 read-modify-write
+    let (code, body) = common::admin_request_as(
+        &server,
+        "PATCH",
+        "/apis/autoscaling/v2/namespaces/default/horizontalpodautoscalers/web",
+        "application/merge-patch+json",
+        Some(
+            r#"{"spec":{"metrics":[{"type":"Resource","resource":{"name":"cpu","target":{"type":"Utilization","averageUtilization":60}}},{"type":"Resource","resource":{"name":"memory","target":{"type":"AverageValue","averageValue":"100Mi"}}}]}}"#,
+        ),
+    );
+    assert_eq!(code, 200, "{body}");
+    let v1_path = "/apis/autoscaling/v1/namespaces/default/horizontalpodautoscalers/web";
+    let mut v1 = parse(&admin_request(&server, "GET", v1_path, None).1);
+    assert_eq!(v1["apiVersion"], "autoscaling/v1");
+    assert_eq!(v1["spec"]["targetCPUUtilizationPercentage"], 60);
+    v1["spec"]["maxReplicas"] = json!(5);
+    let (code, body) = admin_request(&server, "PUT", v1_path, Some(&v1.to_string()));
+    assert_eq!(code, 200, "{body}");
+    let v2 = parse(
+        &admin_request(
+            &server,
+            "GET",
+            "/apis/autoscaling/v2/namespaces/default/horizontalpodautoscalers/web",
+            None,
+        )
+        .1,
+    );
+    assert_eq!(v2["spec"]["maxReplicas"], 5);
+    assert_eq!(
+        v2["spec"]["metrics"][1]["resource"]["name"], "memory",
+        "{v2}"
+    );
+    assert!(v2["metadata"].get("annotations").is_none(), "{v2}");
+    // lists and watches answer in the version asked for
+    let list = parse(
+        &admin_request(
+            &server,
+            "GET",
+            "/apis/autoscaling/v1/namespaces/default/horizontalpodautoscalers",
+            None,
+        )
+        .1,
+    );
+    assert_eq!(list["apiVersion"], "autoscaling/v1");
+    assert_eq!(list["items"][0]["apiVersion"], "autoscaling/v1");
+    let (ok, out) = k(
+        &server,
+        "1.27",
+        &[
+            "get",
+            "hpa.v1.autoscaling",
+            "web",
+            "-o",
+            "jsonpath={.spec.targetCPUUtilizationPercentage}",
+        ],
+    );
+    assert!(ok && out == "60", "{out}");
+    let (ok, out) = k(&server, "1.33", &["get", "hpa", "web"]);
+    assert!(
+        ok && out.contains("cpu: <unknown>/60%, memory: <unknown>/100Mi"),
+        "upstream's TARGETS column: {out}"
+    );
+    let (code, body) = admin_request(
+        &server,
+        "GET",
+        "/apis/autoscaling/v1/namespaces/default/horizontalpodautoscalers?watch=1&timeoutSeconds=1",
+        None,
+    );
+    assert_eq!(code, 200);
+    let event = parse(body.lines().next().unwrap());
+    assert_eq!(event["object"]["apiVersion"], "autoscaling/v1", "{event}");
 }
 
 #[test]

@@ -2,6 +2,7 @@
 //! named and scoped, object metadata rules, label and field selectors, patches.
 
 pub mod civil;
+pub mod convert;
 pub mod defaults;
 pub mod fieldset;
 pub mod managed;

@@ -489,6 +489,23 @@ pub static RESOURCES: &[Resource] = &[
             STATUS,
         )],
     ),
+    // autoscaling/v1: the same objects, converted (src/api/convert.rs)
+    res(
+        "autoscaling",
+        "v1",
+        "HorizontalPodAutoscaler",
+        "horizontalpodautoscalers",
+        "horizontalpodautoscaler",
+        NS,
+        CRUD,
+        &["hpa"],
+        ALL,
+        &[sub(
+            "status",
+            ("autoscaling", "v1", "HorizontalPodAutoscaler"),
+            STATUS,
+        )],
+    ),
     // batch/v1
     res(
         "batch",
@@ -719,8 +736,13 @@ mod tests {
                     "{} listed twice",
                     r.plural
                 );
+                // one resource served at several versions keeps its short names
+                let same = other.group == r.group && other.plural == r.plural;
                 for s in r.short_names {
-                    assert!(!other.short_names.contains(s), "short name {s} used twice");
+                    assert!(
+                        same || !other.short_names.contains(s),
+                        "short name {s} used twice"
+                    );
                 }
             }
         }

@@ -30,6 +30,10 @@ pub const KINDS: &[&str] = &[
     "RoleBinding",
     "ClusterRoleBinding",
     "PodDisruptionBudget",
+    "ResourceQuota",
+    "Ingress",
+    "PriorityClass",
+    "HorizontalPodAutoscaler",
 ];
 
 enum Field<'a> {
@@ -423,7 +427,203 @@ fn pdb_spec(b: &[u8]) -> Result<Value, String> {
     Ok(spec)
 }
 
-fn object(kind: &str, raw: &[u8]) -> Result<Value, String> {
+/// Quantity { 1 string }.
+fn quantity(b: &[u8]) -> Result<Value, String> {
+    let mut q = String::new();
+    for (n, f) in fields(b)? {
+        if let (1, Field::Bytes(v)) = (n, f) {
+            q = text(v)?;
+        }
+    }
+    Ok(json!(q))
+}
+
+/// A map<string, Quantity> entry.
+fn insert_quantity(obj: &mut Value, name: &str, b: &[u8]) -> Result<(), String> {
+    let (mut key, mut value) = (String::new(), json!(""));
+    for (n, f) in fields(b)? {
+        match (n, f) {
+            (1, Field::Bytes(k)) => key = text(k)?,
+            (2, Field::Bytes(v)) => value = quantity(v)?,
+            _ => {}
+        }
+    }
+    if !obj.get(name).is_some_and(Value::is_object) {
+        obj[name] = json!({});
+    }
+    obj[name][key] = value;
+    Ok(())
+}
+
+/// ResourceQuotaSpec { 1 hard map<string, Quantity>, 2 scopes }.
+fn quota_spec(b: &[u8]) -> Result<Value, String> {
+    let mut spec = json!({});
+    for (n, f) in fields(b)? {
+        match (n, f) {
+            (1, Field::Bytes(x)) => insert_quantity(&mut spec, "hard", x)?,
+            (2, Field::Bytes(x)) => strings(x, &mut spec, "scopes")?,
+            _ => {}
+        }
+    }
+    Ok(spec)
+}
+
+/// IngressBackend { 4 service IngressServiceBackend { 1 name, 2 port
+/// ServiceBackendPort { 1 name, 2 number } } }.
+fn ingress_backend(b: &[u8]) -> Result<Value, String> {
+    let mut backend = json!({});
+    for (n, f) in fields(b)? {
+        if let (4, Field::Bytes(svc)) = (n, f) {
+            let mut service = json!({});
+            for (n, f) in fields(svc)? {
+                match (n, f) {
+                    (1, Field::Bytes(x)) => set_str(&mut service, "name", x)?,
+                    (2, Field::Bytes(x)) => {
+                        let mut port = json!({});
+                        for (n, f) in fields(x)? {
+                            match (n, f) {
+                                (1, Field::Bytes(v)) => set_str(&mut port, "name", v)?,
+                                (2, Field::Varint(v)) if v != 0 => port["number"] = json!(v),
+                                _ => {}
+                            }
+                        }
+                        service["port"] = port;
+                    }
+                    _ => {}
+                }
+            }
+            backend["service"] = service;
+        }
+    }
+    Ok(backend)
+}
+
+/// IngressSpec { 1 defaultBackend, 2 tls { 1 hosts, 2 secretName }, 3 rules { 1 host,
+/// 2 IngressRuleValue { 1 http { 1 paths { 1 path, 2 backend, 3 pathType } } } },
+/// 4 ingressClassName }.
+fn ingress_spec(b: &[u8]) -> Result<Value, String> {
+    let mut spec = json!({});
+    for (n, f) in fields(b)? {
+        match (n, f) {
+            (1, Field::Bytes(x)) => spec["defaultBackend"] = ingress_backend(x)?,
+            (2, Field::Bytes(x)) => {
+                let mut tls = json!({});
+                for (n, f) in fields(x)? {
+                    match (n, f) {
+                        (1, Field::Bytes(h)) => strings(h, &mut tls, "hosts")?,
+                        (2, Field::Bytes(s)) => set_str(&mut tls, "secretName", s)?,
+                        _ => {}
+                    }
+                }
+                push(&mut spec, "tls", tls);
+            }
+            (3, Field::Bytes(x)) => {
+                let mut rule = json!({});
+                for (n, f) in fields(x)? {
+                    match (n, f) {
+                        (1, Field::Bytes(h)) => set_str(&mut rule, "host", h)?,
+                        (2, Field::Bytes(value)) => {
+                            for (n, f) in fields(value)? {
+                                let (1, Field::Bytes(http)) = (n, f) else {
+                                    continue;
+                                };
+                                let mut h = json!({"paths": []});
+                                for (n, f) in fields(http)? {
+                                    let (1, Field::Bytes(p)) = (n, f) else {
+                                        continue;
+                                    };
+                                    let mut path = json!({});
+                                    for (n, f) in fields(p)? {
+                                        match (n, f) {
+                                            (1, Field::Bytes(v)) => set_str(&mut path, "path", v)?,
+                                            (2, Field::Bytes(v)) => {
+                                                path["backend"] = ingress_backend(v)?
+                                            }
+                                            (3, Field::Bytes(v)) => {
+                                                set_str(&mut path, "pathType", v)?
+                                            }
+                                            _ => {}
+                                        }
+                                    }
+                                    push(&mut h, "paths", path);
+                                }
+                                rule["http"] = h;
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                push(&mut spec, "rules", rule);
+            }
+            (4, Field::Bytes(x)) => set_str(&mut spec, "ingressClassName", x)?,
+            _ => {}
+        }
+    }
+    Ok(spec)
+}
+
+/// HorizontalPodAutoscalerSpec: { 1 scaleTargetRef { 1 kind, 2 name, 3 apiVersion },
+/// 2 minReplicas, 3 maxReplicas, then in v1 4 targetCPUUtilizationPercentage, in v2
+/// 4 metrics { 1 type, 4 resource { 1 name, 2 target { 1 type, 2 value,
+/// 3 averageValue, 4 averageUtilization } } } }.
+fn hpa_spec(b: &[u8], v1: bool) -> Result<Value, String> {
+    let mut spec = json!({});
+    for (n, f) in fields(b)? {
+        match (n, f) {
+            (1, Field::Bytes(x)) => {
+                spec["scaleTargetRef"] = reference(x, &["kind", "name", "apiVersion"])?
+            }
+            (2, Field::Varint(x)) => spec["minReplicas"] = json!(x),
+            (3, Field::Varint(x)) => spec["maxReplicas"] = json!(x),
+            (4, Field::Varint(x)) if v1 => spec["targetCPUUtilizationPercentage"] = json!(x),
+            (4, Field::Bytes(x)) if !v1 => {
+                let mut metric = json!({});
+                for (n, f) in fields(x)? {
+                    match (n, f) {
+                        (1, Field::Bytes(t)) => set_str(&mut metric, "type", t)?,
+                        (4, Field::Bytes(r)) => {
+                            let mut source = json!({});
+                            for (n, f) in fields(r)? {
+                                match (n, f) {
+                                    (1, Field::Bytes(v)) => set_str(&mut source, "name", v)?,
+                                    (2, Field::Bytes(t)) => {
+                                        let mut target = json!({});
+                                        for (n, f) in fields(t)? {
+                                            match (n, f) {
+                                                (1, Field::Bytes(v)) => {
+                                                    set_str(&mut target, "type", v)?
+                                                }
+                                                (2, Field::Bytes(v)) => {
+                                                    target["value"] = quantity(v)?
+                                                }
+                                                (3, Field::Bytes(v)) => {
+                                                    target["averageValue"] = quantity(v)?
+                                                }
+                                                (4, Field::Varint(v)) => {
+                                                    target["averageUtilization"] = json!(v)
+                                                }
+                                                _ => {}
+                                            }
+                                        }
+                                        source["target"] = target;
+                                    }
+                                    _ => {}
+                                }
+                            }
+                            metric["resource"] = source;
+                        }
+                        _ => {}
+                    }
+                }
+                push(&mut spec, "metrics", metric);
+            }
+            _ => {}
+        }
+    }
+    Ok(spec)
+}
+
+fn object(kind: &str, api_version: &str, raw: &[u8]) -> Result<Value, String> {
     let mut o = json!({});
     for (n, f) in fields(raw)? {
         match (kind, n, f) {
@@ -464,6 +664,15 @@ fn object(kind: &str, raw: &[u8]) -> Result<Value, String> {
                 o["roleRef"] = reference(v, &["apiGroup", "kind", "name"])?
             }
             ("PodDisruptionBudget", 2, Field::Bytes(v)) => o["spec"] = pdb_spec(v)?,
+            ("ResourceQuota", 2, Field::Bytes(v)) => o["spec"] = quota_spec(v)?,
+            ("Ingress", 2, Field::Bytes(v)) => o["spec"] = ingress_spec(v)?,
+            ("PriorityClass", 2, Field::Varint(v)) => o["value"] = json!(v as i32),
+            ("PriorityClass", 3, Field::Varint(v)) if v != 0 => o["globalDefault"] = json!(true),
+            ("PriorityClass", 4, Field::Bytes(v)) => set_str(&mut o, "description", v)?,
+            ("PriorityClass", 5, Field::Bytes(v)) => set_str(&mut o, "preemptionPolicy", v)?,
+            ("HorizontalPodAutoscaler", 2, Field::Bytes(v)) => {
+                o["spec"] = hpa_spec(v, api_version == "autoscaling/v1")?
+            }
             ("TokenRequest", 2, Field::Bytes(v)) => {
                 let mut spec = json!({});
                 for (n, f) in fields(v)? {
@@ -527,7 +736,7 @@ pub fn to_json(body: &[u8]) -> Result<Value, String> {
             KINDS.join(", ")
         ));
     }
-    let mut obj = object(&kind, raw)?;
+    let mut obj = object(&kind, &api_version, raw)?;
     let map: &mut Map<String, Value> = obj.as_object_mut().ok_or("not an object")?;
     map.insert("apiVersion".into(), json!(api_version));
     map.insert("kind".into(), json!(kind));

@@ -489,7 +489,7 @@ pub fn cells(kind: &str, o: &Value, now: i64) -> Vec<Value> {
                 s(o.pointer("/spec/scaleTargetRef/kind")),
                 s(o.pointer("/spec/scaleTargetRef/name"))
             )),
-            json!("<unknown>"),
+            json!(hpa_targets(o)),
             json!(
                 o.pointer("/spec/minReplicas")
                     .and_then(Value::as_i64)
@@ -502,6 +502,60 @@ pub fn cells(kind: &str, o: &Value, now: i64) -> Vec<Value> {
         ],
         "Lease" => vec![name, json!(s(o.pointer("/spec/holderIdentity"))), age],
         _ => vec![name, json!(s(o.pointer("/metadata/creationTimestamp")))],
+    }
+}
+
+/// Upstream's TARGETS column: `cpu: 40%/70%` per resource metric, at most two shown.
+fn hpa_targets(o: &Value) -> String {
+    let empty = Vec::new();
+    let specs = o
+        .pointer("/spec/metrics")
+        .and_then(Value::as_array)
+        .unwrap_or(&empty);
+    let statuses = o
+        .pointer("/status/currentMetrics")
+        .and_then(Value::as_array)
+        .unwrap_or(&empty);
+    if specs.is_empty() {
+        return "<none>".into();
+    }
+    let shown: Vec<String> = specs
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let current = statuses.get(i).and_then(|c| c.pointer("/resource/current"));
+            match m["type"].as_str().unwrap_or("") {
+                "Resource" => {
+                    let name = m["resource"]["name"].as_str().unwrap_or("");
+                    let target = &m["resource"]["target"];
+                    if let Some(v) = target.get("averageValue") {
+                        let now = current
+                            .and_then(|c| c.get("averageValue"))
+                            .map(|v| v.as_str().unwrap_or("").to_string())
+                            .unwrap_or_else(|| "<unknown>".into());
+                        format!("{name}: {now}/{}", v.as_str().unwrap_or(""))
+                    } else {
+                        let now = current
+                            .and_then(|c| c.get("averageUtilization"))
+                            .and_then(Value::as_i64)
+                            .map(|n| format!("{n}%"))
+                            .unwrap_or_else(|| "<unknown>".into());
+                        let want = target
+                            .get("averageUtilization")
+                            .and_then(Value::as_i64)
+                            .map(|n| format!("{n}%"))
+                            .unwrap_or_else(|| "<auto>".into());
+                        format!("{name}: {now}/{want}")
+                    }
+                }
+                _ => "<unknown>/<unknown>".into(),
+            }
+        })
+        .collect();
+    if shown.len() > 2 {
+        format!("{} + {} more...", shown[..2].join(", "), shown.len() - 2)
+    } else {
+        shown.join(", ")
     }
 }
 

@@ -70,7 +70,7 @@ pub async fn delete(
         let kv = current
             .kv
             .ok_or_else(|| ApiStatus::not_found(res.group, res.plural, name))?;
-        let mut obj = from_store(&kv)?;
+        let mut obj = crate::api::convert::to_version(from_store(&kv)?, res);
         let uid = obj
             .pointer("/metadata/uid")
             .and_then(Value::as_str)

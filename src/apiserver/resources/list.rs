@@ -176,7 +176,7 @@ pub async fn read(
             if !selection.matches(&obj) {
                 continue;
             }
-            items.push(obj);
+            items.push(crate::api::convert::to_version(obj, res));
             if limit > 0 && items.len() == limit {
                 let more = page.more || i + 1 < page.kvs.len();
                 let remaining = (selection.is_everything()).then(|| page.count - (i + 1));

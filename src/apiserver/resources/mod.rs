@@ -27,11 +27,14 @@ use std::sync::Arc;
 #[derive(Clone, Copy)]
 pub struct Render {
     pub kind: Option<&'static str>,
+    /// The resource (so the version) asked for: objects are converted to it.
+    pub res: &'static Resource,
 }
 
 impl Render {
     /// One object (or one watch event's object).
     pub fn one(&self, obj: &Value) -> Value {
+        let obj = &crate::api::convert::to_version(obj.clone(), self.res);
         match self.kind {
             Some(kind) => {
                 let rv = obj
@@ -313,6 +316,7 @@ where
         .is_some_and(crate::api::printers::wants_table);
     let render = Render {
         kind: as_table.then_some(res.kind),
+        res,
     };
     let field_validation = crate::apiserver::openapi::FieldValidation::from_query(
         query
@@ -570,7 +574,7 @@ async fn get(
     let kv = got
         .kv
         .ok_or_else(|| ApiStatus::not_found(res.group, res.plural, name))?;
-    from_store(&kv)
+    Ok(crate::api::convert::to_version(from_store(&kv)?, res))
 }
 
 fn namespace_resource() -> &'static Resource {
