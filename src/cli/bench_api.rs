@@ -407,7 +407,8 @@ pub async fn run(a: ApiBenchArgs) -> anyhow::Result<()> {
     let mut each = Vec::new();
     let mut writer = clients[0].clone();
     for i in 0..a.changes {
-        let mut next = configmap("hot", &i.to_string());
+        // a value it did not have: an update that changes nothing is not written
+        let mut next = configmap("hot", &(i + 1).to_string());
         next["metadata"]["resourceVersion"] = json!(rv);
         let t = Instant::now();
         let (status, written, _) = writer
