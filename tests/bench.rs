@@ -1,0 +1,57 @@
+//! The benchmarks run end to end in small sizes, so a broken benchmark is caught here
+//! and not when someone needs its figures. (Nothing is timed: the figures themselves
+//! live in BENCHMARKS.md.)
+
+use std::process::Command;
+
+fn run(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_skua"))
+        .args(args)
+        .output()
+        .expect("run skua");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "skua {args:?} failed: {text}");
+    text
+}
+
+#[test]
+fn bench_api_measures_every_operation_and_the_fan_out() {
+    let out = run(&[
+        "bench",
+        "api",
+        "--ops",
+        "20",
+        "--watchers",
+        "5",
+        "--changes",
+        "3",
+    ]);
+    for row in [
+        "| create | 1 |",
+        "| update | 64 |",
+        "| list ",
+        "| watch fan-out: change seen by all 5 |",
+        "first start median",
+    ] {
+        assert!(out.contains(row), "missing {row:?} in:\n{out}");
+    }
+}
+
+#[test]
+fn bench_store_compares_sled_with_etcd_side_by_side() {
+    let out = run(&[
+        "bench",
+        "store",
+        "--rounds",
+        "1",
+        "--creates",
+        "20",
+        "--list-size",
+        "50",
+    ]);
+    assert!(out.contains("sled") && out.contains("etcd"), "{out}");
+}
