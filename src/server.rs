@@ -153,7 +153,7 @@ pub async fn start_api(store: Arc<dyn Store>, cfg: &ServerConfig) -> anyhow::Res
     } else {
         cfg.bind_address.to_string()
     };
-    let controllers = crate::controllers::start(store.clone());
+    let raw_store = store.clone();
     let ctx = Arc::new(apiserver::ApiContext {
         store: Arc::new(apiserver::metrics::InstrumentedStore::new(
             store,
@@ -163,6 +163,7 @@ pub async fn start_api(store: Arc<dyn Store>, cfg: &ServerConfig) -> anyhow::Res
         metrics,
         server_address: format!("{host}:{}", addr.port()),
     });
+    let controllers = crate::controllers::start(ctx.clone(), raw_store);
     let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(apiserver::serve(
         listener,

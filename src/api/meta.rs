@@ -116,7 +116,17 @@ pub fn now_rfc3339() -> String {
     rfc3339(now_secs())
 }
 
-pub use super::civil::rfc3339;
+pub use super::civil::{parse_rfc3339, rfc3339};
+
+/// Now as a `metav1.MicroTime` (`2006-01-02T15:04:05.000000Z`), as Leases and Events
+/// carry.
+pub fn now_micro() -> String {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = rfc3339(d.as_secs() as i64);
+    format!("{}.{:06}Z", &secs[..19], d.subsec_micros())
+}
 
 #[cfg(test)]
 mod tests {

@@ -11,7 +11,7 @@ mod openapi_v2;
 pub mod protobuf;
 pub mod request_info;
 pub mod resources;
-mod routes;
+pub(crate) mod routes;
 pub mod status;
 pub mod tokens;
 

@@ -13,7 +13,7 @@ fn not_found() -> Response<Body> {
     super::status::ApiStatus::unknown_path().response()
 }
 
-pub(super) async fn handle<B>(
+pub(crate) async fn handle<B>(
     req: Request<B>,
     caller: UserInfo,
     ctx: Arc<ApiContext>,

@@ -1,15 +1,102 @@
 //! The control loops that run inside `skua server`. Each is level-triggered: it reads
-//! what is stored, writes through the same code paths as the API, and converges again
-//! after a restart at any point.
+//! what is current from the shared informers (one copy of each object per process),
+//! writes through the API like any client (an in-process client with a system
+//! identity, so validation and field tracking apply), and converges again after a
+//! restart at any point. They run only while this server holds the controller lease.
 
+pub mod deployment;
+pub mod gc;
+pub mod leader;
 pub mod namespace;
+pub mod queue;
+pub mod replicaset;
 
+use crate::api::registry::{self, Resource};
+use crate::apiserver::ApiContext;
+use crate::client::ApiClient;
+use crate::client::watch::Informer;
 use crate::store::Store;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
-/// Starts every controller; they stop when the returned task is aborted.
-pub fn start(store: Arc<dyn Store>) -> tokio::task::JoinHandle<()> {
+/// What every control loop shares: the client and the informers.
+pub struct Context {
+    pub client: ApiClient,
+    informers: Mutex<HashMap<(&'static str, &'static str), Arc<Informer>>>,
+}
+
+impl Context {
+    pub fn new(client: ApiClient) -> Arc<Context> {
+        Arc::new(Context {
+            client,
+            informers: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The shared informer of `group`/`plural` (started on first use).
+    pub fn informer(&self, group: &'static str, plural: &'static str) -> Arc<Informer> {
+        let mut map = self.informers.lock().unwrap_or_else(|e| e.into_inner());
+        map.entry((group, plural))
+            .or_insert_with(|| Informer::start(self.client.clone(), resource(group, plural), None))
+            .clone()
+    }
+}
+
+/// A built-in resource by group and plural (at its preferred version).
+pub fn resource(group: &str, plural: &str) -> &'static Resource {
+    registry::RESOURCES
+        .iter()
+        .find(|r| r.group == group && r.plural == plural)
+        .unwrap_or_else(|| panic!("no built-in resource {plural}.{group}"))
+}
+
+/// Starts the control loops under leader election; they stop when the returned task
+/// is aborted.
+pub fn start(api: Arc<ApiContext>, store: Arc<dyn Store>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        namespace::run(store, std::future::pending()).await;
+        let client = ApiClient::local(
+            api,
+            "system:kube-controller-manager",
+            "skua-controller-manager",
+        );
+        let election = leader::Election {
+            name: "skua-controller-manager".into(),
+            identity: format!("{}_{}", hostname(), crate::api::meta::new_uid()),
+            duration_secs: 15,
+        };
+        loop {
+            election.acquire(&client).await;
+            let cx = Context::new(client.clone());
+            let mut loops = tokio::task::JoinSet::new();
+            loops.spawn(namespace::run(store.clone(), std::future::pending()));
+            loops.spawn(replicaset::run(cx.clone()));
+            loops.spawn(deployment::run(cx.clone()));
+            loops.spawn(gc::run(cx.clone()));
+            election.keep(&client).await;
+            loops.abort_all();
+        }
+    })
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "skua".into())
+}
+
+/// The owner reference of `obj` that is its controller, if any.
+pub fn controller_of(obj: &serde_json::Value) -> Option<&serde_json::Value> {
+    obj["metadata"]["ownerReferences"]
+        .as_array()?
+        .iter()
+        .find(|r| r["controller"] == true)
+}
+
+/// An owner reference naming `owner` as controller.
+pub fn controller_ref(owner: &serde_json::Value) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": owner["apiVersion"], "kind": owner["kind"],
+        "name": owner["metadata"]["name"], "uid": owner["metadata"]["uid"],
+        "controller": true, "blockOwnerDeletion": true,
     })
 }

@@ -1,0 +1,212 @@
+//! The API client of skua's own components: controllers and the scheduler inside the
+//! server call the API router in-process (no TCP, no TLS, a system identity), and the
+//! simulated nodes call a server over HTTPS with a kubeconfig. Both go through the
+//! whole API path — authentication aside — so validation, defaulting and field
+//! tracking are never bypassed.
+
+mod remote;
+pub mod watch;
+
+use crate::apiserver::ApiContext;
+use crate::apiserver::auth::UserInfo;
+use bytes::Bytes;
+use http::{Method, Request, StatusCode};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use serde_json::Value;
+use std::sync::Arc;
+
+pub use remote::Remote;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// A response body, streamed (watches) or read in full.
+pub type ResponseBody = BoxBody<Bytes, BoxError>;
+
+/// A failed call: the API's `Status` (code, reason, message), or a transport error
+/// (code 0).
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct ClientError {
+    pub code: u16,
+    pub reason: String,
+    pub message: String,
+}
+
+impl ClientError {
+    fn transport(e: impl std::fmt::Display) -> ClientError {
+        ClientError {
+            code: 0,
+            reason: "Transport".into(),
+            message: e.to_string(),
+        }
+    }
+
+    pub fn is_not_found(&self) -> bool {
+        self.code == 404
+    }
+
+    pub fn is_conflict(&self) -> bool {
+        self.code == 409
+    }
+
+    pub fn is_already_exists(&self) -> bool {
+        self.reason == "AlreadyExists"
+    }
+}
+
+#[derive(Clone)]
+enum Transport {
+    Local {
+        ctx: Arc<ApiContext>,
+        user: UserInfo,
+    },
+    Remote(Arc<Remote>),
+}
+
+/// A client of the Kubernetes API (see the module documentation).
+#[derive(Clone)]
+pub struct ApiClient {
+    transport: Transport,
+    /// Sent as User-Agent: the field manager of writes that name none.
+    agent: String,
+}
+
+impl ApiClient {
+    /// In-process calls as `user` (a member of `system:masters`).
+    pub fn local(ctx: Arc<ApiContext>, user: &str, agent: &str) -> ApiClient {
+        ApiClient {
+            transport: Transport::Local {
+                ctx,
+                user: UserInfo {
+                    name: user.to_string(),
+                    groups: vec!["system:masters".into(), "system:authenticated".into()],
+                },
+            },
+            agent: agent.to_string(),
+        }
+    }
+
+    /// Calls over HTTPS to the server a kubeconfig names.
+    pub fn remote(remote: Arc<Remote>, agent: &str) -> ApiClient {
+        ApiClient {
+            transport: Transport::Remote(remote),
+            agent: agent.to_string(),
+        }
+    }
+
+    /// Sends one request; the response body is left unread (watches stream it).
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<http::Response<ResponseBody>, ClientError> {
+        let req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(http::header::CONTENT_TYPE, content_type)
+            .header(http::header::ACCEPT, "application/json")
+            .header(http::header::USER_AGENT, self.agent.as_str())
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .map_err(ClientError::transport)?;
+        match &self.transport {
+            Transport::Local { ctx, user } => {
+                let resp = crate::apiserver::routes::handle(req, user.clone(), ctx.clone())
+                    .await
+                    .unwrap_or_else(|never| match never {});
+                Ok(resp.map(|b| b.map_err(|never| match never {}).boxed()))
+            }
+            Transport::Remote(r) => r.send(req).await,
+        }
+    }
+
+    /// One call with a JSON answer; any non-2xx answer is an error carrying its Status.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, ClientError> {
+        let resp = self
+            .send(
+                method,
+                path,
+                content_type,
+                body.map(|b| b.to_string().into_bytes()),
+            )
+            .await?;
+        let status = resp.status();
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(ClientError::transport)?
+            .to_bytes();
+        let value: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        if status.is_success() {
+            return Ok(value);
+        }
+        Err(ClientError {
+            code: status.as_u16(),
+            reason: value["reason"].as_str().unwrap_or("Unknown").to_string(),
+            message: value["message"]
+                .as_str()
+                .map(String::from)
+                .unwrap_or_else(|| format!("the server answered {status}")),
+        })
+    }
+
+    pub async fn get(&self, path: &str) -> Result<Value, ClientError> {
+        self.call(Method::GET, path, "application/json", None).await
+    }
+
+    pub async fn create(&self, path: &str, obj: &Value) -> Result<Value, ClientError> {
+        self.call(Method::POST, path, "application/json", Some(obj))
+            .await
+    }
+
+    pub async fn update(&self, path: &str, obj: &Value) -> Result<Value, ClientError> {
+        self.call(Method::PUT, path, "application/json", Some(obj))
+            .await
+    }
+
+    /// A JSON merge patch.
+    pub async fn patch(&self, path: &str, patch: &Value) -> Result<Value, ClientError> {
+        self.call(
+            Method::PATCH,
+            path,
+            "application/merge-patch+json",
+            Some(patch),
+        )
+        .await
+    }
+
+    /// Deletes; a missing object is not an error.
+    pub async fn delete(&self, path: &str, options: &Value) -> Result<(), ClientError> {
+        match self
+            .call(Method::DELETE, path, "application/json", Some(options))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_not_found() => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Whether `status` is one a retry may cure.
+pub fn retryable(e: &ClientError) -> bool {
+    e.code == 0 || e.code == 409 || e.code == 429 || e.code >= 500
+}
+
+impl From<StatusCode> for ClientError {
+    fn from(code: StatusCode) -> Self {
+        ClientError {
+            code: code.as_u16(),
+            reason: code.canonical_reason().unwrap_or("").into(),
+            message: format!("the server answered {code}"),
+        }
+    }
+}

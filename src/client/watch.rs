@@ -1,0 +1,324 @@
+//! Watch streams (one JSON event per line) and the informer: a local copy of every
+//! object of one resource, kept current by list + watch (relisting after a 410), that
+//! tells its subscribers what changed. One informer per resource type is shared by
+//! every control loop in a process, so each object is held once.
+
+use super::{ApiClient, ClientError, ResponseBody};
+use crate::api::registry::Resource;
+use http::Method;
+use http_body_util::BodyExt;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// One watch event.
+#[derive(Debug)]
+pub enum WatchEvent {
+    Added(Value),
+    Modified(Value),
+    Deleted(Value),
+    /// A bookmark: everything up to this resourceVersion has been seen.
+    Bookmark(String),
+}
+
+/// The events of one watch request.
+pub struct WatchStream {
+    body: ResponseBody,
+    buf: Vec<u8>,
+}
+
+impl WatchStream {
+    /// The next event; `None` when the server ended the watch. An `ERROR` event is
+    /// returned as the error it carries (410 means: list again).
+    pub async fn next(&mut self) -> Option<Result<WatchEvent, ClientError>> {
+        loop {
+            if let Some(pos) = self.buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = self.buf.drain(..=pos).collect();
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                let ev: Value = match serde_json::from_slice(&line) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        return Some(Err(ClientError::transport(format!("bad watch event: {e}"))));
+                    }
+                };
+                let obj = ev["object"].clone();
+                return Some(Ok(match ev["type"].as_str().unwrap_or("") {
+                    "ADDED" => WatchEvent::Added(obj),
+                    "MODIFIED" => WatchEvent::Modified(obj),
+                    "DELETED" => WatchEvent::Deleted(obj),
+                    "BOOKMARK" => WatchEvent::Bookmark(
+                        obj["metadata"]["resourceVersion"]
+                            .as_str()
+                            .unwrap_or("")
+                            .to_string(),
+                    ),
+                    _ => {
+                        return Some(Err(ClientError {
+                            code: obj["code"].as_u64().unwrap_or(500) as u16,
+                            reason: obj["reason"].as_str().unwrap_or("").to_string(),
+                            message: obj["message"].as_str().unwrap_or("watch error").to_string(),
+                        }));
+                    }
+                }));
+            }
+            match self.body.frame().await {
+                None => return None,
+                Some(Err(e)) => return Some(Err(ClientError::transport(e))),
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        self.buf.extend_from_slice(&data);
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl ApiClient {
+    /// Starts a watch; `path` carries the query (`?watch=1&resourceVersion=…`).
+    pub async fn watch(&self, path: &str) -> Result<WatchStream, ClientError> {
+        let resp = self
+            .send(Method::GET, path, "application/json", None)
+            .await?;
+        if !resp.status().is_success() {
+            let status = resp.status();
+            let bytes = resp
+                .into_body()
+                .collect()
+                .await
+                .map_err(ClientError::transport)?
+                .to_bytes();
+            let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            return Err(ClientError {
+                code: status.as_u16(),
+                reason: v["reason"].as_str().unwrap_or("").to_string(),
+                message: v["message"].as_str().unwrap_or("watch refused").to_string(),
+            });
+        }
+        Ok(WatchStream {
+            body: resp.into_body(),
+            buf: Vec::new(),
+        })
+    }
+}
+
+/// The collection path of `res` across all namespaces (or one).
+pub fn collection_path(res: &Resource, namespace: Option<&str>) -> String {
+    let base = if res.group.is_empty() {
+        format!("/api/{}", res.version)
+    } else {
+        format!("/apis/{}/{}", res.group, res.version)
+    };
+    match namespace {
+        Some(ns) if res.namespaced => format!("{base}/namespaces/{ns}/{}", res.plural),
+        _ => format!("{base}/{}", res.plural),
+    }
+}
+
+/// The path of one object.
+pub fn object_path(res: &Resource, namespace: Option<&str>, name: &str) -> String {
+    format!("{}/{name}", collection_path(res, namespace))
+}
+
+/// `namespace/name` (or `name`): how informers and work queues name objects.
+pub fn key_of(obj: &Value) -> String {
+    let name = obj["metadata"]["name"].as_str().unwrap_or("");
+    match obj["metadata"]["namespace"].as_str() {
+        Some(ns) if !ns.is_empty() => format!("{ns}/{name}"),
+        _ => name.to_string(),
+    }
+}
+
+/// A change an informer saw: the object before and after (`None` = absent).
+#[derive(Clone, Debug)]
+pub struct Change {
+    pub key: String,
+    pub old: Option<Arc<Value>>,
+    pub new: Option<Arc<Value>>,
+}
+
+/// The local copy of one resource (see the module documentation).
+pub struct Informer {
+    pub res: &'static Resource,
+    objects: RwLock<BTreeMap<String, Arc<Value>>>,
+    subscribers: Mutex<Vec<mpsc::UnboundedSender<Change>>>,
+    synced: tokio::sync::watch::Sender<bool>,
+}
+
+impl Informer {
+    /// Starts following `res` (optionally only what `selector` — a fieldSelector —
+    /// matches); the task ends when every handle is dropped.
+    pub fn start(
+        client: ApiClient,
+        res: &'static Resource,
+        field_selector: Option<String>,
+    ) -> Arc<Informer> {
+        let informer = Arc::new(Informer {
+            res,
+            objects: RwLock::new(BTreeMap::new()),
+            subscribers: Mutex::new(Vec::new()),
+            synced: tokio::sync::watch::channel(false).0,
+        });
+        let weak = Arc::downgrade(&informer);
+        tokio::spawn(async move {
+            let mut backoff = Duration::from_millis(100);
+            loop {
+                let Some(me) = weak.upgrade() else { return };
+                match me.follow(&client, field_selector.as_deref()).await {
+                    Ok(()) => backoff = Duration::from_millis(100),
+                    Err(e) => {
+                        tracing::debug!(resource = res.plural, error = %e, "informer: list/watch failed; retrying");
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                    }
+                }
+                drop(me);
+                tokio::time::sleep(backoff).await;
+            }
+        });
+        informer
+    }
+
+    /// One list, then watch until the watch ends or expires.
+    async fn follow(
+        &self,
+        client: &ApiClient,
+        field_selector: Option<&str>,
+    ) -> Result<(), ClientError> {
+        let path = collection_path(self.res, None);
+        let selector = field_selector
+            .map(|s| format!("&fieldSelector={}", urlencode(s)))
+            .unwrap_or_default();
+        let list = client.get(&format!("{path}?limit=0{selector}")).await?;
+        let mut rv = list["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap_or("0")
+            .to_string();
+        let mut fresh = BTreeMap::new();
+        for item in list["items"].as_array().into_iter().flatten() {
+            let mut item = item.clone();
+            item["kind"] = Value::from(self.res.kind);
+            item["apiVersion"] = Value::from(self.res.group_version());
+            fresh.insert(key_of(&item), Arc::new(item));
+        }
+        let changes = {
+            let mut objects = self.objects.write().unwrap_or_else(|e| e.into_inner());
+            let mut changes = Vec::new();
+            for (k, old) in objects.iter() {
+                if !fresh.contains_key(k) {
+                    changes.push(Change {
+                        key: k.clone(),
+                        old: Some(old.clone()),
+                        new: None,
+                    });
+                }
+            }
+            for (k, new) in &fresh {
+                if objects.get(k) != Some(new) {
+                    changes.push(Change {
+                        key: k.clone(),
+                        old: objects.get(k).cloned(),
+                        new: Some(new.clone()),
+                    });
+                }
+            }
+            *objects = fresh;
+            changes
+        };
+        self.publish(changes);
+        self.synced.send_replace(true);
+        loop {
+            let mut stream = client
+                .watch(&format!("{path}?watch=1&allowWatchBookmarks=true&resourceVersion={rv}&timeoutSeconds=300{selector}"))
+                .await?;
+            while let Some(ev) = stream.next().await {
+                let (obj, deleted) = match ev {
+                    Ok(WatchEvent::Bookmark(r)) => {
+                        rv = r;
+                        continue;
+                    }
+                    Ok(WatchEvent::Added(o) | WatchEvent::Modified(o)) => (o, false),
+                    Ok(WatchEvent::Deleted(o)) => (o, true),
+                    Err(e) if e.code == 410 => return Ok(()), // expired: list again
+                    Err(e) => return Err(e),
+                };
+                if let Some(r) = obj["metadata"]["resourceVersion"].as_str() {
+                    rv = r.to_string();
+                }
+                let key = key_of(&obj);
+                let new = (!deleted).then(|| Arc::new(obj));
+                let old = {
+                    let mut objects = self.objects.write().unwrap_or_else(|e| e.into_inner());
+                    match &new {
+                        Some(n) => objects.insert(key.clone(), n.clone()),
+                        None => objects.remove(&key),
+                    }
+                };
+                self.publish(vec![Change { key, old, new }]);
+            }
+        }
+    }
+
+    fn publish(&self, changes: Vec<Change>) {
+        if changes.is_empty() {
+            return;
+        }
+        let mut subs = self.subscribers.lock().unwrap_or_else(|e| e.into_inner());
+        subs.retain(|tx| changes.iter().all(|c| tx.send(c.clone()).is_ok()));
+    }
+
+    /// Changes from now on.
+    pub fn subscribe(&self) -> mpsc::UnboundedReceiver<Change> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.subscribers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(tx);
+        rx
+    }
+
+    /// Waits until the first list has been loaded.
+    pub async fn synced(&self) {
+        let mut rx = self.synced.subscribe();
+        let _ = rx.wait_for(|s| *s).await;
+    }
+
+    pub fn get(&self, key: &str) -> Option<Arc<Value>> {
+        self.objects
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+            .cloned()
+    }
+
+    /// Every object (of one namespace).
+    pub fn list(&self, namespace: Option<&str>) -> Vec<Arc<Value>> {
+        let objects = self.objects.read().unwrap_or_else(|e| e.into_inner());
+        match namespace {
+            Some(ns) => {
+                let prefix = format!("{ns}/");
+                objects
+                    .range(prefix.clone()..)
+                    .take_while(|(k, _)| k.starts_with(&prefix))
+                    .map(|(_, v)| v.clone())
+                    .collect()
+            }
+            None => objects.values().cloned().collect(),
+        }
+    }
+}
+
+/// Percent-encodes a query value.
+pub fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}

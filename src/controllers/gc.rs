@@ -1,0 +1,208 @@
+//! The garbage collector: dependents go with their owners, as upstream's
+//! ownerReferences promise.
+//!
+//! - Background (the default): once none of an object's owners exists any more, the
+//!   object is deleted (an owner that is merely missing from an informer is looked up
+//!   live first, since informers of different kinds lag independently).
+//! - Foreground: an owner being deleted with the `foregroundDeletion` finalizer has its
+//!   dependents deleted first; the finalizer goes when none is left.
+//! - Orphan: an owner being deleted with the `orphan` finalizer has its references
+//!   removed from its dependents; then the finalizer goes.
+
+use super::Context;
+use crate::client::watch::{Informer, object_path};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// (group, plural) of the kinds that own others here, and of their dependents.
+const OWNERS: &[(&str, &str)] = &[
+    ("apps", "deployments"),
+    ("apps", "replicasets"),
+    ("apps", "daemonsets"),
+    ("apps", "statefulsets"),
+    ("batch", "jobs"),
+    ("batch", "cronjobs"),
+    ("", "replicationcontrollers"),
+];
+const DEPENDENTS: &[(&str, &str)] = &[("apps", "replicasets"), ("", "pods"), ("batch", "jobs")];
+
+pub async fn run(cx: Arc<Context>) {
+    let owners: Vec<Arc<Informer>> = OWNERS.iter().map(|(g, p)| cx.informer(g, p)).collect();
+    let dependents: Vec<Arc<Informer>> =
+        DEPENDENTS.iter().map(|(g, p)| cx.informer(g, p)).collect();
+    let wake = Arc::new(tokio::sync::Notify::new());
+    for inf in owners.iter().chain(dependents.iter()) {
+        let mut rx = inf.subscribe();
+        let wake = wake.clone();
+        tokio::spawn(async move {
+            while rx.recv().await.is_some() {
+                wake.notify_one();
+            }
+        });
+    }
+    for inf in owners.iter().chain(dependents.iter()) {
+        inf.synced().await;
+    }
+    loop {
+        if let Err(e) = pass(&cx, &owners, &dependents).await {
+            tracing::debug!(error = %e, "garbage collection pass failed; retrying");
+        }
+        tokio::select! {
+            _ = wake.notified() => tokio::time::sleep(Duration::from_millis(50)).await,
+            _ = tokio::time::sleep(Duration::from_secs(10)) => {}
+        }
+    }
+}
+
+fn owner_informer<'a>(owners: &'a [Arc<Informer>], r: &Value) -> Option<&'a Arc<Informer>> {
+    let api_version = r["apiVersion"].as_str().unwrap_or("");
+    let group = api_version.rsplit_once('/').map(|(g, _)| g).unwrap_or("");
+    owners
+        .iter()
+        .find(|i| i.res.kind == r["kind"] && i.res.group == group)
+}
+
+/// Whether the owner `r` of an object in `ns` exists (with the same uid).
+async fn owner_exists(
+    cx: &Context,
+    owners: &[Arc<Informer>],
+    ns: &str,
+    r: &Value,
+) -> Result<bool, crate::client::ClientError> {
+    let Some(inf) = owner_informer(owners, r) else {
+        return Ok(true); // a kind this collector does not follow: leave it alone
+    };
+    let name = r["name"].as_str().unwrap_or("");
+    let key = if inf.res.namespaced {
+        format!("{ns}/{name}")
+    } else {
+        name.to_string()
+    };
+    if let Some(o) = inf.get(&key) {
+        if o["metadata"]["uid"] == r["uid"] {
+            return Ok(true);
+        }
+    }
+    match cx.client.get(&object_path(inf.res, Some(ns), name)).await {
+        Ok(o) => Ok(o["metadata"]["uid"] == r["uid"]),
+        Err(e) if e.is_not_found() => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+async fn pass(
+    cx: &Context,
+    owners: &[Arc<Informer>],
+    dependents: &[Arc<Informer>],
+) -> Result<(), crate::client::ClientError> {
+    // owners being deleted in the foreground or orphaning
+    for inf in owners {
+        for owner in inf.list(None) {
+            if owner["metadata"]["deletionTimestamp"].is_null() {
+                continue;
+            }
+            let finalizers: Vec<&str> = owner["metadata"]["finalizers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            let foreground = finalizers.contains(&"foregroundDeletion");
+            let orphan = finalizers.contains(&"orphan");
+            if !foreground && !orphan {
+                continue;
+            }
+            let uid = &owner["metadata"]["uid"];
+            let ns = owner["metadata"]["namespace"].as_str();
+            let mut left = 0;
+            for dep_inf in dependents {
+                for dep in dep_inf.list(ns) {
+                    let refs = dep["metadata"]["ownerReferences"]
+                        .as_array()
+                        .cloned()
+                        .unwrap_or_default();
+                    if !refs.iter().any(|r| r["uid"] == *uid) {
+                        continue;
+                    }
+                    let path = object_path(
+                        dep_inf.res,
+                        dep["metadata"]["namespace"].as_str(),
+                        dep["metadata"]["name"].as_str().unwrap_or(""),
+                    );
+                    if orphan {
+                        let kept: Vec<Value> =
+                            refs.into_iter().filter(|r| r["uid"] != *uid).collect();
+                        cx.client
+                            .patch(&path, &json!({"metadata": {"ownerReferences": kept}}))
+                            .await?;
+                    } else {
+                        left += 1;
+                        if dep["metadata"]["deletionTimestamp"].is_null() {
+                            cx.client
+                                .delete(&path, &json!({"propagationPolicy": "Foreground"}))
+                                .await?;
+                        }
+                    }
+                }
+            }
+            if left == 0 {
+                let drop = if orphan {
+                    "orphan"
+                } else {
+                    "foregroundDeletion"
+                };
+                let kept: Vec<&str> = finalizers.iter().copied().filter(|f| *f != drop).collect();
+                let path = object_path(
+                    inf.res,
+                    ns,
+                    owner["metadata"]["name"].as_str().unwrap_or(""),
+                );
+                let patch = json!({"metadata": {"finalizers": kept, "resourceVersion": owner["metadata"]["resourceVersion"]}});
+                match cx.client.patch(&path, &patch).await {
+                    Ok(_) => {}
+                    Err(e) if e.is_conflict() || e.is_not_found() => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+    }
+    // dependents whose owners are all gone
+    for dep_inf in dependents {
+        for dep in dep_inf.list(None) {
+            let Some(refs) = dep["metadata"]["ownerReferences"].as_array() else {
+                continue;
+            };
+            if refs.is_empty() || !dep["metadata"]["deletionTimestamp"].is_null() {
+                continue;
+            }
+            let ns = dep["metadata"]["namespace"].as_str().unwrap_or("");
+            let mut gone = Vec::new();
+            for r in refs {
+                if !owner_exists(cx, owners, ns, r).await? {
+                    gone.push(r["uid"].clone());
+                }
+            }
+            if gone.is_empty() {
+                continue;
+            }
+            let path = object_path(
+                dep_inf.res,
+                Some(ns),
+                dep["metadata"]["name"].as_str().unwrap_or(""),
+            );
+            if gone.len() == refs.len() {
+                tracing::debug!(object = %path, "owner gone: deleting");
+                cx.client
+                    .delete(&path, &json!({"propagationPolicy": "Background"}))
+                    .await?;
+            } else {
+                let kept: Vec<&Value> = refs.iter().filter(|r| !gone.contains(&r["uid"])).collect();
+                cx.client
+                    .patch(&path, &json!({"metadata": {"ownerReferences": kept}}))
+                    .await?;
+            }
+        }
+    }
+    Ok(())
+}

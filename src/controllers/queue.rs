@@ -1,0 +1,89 @@
+//! A work queue of object keys: each key is queued at most once, so a burst of changes
+//! to one object costs one reconcile; keys can come back after a delay.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::Notify;
+
+#[derive(Default)]
+struct State {
+    order: VecDeque<String>,
+    queued: HashSet<String>,
+}
+
+/// See the module documentation.
+#[derive(Clone, Default)]
+pub struct WorkQueue {
+    state: Arc<Mutex<State>>,
+    wake: Arc<Notify>,
+}
+
+impl WorkQueue {
+    pub fn add(&self, key: impl Into<String>) {
+        let key = key.into();
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if s.queued.insert(key.clone()) {
+            s.order.push_back(key);
+            self.wake.notify_one();
+        }
+    }
+
+    /// Queues `key` again after `delay` (to look again at something time-based).
+    pub fn add_after(&self, key: impl Into<String>, delay: Duration) {
+        let (q, key) = (self.clone(), key.into());
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            q.add(key);
+        });
+    }
+
+    /// The next key, waiting for one.
+    pub async fn next(&self) -> String {
+        loop {
+            let notified = self.wake.notified();
+            {
+                let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(k) = s.order.pop_front() {
+                    s.queued.remove(&k);
+                    if !s.order.is_empty() {
+                        self.wake.notify_one();
+                    }
+                    return k;
+                }
+            }
+            notified.await;
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .order
+            .len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn keys_are_queued_once_in_order() {
+        let q = WorkQueue::default();
+        q.add("a");
+        q.add("b");
+        q.add("a");
+        assert_eq!(q.len(), 2);
+        assert_eq!(q.next().await, "a");
+        assert_eq!(q.next().await, "b");
+        q.add("a");
+        assert_eq!(q.next().await, "a");
+        assert!(q.is_empty());
+    }
+}
