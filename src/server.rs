@@ -163,7 +163,11 @@ pub async fn start_api(store: Arc<dyn Store>, cfg: &ServerConfig) -> anyhow::Res
         metrics,
         server_address: format!("{host}:{}", addr.port()),
     });
-    let controllers = crate::controllers::start(ctx.clone(), raw_store);
+    let instance = std::fs::canonicalize(&cfg.data_dir)
+        .unwrap_or_else(|_| cfg.data_dir.clone())
+        .display()
+        .to_string();
+    let controllers = crate::controllers::start(ctx.clone(), raw_store, &instance);
     let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(apiserver::serve(
         listener,

@@ -52,7 +52,21 @@ pub fn resource(group: &str, plural: &str) -> &'static Resource {
 
 /// Starts the control loops under leader election; they stop when the returned task
 /// is aborted.
-pub fn start(api: Arc<ApiContext>, store: Arc<dyn Store>) -> tokio::task::JoinHandle<()> {
+///
+/// `instance` names this server stably across restarts (its data directory), so a
+/// server restarted after a crash takes its own lease back at once instead of waiting
+/// for it to expire.
+pub fn start(
+    api: Arc<ApiContext>,
+    store: Arc<dyn Store>,
+    instance: &str,
+) -> tokio::task::JoinHandle<()> {
+    let digest = ring::digest::digest(&ring::digest::SHA256, instance.as_bytes());
+    let id: String = digest.as_ref()[..6]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let identity = format!("{}_{id}", hostname());
     tokio::spawn(async move {
         let client = ApiClient::local(
             api,
@@ -61,7 +75,7 @@ pub fn start(api: Arc<ApiContext>, store: Arc<dyn Store>) -> tokio::task::JoinHa
         );
         let election = leader::Election {
             name: "skua-controller-manager".into(),
-            identity: format!("{}_{}", hostname(), crate::api::meta::new_uid()),
+            identity,
             duration_secs: 15,
         };
         loop {
