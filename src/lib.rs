@@ -10,5 +10,7 @@ pub mod cli;
 pub mod client;
 pub mod controllers;
 pub mod pki;
+pub mod scheduler;
 pub mod server;
+pub mod sim;
 pub mod store;

@@ -17,6 +17,12 @@ macro_rules! every_backend {
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn watched_writes_are_readable() {
+                let b = Backend::$backend().await;
+                conformance::watched_writes_are_readable(b.store.clone()).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn cas_under_contention_ends_at_exactly_n() {
                 let b = Backend::$backend().await;
                 conformance::cas_under_contention(b.store.clone()).await;

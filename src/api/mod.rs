@@ -10,6 +10,7 @@ pub mod merge_keys;
 pub mod meta;
 pub mod patch;
 pub mod printers;
+pub mod quantity;
 pub mod registry;
 pub mod selector;
 pub mod strategic;

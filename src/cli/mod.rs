@@ -33,6 +33,8 @@ pub enum Command {
     Server(Box<ServerArgs>),
     /// Run a node that joins a server.
     Agent(AgentArgs),
+    /// Simulated nodes (no containers) joined to a server, for tests and scale runs.
+    Sim(crate::sim::SimArgs),
     /// Reproducible benchmarks (results go to BENCHMARKS.md).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -165,6 +167,7 @@ pub fn main() -> anyhow::Result<()> {
         match cli.command {
             Command::Server(args) => crate::server::run(ServerConfig::try_from(*args)?).await,
             Command::Agent(args) => crate::agent::run(args).await,
+            Command::Sim(args) => crate::sim::run(args).await,
             Command::Bench(cmd) => bench::run(cmd).await,
             Command::Debug(cmd) => debug::run(cmd).await,
         }

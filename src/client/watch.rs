@@ -193,6 +193,11 @@ impl Informer {
             .map(|s| format!("&fieldSelector={}", urlencode(s)))
             .unwrap_or_default();
         let list = client.get(&format!("{path}?limit=0{selector}")).await?;
+        tracing::debug!(
+            resource = self.res.plural,
+            items = list["items"].as_array().map_or(0, Vec::len),
+            "informer listed"
+        );
         let mut rv = list["metadata"]["resourceVersion"]
             .as_str()
             .unwrap_or("0")

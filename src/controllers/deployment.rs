@@ -11,7 +11,7 @@ use super::replicaset::selects;
 use super::{Context, controller_of, controller_ref, resource};
 use crate::api::meta::{now_rfc3339, now_secs, parse_rfc3339};
 use crate::client::ClientError;
-use crate::client::watch::{Informer, key_of, object_path};
+use crate::client::watch::{Informer, object_path};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,9 +28,7 @@ pub async fn run(cx: Arc<Context>) {
     deps.synced().await;
     rss.synced().await;
     pods.synced().await;
-    for d in deps.list(None) {
-        queue.add(key_of(&d));
-    }
+    super::resync(&deps, &queue, Duration::from_secs(30));
     loop {
         let key = queue.next().await;
         match sync(&cx, &deps, &rss, &pods, &key).await {
@@ -67,9 +65,24 @@ pub fn template_hash(template: &Value, collisions: i64) -> String {
         .collect()
 }
 
+/// `v` without null fields: typed decoding upstream makes `null` and absent the same
+/// (kubectl sends `creationTimestamp: null` in templates).
+fn without_nulls(v: &Value) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .filter(|(_, x)| !x.is_null())
+                .map(|(k, x)| (k.clone(), without_nulls(x)))
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.iter().map(without_nulls).collect()),
+        other => other.clone(),
+    }
+}
+
 /// A ReplicaSet's template without the label this controller added.
 fn template_of(rs: &Value) -> Value {
-    let mut t = rs["spec"]["template"].clone();
+    let mut t = without_nulls(&rs["spec"]["template"]);
     if let Some(l) = t["metadata"]["labels"].as_object_mut() {
         l.remove(HASH);
     }
@@ -194,7 +207,7 @@ async fn sync(
         }
     }
     let desired = d["spec"]["replicas"].as_i64().unwrap_or(1);
-    let template = d["spec"]["template"].clone();
+    let template = without_nulls(&d["spec"]["template"]);
     let max_revision = owned.iter().map(revision).max().unwrap_or(0);
     let mut new_rs = owned.iter().find(|rs| template_of(rs) == template).cloned();
     let olds: Vec<Value> = {
@@ -329,62 +342,73 @@ async fn sync(
                     scale(cx, new, desired, &d, surge).await?;
                 }
             } else {
-                // scale up the new one within maxSurge
-                let total: i64 = owned.iter().map(replicas).sum::<i64>()
+                // one step per pass, and only on replica sets whose status has caught
+                // up with their spec (their counts are what the budget is made of)
+                let settled = owned.iter().all(|rs| {
+                    rs["status"]["observedGeneration"].as_i64().unwrap_or(0)
+                        >= rs["metadata"]["generation"].as_i64().unwrap_or(0)
+                });
+                let all_pods: i64 = owned.iter().map(replicas).sum::<i64>()
                     + if created_new.is_some() {
                         replicas(new)
                     } else {
                         0
                     };
                 let current_new = replicas(new);
-                if current_new > desired {
+                let mut stepped = created_new.is_some();
+                if !settled {
+                    again = Some(Duration::from_millis(100));
+                } else if current_new > desired {
                     scale(cx, new, desired, &d, surge).await?;
+                    stepped = true;
                 } else if current_new < desired {
-                    let room = desired + surge - total;
+                    // scale up the new one within maxSurge
+                    let room = desired + surge - all_pods;
                     if room > 0 {
-                        scale(
-                            cx,
-                            new,
-                            current_new + room.min(desired - current_new),
-                            &d,
-                            surge,
-                        )
-                        .await?;
+                        let to = current_new + room.min(desired - current_new);
+                        scale(cx, new, to, &d, surge).await?;
+                        stepped = true;
                     }
                 }
-                // scale down old ones while availability stays above desired - maxUnavailable
-                let min_available = desired - unavailable;
-                let all_pods: i64 = owned.iter().map(replicas).sum();
-                let new_unavailable = (replicas(new) - status_n(new, "availableReplicas")).max(0);
-                let mut budget = all_pods - min_available - new_unavailable;
-                let mut olds_now = olds.clone();
-                // first the unhealthy replicas of old sets
-                for old in olds_now.iter_mut() {
-                    if budget <= 0 {
-                        break;
-                    }
-                    let unhealthy = replicas(old) - status_n(old, "availableReplicas");
-                    if unhealthy <= 0 {
-                        continue;
-                    }
-                    let down = unhealthy.min(budget);
-                    scale(cx, old, replicas(old) - down, &d, surge).await?;
-                    old["spec"]["replicas"] = json!(replicas(old) - down);
-                    budget -= down;
-                }
-                let available: i64 = owned
-                    .iter()
-                    .map(|rs| status_n(rs, "availableReplicas"))
-                    .sum();
-                let mut budget = available - min_available;
-                for old in olds_now.iter() {
-                    if budget <= 0 {
-                        break;
-                    }
-                    let down = replicas(old).min(budget);
-                    if down > 0 {
-                        scale(cx, old, replicas(old) - down, &d, surge).await?;
-                        budget -= down;
+                if settled && !stepped {
+                    // scale down old ones while availability stays at desired - maxUnavailable
+                    let min_available = desired - unavailable;
+                    let new_unavailable =
+                        (replicas(new) - status_n(new, "availableReplicas")).max(0);
+                    let max_scaled_down = all_pods - min_available - new_unavailable;
+                    if max_scaled_down > 0 {
+                        let mut budget = max_scaled_down;
+                        let mut olds_now = olds.clone();
+                        // first the unhealthy replicas of old sets
+                        for old in olds_now.iter_mut() {
+                            if budget <= 0 {
+                                break;
+                            }
+                            let unhealthy = replicas(old) - status_n(old, "availableReplicas");
+                            if unhealthy <= 0 {
+                                continue;
+                            }
+                            let down = unhealthy.min(budget);
+                            scale(cx, old, replicas(old) - down, &d, surge).await?;
+                            old["spec"]["replicas"] = json!(replicas(old) - down);
+                            budget -= down;
+                        }
+                        let available: i64 = olds_now
+                            .iter()
+                            .chain(std::iter::once(new))
+                            .map(|rs| status_n(rs, "availableReplicas").min(replicas(rs)))
+                            .sum();
+                        let mut budget = available - min_available;
+                        for old in olds_now.iter() {
+                            if budget <= 0 {
+                                break;
+                            }
+                            let down = replicas(old).min(budget);
+                            if down > 0 {
+                                scale(cx, old, replicas(old) - down, &d, surge).await?;
+                                budget -= down;
+                            }
+                        }
                     }
                 }
             }

@@ -5,6 +5,7 @@
 //! restart at any point. They run only while this server holds the controller lease.
 
 pub mod deployment;
+pub mod events;
 pub mod gc;
 pub mod leader;
 pub mod namespace;
@@ -86,6 +87,7 @@ pub fn start(
             loops.spawn(replicaset::run(cx.clone()));
             loops.spawn(deployment::run(cx.clone()));
             loops.spawn(gc::run(cx.clone()));
+            loops.spawn(crate::scheduler::run(cx.clone()));
             election.keep(&client).await;
             loops.abort_all();
         }
@@ -96,6 +98,20 @@ fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "skua".into())
+}
+
+/// Queues every object of `informer` now and every `period` (level-triggered: a lost
+/// event costs at most one period).
+pub fn resync(informer: &Arc<Informer>, queue: &queue::WorkQueue, period: std::time::Duration) {
+    let (informer, queue) = (informer.clone(), queue.clone());
+    tokio::spawn(async move {
+        loop {
+            for o in informer.list(None) {
+                queue.add(crate::client::watch::key_of(&o));
+            }
+            tokio::time::sleep(period).await;
+        }
+    });
 }
 
 /// The owner reference of `obj` that is its controller, if any.

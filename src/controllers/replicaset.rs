@@ -35,9 +35,7 @@ pub async fn run(cx: Arc<Context>) {
     feed(&rss, &pods, &queue);
     rss.synced().await;
     pods.synced().await;
-    for rs in rss.list(None) {
-        queue.add(key_of(&rs));
-    }
+    super::resync(&rss, &queue, Duration::from_secs(30));
     let mut expectations: HashMap<String, Expectation> = HashMap::new();
     loop {
         let key = queue.next().await;

@@ -414,3 +414,32 @@ pub async fn watch_resumes_exactly_after(store: &dyn Store) {
         WatchMessage::Event(e) => panic!("unexpected event {e:?}"),
     }
 }
+
+/// Whoever hears of a write from a watch can read it at once (controllers act on what
+/// they are told: a scheduler binding a pod it just heard of must find the pod).
+pub async fn watched_writes_are_readable(store: Arc<dyn Store>) {
+    let mut w = store.watch("/r/", 0).await.unwrap();
+    let writer = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            for i in 0..200 {
+                store
+                    .create(&format!("/r/{i:04}"), b"x".to_vec())
+                    .await
+                    .unwrap();
+            }
+        })
+    };
+    for _ in 0..200 {
+        let e = next_event(&mut w).await;
+        let got = store.get(&e.kv.key).await.unwrap();
+        assert!(
+            got.kv.is_some(),
+            "{} was announced at revision {} but a read at revision {} does not find it",
+            e.kv.key,
+            e.revision(),
+            got.revision
+        );
+    }
+    writer.await.unwrap();
+}

@@ -120,6 +120,14 @@ impl SkuaServer {
             .open(dir.join("server.log"))
             .unwrap();
         std::process::Command::new(env!("CARGO_BIN_EXE_skua"))
+            .env(
+                "SKUA_LOG",
+                if std::env::var_os("SKUA_TEST_LOGS").is_some() {
+                    "skua=debug"
+                } else {
+                    "info"
+                },
+            )
             .arg("server")
             .arg("--config")
             .arg(&config)
@@ -165,6 +173,16 @@ impl SkuaServer {
         self.wait_ready();
     }
 
+    /// Kills the server with SIGKILL (no clean shutdown) and starts it again on the
+    /// same data, port and kubeconfig.
+    pub fn crash_restart(&mut self) {
+        let _ = self.child.kill(); // SIGKILL
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.kubeconfig);
+        self.child = Self::spawn(self.dir.path(), self.port, &self.kubeconfig);
+        self.wait_ready();
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
     }
@@ -178,6 +196,16 @@ impl Drop for SkuaServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // SKUA_TEST_LOGS=<dir> keeps every server's (and its sim's) log for debugging
+        if let Ok(dir) = std::env::var("SKUA_TEST_LOGS") {
+            let _ = std::fs::create_dir_all(&dir);
+            for f in ["server.log", "sim.log"] {
+                let _ = std::fs::copy(
+                    self.dir.path().join(f),
+                    std::path::Path::new(&dir).join(format!("{}-{f}", self.port)),
+                );
+            }
+        }
     }
 }
 
@@ -254,4 +282,70 @@ pub fn kubectl_run(server: &SkuaServer, version: &str, args: &[&str]) -> (bool, 
     let text =
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     (out.status.success(), text)
+}
+
+/// `skua sim` nodes joined to a server; stopped when dropped.
+pub struct SimNodes {
+    child: std::process::Child,
+}
+
+impl SimNodes {
+    /// Starts `n` simulated nodes (`sim-0` …) and waits until they are Ready.
+    pub fn start(server: &SkuaServer, n: usize, extra: &[&str]) -> SimNodes {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(server.dir.path().join("sim.log"))
+            .unwrap();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_skua"))
+            .args(["sim", "--kubeconfig"])
+            .arg(&server.kubeconfig)
+            .args(["--nodes", &n.to_string()])
+            .args(extra)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start skua sim");
+        let sim = SimNodes { child };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let (_, out) = kubectl_run(server, "1.33", &["get", "nodes", "--no-headers"]);
+            if out.lines().filter(|l| l.contains(" Ready ")).count() >= n {
+                return sim;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "sim nodes not ready: {out}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+
+    /// Stops the nodes (they stop renewing their leases).
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for SimNodes {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Polls `check` every 100 ms until it returns `Some`, or panics with `what` after
+/// `secs` seconds.
+pub fn eventually<T>(secs: u64, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
 }

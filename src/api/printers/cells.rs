@@ -501,6 +501,42 @@ pub fn cells(kind: &str, o: &Value, now: i64) -> Vec<Value> {
             age,
         ],
         "Lease" => vec![name, json!(s(o.pointer("/spec/holderIdentity"))), age],
+        "Event" => {
+            let since = |field: &str| {
+                o.pointer(field)
+                    .and_then(Value::as_str)
+                    .and_then(parse_rfc3339)
+                    .map(|t| human_duration(now - t))
+            };
+            let last = since("/lastTimestamp")
+                .or_else(|| since("/eventTime"))
+                .or_else(|| since("/metadata/creationTimestamp"))
+                .unwrap_or_else(|| "<unknown>".into());
+            let first = since("/firstTimestamp")
+                .or_else(|| since("/eventTime"))
+                .unwrap_or_else(|| "<unknown>".into());
+            let kind = s(o.pointer("/involvedObject/kind")).to_lowercase();
+            let source = [
+                s(o.pointer("/source/component")),
+                s(o.pointer("/source/host")),
+            ]
+            .into_iter()
+            .filter(|x| !x.is_empty())
+            .collect::<Vec<_>>()
+            .join(", ");
+            vec![
+                json!(last),
+                json!(s(o.pointer("/type"))),
+                json!(s(o.pointer("/reason"))),
+                json!(format!("{kind}/{}", s(o.pointer("/involvedObject/name")))),
+                json!(s(o.pointer("/involvedObject/fieldPath"))),
+                json!(source),
+                json!(s(o.pointer("/message")).trim().to_string()),
+                json!(first),
+                json!(o.pointer("/count").and_then(Value::as_i64).unwrap_or(1)),
+                name,
+            ]
+        }
         _ => vec![name, json!(s(o.pointer("/metadata/creationTimestamp")))],
     }
 }

@@ -161,6 +161,18 @@ pub fn columns(kind: &str) -> Vec<Column> {
             ("Holder", "string", 0),
             ("Age", "string", 0),
         ],
+        "Event" => vec![
+            ("Last Seen", "string", 0),
+            ("Type", "string", 0),
+            ("Reason", "string", 0),
+            ("Object", "string", 0),
+            ("Subobject", "string", 1),
+            ("Source", "string", 1),
+            ("Message", "string", 0),
+            ("First Seen", "string", 1),
+            ("Count", "integer", 1),
+            ("Name", "string", 1),
+        ],
         _ => vec![("Name", "string", 0), ("Created At", "date", 0)],
     }
 }

@@ -17,7 +17,8 @@ use std::sync::Mutex;
 /// The durable point of the store, broadcast to waiting writers.
 #[derive(Clone, Debug)]
 pub(super) struct Durable {
-    /// Every write at or below this revision is durable and published to watchers.
+    /// Every write at or below this revision is durable and readable (watchers hear of
+    /// it right after).
     pub revision: Revision,
     /// Set when a flush failed: the store stops accepting writes.
     pub failure: Option<String>,
@@ -96,7 +97,8 @@ impl Inner {
         self.files.sync()
     }
 
-    /// The flusher thread: flush, then acknowledge and publish what the flush covered.
+    /// The flusher thread: flush, then make readable, acknowledge and publish what the
+    /// flush covered.
     pub(super) fn run_flusher(&self) {
         loop {
             let (target, events) = {
@@ -111,8 +113,11 @@ impl Inner {
             };
             match self.make_durable() {
                 Ok(()) => {
-                    self.hub.publish(&events);
+                    // reads first, then watchers: whoever learns of a change from a
+                    // watch must be able to read it (a scheduler binding a pod it was
+                    // just told about got 404 when this was the other way round)
                     self.durable.send_modify(|d| d.revision = target);
+                    self.hub.publish(&events);
                 }
                 Err(e) => {
                     let failure = format!(

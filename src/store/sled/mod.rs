@@ -400,7 +400,7 @@ impl Inner {
         Ok(revision)
     }
 
-    /// Waits until `revision` is durable (and published to watchers).
+    /// Waits until `revision` is durable and readable.
     async fn wait_durable(&self, revision: Revision) -> Result<()> {
         let mut rx = self.durable.subscribe();
         let state = rx

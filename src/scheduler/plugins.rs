@@ -1,0 +1,320 @@
+//! Filters and scores, each a small function with upstream's failure reason.
+
+use crate::api::quantity;
+use serde_json::Value;
+use std::sync::Arc;
+
+/// A node and the pods placed on it.
+pub struct NodeInfo {
+    node: Arc<Value>,
+    pods: Vec<Arc<Value>>,
+    requested: Resources,
+}
+
+/// CPU (cores), memory (bytes) and pod count.
+#[derive(Clone, Copy, Default, Debug)]
+pub struct Resources {
+    pub cpu: f64,
+    pub memory: f64,
+    pub pods: f64,
+}
+
+/// What a pod asks for: the larger of its containers' sum and any init container.
+pub fn requests(pod: &Value) -> Resources {
+    let sum = |list: &Value| {
+        let mut r = Resources::default();
+        for c in list.as_array().into_iter().flatten() {
+            r.cpu += quantity::of(&c["resources"]["requests"]["cpu"]).unwrap_or(0.0);
+            r.memory += quantity::of(&c["resources"]["requests"]["memory"]).unwrap_or(0.0);
+        }
+        r
+    };
+    let mut r = sum(&pod["spec"]["containers"]);
+    for c in pod["spec"]["initContainers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        r.cpu = r
+            .cpu
+            .max(quantity::of(&c["resources"]["requests"]["cpu"]).unwrap_or(0.0));
+        r.memory = r
+            .memory
+            .max(quantity::of(&c["resources"]["requests"]["memory"]).unwrap_or(0.0));
+    }
+    r.pods = 1.0;
+    r
+}
+
+impl NodeInfo {
+    pub fn new(node: Arc<Value>, pods: Vec<Arc<Value>>) -> NodeInfo {
+        let mut requested = Resources::default();
+        for p in &pods {
+            let r = requests(p);
+            requested.cpu += r.cpu;
+            requested.memory += r.memory;
+            requested.pods += 1.0;
+        }
+        NodeInfo {
+            node,
+            pods,
+            requested,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        self.node["metadata"]["name"].as_str().unwrap_or("")
+    }
+
+    fn allocatable(&self) -> Resources {
+        let a = &self.node["status"]["allocatable"];
+        Resources {
+            cpu: quantity::of(&a["cpu"]).unwrap_or(0.0),
+            memory: quantity::of(&a["memory"]).unwrap_or(0.0),
+            pods: quantity::of(&a["pods"]).unwrap_or(110.0),
+        }
+    }
+}
+
+/// A filter's verdict.
+pub enum Verdict {
+    Fits,
+    /// Upstream's reasons, e.g. `Insufficient cpu`.
+    No(Vec<String>),
+}
+
+fn tolerates(tolerations: &Value, taint: &Value) -> bool {
+    tolerations.as_array().into_iter().flatten().any(|t| {
+        let key_ok = match t["key"].as_str().unwrap_or("") {
+            "" => t["operator"] == "Exists",
+            k => k == taint["key"].as_str().unwrap_or(""),
+        };
+        let value_ok = t["operator"] == "Exists"
+            || t["value"].as_str().unwrap_or("") == taint["value"].as_str().unwrap_or("");
+        let effect_ok = t["effect"]
+            .as_str()
+            .is_none_or(|e| e.is_empty() || e == taint["effect"].as_str().unwrap_or(""));
+        key_ok && value_ok && effect_ok
+    })
+}
+
+fn expression_matches(expr: &Value, labels: &Value) -> bool {
+    let key = expr["key"].as_str().unwrap_or("");
+    let have = labels[key].as_str();
+    let values: Vec<&str> = expr["values"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    let num = |s: Option<&str>| s.and_then(|v| v.parse::<i64>().ok());
+    match expr["operator"].as_str().unwrap_or("") {
+        "In" => have.is_some_and(|h| values.contains(&h)),
+        "NotIn" => have.is_none_or(|h| !values.contains(&h)),
+        "Exists" => have.is_some(),
+        "DoesNotExist" => have.is_none(),
+        "Gt" => matches!((num(have), num(values.first().copied())), (Some(a), Some(b)) if a > b),
+        "Lt" => matches!((num(have), num(values.first().copied())), (Some(a), Some(b)) if a < b),
+        _ => false,
+    }
+}
+
+fn term_matches(term: &Value, node: &Value) -> bool {
+    let labels = &node["metadata"]["labels"];
+    let name_fields = serde_json::json!({"metadata.name": node["metadata"]["name"]});
+    let exprs_ok = term["matchExpressions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .all(|e| expression_matches(e, labels));
+    let fields_ok = term["matchFields"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .all(|e| expression_matches(e, &name_fields));
+    let empty = term["matchExpressions"]
+        .as_array()
+        .is_none_or(Vec::is_empty)
+        && term["matchFields"].as_array().is_none_or(Vec::is_empty);
+    !empty && exprs_ok && fields_ok
+}
+
+fn selector_matches(pod: &Value, node: &Value) -> bool {
+    let labels = &node["metadata"]["labels"];
+    let selector_ok = pod["spec"]["nodeSelector"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .all(|(k, v)| labels[k.as_str()] == *v);
+    let required = &pod["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+        ["nodeSelectorTerms"];
+    let affinity_ok = required
+        .as_array()
+        .is_none_or(|terms| terms.iter().any(|t| term_matches(t, node)));
+    selector_ok && affinity_ok
+}
+
+fn host_ports(pod: &Value) -> Vec<(i64, String)> {
+    pod["spec"]["containers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|c| c["ports"].as_array().cloned().unwrap_or_default())
+        .filter_map(|p| {
+            let hp = p["hostPort"].as_i64().filter(|h| *h > 0)?;
+            Some((hp, p["protocol"].as_str().unwrap_or("TCP").to_string()))
+        })
+        .collect()
+}
+
+/// Every filter at once, so the message can count each reason.
+pub fn filter(pod: &Value, info: &NodeInfo) -> Verdict {
+    let node = &info.node;
+    let tolerations = &pod["spec"]["tolerations"];
+    let mut why = Vec::new();
+    if node["spec"]["unschedulable"] == true
+        && !tolerates(
+            tolerations,
+            &serde_json::json!({"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"}),
+        )
+    {
+        why.push("node(s) were unschedulable".to_string());
+    }
+    for taint in node["spec"]["taints"].as_array().into_iter().flatten() {
+        let effect = taint["effect"].as_str().unwrap_or("");
+        if (effect == "NoSchedule" || effect == "NoExecute") && !tolerates(tolerations, taint) {
+            why.push(format!(
+                "node(s) had untolerated taint {{{}: {}}}",
+                taint["key"].as_str().unwrap_or(""),
+                taint["value"].as_str().unwrap_or("")
+            ));
+            break;
+        }
+    }
+    if !selector_matches(pod, node) {
+        why.push("node(s) didn't match Pod's node affinity/selector".to_string());
+    }
+    let wanted = host_ports(pod);
+    if !wanted.is_empty()
+        && info
+            .pods
+            .iter()
+            .any(|p| host_ports(p).iter().any(|hp| wanted.contains(hp)))
+    {
+        why.push("node(s) didn't have free ports for the requested pod ports".to_string());
+    }
+    let (req, alloc) = (requests(pod), info.allocatable());
+    if info.requested.pods + 1.0 > alloc.pods {
+        why.push("Too many pods".to_string());
+    }
+    if req.cpu > 0.0 && info.requested.cpu + req.cpu > alloc.cpu + 1e-9 {
+        why.push("Insufficient cpu".to_string());
+    }
+    if req.memory > 0.0 && info.requested.memory + req.memory > alloc.memory {
+        why.push("Insufficient memory".to_string());
+    }
+    if why.is_empty() {
+        Verdict::Fits
+    } else {
+        Verdict::No(why)
+    }
+}
+
+/// Least allocated plus balanced allocation (pods without requests count as upstream's
+/// defaults, 100m and 200Mi), plus preferred node affinity weights.
+pub fn score(pod: &Value, info: &NodeInfo) -> i64 {
+    let alloc = info.allocatable();
+    let nonzero = |r: Resources| Resources {
+        cpu: if r.cpu > 0.0 { r.cpu } else { 0.1 },
+        memory: if r.memory > 0.0 {
+            r.memory
+        } else {
+            200.0 * 1024.0 * 1024.0
+        },
+        pods: r.pods,
+    };
+    let mut used = Resources::default();
+    for p in &info.pods {
+        let r = nonzero(requests(p));
+        used.cpu += r.cpu;
+        used.memory += r.memory;
+    }
+    let me = nonzero(requests(pod));
+    let frac = |u: f64, a: f64| if a <= 0.0 { 1.0 } else { ((u) / a).min(1.0) };
+    let (fc, fm) = (
+        frac(used.cpu + me.cpu, alloc.cpu),
+        frac(used.memory + me.memory, alloc.memory),
+    );
+    let least = ((1.0 - fc) + (1.0 - fm)) * 50.0;
+    let balanced = (1.0 - (fc - fm).abs()) * 100.0;
+    let preferred: i64 =
+        pod["spec"]["affinity"]["nodeAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|p| term_matches(&p["preference"], &info.node))
+            .map(|p| p["weight"].as_i64().unwrap_or(0))
+            .sum();
+    (least + balanced) as i64 + preferred
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn node(name: &str, cpu: &str, taints: Value) -> NodeInfo {
+        NodeInfo::new(
+            Arc::new(
+                json!({"metadata": {"name": name, "labels": {"zone": "a"}}, "spec": {"taints": taints},
+                             "status": {"allocatable": {"cpu": cpu, "memory": "4Gi", "pods": "110"}}}),
+            ),
+            vec![],
+        )
+    }
+
+    #[test]
+    fn reasons_are_counted_in_upstreams_words() {
+        let pod = json!({"spec": {"containers": [{"name": "c", "resources": {"requests": {"cpu": "2"}}}]}});
+        let nodes = vec![
+            node("a", "1", json!([])),
+            node(
+                "b",
+                "4",
+                json!([{"key": "dedicated", "value": "db", "effect": "NoSchedule"}]),
+            ),
+            node(
+                "c",
+                "4",
+                json!([{"key": "dedicated", "value": "db", "effect": "NoSchedule"}]),
+            ),
+        ];
+        assert_eq!(
+            super::super::place(&pod, &nodes, 0).unwrap_err(),
+            "0/3 nodes are available: 1 Insufficient cpu, 2 node(s) had untolerated taint {dedicated: db}. preemption: 0/3 nodes are available: 1 No preemption victims found for incoming pod, 2 Preemption is not helpful for scheduling."
+        );
+        let tolerant = json!({"spec": {"containers": [{"name": "c"}], "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "db", "effect": "NoSchedule"}],
+                                        "nodeSelector": {"zone": "a"}}});
+        assert!(super::super::place(&tolerant, &nodes, 0).is_ok());
+        let elsewhere =
+            json!({"spec": {"containers": [{"name": "c"}], "nodeSelector": {"zone": "b"}}});
+        assert!(
+            super::super::place(&elsewhere, &nodes, 0)
+                .unwrap_err()
+                .contains("3 node(s) didn't match Pod's node affinity/selector")
+        );
+    }
+
+    #[test]
+    fn emptier_nodes_score_higher() {
+        let pod = json!({"spec": {"containers": [{"name": "c", "resources": {"requests": {"cpu": "500m"}}}]}});
+        let busy = NodeInfo::new(
+            Arc::new(
+                json!({"metadata": {"name": "busy"}, "status": {"allocatable": {"cpu": "4", "memory": "4Gi", "pods": "110"}}}),
+            ),
+            vec![Arc::new(pod.clone()), Arc::new(pod.clone())],
+        );
+        let idle = node("idle", "4", json!([]));
+        assert!(score(&pod, &idle) > score(&pod, &busy));
+    }
+}

@@ -1,0 +1,314 @@
+//! Simulated ("hollow") nodes, like kwok: `skua sim` registers N nodes with a server,
+//! renews their Leases every 10 s, and drives the pods bound to them as a kubelet
+//! would — Pending → Running with Ready conditions and a pod IP from the node's range;
+//! pods of Jobs succeed after a while; pods being deleted are finished off. No
+//! container runs, so control loops and scale can be tested on any machine. When the
+//! process stops, its nodes stop renewing (and the node lifecycle controller takes
+//! over).
+
+use crate::api::meta::{now_micro, now_rfc3339};
+use crate::client::watch::{Informer, key_of};
+use crate::client::{ApiClient, ClientError, Remote};
+use serde_json::{Value, json};
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// `skua sim` flags.
+#[derive(clap::Args, Debug, Clone)]
+pub struct SimArgs {
+    /// Kubeconfig of the server to join.
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: PathBuf,
+    /// How many nodes to run.
+    #[arg(long, default_value_t = 1)]
+    pub nodes: usize,
+    /// Node names are this prefix and a number.
+    #[arg(long, default_value = "sim-")]
+    pub name_prefix: String,
+    /// Pods each node takes.
+    #[arg(long, default_value_t = 110)]
+    pub pods_per_node: u32,
+    /// CPU cores of each node.
+    #[arg(long, default_value = "4")]
+    pub cpu: String,
+    /// Memory of each node.
+    #[arg(long, default_value = "16Gi")]
+    pub memory: String,
+    /// Seconds after which a Job's pod succeeds (the annotation
+    /// `sim.skua.io/run-seconds` on a pod overrides it).
+    #[arg(long, default_value_t = 5)]
+    pub job_seconds: u64,
+    /// Labels for every node, `key=value,…`.
+    #[arg(long, default_value = "")]
+    pub labels: String,
+}
+
+fn node_object(args: &SimArgs, name: &str, index: usize) -> Value {
+    let mut labels = json!({
+        "kubernetes.io/hostname": name, "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64",
+        "type": "sim",
+    });
+    for pair in args.labels.split(',').filter(|p| !p.is_empty()) {
+        if let Some((k, v)) = pair.split_once('=') {
+            labels[k] = json!(v);
+        }
+    }
+    let resources = json!({"cpu": args.cpu, "memory": args.memory, "pods": args.pods_per_node.to_string(), "ephemeral-storage": "100Gi"});
+    json!({
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": name, "labels": labels, "annotations": {"node.alpha.kubernetes.io/ttl": "0"}},
+        "spec": {},
+        "status": node_status(&resources, index, name),
+    })
+}
+
+fn node_status(resources: &Value, index: usize, name: &str) -> Value {
+    let now = now_rfc3339();
+    let cond = |t: &str, s: &str, reason: &str, msg: &str| json!({"type": t, "status": s, "reason": reason, "message": msg, "lastHeartbeatTime": now, "lastTransitionTime": now});
+    // TEST-NET-2 addresses: documentation only, never contacted
+    let ip = format!("198.51.{}.{}", 100 + index / 250, index % 250 + 1);
+    json!({
+        "capacity": resources, "allocatable": resources,
+        "addresses": [{"type": "InternalIP", "address": ip}, {"type": "Hostname", "address": name}],
+        "conditions": [
+            cond("MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
+            cond("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
+            cond("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
+            cond("Ready", "True", "KubeletReady", "kubelet is posting ready status"),
+        ],
+        "nodeInfo": {
+            "kubeletVersion": crate::apiserver::KUBE_GIT_VERSION, "kubeProxyVersion": "",
+            "operatingSystem": "linux", "architecture": "amd64", "osImage": "skua simulated node",
+            "kernelVersion": "sim", "containerRuntimeVersion": "sim://1",
+            "machineID": "", "systemUUID": "", "bootID": "",
+        },
+        "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
+    })
+}
+
+async fn register(client: &ApiClient, node: &Value) -> Result<(), ClientError> {
+    let name = node["metadata"]["name"].as_str().unwrap_or("");
+    match client.create("/api/v1/nodes", node).await {
+        Ok(_) => {}
+        Err(e) if e.is_already_exists() => {}
+        Err(e) => return Err(e),
+    }
+    // status is the kubelet's to write, through nodes/status
+    let live = client.get(&format!("/api/v1/nodes/{name}")).await?;
+    let mut next = live.clone();
+    next["status"] = node["status"].clone();
+    client
+        .update(&format!("/api/v1/nodes/{name}/status"), &next)
+        .await?;
+    Ok(())
+}
+
+async fn renew_lease(client: &ApiClient, name: &str) -> Result<(), ClientError> {
+    let path = format!("/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{name}");
+    let now = now_micro();
+    match client.get(&path).await {
+        Ok(mut lease) => {
+            lease["spec"]["renewTime"] = json!(now);
+            lease["spec"]["holderIdentity"] = json!(name);
+            client.update(&path, &lease).await.map(|_| ())
+        }
+        Err(e) if e.is_not_found() => {
+            let lease = json!({
+                "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                "metadata": {"name": name, "namespace": "kube-node-lease"},
+                "spec": {"holderIdentity": name, "leaseDurationSeconds": 40, "renewTime": now},
+            });
+            client
+                .create(
+                    "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases",
+                    &lease,
+                )
+                .await
+                .map(|_| ())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Runs the simulated nodes until SIGINT/SIGTERM.
+pub async fn run(args: SimArgs) -> anyhow::Result<()> {
+    let remote = Remote::from_kubeconfig(&args.kubeconfig)?;
+    let client = ApiClient::remote(Arc::new(remote), "skua-sim");
+    let names: Vec<String> = (0..args.nodes)
+        .map(|i| format!("{}{i}", args.name_prefix))
+        .collect();
+    for (i, name) in names.iter().enumerate() {
+        let mut tries = 0;
+        while let Err(e) = register(&client, &node_object(&args, name, i)).await {
+            tries += 1;
+            anyhow::ensure!(tries < 30, "registering node {name}: {e}");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+    tracing::info!(nodes = names.len(), "simulated nodes registered");
+    // leases
+    {
+        let (client, names) = (client.clone(), names.clone());
+        tokio::spawn(async move {
+            loop {
+                for n in &names {
+                    if let Err(e) = renew_lease(&client, n).await {
+                        tracing::debug!(node = %n, error = %e, "lease renewal failed");
+                    }
+                }
+                tokio::time::sleep(Duration::from_secs(10)).await;
+            }
+        });
+    }
+    let pods = Informer::start(
+        client.clone(),
+        crate::controllers::resource("", "pods"),
+        Some("spec.nodeName!=".into()),
+    );
+    let mut changes = pods.subscribe();
+    pods.synced().await;
+    let mine: HashSet<String> = names.iter().cloned().collect();
+    let mut driver = PodDriver {
+        client: client.clone(),
+        job_seconds: args.job_seconds,
+        node_index: names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.clone(), i))
+            .collect(),
+    };
+    for p in pods.list(None) {
+        driver.drive(&p, &mine).await;
+    }
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut resync = tokio::time::interval(Duration::from_secs(2));
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            _ = term.recv() => break,
+            _ = resync.tick() => {
+                // level-triggered, like a kubelet: anything not yet where it should be
+                for p in pods.list(None) {
+                    let pending = p["status"]["phase"].as_str().is_none_or(|ph| ph == "Pending");
+                    if pending || !p["metadata"]["deletionTimestamp"].is_null() {
+                        driver.drive(&p, &mine).await;
+                    }
+                }
+            }
+            c = changes.recv() => {
+                let Some(c) = c else { break };
+                if let Some(p) = c.new {
+                    driver.drive(&p, &mine).await;
+                }
+            }
+        }
+    }
+    tracing::info!("simulated nodes stopping; their leases will expire");
+    Ok(())
+}
+
+struct PodDriver {
+    client: ApiClient,
+    job_seconds: u64,
+    node_index: HashMap<String, usize>,
+}
+
+impl PodDriver {
+    /// An address in the node's /24 derived from the pod's uid, so driving a pod twice
+    /// gives it the same address.
+    fn pod_ip(&self, node: &str, uid: &str) -> String {
+        let host = uid
+            .bytes()
+            .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
+        let index = self.node_index.get(node).copied().unwrap_or(0);
+        format!("10.{}.{}.{}", 42 + index / 256, index % 256, host % 253 + 2)
+    }
+
+    async fn drive(&mut self, pod: &Arc<Value>, mine: &HashSet<String>) {
+        let node = pod["spec"]["nodeName"].as_str().unwrap_or("");
+        if !mine.contains(node) {
+            return;
+        }
+        let ns = pod["metadata"]["namespace"].as_str().unwrap_or("");
+        let name = pod["metadata"]["name"].as_str().unwrap_or("");
+        let path = format!("/api/v1/namespaces/{ns}/pods/{name}");
+        if !pod["metadata"]["deletionTimestamp"].is_null() {
+            // the containers are "stopped": finish the graceful deletion
+            let opts =
+                json!({"gracePeriodSeconds": 0, "preconditions": {"uid": pod["metadata"]["uid"]}});
+            if let Err(e) = self.client.delete(&path, &opts).await {
+                tracing::debug!(pod = %key_of(pod), error = %e, "final delete failed");
+            }
+            return;
+        }
+        let phase = pod["status"]["phase"].as_str().unwrap_or("Pending");
+        let is_job = pod["metadata"]["ownerReferences"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|r| r["kind"] == "Job");
+        if phase == "Pending" {
+            let now = now_rfc3339();
+            let ip = self.pod_ip(node, pod["metadata"]["uid"].as_str().unwrap_or(""));
+            let statuses: Vec<Value> = pod["spec"]["containers"].as_array().into_iter().flatten().map(|c| json!({
+                "name": c["name"], "image": c["image"], "imageID": format!("sim://{}", c["image"].as_str().unwrap_or("")),
+                "containerID": format!("sim://{}", crate::api::meta::new_uid()), "ready": true, "started": true, "restartCount": 0,
+                "state": {"running": {"startedAt": now}},
+            })).collect();
+            let cond = |t: &str| json!({"type": t, "status": "True", "lastProbeTime": null, "lastTransitionTime": now});
+            let status = json!({"status": {
+                "phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}], "hostIP": "198.51.100.1", "startTime": now,
+                "conditions": [cond("PodReadyToStartContainers"), cond("Initialized"), cond("Ready"), cond("ContainersReady"), cond("PodScheduled")],
+                "containerStatuses": statuses,
+            }});
+            if let Err(e) = self
+                .client
+                .call(
+                    http::Method::PATCH,
+                    &format!("{path}/status"),
+                    "application/merge-patch+json",
+                    Some(&status),
+                )
+                .await
+            {
+                tracing::debug!(pod = %key_of(pod), error = %e, "status update failed");
+            }
+            if is_job {
+                let seconds = pod["metadata"]["annotations"]["sim.skua.io/run-seconds"]
+                    .as_str()
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(self.job_seconds);
+                let (client, pod) = (self.client.clone(), pod.clone());
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_secs(seconds)).await;
+                    complete(&client, &pod, &path).await;
+                });
+            }
+        }
+    }
+}
+
+/// A Job's pod finishes successfully.
+async fn complete(client: &ApiClient, pod: &Value, path: &str) {
+    let now = now_rfc3339();
+    let statuses: Vec<Value> = pod["spec"]["containers"].as_array().into_iter().flatten().map(|c| json!({
+        "name": c["name"], "image": c["image"], "imageID": "", "containerID": "", "ready": false, "started": false, "restartCount": 0,
+        "state": {"terminated": {"exitCode": 0, "reason": "Completed", "startedAt": now, "finishedAt": now}},
+    })).collect();
+    let cond = |t: &str, s: &str| json!({"type": t, "status": s, "reason": if s == "False" { json!("PodCompleted") } else { Value::Null }, "lastProbeTime": null, "lastTransitionTime": now});
+    let status = json!({"status": {
+        "phase": "Succeeded",
+        "conditions": [cond("Initialized", "True"), cond("Ready", "False"), cond("ContainersReady", "False"), cond("PodScheduled", "True")],
+        "containerStatuses": statuses,
+    }});
+    let _ = client
+        .call(
+            http::Method::PATCH,
+            &format!("{path}/status"),
+            "application/merge-patch+json",
+            Some(&status),
+        )
+        .await;
+}

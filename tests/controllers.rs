@@ -1,0 +1,338 @@
+//! Control loops against the real binary: simulated nodes (`skua sim`), the
+//! scheduler, and the ReplicaSet, Deployment and garbage-collector controllers, driven
+//! with kubectl 1.27 and 1.33 as people drive them.
+
+mod common;
+
+use common::{SimNodes, SkuaServer, admin_request, eventually, kubectl_run as k};
+use serde_json::Value;
+
+const WEB: &str = "apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+spec:
+  replicas: 4
+  selector: {matchLabels: {app: web}}
+  strategy:
+    rollingUpdate: {maxSurge: 1, maxUnavailable: 1}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers:
+      - name: web
+        image: nginx:1
+        resources: {requests: {cpu: 100m, memory: 64Mi}}
+";
+
+fn pods(server: &SkuaServer, selector: &str) -> Vec<Value> {
+    let (code, body) = admin_request(
+        server,
+        "GET",
+        &format!("/api/v1/namespaces/default/pods?labelSelector={selector}"),
+        None,
+    );
+    assert_eq!(code, 200, "{body}");
+    serde_json::from_str::<Value>(&body).unwrap()["items"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn ready(p: &Value) -> bool {
+    p["metadata"]["deletionTimestamp"].is_null()
+        && p["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+}
+
+/// `kubectl rollout status`; on failure the message carries what the objects say.
+fn rollout(server: &SkuaServer, version: &str) {
+    let (ok, out) = k(
+        server,
+        version,
+        &["rollout", "status", "deployment/web", "--timeout=30s"],
+    );
+    if !ok {
+        let (_, state) = k(server, version, &["get", "deploy,rs,pods", "-o", "yaml"]);
+        panic!("kubectl {version}: rollout did not finish: {out}\n{state}");
+    }
+}
+
+fn replica_sets(server: &SkuaServer) -> Vec<Value> {
+    let (_, body) = admin_request(
+        server,
+        "GET",
+        "/apis/apps/v1/namespaces/default/replicasets",
+        None,
+    );
+    serde_json::from_str::<Value>(&body).unwrap()["items"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+#[test]
+fn deployments_roll_out_update_within_their_budget_undo_and_scale() {
+    for version in ["1.27", "1.33"] {
+        let server = SkuaServer::start();
+        let _nodes = SimNodes::start(&server, 3, &[]);
+        let file = server.dir.path().join("web.yaml");
+        std::fs::write(&file, WEB).unwrap();
+        let f = file.to_str().unwrap();
+        let (ok, out) = k(&server, version, &["apply", "-f", f]);
+        assert!(ok, "{out}");
+        let (ok, out) = k(
+            &server,
+            version,
+            &["rollout", "status", "deployment/web", "--timeout=30s"],
+        );
+        assert!(
+            ok && out.contains("successfully rolled out"),
+            "kubectl {version}: {out}"
+        );
+        let running = pods(&server, "app=web");
+        assert_eq!(running.iter().filter(|p| ready(p)).count(), 4);
+        assert!(
+            running
+                .iter()
+                .all(|p| p["spec"]["nodeName"].as_str().unwrap().starts_with("sim-"))
+        );
+        // a new image rolls out; at every moment at least 3 pods serve and at most 5 exist
+        let (ok, out) = k(
+            &server,
+            version,
+            &["set", "image", "deployment/web", "web=nginx:2"],
+        );
+        assert!(ok, "{out}");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let now = pods(&server, "app=web");
+            let live: Vec<&Value> = now
+                .iter()
+                .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+                .collect();
+            let serving = live.iter().filter(|p| ready(p)).count();
+            assert!(
+                serving >= 3,
+                "kubectl {version}: maxUnavailable broken: {serving} ready of {}",
+                live.len()
+            );
+            assert!(
+                live.len() <= 5,
+                "kubectl {version}: maxSurge broken: {} pods",
+                live.len()
+            );
+            let updated = live
+                .iter()
+                .filter(|p| p["spec"]["containers"][0]["image"] == "nginx:2" && ready(p))
+                .count();
+            if updated == 4 && live.len() == 4 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the rollout did not finish: {now:?}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        rollout(&server, version);
+        let (ok, out) = k(&server, version, &["rollout", "history", "deployment/web"]);
+        assert!(ok && out.contains("1 ") && out.contains("2 "), "{out}");
+        // undo returns to the first template, on the first replica set
+        let (ok, out) = k(&server, version, &["rollout", "undo", "deployment/web"]);
+        assert!(ok && out.contains("rolled back"), "{out}");
+        rollout(&server, version);
+        let sets = replica_sets(&server);
+        assert_eq!(sets.len(), 2, "undo reuses the old replica set: {sets:?}");
+        let back = sets
+            .iter()
+            .find(|rs| rs["spec"]["template"]["spec"]["containers"][0]["image"] == "nginx:1")
+            .unwrap();
+        assert_eq!(back["spec"]["replicas"], 4);
+        assert_eq!(
+            back["metadata"]["annotations"]["deployment.kubernetes.io/revision"],
+            "3"
+        );
+        let (_, out) = k(&server, version, &["get", "deployment", "web"]);
+        assert!(out.lines().nth(1).unwrap().contains("4/4"), "{out}");
+        // scale down and up
+        for n in [2, 5] {
+            let (ok, out) = k(
+                &server,
+                version,
+                &["scale", "deployment/web", &format!("--replicas={n}")],
+            );
+            assert!(ok, "{out}");
+            let mut last = Vec::new();
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            loop {
+                let p = pods(&server, "app=web");
+                if p.iter().filter(|p| ready(p)).count() == n && p.len() == n {
+                    break;
+                }
+                last = p;
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "kubectl {version}: not scaled to {n}: {:?}\n{}",
+                    last.iter()
+                        .map(|p| (
+                            p["metadata"]["name"].clone(),
+                            p["status"]["phase"].clone(),
+                            p["metadata"]["deletionTimestamp"].clone(),
+                            p["spec"]["nodeName"].clone()
+                        ))
+                        .collect::<Vec<_>>(),
+                    k(&server, version, &["get", "rs,deploy"]).1
+                );
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            let _ = last;
+        }
+        // deleting the deployment takes its replica sets and pods along
+        let (ok, out) = k(&server, version, &["delete", "deployment", "web"]);
+        assert!(ok, "{out}");
+        eventually(30, "garbage collection", || {
+            (replica_sets(&server).is_empty() && pods(&server, "app=web").is_empty()).then_some(())
+        });
+    }
+}
+
+#[test]
+fn the_scheduler_explains_unschedulable_pods_and_honours_taints() {
+    let server = SkuaServer::start();
+    let _nodes = SimNodes::start(&server, 3, &["--cpu", "2"]);
+    // too big for every node
+    let (ok, out) = k(
+        &server,
+        "1.33",
+        &[
+            "run",
+            "huge",
+            "--image=busybox",
+            "--overrides",
+            r#"{"spec":{"containers":[{"name":"huge","image":"busybox","resources":{"requests":{"cpu":"3"}}}]}}"#,
+        ],
+    );
+    assert!(ok, "{out}");
+    let message = "0/3 nodes are available: 3 Insufficient cpu. preemption: 0/3 nodes are available: 3 No preemption victims found for incoming pod.";
+    eventually(20, "FailedScheduling", || {
+        let (_, out) = k(&server, "1.33", &["describe", "pod", "huge"]);
+        (out.contains("FailedScheduling") && out.contains(message)).then_some(())
+    });
+    let (_, body) = admin_request(&server, "GET", "/api/v1/namespaces/default/pods/huge", None);
+    let pod: Value = serde_json::from_str(&body).unwrap();
+    let cond = pod["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "PodScheduled")
+        .unwrap();
+    assert_eq!(
+        (cond["status"].as_str(), cond["reason"].as_str()),
+        (Some("False"), Some("Unschedulable"))
+    );
+    // taints steer pods: two nodes tainted, every replica lands on the third
+    for node in ["sim-0", "sim-1"] {
+        let (ok, out) = k(
+            &server,
+            "1.27",
+            &["taint", "node", node, "dedicated=db:NoSchedule"],
+        );
+        assert!(ok, "{out}");
+    }
+    let (ok, out) = k(
+        &server,
+        "1.27",
+        &[
+            "create",
+            "deployment",
+            "spread",
+            "--image=nginx",
+            "--replicas=3",
+        ],
+    );
+    assert!(ok, "{out}");
+    let placed = eventually(30, "pods scheduled", || {
+        let p = pods(&server, "app=spread");
+        (p.len() == 3 && p.iter().all(ready)).then_some(p)
+    });
+    assert!(
+        placed.iter().all(|p| p["spec"]["nodeName"] == "sim-2"),
+        "{placed:?}"
+    );
+    // a cordoned node takes nothing new; the pod that fits nowhere is explained again
+    let (ok, out) = k(&server, "1.27", &["cordon", "sim-2"]);
+    assert!(ok, "{out}");
+    let (ok, out) = k(&server, "1.27", &["run", "late", "--image=busybox"]);
+    assert!(ok, "{out}");
+    eventually(20, "the cordon explained", || {
+        let (_, out) = k(
+            &server,
+            "1.27",
+            &[
+                "get",
+                "events",
+                "--field-selector",
+                "involvedObject.name=late",
+            ],
+        );
+        (out.contains("1 node(s) were unschedulable")
+            && out.contains("2 node(s) had untolerated taint {dedicated: db}"))
+        .then_some(())
+    });
+}
+
+#[test]
+fn a_rollout_interrupted_by_kill_9_completes_after_restart() {
+    let mut server = SkuaServer::start();
+    let _nodes = SimNodes::start(&server, 3, &[]);
+    let file = server.dir.path().join("web.yaml");
+    std::fs::write(&file, WEB.replace("replicas: 4", "replicas: 10")).unwrap();
+    let (ok, out) = k(&server, "1.33", &["apply", "-f", file.to_str().unwrap()]);
+    assert!(ok, "{out}");
+    let (ok, out) = k(
+        &server,
+        "1.33",
+        &["rollout", "status", "deployment/web", "--timeout=60s"],
+    );
+    assert!(ok, "{out}");
+    let (ok, out) = k(
+        &server,
+        "1.33",
+        &["set", "image", "deployment/web", "web=nginx:2"],
+    );
+    assert!(ok, "{out}");
+    // in the middle of the rollout
+    eventually(20, "the rollout to start", || {
+        pods(&server, "app=web")
+            .iter()
+            .any(|p| p["spec"]["containers"][0]["image"] == "nginx:2")
+            .then_some(())
+    });
+    server.crash_restart();
+    let (ok, out) = k(
+        &server,
+        "1.33",
+        &["rollout", "status", "deployment/web", "--timeout=60s"],
+    );
+    if !ok {
+        let (_, state) = k(&server, "1.33", &["get", "deploy,rs,pods", "-o", "wide"]);
+        panic!("after the restart: {out}\n{state}");
+    }
+    let done = eventually(30, "exactly 10 new pods", || {
+        let p = pods(&server, "app=web");
+        (p.len() == 10).then_some(p)
+    });
+    assert!(
+        done.iter()
+            .all(|p| p["spec"]["containers"][0]["image"] == "nginx:2" && ready(p))
+    );
+    let names: std::collections::HashSet<&str> = done
+        .iter()
+        .map(|p| p["metadata"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names.len(), 10, "no duplicates");
+}
