@@ -167,7 +167,14 @@ pub async fn start_api(store: Arc<dyn Store>, cfg: &ServerConfig) -> anyhow::Res
         .unwrap_or_else(|_| cfg.data_dir.clone())
         .display()
         .to_string();
-    let controllers = crate::controllers::start(ctx.clone(), raw_store, &instance);
+    let controllers = crate::controllers::start(
+        ctx.clone(),
+        raw_store,
+        &instance,
+        crate::controllers::Settings {
+            cluster_cidr: cfg.cluster_cidr.clone(),
+        },
+    );
     let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(apiserver::serve(
         listener,

@@ -336,3 +336,189 @@ fn a_rollout_interrupted_by_kill_9_completes_after_restart() {
         .collect();
     assert_eq!(names.len(), 10, "no duplicates");
 }
+
+const JOBS: &str = "apiVersion: batch/v1
+kind: Job
+metadata: {name: idx}
+spec:
+  completions: 5
+  parallelism: 2
+  completionMode: Indexed
+  template:
+    spec:
+      restartPolicy: Never
+      containers: [{name: c, image: busybox}]
+---
+apiVersion: batch/v1
+kind: Job
+metadata: {name: bad}
+spec:
+  backoffLimit: 1
+  template:
+    metadata: {annotations: {sim.skua.io/exit-code: \"1\"}}
+    spec:
+      restartPolicy: Never
+      containers: [{name: c, image: busybox}]
+";
+
+#[test]
+fn jobs_complete_in_parallel_or_fail_after_their_backoff_limit() {
+    let server = SkuaServer::start();
+    let _nodes = SimNodes::start(&server, 2, &["--job-seconds", "1"]);
+    let file = server.dir.path().join("jobs.yaml");
+    std::fs::write(&file, JOBS).unwrap();
+    let (ok, out) = k(&server, "1.27", &["apply", "-f", file.to_str().unwrap()]);
+    assert!(ok, "{out}");
+    let (ok, out) = k(
+        &server,
+        "1.33",
+        &[
+            "create",
+            "job",
+            "one",
+            "--image=busybox",
+            "--",
+            "echo",
+            "hi",
+        ],
+    );
+    assert!(ok, "{out}");
+    // at most `parallelism` pods of the indexed job at once, until all five indexes succeeded
+    let mut peak = 0;
+    let done = eventually(60, "the indexed job to complete", || {
+        let (_, body) = admin_request(
+            &server,
+            "GET",
+            "/apis/batch/v1/namespaces/default/jobs/idx",
+            None,
+        );
+        let job: Value = serde_json::from_str(&body).unwrap();
+        peak = peak.max(job["status"]["active"].as_i64().unwrap_or(0));
+        job["status"]["conditions"]
+            .as_array()
+            .is_some_and(|c| {
+                c.iter()
+                    .any(|c| c["type"] == "Complete" && c["status"] == "True")
+            })
+            .then_some(job)
+    });
+    assert!(peak <= 2, "parallelism 2 was exceeded: {peak}");
+    assert_eq!(done["status"]["completedIndexes"], "0-4");
+    assert_eq!(done["status"]["succeeded"], 5);
+    let (ok, out) = k(
+        &server,
+        "1.33",
+        &[
+            "wait",
+            "--for=condition=complete",
+            "job/one",
+            "--timeout=30s",
+        ],
+    );
+    assert!(ok, "{out}");
+    let (ok, out) = k(
+        &server,
+        "1.33",
+        &["wait", "--for=condition=failed", "job/bad", "--timeout=30s"],
+    );
+    assert!(ok, "{out}");
+    let (_, out) = k(&server, "1.33", &["get", "jobs"]);
+    let row = |name: &str| {
+        out.lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or("")
+            .split_whitespace()
+            .map(String::from)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        row("idx")[1..3],
+        ["Complete".to_string(), "5/5".to_string()],
+        "{out}"
+    );
+    assert_eq!(
+        row("bad")[1..3],
+        ["Failed".to_string(), "0/1".to_string()],
+        "{out}"
+    );
+    let (_, body) = admin_request(
+        &server,
+        "GET",
+        "/apis/batch/v1/namespaces/default/jobs/bad",
+        None,
+    );
+    let bad: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        bad["status"]["failed"], 2,
+        "backoffLimit 1 allows one retry"
+    );
+    let failed = bad["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Failed")
+        .cloned()
+        .unwrap();
+    assert_eq!(failed["reason"], "BackoffLimitExceeded");
+    // indexed pods carry their index
+    let pods = pods(&server, "job-name=idx");
+    let mut indexes: Vec<String> = pods
+        .iter()
+        .map(|p| {
+            p["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    indexes.sort();
+    assert_eq!(indexes, ["0", "1", "2", "3", "4"]);
+}
+
+#[test]
+fn namespaces_get_a_default_service_account_and_nodes_their_own_pod_range() {
+    let server = SkuaServer::start();
+    let _nodes = SimNodes::start(&server, 3, &[]);
+    let (ok, out) = k(&server, "1.27", &["create", "namespace", "team"]);
+    assert!(ok, "{out}");
+    eventually(20, "the default service account", || {
+        let (ok, _) = k(
+            &server,
+            "1.27",
+            &["-n", "team", "get", "serviceaccount", "default"],
+        );
+        ok.then_some(())
+    });
+    // deleted, it comes back
+    let (ok, out) = k(
+        &server,
+        "1.27",
+        &["-n", "team", "delete", "serviceaccount", "default"],
+    );
+    assert!(ok, "{out}");
+    eventually(20, "the default service account to return", || {
+        let (ok, _) = k(
+            &server,
+            "1.27",
+            &["-n", "team", "get", "serviceaccount", "default"],
+        );
+        ok.then_some(())
+    });
+    let cidrs = eventually(20, "pod ranges", || {
+        let (_, out) = k(
+            &server,
+            "1.33",
+            &["get", "nodes", "-o", "jsonpath={.items[*].spec.podCIDR}"],
+        );
+        let c: Vec<String> = out.split_whitespace().map(String::from).collect();
+        (c.len() == 3).then_some(c)
+    });
+    let unique: std::collections::HashSet<&String> = cidrs.iter().collect();
+    assert_eq!(unique.len(), 3, "{cidrs:?}");
+    assert!(
+        cidrs
+            .iter()
+            .all(|c| c.starts_with("10.42.") && c.ends_with(".0/24")),
+        "{cidrs:?}"
+    );
+}

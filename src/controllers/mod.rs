@@ -7,10 +7,13 @@
 pub mod deployment;
 pub mod events;
 pub mod gc;
+pub mod job;
 pub mod leader;
 pub mod namespace;
+pub mod nodeipam;
 pub mod queue;
 pub mod replicaset;
+pub mod serviceaccount;
 
 use crate::api::registry::{self, Resource};
 use crate::apiserver::ApiContext;
@@ -51,6 +54,13 @@ pub fn resource(group: &str, plural: &str) -> &'static Resource {
         .unwrap_or_else(|| panic!("no built-in resource {plural}.{group}"))
 }
 
+/// What the control loops need from the server's configuration.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Pod ranges for nodes are cut from this (`--cluster-cidr`).
+    pub cluster_cidr: String,
+}
+
 /// Starts the control loops under leader election; they stop when the returned task
 /// is aborted.
 ///
@@ -61,6 +71,7 @@ pub fn start(
     api: Arc<ApiContext>,
     store: Arc<dyn Store>,
     instance: &str,
+    settings: Settings,
 ) -> tokio::task::JoinHandle<()> {
     let digest = ring::digest::digest(&ring::digest::SHA256, instance.as_bytes());
     let id: String = digest.as_ref()[..6]
@@ -88,6 +99,9 @@ pub fn start(
             loops.spawn(deployment::run(cx.clone()));
             loops.spawn(gc::run(cx.clone()));
             loops.spawn(crate::scheduler::run(cx.clone()));
+            loops.spawn(serviceaccount::run(cx.clone()));
+            loops.spawn(job::run(cx.clone()));
+            loops.spawn(nodeipam::run(cx.clone(), settings.cluster_cidr.clone()));
             election.keep(&client).await;
             loops.abort_all();
         }

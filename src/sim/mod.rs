@@ -173,6 +173,7 @@ pub async fn run(args: SimArgs) -> anyhow::Result<()> {
     let mut driver = PodDriver {
         client: client.clone(),
         job_seconds: args.job_seconds,
+        ranges: HashMap::new(),
         node_index: names
             .iter()
             .enumerate()
@@ -213,17 +214,35 @@ struct PodDriver {
     client: ApiClient,
     job_seconds: u64,
     node_index: HashMap<String, usize>,
+    /// The first three octets of each node's pod range (`spec.podCIDR`), once known.
+    ranges: HashMap<String, String>,
 }
 
 impl PodDriver {
     /// An address in the node's /24 derived from the pod's uid, so driving a pod twice
     /// gives it the same address.
-    fn pod_ip(&self, node: &str, uid: &str) -> String {
+    async fn pod_ip(&mut self, node: &str, uid: &str) -> String {
         let host = uid
             .bytes()
             .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
-        let index = self.node_index.get(node).copied().unwrap_or(0);
-        format!("10.{}.{}.{}", 42 + index / 256, index % 256, host % 253 + 2)
+        if !self.ranges.contains_key(node) {
+            if let Ok(n) = self.client.get(&format!("/api/v1/nodes/{node}")).await {
+                if let Some((net, _)) = n["spec"]["podCIDR"]
+                    .as_str()
+                    .and_then(|c| c.split_once('/'))
+                    .and_then(|(ip, _)| ip.rsplit_once('.'))
+                {
+                    self.ranges.insert(node.to_string(), net.to_string());
+                }
+            }
+        }
+        match self.ranges.get(node) {
+            Some(net) => format!("{net}.{}", host % 253 + 2),
+            None => {
+                let index = self.node_index.get(node).copied().unwrap_or(0);
+                format!("10.{}.{}.{}", 42 + index / 256, index % 256, host % 253 + 2)
+            }
+        }
     }
 
     async fn drive(&mut self, pod: &Arc<Value>, mine: &HashSet<String>) {
@@ -251,7 +270,9 @@ impl PodDriver {
             .any(|r| r["kind"] == "Job");
         if phase == "Pending" {
             let now = now_rfc3339();
-            let ip = self.pod_ip(node, pod["metadata"]["uid"].as_str().unwrap_or(""));
+            let ip = self
+                .pod_ip(node, pod["metadata"]["uid"].as_str().unwrap_or(""))
+                .await;
             let statuses: Vec<Value> = pod["spec"]["containers"].as_array().into_iter().flatten().map(|c| json!({
                 "name": c["name"], "image": c["image"], "imageID": format!("sim://{}", c["image"].as_str().unwrap_or("")),
                 "containerID": format!("sim://{}", crate::api::meta::new_uid()), "ready": true, "started": true, "restartCount": 0,
@@ -290,16 +311,21 @@ impl PodDriver {
     }
 }
 
-/// A Job's pod finishes successfully.
+/// A Job's pod finishes: successfully, or with the exit code its
+/// `sim.skua.io/exit-code` annotation names.
 async fn complete(client: &ApiClient, pod: &Value, path: &str) {
     let now = now_rfc3339();
+    let code: i64 = pod["metadata"]["annotations"]["sim.skua.io/exit-code"]
+        .as_str()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
     let statuses: Vec<Value> = pod["spec"]["containers"].as_array().into_iter().flatten().map(|c| json!({
         "name": c["name"], "image": c["image"], "imageID": "", "containerID": "", "ready": false, "started": false, "restartCount": 0,
-        "state": {"terminated": {"exitCode": 0, "reason": "Completed", "startedAt": now, "finishedAt": now}},
+        "state": {"terminated": {"exitCode": code, "reason": if code == 0 { "Completed" } else { "Error" }, "startedAt": now, "finishedAt": now}},
     })).collect();
     let cond = |t: &str, s: &str| json!({"type": t, "status": s, "reason": if s == "False" { json!("PodCompleted") } else { Value::Null }, "lastProbeTime": null, "lastTransitionTime": now});
     let status = json!({"status": {
-        "phase": "Succeeded",
+        "phase": if code == 0 { "Succeeded" } else { "Failed" },
         "conditions": [cond("Initialized", "True"), cond("Ready", "False"), cond("ContainersReady", "False"), cond("PodScheduled", "True")],
         "containerStatuses": statuses,
     }});

@@ -1,0 +1,84 @@
+//! Node IPAM: each node gets its own pod range (`spec.podCIDR`), the next free /24 of
+//! `--cluster-cidr`, never given to two nodes; a deleted node's range is free again.
+
+use super::Context;
+use serde_json::json;
+use std::collections::HashSet;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The `index`th /24 of an IPv4 CIDR, if it has that many.
+pub fn subnet(cluster_cidr: &str, index: u32) -> Option<String> {
+    let (ip, len) = cluster_cidr.split_once('/')?;
+    let base = u32::from(ip.parse::<Ipv4Addr>().ok()?);
+    let len: u32 = len.parse().ok()?;
+    if len > 24 || index >= 1u32 << (24 - len) {
+        return None;
+    }
+    let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
+    Some(format!(
+        "{}/24",
+        Ipv4Addr::from((base & mask) + (index << 8))
+    ))
+}
+
+pub async fn run(cx: Arc<Context>, cluster_cidr: String) {
+    let nodes = cx.informer("", "nodes");
+    let mut changes = nodes.subscribe();
+    nodes.synced().await;
+    loop {
+        let all = nodes.list(None);
+        let mut used: HashSet<String> = all
+            .iter()
+            .filter_map(|n| n["spec"]["podCIDR"].as_str().map(String::from))
+            .collect();
+        let mut next = 0u32;
+        for node in all
+            .iter()
+            .filter(|n| n["spec"]["podCIDR"].as_str().is_none_or(str::is_empty))
+        {
+            let name = node["metadata"]["name"].as_str().unwrap_or("");
+            let cidr = loop {
+                match subnet(&cluster_cidr, next) {
+                    Some(c) if used.contains(&c) => next += 1,
+                    other => break other,
+                }
+            };
+            let Some(cidr) = cidr else {
+                tracing::warn!(node = name, %cluster_cidr, "no pod range left for this node; widen --cluster-cidr");
+                break;
+            };
+            let patch = json!({"spec": {"podCIDR": cidr, "podCIDRs": [cidr]}});
+            match cx
+                .client
+                .patch(&format!("/api/v1/nodes/{name}"), &patch)
+                .await
+            {
+                Ok(_) => {
+                    used.insert(cidr);
+                }
+                Err(e) => tracing::debug!(node = name, error = %e, "could not assign a pod range"),
+            }
+        }
+        tokio::select! {
+            Some(_) = changes.recv() => {}
+            _ = tokio::time::sleep(Duration::from_secs(30)) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_are_consecutive_slash_24s() {
+        assert_eq!(subnet("10.42.0.0/16", 0).as_deref(), Some("10.42.0.0/24"));
+        assert_eq!(subnet("10.42.0.0/16", 3).as_deref(), Some("10.42.3.0/24"));
+        assert_eq!(subnet("10.42.7.0/16", 1).as_deref(), Some("10.42.1.0/24"));
+        assert_eq!(subnet("10.42.0.0/16", 256), None);
+        assert_eq!(subnet("10.42.0.0/23", 1).as_deref(), Some("10.42.1.0/24"));
+        assert_eq!(subnet("bad", 0), None);
+    }
+}
