@@ -31,6 +31,7 @@ pub struct ServerConfig {
     pub disable_agent: bool,
     pub datastore: DatastoreConfig,
     pub compaction_interval: Duration,
+    pub node_monitor_grace_period: Duration,
 }
 
 /// Which datastore to use.
@@ -77,6 +78,7 @@ impl TryFrom<ServerArgs> for ServerConfig {
             disable_agent: a.disable_agent,
             datastore,
             compaction_interval: a.datastore_compaction_interval,
+            node_monitor_grace_period: a.node_monitor_grace_period,
         })
     }
 }
@@ -173,6 +175,7 @@ pub async fn start_api(store: Arc<dyn Store>, cfg: &ServerConfig) -> anyhow::Res
         &instance,
         crate::controllers::Settings {
             cluster_cidr: cfg.cluster_cidr.clone(),
+            node_monitor_grace_period: cfg.node_monitor_grace_period,
         },
     );
     let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();

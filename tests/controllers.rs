@@ -522,3 +522,100 @@ fn namespaces_get_a_default_service_account_and_nodes_their_own_pod_range() {
         "{cidrs:?}"
     );
 }
+
+#[test]
+fn a_node_that_stops_renewing_is_tainted_and_its_pods_move() {
+    let server = SkuaServer::start_with_config("node-monitor-grace-period: 3s\n");
+    let mut doomed = SimNodes::start(&server, 1, &["--name-prefix", "doomed-"]);
+    let (ok, out) = k(
+        &server,
+        "1.33",
+        &[
+            "create",
+            "deployment",
+            "web",
+            "--image=nginx",
+            "--replicas=2",
+        ],
+    );
+    assert!(ok, "{out}");
+    // both replicas land on the only node; they tolerate its loss for 2 s
+    let (ok, out) = k(
+        &server,
+        "1.33",
+        &[
+            "patch",
+            "deployment",
+            "web",
+            "--type=json",
+            "-p",
+            r#"[{"op":"add","path":"/spec/template/spec/tolerations","value":[{"key":"node.kubernetes.io/unreachable","operator":"Exists","effect":"NoExecute","tolerationSeconds":2}]}]"#,
+        ],
+    );
+    assert!(ok, "{out}");
+    let (ok, out) = k(
+        &server,
+        "1.33",
+        &["rollout", "status", "deployment/web", "--timeout=30s"],
+    );
+    assert!(ok, "{out}");
+    let _healthy = SimNodes::start(&server, 3, &["--name-prefix", "healthy-"]);
+    doomed.stop();
+    let node = eventually(30, "doomed-0 to be unreachable", || {
+        let (_, body) = admin_request(&server, "GET", "/api/v1/nodes/doomed-0", None);
+        let node: Value = serde_json::from_str(&body).unwrap();
+        let taints = node["spec"]["taints"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        (taints
+            .iter()
+            .any(|t| t["key"] == "node.kubernetes.io/unreachable" && t["effect"] == "NoExecute"))
+        .then_some(node)
+    });
+    let ready_condition = node["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Ready")
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        (
+            ready_condition["status"].as_str(),
+            ready_condition["reason"].as_str()
+        ),
+        (Some("Unknown"), Some("NodeStatusUnknown"))
+    );
+    let (_, out) = k(&server, "1.27", &["get", "node", "doomed-0"]);
+    assert!(out.contains("NotReady"), "{out}");
+    // after their toleration the pods are evicted and replaced on healthy nodes
+    eventually(60, "replacements on healthy nodes", || {
+        let live: Vec<Value> = pods(&server, "app=web")
+            .into_iter()
+            .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+            .collect();
+        (live.len() == 2
+            && live.iter().all(|p| {
+                p["spec"]["nodeName"]
+                    .as_str()
+                    .is_some_and(|n| n.starts_with("healthy-"))
+                    && ready(p)
+            }))
+        .then_some(())
+    });
+    let (_, out) = k(
+        &server,
+        "1.27",
+        &[
+            "get",
+            "events",
+            "--field-selector",
+            "reason=TaintManagerEviction",
+        ],
+    );
+    assert!(
+        out.contains("Marking for deletion Pod default/web-"),
+        "{out}"
+    );
+}

@@ -131,6 +131,11 @@ pub struct ServerArgs {
     /// How often old datastore history is compacted (one interval of history is kept).
     #[arg(long, env = "SKUA_DATASTORE_COMPACTION_INTERVAL", default_value = "5m", value_parser = config::parse_duration)]
     pub datastore_compaction_interval: std::time::Duration,
+    /// How long a node may go without renewing its Lease before it is marked
+    /// NotReady/Unknown and tainted `node.kubernetes.io/unreachable` (upstream's
+    /// kube-controller-manager flag of the same name).
+    #[arg(long, env = "SKUA_NODE_MONITOR_GRACE_PERIOD", default_value = "40s", value_parser = config::parse_duration)]
+    pub node_monitor_grace_period: std::time::Duration,
 }
 
 /// Flags of `skua agent`.

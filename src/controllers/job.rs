@@ -12,9 +12,10 @@ use crate::api::meta::{now_rfc3339, now_secs, parse_rfc3339};
 use crate::client::ClientError;
 use crate::client::watch::{Informer, object_path};
 use serde_json::{Value, json};
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
+use std::time::Instant;
 
 const INDEX: &str = "batch.kubernetes.io/job-completion-index";
 
@@ -26,9 +27,12 @@ pub async fn run(cx: Arc<Context>) {
     jobs.synced().await;
     pods.synced().await;
     super::resync(&jobs, &queue, Duration::from_secs(30));
+    // pods created but not yet seen by the informer, per job (as the ReplicaSet
+    // controller's expectations): no new pods until they show up
+    let mut pending: HashMap<String, (HashSet<String>, Instant)> = HashMap::new();
     loop {
         let key = queue.next().await;
-        match sync(&cx, &jobs, &pods, &key).await {
+        match sync(&cx, &jobs, &pods, &key, &mut pending).await {
             Ok(Some(again)) => queue.add_after(key, again),
             Ok(None) => {}
             Err(e) => {
@@ -76,6 +80,7 @@ async fn sync(
     jobs: &Informer,
     pods: &Informer,
     key: &str,
+    pending: &mut HashMap<String, (HashSet<String>, Instant)>,
 ) -> Result<Option<Duration>, ClientError> {
     let Some(job) = jobs.get(key) else {
         return Ok(None);
@@ -179,8 +184,28 @@ async fn sync(
             None if succeeded > 0 => 0,
             None => parallelism,
         };
-        let missing = want - running.len() as i64;
+        let seen: HashSet<&str> = owned
+            .iter()
+            .filter_map(|p| p["metadata"]["name"].as_str())
+            .collect();
+        let waiting = match pending.get_mut(key) {
+            Some((names, since)) => {
+                names.retain(|n| !seen.contains(n.as_str()));
+                !names.is_empty() && since.elapsed() < Duration::from_secs(10)
+            }
+            None => false,
+        };
+        if !waiting {
+            pending.remove(key);
+        }
+        let missing = if waiting {
+            again = Some(Duration::from_millis(200));
+            0
+        } else {
+            want - running.len() as i64
+        };
         if missing > 0 {
+            let mut created = HashSet::new();
             let taken: BTreeSet<i64> = running
                 .iter()
                 .filter_map(|p| index_of(p))
@@ -199,16 +224,21 @@ async fn sync(
                     None
                 };
                 let pod = pod_for(&job, &ns, &name, index);
-                cx.client
+                let made = cx
+                    .client
                     .create(&format!("/api/v1/namespaces/{ns}/pods"), &pod)
                     .await?;
+                if let Some(n) = made["metadata"]["name"].as_str() {
+                    created.insert(n.to_string());
+                }
             }
+            pending.insert(key.to_string(), (created, Instant::now()));
         }
         if let Some(deadline) = job["spec"]["activeDeadlineSeconds"].as_i64() {
             let left = parse_rfc3339(&start_time)
                 .map(|s| s + deadline - now)
                 .unwrap_or(deadline);
-            again = Some(Duration::from_secs(left.max(1) as u64));
+            again = again.or(Some(Duration::from_secs(left.max(1) as u64)));
         }
     }
     // status

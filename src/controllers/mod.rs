@@ -11,6 +11,7 @@ pub mod job;
 pub mod leader;
 pub mod namespace;
 pub mod nodeipam;
+pub mod nodelifecycle;
 pub mod queue;
 pub mod replicaset;
 pub mod serviceaccount;
@@ -59,6 +60,8 @@ pub fn resource(group: &str, plural: &str) -> &'static Resource {
 pub struct Settings {
     /// Pod ranges for nodes are cut from this (`--cluster-cidr`).
     pub cluster_cidr: String,
+    /// A node silent this long is unreachable.
+    pub node_monitor_grace_period: std::time::Duration,
 }
 
 /// Starts the control loops under leader election; they stop when the returned task
@@ -101,6 +104,10 @@ pub fn start(
             loops.spawn(crate::scheduler::run(cx.clone()));
             loops.spawn(serviceaccount::run(cx.clone()));
             loops.spawn(job::run(cx.clone()));
+            loops.spawn(nodelifecycle::run(
+                cx.clone(),
+                settings.node_monitor_grace_period,
+            ));
             loops.spawn(nodeipam::run(cx.clone(), settings.cluster_cidr.clone()));
             election.keep(&client).await;
             loops.abort_all();

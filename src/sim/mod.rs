@@ -150,12 +150,27 @@ pub async fn run(args: SimArgs) -> anyhow::Result<()> {
     tracing::info!(nodes = names.len(), "simulated nodes registered");
     // leases
     {
-        let (client, names) = (client.clone(), names.clone());
+        let (client, names, args) = (client.clone(), names.clone(), args.clone());
         tokio::spawn(async move {
             loop {
-                for n in &names {
+                for (i, n) in names.iter().enumerate() {
                     if let Err(e) = renew_lease(&client, n).await {
                         tracing::debug!(node = %n, error = %e, "lease renewal failed");
+                    }
+                    // a node marked unreachable while this process ran says it is ready
+                    let ready = client
+                        .get(&format!("/api/v1/nodes/{n}"))
+                        .await
+                        .ok()
+                        .is_some_and(|node| {
+                            node["status"]["conditions"]
+                                .as_array()
+                                .into_iter()
+                                .flatten()
+                                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                        });
+                    if !ready {
+                        let _ = register(&client, &node_object(&args, n, i)).await;
                     }
                 }
                 tokio::time::sleep(Duration::from_secs(10)).await;

@@ -94,7 +94,14 @@ pub struct SkuaServer {
 
 impl SkuaServer {
     pub fn start() -> SkuaServer {
+        Self::start_with_config("")
+    }
+
+    /// Starts a server whose `/etc/skua/config.yaml` equivalent holds `config` (flag
+    /// names as keys, e.g. `node-monitor-grace-period: 3s`).
+    pub fn start_with_config(config: &str) -> SkuaServer {
         let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("config.yaml"), config).unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("free port")
@@ -113,7 +120,6 @@ impl SkuaServer {
 
     fn spawn(dir: &Path, port: u16, kubeconfig: &Path) -> std::process::Child {
         let config = dir.join("config.yaml");
-        std::fs::write(&config, "").unwrap();
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
