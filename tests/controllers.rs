@@ -619,3 +619,63 @@ fn a_node_that_stops_renewing_is_tainted_and_its_pods_move() {
         "{out}"
     );
 }
+
+#[test]
+fn kubectl_drain_evicts_within_the_disruption_budget() {
+    let server = SkuaServer::start();
+    let _first = SimNodes::start(&server, 1, &["--name-prefix", "old-"]);
+    for args in [
+        &[
+            "create",
+            "deployment",
+            "web",
+            "--image=nginx",
+            "--replicas=2",
+        ][..],
+        &[
+            "create",
+            "pdb",
+            "web",
+            "--selector=app=web",
+            "--min-available=1",
+        ],
+    ] {
+        let (ok, out) = k(&server, "1.33", args);
+        assert!(ok, "{out}");
+    }
+    let (ok, out) = k(
+        &server,
+        "1.33",
+        &["rollout", "status", "deployment/web", "--timeout=30s"],
+    );
+    assert!(ok, "{out}");
+    eventually(20, "the budget to allow one disruption", || {
+        let (_, out) = k(&server, "1.27", &["get", "pdb", "web", "--no-headers"]);
+        (out.split_whitespace().nth(3) == Some("1")).then_some(())
+    });
+    let _second = SimNodes::start(&server, 2, &["--name-prefix", "new-"]);
+    // the second eviction waits (429) until the first pod's replacement is ready
+    let (ok, out) = k(&server, "1.33", &["drain", "old-0", "--timeout=60s"]);
+    assert!(ok && out.contains("node/old-0 drained"), "{out}");
+    assert!(
+        out.contains("Cannot evict pod as it would violate the pod's disruption budget"),
+        "the budget held the second eviction back: {out}"
+    );
+    let live = eventually(30, "both replicas on the new nodes", || {
+        let p: Vec<Value> = pods(&server, "app=web")
+            .into_iter()
+            .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+            .collect();
+        (p.len() == 2
+            && p.iter().all(|p| {
+                p["spec"]["nodeName"]
+                    .as_str()
+                    .is_some_and(|n| n.starts_with("new-"))
+                    && ready(p)
+            }))
+        .then_some(p)
+    });
+    assert_eq!(live.len(), 2);
+    let (_, out) = k(&server, "1.27", &["get", "node", "old-0"]);
+    assert!(out.contains("SchedulingDisabled"), "{out}");
+}

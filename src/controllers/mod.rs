@@ -5,6 +5,7 @@
 //! restart at any point. They run only while this server holds the controller lease.
 
 pub mod deployment;
+pub mod disruption;
 pub mod events;
 pub mod gc;
 pub mod job;
@@ -104,6 +105,7 @@ pub fn start(
             loops.spawn(crate::scheduler::run(cx.clone()));
             loops.spawn(serviceaccount::run(cx.clone()));
             loops.spawn(job::run(cx.clone()));
+            loops.spawn(disruption::run(cx.clone()));
             loops.spawn(nodelifecycle::run(
                 cx.clone(),
                 settings.node_monitor_grace_period,

@@ -501,6 +501,19 @@ pub fn cells(kind: &str, o: &Value, now: i64) -> Vec<Value> {
             age,
         ],
         "Lease" => vec![name, json!(s(o.pointer("/spec/holderIdentity"))), age],
+        "PodDisruptionBudget" => {
+            let text = |v: Option<&Value>| match v {
+                Some(Value::Null) | None => "N/A".to_string(),
+                other => s(other),
+            };
+            vec![
+                name,
+                json!(text(o.pointer("/spec/minAvailable"))),
+                json!(text(o.pointer("/spec/maxUnavailable"))),
+                json!(n(o.pointer("/status/disruptionsAllowed"))),
+                age,
+            ]
+        }
         "Event" => {
             let since = |field: &str| {
                 o.pointer(field)

@@ -161,6 +161,13 @@ pub fn columns(kind: &str) -> Vec<Column> {
             ("Holder", "string", 0),
             ("Age", "string", 0),
         ],
+        "PodDisruptionBudget" => vec![
+            ("Name", "string", 0),
+            ("Min Available", "string", 0),
+            ("Max Unavailable", "string", 0),
+            ("Allowed Disruptions", "integer", 0),
+            ("Age", "string", 0),
+        ],
         "Event" => vec![
             ("Last Seen", "string", 0),
             ("Type", "string", 0),
