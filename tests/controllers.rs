@@ -679,3 +679,71 @@ fn kubectl_drain_evicts_within_the_disruption_budget() {
     let (_, out) = k(&server, "1.27", &["get", "node", "old-0"]);
     assert!(out.contains("SchedulingDisabled"), "{out}");
 }
+
+const AGENT: &str = "apiVersion: apps/v1
+kind: DaemonSet
+metadata: {name: agent}
+spec:
+  selector: {matchLabels: {app: agent}}
+  template:
+    metadata: {labels: {app: agent}}
+    spec:
+      containers: [{name: a, image: busybox:1}]
+";
+
+#[test]
+fn a_daemon_set_covers_every_node_follows_new_ones_and_rolls() {
+    let server = SkuaServer::start();
+    let _nodes = SimNodes::start(&server, 2, &[]);
+    let (ok, out) = k(&server, "1.27", &["cordon", "sim-1"]);
+    assert!(ok, "{out}");
+    let file = server.dir.path().join("agent.yaml");
+    std::fs::write(&file, AGENT).unwrap();
+    let (ok, out) = k(&server, "1.33", &["apply", "-f", file.to_str().unwrap()]);
+    assert!(ok, "{out}");
+    let on_nodes = |n: usize, image: &str| {
+        eventually(30, "one daemon pod per node", || {
+            let p: Vec<Value> = pods(&server, "app=agent")
+                .into_iter()
+                .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+                .collect();
+            let nodes: std::collections::HashSet<&str> = p
+                .iter()
+                .filter_map(|p| p["spec"]["nodeName"].as_str())
+                .collect();
+            (p.len() == n
+                && nodes.len() == n
+                && p.iter()
+                    .all(|p| ready(p) && p["spec"]["containers"][0]["image"] == image))
+            .then_some(())
+        })
+    };
+    // a cordoned node still runs its daemon pod (daemon pods tolerate it)
+    on_nodes(2, "busybox:1");
+    let _more = SimNodes::start(&server, 1, &["--name-prefix", "late-"]);
+    on_nodes(3, "busybox:1");
+    let (ok, out) = k(
+        &server,
+        "1.33",
+        &["set", "image", "daemonset/agent", "a=busybox:2"],
+    );
+    assert!(ok, "{out}");
+    on_nodes(3, "busybox:2");
+    let (ok, out) = k(
+        &server,
+        "1.33",
+        &["rollout", "status", "daemonset/agent", "--timeout=30s"],
+    );
+    assert!(ok, "{out}");
+    let (_, out) = k(
+        &server,
+        "1.27",
+        &["get", "daemonset", "agent", "--no-headers"],
+    );
+    let cols: Vec<&str> = out.split_whitespace().collect();
+    assert_eq!(
+        cols[1..6],
+        ["3", "3", "3", "3", "3"],
+        "DESIRED CURRENT READY UP-TO-DATE AVAILABLE: {out}"
+    );
+}

@@ -4,6 +4,7 @@
 //! identity, so validation and field tracking apply), and converges again after a
 //! restart at any point. They run only while this server holds the controller lease.
 
+pub mod daemonset;
 pub mod deployment;
 pub mod disruption;
 pub mod events;
@@ -106,6 +107,7 @@ pub fn start(
             loops.spawn(serviceaccount::run(cx.clone()));
             loops.spawn(job::run(cx.clone()));
             loops.spawn(disruption::run(cx.clone()));
+            loops.spawn(daemonset::run(cx.clone()));
             loops.spawn(nodelifecycle::run(
                 cx.clone(),
                 settings.node_monitor_grace_period,
