@@ -32,6 +32,7 @@ pub struct ServerConfig {
     pub datastore: DatastoreConfig,
     pub compaction_interval: Duration,
     pub node_monitor_grace_period: Duration,
+    pub service_node_port_range: (u16, u16),
 }
 
 /// Which datastore to use.
@@ -79,6 +80,7 @@ impl TryFrom<ServerArgs> for ServerConfig {
             datastore,
             compaction_interval: a.datastore_compaction_interval,
             node_monitor_grace_period: a.node_monitor_grace_period,
+            service_node_port_range: a.service_node_port_range,
         })
     }
 }
@@ -127,6 +129,17 @@ impl ApiHandle {
 /// The API part of start-up: initial namespaces → PKI → controllers → HTTPS listener. Used by
 /// `skua server` and by `skua bench api`.
 pub async fn start_api(store: Arc<dyn Store>, cfg: &ServerConfig) -> anyhow::Result<ApiHandle> {
+    let ranges = apiserver::resources::allocate::ServiceRanges::new(
+        &cfg.service_cidr,
+        cfg.service_node_port_range,
+    )
+    .ok_or_else(|| {
+        anyhow::anyhow!(
+            "--service-cidr {} is not an IPv4 range of /8 to /30",
+            cfg.service_cidr
+        )
+    })?;
+    let _ = apiserver::resources::allocate::RANGES.set(ranges.clone());
     apiserver::resources::bootstrap(&*store)
         .await
         .map_err(|s| anyhow::anyhow!("creating the initial namespaces: {}", s.message))?;
@@ -146,6 +159,19 @@ pub async fn start_api(store: Arc<dyn Store>, cfg: &ServerConfig) -> anyhow::Res
     ))
     .await?;
     let addr = listener.local_addr()?;
+    // where the API is reached: the bind address if it names one, else the node IP
+    let endpoint = (!cfg.bind_address.is_unspecified())
+        .then_some(cfg.bind_address)
+        .or_else(|| cfg.node_ips.first().copied())
+        .unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]));
+    apiserver::resources::bootstrap_kubernetes_service(
+        &*store,
+        ranges.first(),
+        endpoint,
+        addr.port(),
+    )
+    .await
+    .map_err(|s| anyhow::anyhow!("creating the kubernetes service: {}", s.message))?;
     let tokens =
         apiserver::tokens::TokenAuthority::new(&pki.service_account_key, &cfg.cluster_domain)
             .map_err(|e| anyhow::anyhow!("{e}"))?;

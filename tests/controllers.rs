@@ -747,3 +747,201 @@ fn a_daemon_set_covers_every_node_follows_new_ones_and_rolls() {
         "DESIRED CURRENT READY UP-TO-DATE AVAILABLE: {out}"
     );
 }
+
+#[test]
+fn services_get_addresses_and_ports_once_and_endpoints_follow_pods() {
+    let server = SkuaServer::start();
+    let _nodes = SimNodes::start(&server, 2, &[]);
+    // the kubernetes service: the first address, pointing at this API server
+    let (_, body) = admin_request(
+        &server,
+        "GET",
+        "/api/v1/namespaces/default/services/kubernetes",
+        None,
+    );
+    let svc: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(svc["spec"]["clusterIP"], "10.43.0.1");
+    let (_, body) = admin_request(
+        &server,
+        "GET",
+        "/api/v1/namespaces/default/endpoints/kubernetes",
+        None,
+    );
+    let ep: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(ep["subsets"][0]["ports"][0]["port"], server.port);
+    // explicit addresses and node ports are honoured once, then refused in upstream's words
+    for (args, ok_wanted, text) in [
+        (
+            vec![
+                "create",
+                "service",
+                "clusterip",
+                "a",
+                "--tcp=80",
+                "--clusterip=10.43.0.50",
+            ],
+            true,
+            "",
+        ),
+        (
+            vec![
+                "create",
+                "service",
+                "clusterip",
+                "b",
+                "--tcp=80",
+                "--clusterip=10.43.0.50",
+            ],
+            false,
+            "spec.clusterIPs: Invalid value: []string{\"10.43.0.50\"}: failed to allocate IP 10.43.0.50: provided IP is already allocated",
+        ),
+        (
+            vec![
+                "create",
+                "service",
+                "nodeport",
+                "c",
+                "--tcp=80",
+                "--node-port=30080",
+            ],
+            true,
+            "",
+        ),
+        (
+            vec![
+                "create",
+                "service",
+                "nodeport",
+                "d",
+                "--tcp=80",
+                "--node-port=30080",
+            ],
+            false,
+            "spec.ports[0].nodePort: Invalid value: 30080: provided port is already allocated",
+        ),
+        (
+            vec![
+                "create",
+                "service",
+                "nodeport",
+                "e",
+                "--tcp=80",
+                "--node-port=20000",
+            ],
+            false,
+            "provided port is not in the valid range. The range of valid ports is 30000-32767",
+        ),
+    ] {
+        let (ok, out) = k(
+            &server,
+            "1.33",
+            &args.iter().map(|s| &**s).collect::<Vec<_>>(),
+        );
+        assert_eq!(ok, ok_wanted, "{args:?}: {out}");
+        assert!(out.contains(text), "{args:?}: {out}");
+    }
+    // released on delete
+    let (ok, out) = k(&server, "1.33", &["delete", "service", "a", "c"]);
+    assert!(ok, "{out}");
+    let (ok, out) = k(
+        &server,
+        "1.33",
+        &[
+            "create",
+            "service",
+            "nodeport",
+            "again",
+            "--tcp=80",
+            "--node-port=30080",
+        ],
+    );
+    assert!(ok, "{out}");
+    // dynamic ones never collide
+    let mut seen = std::collections::HashSet::new();
+    for i in 0..20 {
+        let (ok, out) = k(
+            &server,
+            "1.27",
+            &[
+                "create",
+                "service",
+                "nodeport",
+                &format!("s{i}"),
+                "--tcp=80",
+            ],
+        );
+        assert!(ok, "{out}");
+        let (_, body) = admin_request(
+            &server,
+            "GET",
+            &format!("/api/v1/namespaces/default/services/s{i}"),
+            None,
+        );
+        let s: Value = serde_json::from_str(&body).unwrap();
+        assert!(seen.insert(s["spec"]["clusterIP"].as_str().unwrap().to_string()));
+        let port = s["spec"]["ports"][0]["nodePort"].as_i64().unwrap();
+        assert!((30000..=32767).contains(&port) && seen.insert(port.to_string()));
+    }
+    // endpoints follow ready pods
+    let (ok, out) = k(
+        &server,
+        "1.33",
+        &[
+            "create",
+            "deployment",
+            "web",
+            "--image=nginx",
+            "--replicas=3",
+            "--port=80",
+        ],
+    );
+    assert!(ok, "{out}");
+    let (ok, out) = k(
+        &server,
+        "1.33",
+        &[
+            "expose",
+            "deployment",
+            "web",
+            "--port=8080",
+            "--target-port=80",
+        ],
+    );
+    assert!(ok, "{out}");
+    let count = |server: &SkuaServer| {
+        let (_, body) = admin_request(
+            server,
+            "GET",
+            "/api/v1/namespaces/default/endpoints/web",
+            None,
+        );
+        let ep: Value = serde_json::from_str(&body).unwrap_or_default();
+        ep["subsets"][0]["addresses"].as_array().map_or(0, Vec::len)
+    };
+    eventually(30, "three endpoints", || {
+        (count(&server) == 3).then_some(())
+    });
+    let (_, body) = admin_request(
+        &server,
+        "GET",
+        "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices?labelSelector=kubernetes.io/service-name=web",
+        None,
+    );
+    let slices: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        slices["items"][0]["endpoints"]
+            .as_array()
+            .map_or(0, Vec::len),
+        3
+    );
+    assert_eq!(slices["items"][0]["ports"][0]["port"], 80);
+    let (ok, out) = k(
+        &server,
+        "1.33",
+        &["scale", "deployment", "web", "--replicas=1"],
+    );
+    assert!(ok, "{out}");
+    eventually(30, "one endpoint", || (count(&server) == 1).then_some(()));
+    let (_, out) = k(&server, "1.27", &["get", "endpoints", "web"]);
+    assert!(out.contains(":80"), "{out}");
+}

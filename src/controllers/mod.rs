@@ -7,6 +7,7 @@
 pub mod daemonset;
 pub mod deployment;
 pub mod disruption;
+pub mod endpoints;
 pub mod events;
 pub mod gc;
 pub mod job;
@@ -108,6 +109,7 @@ pub fn start(
             loops.spawn(job::run(cx.clone()));
             loops.spawn(disruption::run(cx.clone()));
             loops.spawn(daemonset::run(cx.clone()));
+            loops.spawn(endpoints::run(cx.clone()));
             loops.spawn(nodelifecycle::run(
                 cx.clone(),
                 settings.node_monitor_grace_period,

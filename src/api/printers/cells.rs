@@ -501,6 +501,51 @@ pub fn cells(kind: &str, o: &Value, now: i64) -> Vec<Value> {
             age,
         ],
         "Lease" => vec![name, json!(s(o.pointer("/spec/holderIdentity"))), age],
+        "Endpoints" => {
+            let mut list = Vec::new();
+            for subset in o
+                .pointer("/subsets")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                for port in subset["ports"].as_array().into_iter().flatten() {
+                    for a in subset["addresses"].as_array().into_iter().flatten() {
+                        list.push(format!("{}:{}", s(a.get("ip")), n(port.get("port"))));
+                    }
+                }
+            }
+            vec![name, json!(first_three(list)), age]
+        }
+        "EndpointSlice" => {
+            let ports: Vec<String> = o
+                .pointer("/ports")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .map(|p| n(p.get("port")).to_string())
+                .collect();
+            let addresses: Vec<String> = o
+                .pointer("/endpoints")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .flat_map(|e| e["addresses"].as_array().cloned().unwrap_or_default())
+                .map(|a| s(Some(&a)))
+                .collect();
+            let ports = if ports.is_empty() {
+                "<unset>".to_string()
+            } else {
+                ports.join(",")
+            };
+            vec![
+                name,
+                json!(s(o.pointer("/addressType"))),
+                json!(ports),
+                json!(first_three(addresses)),
+                age,
+            ]
+        }
         "PodDisruptionBudget" => {
             let text = |v: Option<&Value>| match v {
                 Some(Value::Null) | None => "N/A".to_string(),
@@ -605,6 +650,15 @@ fn hpa_targets(o: &Value) -> String {
         format!("{} + {} more...", shown[..2].join(", "), shown.len() - 2)
     } else {
         shown.join(", ")
+    }
+}
+
+/// Up to three entries, then `+ N more...`; `<none>` for none (upstream's format).
+fn first_three(list: Vec<String>) -> String {
+    match list.len() {
+        0 => "<none>".into(),
+        1..=3 => list.join(","),
+        n => format!("{} + {} more...", list[..3].join(","), n - 3),
     }
 }
 

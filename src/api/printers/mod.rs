@@ -161,6 +161,18 @@ pub fn columns(kind: &str) -> Vec<Column> {
             ("Holder", "string", 0),
             ("Age", "string", 0),
         ],
+        "Endpoints" => vec![
+            ("Name", "string", 0),
+            ("Endpoints", "string", 0),
+            ("Age", "string", 0),
+        ],
+        "EndpointSlice" => vec![
+            ("Name", "string", 0),
+            ("AddressType", "string", 0),
+            ("Ports", "string", 0),
+            ("Endpoints", "string", 0),
+            ("Age", "string", 0),
+        ],
         "PodDisruptionBudget" => vec![
             ("Name", "string", 0),
             ("Min Available", "string", 0),

@@ -172,6 +172,9 @@ pub async fn delete(
         }
         match store.delete(&k, kv.mod_revision).await {
             Ok(_) => {
+                if res.kind == "Service" {
+                    super::allocate::release(store, &obj).await;
+                }
                 return Ok(json!({
                     "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
                     "details": {"name": name, "group": res.group, "kind": res.plural, "uid": uid},

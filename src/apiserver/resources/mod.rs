@@ -1,6 +1,7 @@
 //! Generic storage-backed resources: get, list, watch, create, update (PUT), delete and
 //! deletecollection, for every stored kind in the registry.
 
+pub mod allocate;
 mod delete;
 mod list;
 pub mod object;
@@ -628,8 +629,23 @@ pub async fn create(
             &crate::api::meta::now_rfc3339(),
         );
     }
-    let bytes = to_store(&obj)?;
-    match store.create(&key(res, namespace, &name), bytes).await {
+    let allocated = if res.kind == "Service" {
+        allocate::allocate(store, &mut obj).await?
+    } else {
+        Vec::new()
+    };
+    let bytes = match to_store(&obj) {
+        Ok(b) => b,
+        Err(e) => {
+            allocate::release(store, &obj).await;
+            return Err(e);
+        }
+    };
+    let created = store.create(&key(res, namespace, &name), bytes).await;
+    if created.is_err() && !allocated.is_empty() {
+        allocate::release(store, &obj).await;
+    }
+    match created {
         Ok(revision) => {
             object::set_resource_version(&mut obj, revision);
             Ok(obj)
@@ -665,6 +681,89 @@ pub async fn bootstrap(store: &dyn Store) -> Result<(), ApiStatus> {
         .await
         {
             Ok(_) => tracing::info!(namespace = ns, "created namespace"),
+            Err(s) if s.reason == "AlreadyExists" => {}
+            Err(s) => return Err(s),
+        }
+    }
+    Ok(())
+}
+
+/// The `kubernetes` Service in `default` (the first service IP, port 443) and its
+/// Endpoints and EndpointSlice, pointing at this API server (as kube-apiserver keeps
+/// them).
+pub async fn bootstrap_kubernetes_service(
+    store: &dyn Store,
+    cluster_ip: std::net::Ipv4Addr,
+    endpoint: std::net::IpAddr,
+    port: u16,
+) -> Result<(), ApiStatus> {
+    let actor = Actor {
+        manager: "skua".into(),
+        operation: Operation::Update,
+        subresource: String::new(),
+        api_version: "v1".into(),
+    };
+    let find = |plural: &str, group: &str| {
+        RESOURCES
+            .iter()
+            .find(|r| r.plural == plural && r.group == group)
+            .expect("a built-in resource")
+    };
+    let service = json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "kubernetes", "namespace": "default", "labels": {"component": "apiserver", "provider": "kubernetes"}},
+        "spec": {"clusterIP": cluster_ip.to_string(), "type": "ClusterIP", "sessionAffinity": "None",
+                 "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": port}]},
+    });
+    let family = if endpoint.is_ipv4() { "IPv4" } else { "IPv6" };
+    let endpoints = json!({
+        "apiVersion": "v1", "kind": "Endpoints",
+        "metadata": {"name": "kubernetes", "namespace": "default", "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
+        "subsets": [{"addresses": [{"ip": endpoint.to_string()}], "ports": [{"name": "https", "port": port, "protocol": "TCP"}]}],
+    });
+    let slice = json!({
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": "kubernetes", "namespace": "default", "labels": {"kubernetes.io/service-name": "kubernetes", "endpointslice.kubernetes.io/managed-by": "skua"}},
+        "addressType": family,
+        "endpoints": [{"addresses": [endpoint.to_string()], "conditions": {"ready": true, "serving": true, "terminating": false}}],
+        "ports": [{"name": "https", "port": port, "protocol": "TCP"}],
+    });
+    for (res, obj) in [
+        (find("services", ""), service),
+        (find("endpoints", ""), endpoints),
+        (find("endpointslices", "discovery.k8s.io"), slice),
+    ] {
+        let exists = store
+            .get(&key(res, Some("default"), "kubernetes"))
+            .await
+            .map_err(store_error)?
+            .kv
+            .is_some();
+        let made = if exists {
+            Err(ApiStatus::new(
+                StatusCode::CONFLICT,
+                "AlreadyExists",
+                "exists",
+            ))
+        } else {
+            create(store, res, Some("default"), obj.clone(), Some(&actor)).await
+        };
+        match made {
+            Ok(_) => {}
+            Err(s) if s.reason == "AlreadyExists" && res.kind != "Service" => {
+                // the address or port may have changed since the last start
+                let fresh = obj.clone();
+                write::guaranteed_update(store, res, Some("default"), "kubernetes", None, &|cur| {
+                    let mut next = cur.clone();
+                    for f in ["subsets", "endpoints", "ports", "addressType"] {
+                        if let Some(v) = fresh.get(f) {
+                            next[f] = v.clone();
+                        }
+                    }
+                    Ok(next)
+                })
+                .await?;
+            }
             Err(s) if s.reason == "AlreadyExists" => {}
             Err(s) => return Err(s),
         }

@@ -367,6 +367,9 @@ pub fn prepare_update(
             + 1;
         metadata_mut(&mut obj).insert("generation".into(), json!(next));
     }
+    if res.kind == "Service" {
+        super::allocate::keep_allocations(&mut obj, current);
+    }
     if res.kind == "Namespace" {
         // status is written through namespaces/status; spec.finalizers through finalize
         obj["spec"] = current.get("spec").cloned().unwrap_or(Value::Null);
