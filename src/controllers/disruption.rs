@@ -8,7 +8,6 @@ use super::replicaset::{ready, selects};
 use crate::client::watch::object_path;
 use serde_json::{Value, json};
 use std::sync::Arc;
-use std::time::Duration;
 
 /// An int-or-percent of `total`, rounding up (as upstream does for budgets).
 fn scaled(v: &Value, total: i64) -> Option<i64> {
@@ -99,13 +98,7 @@ pub async fn run(cx: Arc<Context>) {
                 tracing::debug!(error = %e, "disruption budget status update failed; retrying");
             }
         }
-        tokio::select! {
-            Some(_) = a.recv() => {}
-            Some(_) = b.recv() => {}
-            _ = tokio::time::sleep(Duration::from_secs(30)) => {}
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        while a.try_recv().is_ok() || b.try_recv().is_ok() {}
+        super::next_pass(&mut a, &mut b).await;
     }
 }
 

@@ -11,7 +11,6 @@ use crate::client::watch::object_path;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 const SERVICE_NAME: &str = "kubernetes.io/service-name";
 const MANAGED_BY: &str = "endpointslice.kubernetes.io/managed-by";
@@ -69,13 +68,7 @@ pub async fn run(cx: Arc<Context>) {
                 let _ = cx.client.delete(&path, &json!({})).await;
             }
         }
-        tokio::select! {
-            Some(_) = a.recv() => {}
-            Some(_) = b.recv() => {}
-            _ = tokio::time::sleep(Duration::from_secs(30)) => {}
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        while a.try_recv().is_ok() || b.try_recv().is_ok() {}
+        super::next_pass(&mut a, &mut b).await;
     }
 }
 

@@ -141,6 +141,21 @@ pub fn resync(informer: &Arc<Informer>, queue: &queue::WorkQueue, period: std::t
     });
 }
 
+/// Waits for the next pass of a loop that looks at everything each time: a change on
+/// either informer (a burst settles into one pass) or 30 s.
+pub async fn next_pass(
+    a: &mut tokio::sync::mpsc::UnboundedReceiver<crate::client::watch::Change>,
+    b: &mut tokio::sync::mpsc::UnboundedReceiver<crate::client::watch::Change>,
+) {
+    tokio::select! {
+        Some(_) = a.recv() => {}
+        Some(_) = b.recv() => {}
+        _ = tokio::time::sleep(std::time::Duration::from_secs(30)) => {}
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    while a.try_recv().is_ok() || b.try_recv().is_ok() {}
+}
+
 /// The owner reference of `obj` that is its controller, if any.
 pub fn controller_of(obj: &serde_json::Value) -> Option<&serde_json::Value> {
     obj["metadata"]["ownerReferences"]

@@ -4,7 +4,6 @@
 use super::Context;
 use serde_json::json;
 use std::sync::Arc;
-use std::time::Duration;
 
 pub async fn run(cx: Arc<Context>) {
     let namespaces = cx.informer("", "namespaces");
@@ -33,13 +32,6 @@ pub async fn run(cx: Arc<Context>) {
                 }
             }
         }
-        tokio::select! {
-            Some(_) = a.recv() => {}
-            Some(_) = b.recv() => {}
-            _ = tokio::time::sleep(Duration::from_secs(30)) => {}
-        }
-        // let a burst of changes settle into one pass
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        while a.try_recv().is_ok() || b.try_recv().is_ok() {}
+        super::next_pass(&mut a, &mut b).await;
     }
 }
