@@ -945,3 +945,115 @@ fn services_get_addresses_and_ports_once_and_endpoints_follow_pods() {
     let (_, out) = k(&server, "1.27", &["get", "endpoints", "web"]);
     assert!(out.contains(":80"), "{out}");
 }
+
+const DB: &str = "apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: db}
+spec:
+  serviceName: db
+  replicas: 4
+  selector: {matchLabels: {app: db}}
+  template:
+    metadata: {labels: {app: db}}
+    spec:
+      containers: [{name: db, image: postgres:1}]
+  volumeClaimTemplates:
+  - metadata: {name: data}
+    spec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}}
+";
+
+#[test]
+fn a_stateful_set_starts_its_pods_strictly_in_order_and_keeps_their_claims() {
+    let server = SkuaServer::start();
+    let _nodes = SimNodes::start(&server, 2, &[]);
+    let file = server.dir.path().join("db.yaml");
+    std::fs::write(&file, DB).unwrap();
+    let (ok, out) = k(&server, "1.33", &["apply", "-f", file.to_str().unwrap()]);
+    assert!(ok, "{out}");
+    // at every observation the pods are db-0..db-k, all but the newest ready
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let now = pods(&server, "app=db");
+        let mut ordinals: Vec<i64> = now
+            .iter()
+            .map(|p| {
+                p["metadata"]["name"]
+                    .as_str()
+                    .unwrap()
+                    .trim_start_matches("db-")
+                    .parse()
+                    .unwrap()
+            })
+            .collect();
+        ordinals.sort();
+        assert_eq!(
+            ordinals,
+            (0..ordinals.len() as i64).collect::<Vec<_>>(),
+            "names are db-0..db-N"
+        );
+        for p in &now {
+            let i: i64 = p["metadata"]["name"]
+                .as_str()
+                .unwrap()
+                .trim_start_matches("db-")
+                .parse()
+                .unwrap();
+            if i + 1 < ordinals.len() as i64 {
+                assert!(ready(p), "db-{} exists while db-{i} is not ready", i + 1);
+            }
+            assert_eq!(p["spec"]["hostname"], p["metadata"]["name"]);
+            assert_eq!(p["spec"]["subdomain"], "db");
+        }
+        if now.len() == 4 && now.iter().all(ready) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the set did not come up: {now:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let (ok, out) = k(
+        &server,
+        "1.27",
+        &["rollout", "status", "statefulset/db", "--timeout=30s"],
+    );
+    assert!(ok, "{out}");
+    // scale down: highest ordinals go, the claims stay
+    let (ok, out) = k(
+        &server,
+        "1.27",
+        &["scale", "statefulset/db", "--replicas=2"],
+    );
+    assert!(ok, "{out}");
+    eventually(30, "db-0 and db-1 only", || {
+        let mut names: Vec<String> = pods(&server, "app=db")
+            .iter()
+            .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+            .map(|p| p["metadata"]["name"].as_str().unwrap().to_string())
+            .collect();
+        names.sort();
+        (names == ["db-0", "db-1"]).then_some(())
+    });
+    let (_, out) = k(&server, "1.27", &["get", "pvc", "-o", "name"]);
+    for i in 0..4 {
+        assert!(
+            out.contains(&format!("persistentvolumeclaim/data-db-{i}")),
+            "{out}"
+        );
+    }
+    // a new template rolls from the top down
+    let (ok, out) = k(
+        &server,
+        "1.33",
+        &["set", "image", "statefulset/db", "db=postgres:2"],
+    );
+    assert!(ok, "{out}");
+    eventually(30, "both pods updated", || {
+        let p = pods(&server, "app=db");
+        (p.len() == 2
+            && p.iter()
+                .all(|p| ready(p) && p["spec"]["containers"][0]["image"] == "postgres:2"))
+        .then_some(())
+    });
+}

@@ -18,6 +18,7 @@ pub mod nodelifecycle;
 pub mod queue;
 pub mod replicaset;
 pub mod serviceaccount;
+pub mod statefulset;
 
 use crate::api::registry::{self, Resource};
 use crate::apiserver::ApiContext;
@@ -110,6 +111,7 @@ pub fn start(
             loops.spawn(disruption::run(cx.clone()));
             loops.spawn(daemonset::run(cx.clone()));
             loops.spawn(endpoints::run(cx.clone()));
+            loops.spawn(statefulset::run(cx.clone()));
             loops.spawn(nodelifecycle::run(
                 cx.clone(),
                 settings.node_monitor_grace_period,

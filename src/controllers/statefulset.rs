@@ -1,0 +1,328 @@
+//! The StatefulSet controller: pods with stable names `<set>-<ordinal>` (and hostname,
+//! subdomain, and one PersistentVolumeClaim per `volumeClaimTemplates` entry that
+//! outlives the pod), created in order — with `OrderedReady`, pod N+1 only once pods
+//! 0..N are running and ready — and removed highest ordinal first; `Parallel` does
+//! both at once. `RollingUpdate` replaces pods from the highest ordinal down to
+//! `partition`, one at a time, each once the rest are ready.
+
+use super::deployment::template_hash;
+use super::queue::WorkQueue;
+use super::replicaset::{active, feed, ready};
+use super::{Context, controller_of, controller_ref};
+use crate::client::ClientError;
+use crate::client::watch::{Informer, object_path};
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const REVISION: &str = "controller-revision-hash";
+
+pub async fn run(cx: Arc<Context>) {
+    let sets = cx.informer("apps", "statefulsets");
+    let pods = cx.informer("", "pods");
+    let claims = cx.informer("", "persistentvolumeclaims");
+    let queue = WorkQueue::default();
+    feed(&sets, &pods, &queue);
+    sets.synced().await;
+    pods.synced().await;
+    claims.synced().await;
+    super::resync(&sets, &queue, Duration::from_secs(30));
+    let mut pending: HashMap<String, (HashSet<String>, Instant)> = HashMap::new();
+    loop {
+        let key = queue.next().await;
+        if let Err(e) = sync(&cx, &sets, &pods, &claims, &key, &mut pending).await {
+            tracing::debug!(statefulset = %key, error = %e, "stateful set sync failed; retrying");
+            queue.add_after(key, Duration::from_secs(1));
+        }
+    }
+}
+
+fn ordinal(pod: &Value, set: &str) -> Option<i64> {
+    pod["metadata"]["name"]
+        .as_str()?
+        .strip_prefix(&format!("{set}-"))?
+        .parse()
+        .ok()
+}
+
+fn running_and_ready(pod: &Value) -> bool {
+    pod["status"]["phase"] == "Running"
+        && ready(pod)
+        && pod["metadata"]["deletionTimestamp"].is_null()
+}
+
+async fn sync(
+    cx: &Context,
+    sets: &Informer,
+    pods: &Informer,
+    claims: &Informer,
+    key: &str,
+    pending: &mut HashMap<String, (HashSet<String>, Instant)>,
+) -> Result<(), ClientError> {
+    let Some(set) = sets.get(key) else {
+        return Ok(());
+    };
+    if !set["metadata"]["deletionTimestamp"].is_null() {
+        return Ok(());
+    }
+    let ns = set["metadata"]["namespace"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    let name = set["metadata"]["name"].as_str().unwrap_or("").to_string();
+    let uid = &set["metadata"]["uid"];
+    let revision = format!("{name}-{}", template_hash(&set["spec"]["template"], 0));
+    let replicas = set["spec"]["replicas"].as_i64().unwrap_or(1).max(0);
+    let parallel = set["spec"]["podManagementPolicy"] == "Parallel";
+    let mut by_ordinal: BTreeMap<i64, Arc<Value>> = BTreeMap::new();
+    for p in pods.list(Some(&ns)) {
+        if controller_of(&p).is_some_and(|r| r["uid"] == *uid) {
+            if let Some(i) = ordinal(&p, &name) {
+                by_ordinal.insert(i, p);
+            }
+        }
+    }
+    // wait until the informer shows what was just created or deleted
+    if let Some((names, since)) = pending.get_mut(key) {
+        names.retain(|n| {
+            let present = by_ordinal
+                .values()
+                .any(|p| p["metadata"]["name"] == *n.as_str() && active(p));
+            !present
+        });
+        if !names.is_empty() && since.elapsed() < Duration::from_secs(10) {
+            return Ok(());
+        }
+        pending.remove(key);
+    }
+    let pod_path = |pod_name: &str| object_path(pods.res, Some(&ns), pod_name);
+    // finished or failed pods are replaced
+    for (_, p) in by_ordinal
+        .iter()
+        .filter(|(_, p)| matches!(p["status"]["phase"].as_str(), Some("Succeeded" | "Failed")))
+    {
+        cx.client
+            .delete(
+                &pod_path(p["metadata"]["name"].as_str().unwrap_or("")),
+                &json!({}),
+            )
+            .await?;
+    }
+    let mut acted = false;
+    // create what is missing, in order
+    for i in 0..replicas {
+        if by_ordinal.get(&i).is_some_and(|p| active(p)) {
+            if !parallel && !running_and_ready(&by_ordinal[&i]) {
+                break; // OrderedReady: nothing after a pod that is not ready yet
+            }
+            continue;
+        }
+        if by_ordinal.contains_key(&i) {
+            break; // still terminating
+        }
+        let pod_name = format!("{name}-{i}");
+        ensure_claims(cx, &set, claims, &ns, &name, i).await?;
+        let pod = pod_for(&set, &ns, &name, i, &revision);
+        match cx
+            .client
+            .create(&format!("/api/v1/namespaces/{ns}/pods"), &pod)
+            .await
+        {
+            Ok(_) => {}
+            Err(e) if e.is_already_exists() => {}
+            Err(e) => return Err(e),
+        }
+        pending
+            .entry(key.to_string())
+            .or_insert_with(|| (HashSet::new(), Instant::now()))
+            .0
+            .insert(pod_name);
+        acted = true;
+        if !parallel {
+            break;
+        }
+    }
+    // remove what is too many, highest ordinal first
+    if !acted {
+        let extra: Vec<(&i64, &Arc<Value>)> = by_ordinal
+            .iter()
+            .rev()
+            .filter(|(i, p)| **i >= replicas && active(p))
+            .collect();
+        let others_ready = by_ordinal
+            .iter()
+            .filter(|(i, _)| **i < replicas)
+            .all(|(_, p)| running_and_ready(p));
+        for (_, p) in extra.iter().take(if parallel { usize::MAX } else { 1 }) {
+            if parallel || others_ready {
+                cx.client
+                    .delete(
+                        &pod_path(p["metadata"]["name"].as_str().unwrap_or("")),
+                        &json!({}),
+                    )
+                    .await?;
+                acted = true;
+            }
+        }
+    }
+    // rolling update, from the top down to the partition
+    let rolling = set["spec"]["updateStrategy"]["type"]
+        .as_str()
+        .unwrap_or("RollingUpdate")
+        == "RollingUpdate";
+    let partition = set["spec"]["updateStrategy"]["rollingUpdate"]["partition"]
+        .as_i64()
+        .unwrap_or(0);
+    let all_ready = (0..replicas).all(|i| by_ordinal.get(&i).is_some_and(|p| running_and_ready(p)));
+    if rolling && !acted && all_ready {
+        if let Some((_, p)) = by_ordinal.iter().rev().find(|(i, p)| {
+            **i < replicas
+                && **i >= partition
+                && p["metadata"]["labels"][REVISION] != *revision.as_str()
+        }) {
+            cx.client
+                .delete(
+                    &pod_path(p["metadata"]["name"].as_str().unwrap_or("")),
+                    &json!({}),
+                )
+                .await?;
+        }
+    }
+    // status
+    let live: Vec<&Arc<Value>> = by_ordinal.values().filter(|p| active(p)).collect();
+    let updated = live
+        .iter()
+        .filter(|p| p["metadata"]["labels"][REVISION] == *revision.as_str())
+        .count() as i64;
+    let current_revision = if updated == replicas && live.len() as i64 == replicas {
+        revision.clone()
+    } else {
+        set["status"]["currentRevision"]
+            .as_str()
+            .map(String::from)
+            .unwrap_or_else(|| revision.clone())
+    };
+    let current = live
+        .iter()
+        .filter(|p| p["metadata"]["labels"][REVISION] == *current_revision.as_str())
+        .count();
+    let ready_count = live.iter().filter(|p| ready(p)).count();
+    let mut status = json!({
+        "observedGeneration": set["metadata"]["generation"],
+        "replicas": live.len(),
+        "readyReplicas": ready_count,
+        "availableReplicas": ready_count,
+        "currentReplicas": current,
+        "updatedReplicas": updated,
+        "currentRevision": current_revision,
+        "updateRevision": revision,
+        "collisionCount": 0,
+    });
+    for k in ["readyReplicas", "currentReplicas", "updatedReplicas"] {
+        if status[k] == 0 {
+            status.as_object_mut().map(|m| m.remove(k));
+        }
+    }
+    if set["status"] != status {
+        let mut next = (*set).clone();
+        next["status"] = status;
+        cx.client
+            .update(
+                &format!("{}/status", object_path(sets.res, Some(&ns), &name)),
+                &next,
+            )
+            .await?;
+    }
+    Ok(())
+}
+
+/// The claims of pod `ordinal`, created if missing; they belong to no pod, so they
+/// outlive it (upstream's default retention policy, Retain).
+async fn ensure_claims(
+    cx: &Context,
+    set: &Value,
+    claims: &Informer,
+    ns: &str,
+    name: &str,
+    ordinal: i64,
+) -> Result<(), ClientError> {
+    for t in set["spec"]["volumeClaimTemplates"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        let claim = format!(
+            "{}-{name}-{ordinal}",
+            t["metadata"]["name"].as_str().unwrap_or("")
+        );
+        if claims.get(&format!("{ns}/{claim}")).is_some() {
+            continue;
+        }
+        let mut labels = set["spec"]["selector"]["matchLabels"].clone();
+        if !labels.is_object() {
+            labels = json!({});
+        }
+        let pvc = json!({
+            "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+            "metadata": {"name": claim, "namespace": ns, "labels": labels},
+            "spec": t["spec"],
+        });
+        match cx
+            .client
+            .create(
+                &format!("/api/v1/namespaces/{ns}/persistentvolumeclaims"),
+                &pvc,
+            )
+            .await
+        {
+            Ok(_) => {}
+            Err(e) if e.is_already_exists() => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+fn pod_for(set: &Value, ns: &str, name: &str, ordinal: i64, revision: &str) -> Value {
+    let template = &set["spec"]["template"];
+    let pod_name = format!("{name}-{ordinal}");
+    let mut labels = template["metadata"]["labels"].clone();
+    if !labels.is_object() {
+        labels = json!({});
+    }
+    labels[REVISION] = json!(revision);
+    labels["statefulset.kubernetes.io/pod-name"] = json!(pod_name);
+    labels["apps.kubernetes.io/pod-index"] = json!(ordinal.to_string());
+    let mut spec = template["spec"].clone();
+    spec["hostname"] = json!(pod_name);
+    if let Some(svc) = set["spec"]["serviceName"]
+        .as_str()
+        .filter(|s| !s.is_empty())
+    {
+        spec["subdomain"] = json!(svc);
+    }
+    let mut volumes = spec["volumes"].as_array().cloned().unwrap_or_default();
+    for t in set["spec"]["volumeClaimTemplates"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        let vol = t["metadata"]["name"].as_str().unwrap_or("");
+        if !volumes.iter().any(|v| v["name"] == vol) {
+            volumes.push(json!({"name": vol, "persistentVolumeClaim": {"claimName": format!("{vol}-{name}-{ordinal}")}}));
+        }
+    }
+    if !volumes.is_empty() {
+        spec["volumes"] = json!(volumes);
+    }
+    let mut pod = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": pod_name, "namespace": ns, "labels": labels, "ownerReferences": [controller_ref(set)]},
+        "spec": spec,
+    });
+    if template["metadata"]["annotations"].is_object() {
+        pod["metadata"]["annotations"] = template["metadata"]["annotations"].clone();
+    }
+    pod
+}
