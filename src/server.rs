@@ -33,6 +33,7 @@ pub struct ServerConfig {
     pub compaction_interval: Duration,
     pub node_monitor_grace_period: Duration,
     pub service_node_port_range: (u16, u16),
+    pub cronjob_clock_skew: i64,
 }
 
 /// Which datastore to use.
@@ -81,6 +82,7 @@ impl TryFrom<ServerArgs> for ServerConfig {
             compaction_interval: a.datastore_compaction_interval,
             node_monitor_grace_period: a.node_monitor_grace_period,
             service_node_port_range: a.service_node_port_range,
+            cronjob_clock_skew: a.debug_cronjob_clock_skew,
         })
     }
 }
@@ -202,6 +204,7 @@ pub async fn start_api(store: Arc<dyn Store>, cfg: &ServerConfig) -> anyhow::Res
         crate::controllers::Settings {
             cluster_cidr: cfg.cluster_cidr.clone(),
             node_monitor_grace_period: cfg.node_monitor_grace_period,
+            cronjob_clock_skew: cfg.cronjob_clock_skew,
         },
     );
     let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();

@@ -1057,3 +1057,103 @@ fn a_stateful_set_starts_its_pods_strictly_in_order_and_keeps_their_claims() {
         .then_some(())
     });
 }
+
+#[test]
+fn a_cron_job_creates_its_job_on_schedule() {
+    // the controller's clock runs ahead so that the next minute comes 4 s after start
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let skew = (60 - now % 60 + 56) % 60;
+    let server = SkuaServer::start_with_config(&format!("debug-cronjob-clock-skew: {skew}\n"));
+    let _nodes = SimNodes::start(&server, 1, &["--job-seconds", "1"]);
+    let (ok, out) = k(
+        &server,
+        "1.33",
+        &[
+            "create",
+            "cronjob",
+            "tick",
+            "--image=busybox",
+            "--schedule=*/1 * * * *",
+            "--",
+            "date",
+        ],
+    );
+    assert!(ok, "{out}");
+    let job = eventually(30, "the scheduled job", || {
+        let (_, body) = admin_request(
+            &server,
+            "GET",
+            "/apis/batch/v1/namespaces/default/jobs",
+            None,
+        );
+        let list: Value = serde_json::from_str(&body).unwrap();
+        list["items"].as_array().and_then(|l| l.first().cloned())
+    });
+    let name = job["metadata"]["name"].as_str().unwrap();
+    let minutes: i64 = name.strip_prefix("tick-").unwrap().parse().unwrap();
+    assert!(
+        minutes > 29_000_000,
+        "named after its scheduled minute: {name}"
+    );
+    assert_eq!(job["metadata"]["ownerReferences"][0]["kind"], "CronJob");
+    let (ok, out) = k(
+        &server,
+        "1.33",
+        &[
+            "wait",
+            "--for=condition=complete",
+            &format!("job/{name}"),
+            "--timeout=30s",
+        ],
+    );
+    assert!(ok, "{out}");
+    let cj = eventually(20, "the cron job's status", || {
+        let (_, body) = admin_request(
+            &server,
+            "GET",
+            "/apis/batch/v1/namespaces/default/cronjobs/tick",
+            None,
+        );
+        let cj: Value = serde_json::from_str(&body).unwrap();
+        (cj["status"]["lastScheduleTime"].is_string()
+            && cj["status"]["lastSuccessfulTime"].is_string())
+        .then_some(cj)
+    });
+    assert_eq!(
+        parse_minute(cj["status"]["lastScheduleTime"].as_str().unwrap()),
+        minutes,
+        "lastScheduleTime is the job's minute"
+    );
+    // deleting the cron job takes its jobs along
+    let (ok, out) = k(&server, "1.33", &["delete", "cronjob", "tick"]);
+    assert!(ok, "{out}");
+    eventually(30, "its jobs to go", || {
+        let (_, body) = admin_request(
+            &server,
+            "GET",
+            "/apis/batch/v1/namespaces/default/jobs",
+            None,
+        );
+        let list: Value = serde_json::from_str(&body).unwrap();
+        list["items"]
+            .as_array()
+            .is_some_and(Vec::is_empty)
+            .then_some(())
+    });
+}
+
+/// Minutes since the epoch of an RFC 3339 UTC time.
+fn parse_minute(t: &str) -> i64 {
+    let days_from_civil = |y: i64, m: i64, d: i64| {
+        let y = if m <= 2 { y - 1 } else { y };
+        let era = y.div_euclid(400);
+        let yoe = y - era * 400;
+        let doy = (153 * ((m + 9) % 12) + 2) / 5 + d - 1;
+        era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468
+    };
+    let n = |r: std::ops::Range<usize>| t[r].parse::<i64>().unwrap();
+    (days_from_civil(n(0..4), n(5..7), n(8..10)) * 86_400 + n(11..13) * 3600 + n(14..16) * 60) / 60
+}

@@ -3,6 +3,7 @@
 
 pub mod civil;
 pub mod convert;
+pub mod cron;
 pub mod defaults;
 pub mod fieldset;
 pub mod managed;

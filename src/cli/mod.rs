@@ -139,6 +139,15 @@ pub struct ServerArgs {
     /// Port range for NodePort services.
     #[arg(long, env = "SKUA_SERVICE_NODE_PORT_RANGE", default_value = "30000-32767", value_parser = config::parse_port_range)]
     pub service_node_port_range: (u16, u16),
+    /// Seconds added to the CronJob controller's clock (tests move time forward; not
+    /// for production).
+    #[arg(
+        long,
+        env = "SKUA_DEBUG_CRONJOB_CLOCK_SKEW",
+        default_value_t = 0,
+        hide = true
+    )]
+    pub debug_cronjob_clock_skew: i64,
 }
 
 /// Flags of `skua agent`.

@@ -4,6 +4,7 @@
 //! identity, so validation and field tracking apply), and converges again after a
 //! restart at any point. They run only while this server holds the controller lease.
 
+pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
 pub mod disruption;
@@ -66,6 +67,8 @@ pub struct Settings {
     pub cluster_cidr: String,
     /// A node silent this long is unreachable.
     pub node_monitor_grace_period: std::time::Duration,
+    /// Seconds added to the CronJob clock (tests only).
+    pub cronjob_clock_skew: i64,
 }
 
 /// Starts the control loops under leader election; they stop when the returned task
@@ -112,6 +115,7 @@ pub fn start(
             loops.spawn(daemonset::run(cx.clone()));
             loops.spawn(endpoints::run(cx.clone()));
             loops.spawn(statefulset::run(cx.clone()));
+            loops.spawn(cronjob::run(cx.clone(), settings.cronjob_clock_skew));
             loops.spawn(nodelifecycle::run(
                 cx.clone(),
                 settings.node_monitor_grace_period,
