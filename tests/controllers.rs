@@ -139,6 +139,11 @@ fn deployments_roll_out_update_within_their_budget_undo_and_scale() {
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
         rollout(&server, version);
+        let (_, out) = k(&server, version, &["describe", "deployment", "web"]);
+        assert!(
+            out.contains("ScalingReplicaSet") && out.contains("Scaled up replica set web-"),
+            "kubectl {version} describe shows the controller's events: {out}"
+        );
         let (ok, out) = k(&server, version, &["rollout", "history", "deployment/web"]);
         assert!(ok && out.contains("1 ") && out.contains("2 "), "{out}");
         // undo returns to the first template, on the first replica set
@@ -1156,4 +1161,48 @@ fn parse_minute(t: &str) -> i64 {
     };
     let n = |r: std::ops::Range<usize>| t[r].parse::<i64>().unwrap();
     (days_from_civil(n(0..4), n(5..7), n(8..10)) * 86_400 + n(11..13) * 3600 + n(14..16) * 60) / 60
+}
+
+#[test]
+fn a_replication_controller_keeps_its_replicas() {
+    let server = SkuaServer::start();
+    let _nodes = SimNodes::start(&server, 1, &[]);
+    let rc = "apiVersion: v1
+kind: ReplicationController
+metadata: {name: old}
+spec:
+  replicas: 3
+  selector: {app: old}
+  template:
+    metadata: {labels: {app: old}}
+    spec:
+      containers: [{name: c, image: nginx}]
+";
+    let file = server.dir.path().join("rc.yaml");
+    std::fs::write(&file, rc).unwrap();
+    let (ok, out) = k(&server, "1.27", &["apply", "-f", file.to_str().unwrap()]);
+    assert!(ok, "{out}");
+    eventually(30, "three ready replicas", || {
+        let p = pods(&server, "app=old");
+        (p.len() == 3 && p.iter().all(ready)).then_some(())
+    });
+    // a deleted pod is replaced
+    let victim = pods(&server, "app=old")[0]["metadata"]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (ok, out) = k(&server, "1.27", &["delete", "pod", &victim]);
+    assert!(ok, "{out}");
+    eventually(30, "a replacement", || {
+        let p: Vec<Value> = pods(&server, "app=old")
+            .into_iter()
+            .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+            .collect();
+        (p.len() == 3
+            && p.iter()
+                .all(|p| p["metadata"]["name"] != victim.as_str() && ready(p)))
+        .then_some(())
+    });
+    let (_, out) = k(&server, "1.27", &["get", "rc", "old", "--no-headers"]);
+    assert_eq!(out.split_whitespace().nth(3), Some("3"), "READY: {out}");
 }

@@ -159,8 +159,28 @@ async fn scale(
             &path,
             &json!({"metadata": {"annotations": annotations}, "spec": {"replicas": to}}),
         )
-        .await
-        .map(|_| ())
+        .await?;
+    let from = replicas(rs);
+    if from != to {
+        let mut me = d.clone();
+        me["kind"] = json!("Deployment");
+        me["apiVersion"] = json!("apps/v1");
+        let verb = if to > from { "up" } else { "down" };
+        let message = format!(
+            "Scaled {verb} replica set {} from {from} to {to}",
+            rs["metadata"]["name"].as_str().unwrap_or("")
+        );
+        super::events::record(
+            &cx.client,
+            &me,
+            false,
+            "ScalingReplicaSet",
+            &message,
+            "deployment-controller",
+        )
+        .await;
+    }
+    Ok(())
 }
 
 /// One pass over deployment `key`; `Some(d)` asks to look again after `d`.

@@ -105,7 +105,8 @@ pub fn start(
             let cx = Context::new(client.clone());
             let mut loops = tokio::task::JoinSet::new();
             loops.spawn(namespace::run(store.clone(), std::future::pending()));
-            loops.spawn(replicaset::run(cx.clone()));
+            loops.spawn(replicaset::run(cx.clone(), "apps", "replicasets"));
+            loops.spawn(replicaset::run(cx.clone(), "", "replicationcontrollers"));
             loops.spawn(deployment::run(cx.clone()));
             loops.spawn(gc::run(cx.clone()));
             loops.spawn(crate::scheduler::run(cx.clone()));

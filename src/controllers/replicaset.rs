@@ -28,8 +28,10 @@ struct Expectation {
     since: Option<Instant>,
 }
 
-pub async fn run(cx: Arc<Context>) {
-    let rss = cx.informer("apps", "replicasets");
+/// Runs the controller for ReplicaSets (`apps`, `replicasets`) or, with the same
+/// logic, ReplicationControllers (`""`, `replicationcontrollers`).
+pub async fn run(cx: Arc<Context>, group: &'static str, plural: &'static str) {
+    let rss = cx.informer(group, plural);
     let pods = cx.informer("", "pods");
     let queue = WorkQueue::default();
     feed(&rss, &pods, &queue);
@@ -82,7 +84,19 @@ pub(super) fn feed(owners: &Arc<Informer>, pods: &Arc<Informer>, queue: &WorkQue
 
 /// Whether `owner`'s selector matches `pod`'s labels.
 pub(super) fn selects(owner: &Value, pod: &Value) -> bool {
-    LabelSelector::from_object(&owner["spec"]["selector"])
+    let selector = &owner["spec"]["selector"];
+    // a ReplicationController's selector is a plain map of labels
+    let plain = selector.get("matchLabels").is_none()
+        && selector.get("matchExpressions").is_none()
+        && selector
+            .as_object()
+            .is_some_and(|m| m.values().all(Value::is_string));
+    let selector = if plain {
+        json!({"matchLabels": selector})
+    } else {
+        selector.clone()
+    };
+    LabelSelector::from_object(&selector)
         .ok()
         .filter(|s| !s.is_empty())
         .is_some_and(|s| s.matches(pod["metadata"]["labels"].as_object()))
@@ -277,11 +291,12 @@ async fn sync(
             }
         }
     }
-    update_status(cx, &rs, &owned).await
+    update_status(cx, rss, &rs, &owned).await
 }
 
 async fn update_status(
     cx: &Context,
+    rss: &Informer,
     rs: &Value,
     owned: &[Arc<Value>],
 ) -> Result<(), crate::client::ClientError> {
@@ -319,7 +334,7 @@ async fn update_status(
     let path = format!(
         "{}/status",
         object_path(
-            super::resource("apps", "replicasets"),
+            rss.res,
             rs["metadata"]["namespace"].as_str(),
             rs["metadata"]["name"].as_str().unwrap_or("")
         )
