@@ -55,3 +55,26 @@ fn bench_store_compares_sled_with_etcd_side_by_side() {
     ]);
     assert!(out.contains("sled") && out.contains("etcd"), "{out}");
 }
+
+#[test]
+fn bench_scale_runs_pods_on_simulated_nodes_to_the_end() {
+    let out = run(&[
+        "bench",
+        "scale",
+        "--nodes",
+        "2",
+        "--deployments",
+        "2",
+        "--replicas",
+        "3",
+        "--timeout",
+        "120",
+    ]);
+    for row in [
+        "| all 6 pods running and ready |",
+        "| scheduler throughput",
+        "| server peak RSS",
+    ] {
+        assert!(out.contains(row), "missing {row:?} in:\n{out}");
+    }
+}

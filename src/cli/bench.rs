@@ -15,6 +15,8 @@ pub enum BenchCommand {
     Store(StoreBenchArgs),
     /// API server: create/get/list/update at 1, 16 and 64 clients; watch fan-out.
     Api(super::bench_api::ApiBenchArgs),
+    /// Control plane at scale: simulated nodes and many replicas until all run.
+    Scale(super::bench_scale::ScaleBenchArgs),
 }
 
 #[derive(Args, Debug)]
@@ -59,6 +61,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Store(a) => store(a).await,
         BenchCommand::Api(a) => super::bench_api::run(a).await,
+        BenchCommand::Scale(a) => super::bench_scale::run(a).await,
     }
 }
 

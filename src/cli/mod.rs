@@ -3,6 +3,7 @@
 
 mod bench;
 mod bench_api;
+mod bench_scale;
 pub mod config;
 pub mod debug;
 

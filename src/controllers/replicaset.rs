@@ -111,7 +111,7 @@ pub(super) fn active(pod: &Value) -> bool {
         )
 }
 
-pub(super) fn ready(pod: &Value) -> bool {
+pub fn ready(pod: &Value) -> bool {
     condition(pod, "Ready").is_some_and(|c| c["status"] == "True")
 }
 
