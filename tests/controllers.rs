@@ -1206,3 +1206,54 @@ spec:
     let (_, out) = k(&server, "1.27", &["get", "rc", "old", "--no-headers"]);
     assert_eq!(out.split_whitespace().nth(3), Some("3"), "READY: {out}");
 }
+
+const SPREAD: &str = "apiVersion: apps/v1
+kind: Deployment
+metadata: {name: apart}
+spec:
+  replicas: 4
+  selector: {matchLabels: {app: apart}}
+  template:
+    metadata: {labels: {app: apart}}
+    spec:
+      affinity:
+        podAntiAffinity:
+          requiredDuringSchedulingIgnoredDuringExecution:
+          - labelSelector: {matchLabels: {app: apart}}
+            topologyKey: kubernetes.io/hostname
+      containers: [{name: c, image: nginx}]
+";
+
+#[test]
+fn required_pod_anti_affinity_puts_replicas_on_different_nodes() {
+    let server = SkuaServer::start();
+    let _nodes = SimNodes::start(&server, 3, &[]);
+    let file = server.dir.path().join("apart.yaml");
+    std::fs::write(&file, SPREAD).unwrap();
+    let (ok, out) = k(&server, "1.33", &["apply", "-f", file.to_str().unwrap()]);
+    assert!(ok, "{out}");
+    let placed = eventually(30, "three placed replicas", || {
+        let p = pods(&server, "app=apart");
+        let bound: Vec<String> = p
+            .iter()
+            .filter_map(|p| p["spec"]["nodeName"].as_str().map(String::from))
+            .collect();
+        (p.len() == 4 && bound.len() == 3).then_some(bound)
+    });
+    let distinct: std::collections::HashSet<&String> = placed.iter().collect();
+    assert_eq!(distinct.len(), 3, "one per node: {placed:?}");
+    eventually(20, "the fourth explained", || {
+        let (_, out) = k(
+            &server,
+            "1.33",
+            &[
+                "get",
+                "events",
+                "--field-selector",
+                "reason=FailedScheduling",
+            ],
+        );
+        out.contains("3 node(s) didn't match pod anti-affinity rules")
+            .then_some(())
+    });
+}

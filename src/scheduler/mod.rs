@@ -171,7 +171,18 @@ pub fn place(pod: &Value, nodes: &[NodeInfo], turn: usize) -> Result<String, Str
     let mut resource_only = 0;
     let mut feasible = Vec::new();
     for info in nodes {
-        match plugins::filter(pod, info) {
+        let verdict = match plugins::filter(pod, info) {
+            Verdict::Fits => {
+                let why = plugins::filter_cluster(pod, info, nodes);
+                if why.is_empty() {
+                    Verdict::Fits
+                } else {
+                    Verdict::No(why)
+                }
+            }
+            no => no,
+        };
+        match verdict {
             Verdict::Fits => feasible.push(info),
             Verdict::No(why) => {
                 if why

@@ -258,6 +258,138 @@ pub fn score(pod: &Value, info: &NodeInfo) -> i64 {
     (least + balanced) as i64 + preferred
 }
 
+/// What a node runs, for the filters that look across nodes.
+impl NodeInfo {
+    pub fn pods(&self) -> &[Arc<Value>] {
+        &self.pods
+    }
+
+    pub fn node(&self) -> &Value {
+        &self.node
+    }
+}
+
+fn term_selects(term: &Value, owner_ns: &str, pod: &Value) -> bool {
+    let namespaces: Vec<&str> = term["namespaces"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    let ns = pod["metadata"]["namespace"].as_str().unwrap_or("");
+    let ns_ok = if namespaces.is_empty() && term["namespaceSelector"].is_null() {
+        ns == owner_ns
+    } else {
+        namespaces.contains(&ns)
+            || term["namespaceSelector"]
+                .as_object()
+                .is_some_and(|m| m.is_empty())
+    };
+    ns_ok
+        && crate::api::selector::LabelSelector::from_object(&term["labelSelector"])
+            .is_ok_and(|s| s.matches(pod["metadata"]["labels"].as_object()))
+}
+
+/// Whether some pod `term` selects runs in the same topology domain as `node`.
+fn domain_has(term: &Value, owner_ns: &str, node: &Value, all: &[NodeInfo]) -> bool {
+    let key = term["topologyKey"].as_str().unwrap_or("");
+    let Some(value) = node["metadata"]["labels"][key].as_str() else {
+        return false;
+    };
+    all.iter()
+        .filter(|n| n.node["metadata"]["labels"][key].as_str() == Some(value))
+        .any(|n| n.pods.iter().any(|p| term_selects(term, owner_ns, p)))
+}
+
+/// The filters that look beyond one node: required pod affinity and anti-affinity
+/// (the incoming pod's and, for anti-affinity, the running pods'), and topology
+/// spread constraints with `whenUnsatisfiable: DoNotSchedule`.
+pub fn filter_cluster(pod: &Value, info: &NodeInfo, all: &[NodeInfo]) -> Vec<String> {
+    let mut why = Vec::new();
+    let ns = pod["metadata"]["namespace"].as_str().unwrap_or("");
+    let node = &info.node;
+    let affinity = &pod["spec"]["affinity"];
+    let required = |kind: &str| -> Vec<Value> {
+        affinity[kind]["requiredDuringSchedulingIgnoredDuringExecution"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    };
+    let anywhere = |term: &Value| {
+        all.iter()
+            .any(|n| n.pods.iter().any(|p| term_selects(term, ns, p)))
+    };
+    for term in required("podAffinity") {
+        // the first pod of a group may start where its own term would place it
+        let first_of_group = !anywhere(&term) && term_selects(&term, ns, pod);
+        let has_key =
+            node["metadata"]["labels"][term["topologyKey"].as_str().unwrap_or("")].is_string();
+        if !(domain_has(&term, ns, node, all) || (first_of_group && has_key)) {
+            why.push("node(s) didn't match pod affinity rules".to_string());
+            break;
+        }
+    }
+    if required("podAntiAffinity")
+        .iter()
+        .any(|t| domain_has(t, ns, node, all))
+    {
+        why.push("node(s) didn't match pod anti-affinity rules".to_string());
+    }
+    // running pods that want nothing like this pod near them
+    let existing_conflict = all.iter().any(|n| {
+        n.pods.iter().any(|p| {
+            p["spec"]["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|t| {
+                    let key = t["topologyKey"].as_str().unwrap_or("");
+                    let same = node["metadata"]["labels"][key].is_string()
+                        && node["metadata"]["labels"][key] == n.node["metadata"]["labels"][key];
+                    same && term_selects(t, p["metadata"]["namespace"].as_str().unwrap_or(""), pod)
+                })
+        })
+    });
+    if existing_conflict {
+        why.push("node(s) didn't satisfy existing pods anti-affinity rules".to_string());
+    }
+    for c in pod["spec"]["topologySpreadConstraints"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        if c["whenUnsatisfiable"] != "DoNotSchedule" {
+            continue;
+        }
+        let key = c["topologyKey"].as_str().unwrap_or("");
+        let Some(mine) = node["metadata"]["labels"][key].as_str() else {
+            why.push(
+                "node(s) didn't match pod topology spread constraints (missing required label)"
+                    .to_string(),
+            );
+            continue;
+        };
+        let term = json_term(c, ns);
+        let mut counts: std::collections::BTreeMap<&str, i64> = std::collections::BTreeMap::new();
+        for n in all {
+            if let Some(v) = n.node["metadata"]["labels"][key].as_str() {
+                *counts.entry(v).or_default() +=
+                    n.pods.iter().filter(|p| term_selects(&term, ns, p)).count() as i64;
+            }
+        }
+        let min = counts.values().copied().min().unwrap_or(0);
+        let skew = counts.get(mine).copied().unwrap_or(0) + 1 - min;
+        if skew > c["maxSkew"].as_i64().unwrap_or(1) {
+            why.push("node(s) didn't match pod topology spread constraints".to_string());
+        }
+    }
+    why
+}
+
+fn json_term(constraint: &Value, _ns: &str) -> Value {
+    serde_json::json!({"labelSelector": constraint["labelSelector"], "topologyKey": constraint["topologyKey"]})
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -302,6 +434,53 @@ mod tests {
             super::super::place(&elsewhere, &nodes, 0)
                 .unwrap_err()
                 .contains("3 node(s) didn't match Pod's node affinity/selector")
+        );
+    }
+
+    fn zoned(name: &str, zone: &str, pods: Vec<Value>) -> NodeInfo {
+        NodeInfo::new(
+            Arc::new(
+                json!({"metadata": {"name": name, "labels": {"zone": zone, "kubernetes.io/hostname": name}},
+                             "status": {"allocatable": {"cpu": "4", "memory": "4Gi", "pods": "110"}}}),
+            ),
+            pods.into_iter().map(Arc::new).collect(),
+        )
+    }
+
+    #[test]
+    fn pod_anti_affinity_and_topology_spread_steer_pods() {
+        let web = |ns: &str| json!({"metadata": {"namespace": ns, "labels": {"app": "web"}}, "spec": {"containers": [{"name": "c"}]}});
+        let nodes = vec![
+            zoned("a", "z1", vec![web("default"), web("default")]),
+            zoned("b", "z2", vec![]),
+        ];
+        let apart = json!({"metadata": {"namespace": "default", "labels": {"app": "web"}}, "spec": {"containers": [{"name": "c"}],
+            "affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+                {"labelSelector": {"matchLabels": {"app": "web"}}, "topologyKey": "kubernetes.io/hostname"}]}}}});
+        assert_eq!(super::super::place(&apart, &nodes, 0).unwrap(), "b");
+        let spread = json!({"metadata": {"namespace": "default", "labels": {"app": "web"}}, "spec": {"containers": [{"name": "c"}],
+            "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "zone", "whenUnsatisfiable": "DoNotSchedule",
+                                           "labelSelector": {"matchLabels": {"app": "web"}}}]}});
+        assert_eq!(super::super::place(&spread, &nodes, 0).unwrap(), "b");
+        let only_a = vec![zoned("a", "z1", vec![web("default")])];
+        assert!(
+            super::super::place(&apart, &only_a, 0)
+                .unwrap_err()
+                .contains("1 node(s) didn't match pod anti-affinity rules")
+        );
+        // affinity: with the web pods, or anywhere for the first of a group
+        let near = json!({"metadata": {"namespace": "default", "labels": {"app": "cache"}}, "spec": {"containers": [{"name": "c"}],
+            "affinity": {"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+                {"labelSelector": {"matchLabels": {"app": "web"}}, "topologyKey": "zone"}]}}}});
+        assert_eq!(super::super::place(&near, &nodes, 0).unwrap(), "a");
+        let other_ns = vec![
+            zoned("a", "z1", vec![web("other")]),
+            zoned("b", "z2", vec![]),
+        ];
+        assert!(
+            super::super::place(&near, &other_ns, 0)
+                .unwrap_err()
+                .contains("didn't match pod affinity rules")
         );
     }
 
