@@ -56,6 +56,14 @@ impl WorkQueue {
         }
     }
 
+    /// The next key if one is queued now.
+    pub fn try_next(&self) -> Option<String> {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let k = s.order.pop_front()?;
+        s.queued.remove(&k);
+        Some(k)
+    }
+
     pub fn len(&self) -> usize {
         self.state
             .lock()

@@ -81,46 +81,59 @@ pub async fn run(cx: Arc<Context>) {
     let mut assumed: HashMap<String, (String, Arc<Value>)> = HashMap::new();
     let mut turn = 0usize;
     loop {
-        let key = queue.next().await;
-        let Some(pod) = pods.get(&key) else { continue };
-        if !wants(&pod) {
-            continue;
+        // one snapshot of the nodes serves a batch of pods (each placement is added to
+        // it), so the cost of reading every pod is paid once per batch, not per pod
+        let mut batch = vec![queue.next().await];
+        while batch.len() < 256 {
+            match queue.try_next() {
+                Some(k) => batch.push(k),
+                None => break,
+            }
         }
         assumed.retain(|k, _| pods.get(k).is_some_and(|p| wants(&p)));
-        let infos = node_infos(&pods, &nodes, &assumed);
-        let placed = place(&pod, &infos, turn);
-        tracing::debug!(pod = %key, nodes = infos.len(), result = ?placed, "scheduling");
-        match placed {
-            Ok(node) => {
-                turn += 1;
-                match bind(&cx, &pod, &node).await {
-                    Ok(()) => {
-                        assumed.insert(key.clone(), (node.clone(), pod.clone()));
-                        let msg = format!("Successfully assigned {key} to {node}");
-                        events::record(
-                            &cx.client,
-                            &with_kind(&pod),
-                            false,
-                            "Scheduled",
-                            &msg,
-                            NAME,
-                        )
-                        .await;
-                    }
-                    Err(e) => {
-                        tracing::debug!(pod = %key, error = %e, "binding failed; retrying");
-                        queue.add_after(key, Duration::from_millis(500));
+        let mut infos = node_infos(&pods, &nodes, &assumed);
+        for key in batch {
+            let Some(pod) = pods.get(&key) else { continue };
+            if !wants(&pod) {
+                continue;
+            }
+            let placed = place(&pod, &infos, turn);
+            tracing::debug!(pod = %key, nodes = infos.len(), result = ?placed, "scheduling");
+            match placed {
+                Ok(node) => {
+                    turn += 1;
+                    match bind(&cx, &pod, &node).await {
+                        Ok(()) => {
+                            assumed.insert(key.clone(), (node.clone(), pod.clone()));
+                            if let Some(info) = infos.iter_mut().find(|i| i.name() == node) {
+                                info.add(pod.clone());
+                            }
+                            let msg = format!("Successfully assigned {key} to {node}");
+                            events::record(
+                                &cx.client,
+                                &with_kind(&pod),
+                                false,
+                                "Scheduled",
+                                &msg,
+                                NAME,
+                            )
+                            .await;
+                        }
+                        Err(e) => {
+                            tracing::debug!(pod = %key, error = %e, "binding failed; retrying");
+                            queue.add_after(key, Duration::from_millis(500));
+                        }
                     }
                 }
-            }
-            Err(message) => {
-                unschedulable
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push(key.clone());
-                mark_unschedulable(&cx, &pod, &message).await;
-                // also retry now and then, as upstream's unschedulable queue does
-                queue.add_after(key, Duration::from_secs(60));
+                Err(message) => {
+                    unschedulable
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(key.clone());
+                    mark_unschedulable(&cx, &pod, &message).await;
+                    // also retry now and then, as upstream's unschedulable queue does
+                    queue.add_after(key, Duration::from_secs(60));
+                }
             }
         }
     }
@@ -170,10 +183,11 @@ pub fn place(pod: &Value, nodes: &[NodeInfo], turn: usize) -> Result<String, Str
     let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
     let mut resource_only = 0;
     let mut feasible = Vec::new();
+    let anti = plugins::anti_affine(nodes);
     for info in nodes {
         let verdict = match plugins::filter(pod, info) {
             Verdict::Fits => {
-                let why = plugins::filter_cluster(pod, info, nodes);
+                let why = plugins::filter_cluster(pod, info, nodes, &anti);
                 if why.is_empty() {
                     Verdict::Fits
                 } else {

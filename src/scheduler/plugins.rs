@@ -62,6 +62,15 @@ impl NodeInfo {
         }
     }
 
+    /// Counts `pod` as placed here (the scheduler's own decisions within a batch).
+    pub fn add(&mut self, pod: Arc<Value>) {
+        let r = requests(&pod);
+        self.requested.cpu += r.cpu;
+        self.requested.memory += r.memory;
+        self.requested.pods += 1.0;
+        self.pods.push(pod);
+    }
+
     pub fn name(&self) -> &str {
         self.node["metadata"]["name"].as_str().unwrap_or("")
     }
@@ -304,7 +313,25 @@ fn domain_has(term: &Value, owner_ns: &str, node: &Value, all: &[NodeInfo]) -> b
 /// The filters that look beyond one node: required pod affinity and anti-affinity
 /// (the incoming pod's and, for anti-affinity, the running pods'), and topology
 /// spread constraints with `whenUnsatisfiable: DoNotSchedule`.
-pub fn filter_cluster(pod: &Value, info: &NodeInfo, all: &[NodeInfo]) -> Vec<String> {
+/// The running pods with required anti-affinity terms, and their nodes: computed once
+/// per scheduling decision (most pods have none).
+pub fn anti_affine(all: &[NodeInfo]) -> Vec<(&NodeInfo, &Arc<Value>)> {
+    all.iter()
+        .flat_map(|n| n.pods.iter().map(move |p| (n, p)))
+        .filter(|(_, p)| {
+            p["spec"]["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+                .as_array()
+                .is_some_and(|t| !t.is_empty())
+        })
+        .collect()
+}
+
+pub fn filter_cluster(
+    pod: &Value,
+    info: &NodeInfo,
+    all: &[NodeInfo],
+    anti: &[(&NodeInfo, &Arc<Value>)],
+) -> Vec<String> {
     let mut why = Vec::new();
     let ns = pod["metadata"]["namespace"].as_str().unwrap_or("");
     let node = &info.node;
@@ -336,19 +363,17 @@ pub fn filter_cluster(pod: &Value, info: &NodeInfo, all: &[NodeInfo]) -> Vec<Str
         why.push("node(s) didn't match pod anti-affinity rules".to_string());
     }
     // running pods that want nothing like this pod near them
-    let existing_conflict = all.iter().any(|n| {
-        n.pods.iter().any(|p| {
-            p["spec"]["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .any(|t| {
-                    let key = t["topologyKey"].as_str().unwrap_or("");
-                    let same = node["metadata"]["labels"][key].is_string()
-                        && node["metadata"]["labels"][key] == n.node["metadata"]["labels"][key];
-                    same && term_selects(t, p["metadata"]["namespace"].as_str().unwrap_or(""), pod)
-                })
-        })
+    let existing_conflict = anti.iter().any(|(n, p)| {
+        p["spec"]["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|t| {
+                let key = t["topologyKey"].as_str().unwrap_or("");
+                let same = node["metadata"]["labels"][key].is_string()
+                    && node["metadata"]["labels"][key] == n.node["metadata"]["labels"][key];
+                same && term_selects(t, p["metadata"]["namespace"].as_str().unwrap_or(""), pod)
+            })
     });
     if existing_conflict {
         why.push("node(s) didn't satisfy existing pods anti-affinity rules".to_string());
