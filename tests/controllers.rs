@@ -623,6 +623,21 @@ fn a_node_that_stops_renewing_is_tainted_and_its_pods_move() {
         out.contains("Marking for deletion Pod default/web-"),
         "{out}"
     );
+    // the evicted pods wait for a kubelet that is gone; removing the node lets them go
+    assert!(
+        pods(&server, "app=web")
+            .iter()
+            .any(|p| p["spec"]["nodeName"] == "doomed-0"),
+        "the evicted pods are still terminating on the lost node"
+    );
+    let (ok, out) = k(&server, "1.33", &["delete", "node", "doomed-0"]);
+    assert!(ok, "{out}");
+    eventually(30, "the orphaned pods to be collected", || {
+        (!pods(&server, "app=web")
+            .iter()
+            .any(|p| p["spec"]["nodeName"] == "doomed-0"))
+        .then_some(())
+    });
 }
 
 #[test]
