@@ -139,12 +139,27 @@ pub async fn run(args: SimArgs) -> anyhow::Result<()> {
     let names: Vec<String> = (0..args.nodes)
         .map(|i| format!("{}{i}", args.name_prefix))
         .collect();
-    for (i, name) in names.iter().enumerate() {
-        let mut tries = 0;
-        while let Err(e) = register(&client, &node_object(&args, name, i)).await {
-            tries += 1;
-            anyhow::ensure!(tries < 30, "registering node {name}: {e}");
-            tokio::time::sleep(Duration::from_millis(500)).await;
+    // sixteen registrations at a time
+    for chunk in names.iter().enumerate().collect::<Vec<_>>().chunks(16) {
+        let mut tasks = tokio::task::JoinSet::new();
+        for (i, name) in chunk {
+            let (client, node, name) = (
+                client.clone(),
+                node_object(&args, name, *i),
+                (*name).clone(),
+            );
+            tasks.spawn(async move {
+                let mut tries = 0;
+                while let Err(e) = register(&client, &node).await {
+                    tries += 1;
+                    anyhow::ensure!(tries < 30, "registering node {name}: {e}");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Ok(())
+            });
+        }
+        while let Some(r) = tasks.join_next().await {
+            r??;
         }
     }
     tracing::info!(nodes = names.len(), "simulated nodes registered");
