@@ -1,183 +1,13 @@
-//! Kubernetes protobuf request bodies (`application/vnd.kubernetes.protobuf`) for the
-//! kinds that kubectl's generator commands send that way since 1.32 (`kubectl create
-//! namespace | configmap | secret | serviceaccount | token`). They are turned into
-//! the JSON the rest of the server handles. The field numbers are those of the
-//! published Kubernetes protobuf IDL, checked against bodies kubectl 1.33 sends.
-//!
-//! Wire format: the magic `k8s\0`, then a `runtime.Unknown` message
-//! { 1: TypeMeta { 1: apiVersion, 2: kind }, 2: raw object bytes }.
+//! Decoders of the spec messages (and the values inside them) of the kinds in
+//! `KINDS`, field numbers from the published IDL.
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
-use serde_json::{Map, Value, json};
-
-/// The media type.
-pub const MEDIA_TYPE: &str = "application/vnd.kubernetes.protobuf";
-const MAGIC: &[u8] = b"k8s\0";
-/// Kinds whose protobuf bodies this server understands.
-pub const KINDS: &[&str] = &[
-    "Namespace",
-    "ConfigMap",
-    "Secret",
-    "ServiceAccount",
-    "TokenRequest",
-    "Service",
-    "Deployment",
-    "Job",
-    "CronJob",
-    "Role",
-    "ClusterRole",
-    "RoleBinding",
-    "ClusterRoleBinding",
-    "PodDisruptionBudget",
-    "ResourceQuota",
-    "Ingress",
-    "PriorityClass",
-    "HorizontalPodAutoscaler",
-];
-
-enum Field<'a> {
-    Varint(u64),
-    Bytes(&'a [u8]),
-}
-
-/// The fields of one message, in order.
-fn fields(mut b: &[u8]) -> Result<Vec<(u64, Field<'_>)>, String> {
-    fn varint(b: &mut &[u8]) -> Result<u64, String> {
-        let mut v = 0u64;
-        for shift in (0..64).step_by(7) {
-            let (&byte, rest) = b.split_first().ok_or("truncated varint")?;
-            *b = rest;
-            v |= u64::from(byte & 0x7f) << shift;
-            if byte < 0x80 {
-                return Ok(v);
-            }
-        }
-        Err("varint too long".into())
-    }
-    let mut out = Vec::new();
-    while !b.is_empty() {
-        let key = varint(&mut b)?;
-        let field = match key & 7 {
-            0 => Field::Varint(varint(&mut b)?),
-            2 => {
-                let len = usize::try_from(varint(&mut b)?).map_err(|_| "length too large")?;
-                if len > b.len() {
-                    return Err("truncated field".into());
-                }
-                let (data, rest) = b.split_at(len);
-                b = rest;
-                Field::Bytes(data)
-            }
-            1 => {
-                b = b.get(8..).ok_or("truncated fixed64")?;
-                continue;
-            }
-            5 => {
-                b = b.get(4..).ok_or("truncated fixed32")?;
-                continue;
-            }
-            other => return Err(format!("unsupported wire type {other}")),
-        };
-        out.push((key >> 3, field));
-    }
-    Ok(out)
-}
-
-fn text(b: &[u8]) -> Result<String, String> {
-    String::from_utf8(b.to_vec()).map_err(|_| "a string field is not UTF-8".to_string())
-}
-
-/// A map entry message { 1: key, 2: value }; values are strings or (base64) bytes.
-fn map_entry(b: &[u8], bytes_value: bool) -> Result<(String, Value), String> {
-    let (mut key, mut value) = (String::new(), Value::String(String::new()));
-    for (n, f) in fields(b)? {
-        match (n, f) {
-            (1, Field::Bytes(k)) => key = text(k)?,
-            (2, Field::Bytes(v)) if bytes_value => value = json!(STANDARD.encode(v)),
-            (2, Field::Bytes(v)) => value = json!(text(v)?),
-            _ => {}
-        }
-    }
-    Ok((key, value))
-}
-
-fn insert_entry(obj: &mut Value, name: &str, b: &[u8], bytes_value: bool) -> Result<(), String> {
-    let (k, v) = map_entry(b, bytes_value)?;
-    if !obj.get(name).is_some_and(Value::is_object) {
-        obj[name] = json!({});
-    }
-    if let Some(m) = obj[name].as_object_mut() {
-        m.insert(k, v);
-    }
-    Ok(())
-}
-
-fn push(obj: &mut Value, name: &str, v: Value) {
-    if !obj.get(name).is_some_and(Value::is_array) {
-        obj[name] = json!([]);
-    }
-    if let Some(a) = obj[name].as_array_mut() {
-        a.push(v);
-    }
-}
-
-fn set_str(obj: &mut Value, name: &str, b: &[u8]) -> Result<(), String> {
-    let s = text(b)?;
-    if !s.is_empty() {
-        obj[name] = json!(s);
-    }
-    Ok(())
-}
-
-/// ObjectMeta: the fields a client sets when creating or replacing.
-fn object_meta(b: &[u8]) -> Result<Value, String> {
-    let mut m = json!({});
-    for (n, f) in fields(b)? {
-        match (n, f) {
-            (1, Field::Bytes(v)) => set_str(&mut m, "name", v)?,
-            (2, Field::Bytes(v)) => set_str(&mut m, "generateName", v)?,
-            (3, Field::Bytes(v)) => set_str(&mut m, "namespace", v)?,
-            (5, Field::Bytes(v)) => set_str(&mut m, "uid", v)?,
-            (6, Field::Bytes(v)) => set_str(&mut m, "resourceVersion", v)?,
-            (11, Field::Bytes(v)) => insert_entry(&mut m, "labels", v, false)?,
-            (12, Field::Bytes(v)) => insert_entry(&mut m, "annotations", v, false)?,
-            (14, Field::Bytes(v)) => push(&mut m, "finalizers", json!(text(v)?)),
-            _ => {}
-        }
-    }
-    Ok(m)
-}
-
-fn local_reference(b: &[u8]) -> Result<Value, String> {
-    let mut r = json!({});
-    for (n, f) in fields(b)? {
-        if let (1, Field::Bytes(v)) = (n, f) {
-            set_str(&mut r, "name", v)?;
-        }
-    }
-    Ok(r)
-}
-
-fn strings(b: &[u8], obj: &mut Value, name: &str) -> Result<(), String> {
-    let v = text(b)?;
-    push(obj, name, json!(v));
-    Ok(())
-}
-
-/// LabelSelector { 1: matchLabels map }.
-fn label_selector(b: &[u8]) -> Result<Value, String> {
-    let mut sel = json!({});
-    for (n, f) in fields(b)? {
-        if let (1, Field::Bytes(v)) = (n, f) {
-            insert_entry(&mut sel, "matchLabels", v, false)?;
-        }
-    }
-    Ok(sel)
-}
+use super::{
+    Field, fields, insert_entry, label_selector, object_meta, push, set_str, strings, text,
+};
+use serde_json::{Value, json};
 
 /// ContainerPort { 1 name, 2 hostPort, 3 containerPort, 4 protocol }.
-fn container_port(b: &[u8]) -> Result<Value, String> {
+pub(super) fn container_port(b: &[u8]) -> Result<Value, String> {
     let mut port = json!({});
     for (n, f) in fields(b)? {
         match (n, f) {
@@ -192,7 +22,7 @@ fn container_port(b: &[u8]) -> Result<Value, String> {
 }
 
 /// EnvVar { 1 name, 2 value }.
-fn env_var(b: &[u8]) -> Result<Value, String> {
+pub(super) fn env_var(b: &[u8]) -> Result<Value, String> {
     let mut env = json!({});
     for (n, f) in fields(b)? {
         match (n, f) {
@@ -206,7 +36,7 @@ fn env_var(b: &[u8]) -> Result<Value, String> {
 
 /// Container { 1 name, 2 image, 3 command, 4 args, 5 workingDir, 6 ports, 7 env,
 /// 14 imagePullPolicy }.
-fn container(b: &[u8]) -> Result<Value, String> {
+pub(super) fn container(b: &[u8]) -> Result<Value, String> {
     let mut c = json!({});
     for (n, f) in fields(b)? {
         match (n, f) {
@@ -226,7 +56,7 @@ fn container(b: &[u8]) -> Result<Value, String> {
 
 /// PodTemplateSpec { 1 metadata, 2 PodSpec { 2 containers, 3 restartPolicy,
 /// 6 dnsPolicy, 7 nodeSelector, 8 serviceAccountName } }.
-fn pod_template(b: &[u8]) -> Result<Value, String> {
+pub(super) fn pod_template(b: &[u8]) -> Result<Value, String> {
     let mut t = json!({});
     for (n, f) in fields(b)? {
         match (n, f) {
@@ -253,7 +83,7 @@ fn pod_template(b: &[u8]) -> Result<Value, String> {
 
 /// ServicePort { 1 name, 2 protocol, 3 port, 4 targetPort (IntOrString { 1 type,
 /// 2 intVal, 3 strVal }), 5 nodePort }.
-fn service_port(b: &[u8]) -> Result<Value, String> {
+pub(super) fn service_port(b: &[u8]) -> Result<Value, String> {
     let mut p = json!({});
     for (n, f) in fields(b)? {
         match (n, f) {
@@ -270,7 +100,7 @@ fn service_port(b: &[u8]) -> Result<Value, String> {
 
 /// ServiceSpec { 1 ports, 2 selector, 3 clusterIP, 4 type, 5 externalIPs,
 /// 7 sessionAffinity, 10 externalName, 11 externalTrafficPolicy }.
-fn service_spec(b: &[u8]) -> Result<Value, String> {
+pub(super) fn service_spec(b: &[u8]) -> Result<Value, String> {
     let mut spec = json!({});
     for (n, f) in fields(b)? {
         match (n, f) {
@@ -290,7 +120,7 @@ fn service_spec(b: &[u8]) -> Result<Value, String> {
 
 /// DeploymentSpec { 1 replicas, 2 selector, 3 template, 4 strategy { 1 type },
 /// 6 revisionHistoryLimit, 7 paused, 9 progressDeadlineSeconds }.
-fn deployment_spec(b: &[u8]) -> Result<Value, String> {
+pub(super) fn deployment_spec(b: &[u8]) -> Result<Value, String> {
     let mut spec = json!({});
     for (n, f) in fields(b)? {
         match (n, f) {
@@ -319,7 +149,7 @@ fn deployment_spec(b: &[u8]) -> Result<Value, String> {
 
 /// JobSpec { 1 parallelism, 2 completions, 3 activeDeadlineSeconds, 6 template,
 /// 7 backoffLimit }.
-fn job_spec(b: &[u8]) -> Result<Value, String> {
+pub(super) fn job_spec(b: &[u8]) -> Result<Value, String> {
     let mut spec = json!({});
     for (n, f) in fields(b)? {
         match (n, f) {
@@ -336,7 +166,7 @@ fn job_spec(b: &[u8]) -> Result<Value, String> {
 
 /// CronJobSpec { 1 schedule, 3 concurrencyPolicy, 5 jobTemplate { 1 metadata,
 /// 2 JobSpec } }.
-fn cronjob_spec(b: &[u8]) -> Result<Value, String> {
+pub(super) fn cronjob_spec(b: &[u8]) -> Result<Value, String> {
     let mut spec = json!({});
     for (n, f) in fields(b)? {
         match (n, f) {
@@ -360,7 +190,7 @@ fn cronjob_spec(b: &[u8]) -> Result<Value, String> {
 }
 
 /// IntOrString { 1 type (0 int, 1 string), 2 intVal, 3 strVal }.
-fn int_or_string(b: &[u8]) -> Result<Value, String> {
+pub(super) fn int_or_string(b: &[u8]) -> Result<Value, String> {
     let (mut ty, mut int_val, mut str_val) = (0, 0, String::new());
     for (n, f) in fields(b)? {
         match (n, f) {
@@ -378,7 +208,7 @@ fn int_or_string(b: &[u8]) -> Result<Value, String> {
 }
 
 /// PolicyRule { 1 verbs, 2 apiGroups, 3 resources, 4 resourceNames, 5 nonResourceURLs }.
-fn policy_rule(b: &[u8]) -> Result<Value, String> {
+pub(super) fn policy_rule(b: &[u8]) -> Result<Value, String> {
     let mut rule = json!({"verbs": []});
     for (n, f) in fields(b)? {
         let name = match n {
@@ -398,7 +228,7 @@ fn policy_rule(b: &[u8]) -> Result<Value, String> {
 
 /// Subject { 1 kind, 2 apiGroup, 3 name, 4 namespace } and RoleRef { 1 apiGroup,
 /// 2 kind, 3 name }: string fields named by position.
-fn reference(b: &[u8], names: &[&str]) -> Result<Value, String> {
+pub(super) fn reference(b: &[u8], names: &[&str]) -> Result<Value, String> {
     let mut r = json!({});
     for (n, f) in fields(b)? {
         let name = usize::try_from(n)
@@ -413,7 +243,7 @@ fn reference(b: &[u8], names: &[&str]) -> Result<Value, String> {
 
 /// PodDisruptionBudgetSpec { 1 minAvailable, 2 selector, 3 maxUnavailable,
 /// 4 unhealthyPodEvictionPolicy }.
-fn pdb_spec(b: &[u8]) -> Result<Value, String> {
+pub(super) fn pdb_spec(b: &[u8]) -> Result<Value, String> {
     let mut spec = json!({});
     for (n, f) in fields(b)? {
         match (n, f) {
@@ -428,7 +258,7 @@ fn pdb_spec(b: &[u8]) -> Result<Value, String> {
 }
 
 /// Quantity { 1 string }.
-fn quantity(b: &[u8]) -> Result<Value, String> {
+pub(super) fn quantity(b: &[u8]) -> Result<Value, String> {
     let mut q = String::new();
     for (n, f) in fields(b)? {
         if let (1, Field::Bytes(v)) = (n, f) {
@@ -439,7 +269,7 @@ fn quantity(b: &[u8]) -> Result<Value, String> {
 }
 
 /// A map<string, Quantity> entry.
-fn insert_quantity(obj: &mut Value, name: &str, b: &[u8]) -> Result<(), String> {
+pub(super) fn insert_quantity(obj: &mut Value, name: &str, b: &[u8]) -> Result<(), String> {
     let (mut key, mut value) = (String::new(), json!(""));
     for (n, f) in fields(b)? {
         match (n, f) {
@@ -456,7 +286,7 @@ fn insert_quantity(obj: &mut Value, name: &str, b: &[u8]) -> Result<(), String> 
 }
 
 /// ResourceQuotaSpec { 1 hard map<string, Quantity>, 2 scopes }.
-fn quota_spec(b: &[u8]) -> Result<Value, String> {
+pub(super) fn quota_spec(b: &[u8]) -> Result<Value, String> {
     let mut spec = json!({});
     for (n, f) in fields(b)? {
         match (n, f) {
@@ -470,7 +300,7 @@ fn quota_spec(b: &[u8]) -> Result<Value, String> {
 
 /// IngressBackend { 4 service IngressServiceBackend { 1 name, 2 port
 /// ServiceBackendPort { 1 name, 2 number } } }.
-fn ingress_backend(b: &[u8]) -> Result<Value, String> {
+pub(super) fn ingress_backend(b: &[u8]) -> Result<Value, String> {
     let mut backend = json!({});
     for (n, f) in fields(b)? {
         if let (4, Field::Bytes(svc)) = (n, f) {
@@ -501,7 +331,7 @@ fn ingress_backend(b: &[u8]) -> Result<Value, String> {
 /// IngressSpec { 1 defaultBackend, 2 tls { 1 hosts, 2 secretName }, 3 rules { 1 host,
 /// 2 IngressRuleValue { 1 http { 1 paths { 1 path, 2 backend, 3 pathType } } } },
 /// 4 ingressClassName }.
-fn ingress_spec(b: &[u8]) -> Result<Value, String> {
+pub(super) fn ingress_spec(b: &[u8]) -> Result<Value, String> {
     let mut spec = json!({});
     for (n, f) in fields(b)? {
         match (n, f) {
@@ -566,7 +396,7 @@ fn ingress_spec(b: &[u8]) -> Result<Value, String> {
 /// 2 minReplicas, 3 maxReplicas, then in v1 4 targetCPUUtilizationPercentage, in v2
 /// 4 metrics { 1 type, 4 resource { 1 name, 2 target { 1 type, 2 value,
 /// 3 averageValue, 4 averageUtilization } } } }.
-fn hpa_spec(b: &[u8], v1: bool) -> Result<Value, String> {
+pub(super) fn hpa_spec(b: &[u8], v1: bool) -> Result<Value, String> {
     let mut spec = json!({});
     for (n, f) in fields(b)? {
         match (n, f) {
@@ -621,186 +451,4 @@ fn hpa_spec(b: &[u8], v1: bool) -> Result<Value, String> {
         }
     }
     Ok(spec)
-}
-
-fn object(kind: &str, api_version: &str, raw: &[u8]) -> Result<Value, String> {
-    let mut o = json!({});
-    for (n, f) in fields(raw)? {
-        match (kind, n, f) {
-            (_, 1, Field::Bytes(v)) => o["metadata"] = object_meta(v)?,
-            ("ConfigMap", 2, Field::Bytes(v)) => insert_entry(&mut o, "data", v, false)?,
-            ("ConfigMap", 3, Field::Bytes(v)) => insert_entry(&mut o, "binaryData", v, true)?,
-            ("ConfigMap", 4, Field::Varint(v)) => o["immutable"] = json!(v != 0),
-            ("Secret", 2, Field::Bytes(v)) => insert_entry(&mut o, "data", v, true)?,
-            ("Secret", 3, Field::Bytes(v)) => set_str(&mut o, "type", v)?,
-            ("Secret", 4, Field::Bytes(v)) => insert_entry(&mut o, "stringData", v, false)?,
-            ("Secret", 5, Field::Varint(v)) => o["immutable"] = json!(v != 0),
-            ("Namespace", 2, Field::Bytes(v)) => {
-                let mut spec = json!({});
-                for (n, f) in fields(v)? {
-                    if let (1, Field::Bytes(f)) = (n, f) {
-                        push(&mut spec, "finalizers", json!(text(f)?));
-                    }
-                }
-                o["spec"] = spec;
-            }
-            ("ServiceAccount", 3, Field::Bytes(v)) => {
-                push(&mut o, "imagePullSecrets", local_reference(v)?)
-            }
-            ("ServiceAccount", 4, Field::Varint(v)) => {
-                o["automountServiceAccountToken"] = json!(v != 0)
-            }
-            ("Service", 2, Field::Bytes(v)) => o["spec"] = service_spec(v)?,
-            ("Deployment", 2, Field::Bytes(v)) => o["spec"] = deployment_spec(v)?,
-            ("Job", 2, Field::Bytes(v)) => o["spec"] = job_spec(v)?,
-            ("CronJob", 2, Field::Bytes(v)) => o["spec"] = cronjob_spec(v)?,
-            ("Role" | "ClusterRole", 2, Field::Bytes(v)) => push(&mut o, "rules", policy_rule(v)?),
-            ("RoleBinding" | "ClusterRoleBinding", 2, Field::Bytes(v)) => push(
-                &mut o,
-                "subjects",
-                reference(v, &["kind", "apiGroup", "name", "namespace"])?,
-            ),
-            ("RoleBinding" | "ClusterRoleBinding", 3, Field::Bytes(v)) => {
-                o["roleRef"] = reference(v, &["apiGroup", "kind", "name"])?
-            }
-            ("PodDisruptionBudget", 2, Field::Bytes(v)) => o["spec"] = pdb_spec(v)?,
-            ("ResourceQuota", 2, Field::Bytes(v)) => o["spec"] = quota_spec(v)?,
-            ("Ingress", 2, Field::Bytes(v)) => o["spec"] = ingress_spec(v)?,
-            ("PriorityClass", 2, Field::Varint(v)) => o["value"] = json!(v as i32),
-            ("PriorityClass", 3, Field::Varint(v)) if v != 0 => o["globalDefault"] = json!(true),
-            ("PriorityClass", 4, Field::Bytes(v)) => set_str(&mut o, "description", v)?,
-            ("PriorityClass", 5, Field::Bytes(v)) => set_str(&mut o, "preemptionPolicy", v)?,
-            ("HorizontalPodAutoscaler", 2, Field::Bytes(v)) => {
-                o["spec"] = hpa_spec(v, api_version == "autoscaling/v1")?
-            }
-            ("TokenRequest", 2, Field::Bytes(v)) => {
-                let mut spec = json!({});
-                for (n, f) in fields(v)? {
-                    match (n, f) {
-                        (1, Field::Bytes(a)) => push(&mut spec, "audiences", json!(text(a)?)),
-                        (4, Field::Varint(s)) => spec["expirationSeconds"] = json!(s),
-                        (3, Field::Bytes(r)) => {
-                            let mut bound = json!({});
-                            for (n, f) in fields(r)? {
-                                if let Field::Bytes(x) = f {
-                                    let name = match n {
-                                        1 => "kind",
-                                        2 => "apiVersion",
-                                        3 => "name",
-                                        4 => "uid",
-                                        _ => continue,
-                                    };
-                                    set_str(&mut bound, name, x)?;
-                                }
-                            }
-                            spec["boundObjectRef"] = bound;
-                        }
-                        _ => {}
-                    }
-                }
-                o["spec"] = spec;
-            }
-            _ => {}
-        }
-    }
-    Ok(o)
-}
-
-/// Decodes a protobuf request body into its JSON form.
-pub fn to_json(body: &[u8]) -> Result<Value, String> {
-    let rest = body
-        .strip_prefix(MAGIC)
-        .ok_or("the body does not start with the Kubernetes protobuf magic")?;
-    let (mut api_version, mut kind, mut raw) = (String::new(), String::new(), &[][..]);
-    for (n, f) in fields(rest)? {
-        match (n, f) {
-            (1, Field::Bytes(tm)) => {
-                for (n, f) in fields(tm)? {
-                    match (n, f) {
-                        (1, Field::Bytes(v)) => api_version = text(v)?,
-                        (2, Field::Bytes(v)) => kind = text(v)?,
-                        _ => {}
-                    }
-                }
-            }
-            (2, Field::Bytes(v)) => raw = v,
-            (3, Field::Bytes(v)) if !v.is_empty() => {
-                return Err("compressed protobuf bodies are not supported".into());
-            }
-            _ => {}
-        }
-    }
-    if !KINDS.contains(&kind.as_str()) {
-        return Err(format!(
-            "protobuf request bodies are supported for {} in this skua build, not {kind}; send application/json",
-            KINDS.join(", ")
-        ));
-    }
-    let mut obj = object(&kind, &api_version, raw)?;
-    let map: &mut Map<String, Value> = obj.as_object_mut().ok_or("not an object")?;
-    map.insert("apiVersion".into(), json!(api_version));
-    map.insert("kind".into(), json!(kind));
-    Ok(obj)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn field(n: u64, payload: &[u8]) -> Vec<u8> {
-        let mut out = vec![((n << 3) | 2) as u8, payload.len() as u8];
-        out.extend_from_slice(payload);
-        out
-    }
-
-    fn envelope(api_version: &str, kind: &str, raw: &[u8]) -> Vec<u8> {
-        let mut tm = field(1, api_version.as_bytes());
-        tm.extend(field(2, kind.as_bytes()));
-        let mut out = MAGIC.to_vec();
-        out.extend(field(1, &tm));
-        out.extend(field(2, raw));
-        out
-    }
-
-    #[test]
-    fn configmaps_and_secrets_decode_as_kubectl_sends_them() {
-        let meta = field(1, &field(1, b"cm1"));
-        let mut raw = meta.clone();
-        let mut entry = field(1, b"k1");
-        entry.extend(field(2, b"v1"));
-        raw.extend(field(2, &entry));
-        let cm = to_json(&envelope("v1", "ConfigMap", &raw)).unwrap();
-        assert_eq!(
-            cm,
-            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cm1"}, "data": {"k1": "v1"}})
-        );
-        let mut raw = field(1, &field(1, b"s1"));
-        raw.extend(field(2, &entry));
-        raw.extend(field(3, b"my/type"));
-        let s = to_json(&envelope("v1", "Secret", &raw)).unwrap();
-        assert_eq!(s["data"]["k1"], json!(STANDARD.encode("v1")));
-        assert_eq!(s["type"], "my/type");
-        let tr = to_json(&envelope("authentication.k8s.io/v1", "TokenRequest", &{
-            let mut spec = field(1, b"aud1");
-            spec.extend([4 << 3, 0xb0, 0x09]); // expirationSeconds = 1200
-            let mut raw = field(1, &[]);
-            raw.extend(field(2, &spec));
-            raw
-        }))
-        .unwrap();
-        assert_eq!(
-            tr["spec"],
-            json!({"audiences": ["aud1"], "expirationSeconds": 1200})
-        );
-        assert!(
-            to_json(&envelope("apps/v1", "DaemonSet", &meta))
-                .unwrap_err()
-                .contains("send application/json")
-        );
-        assert!(to_json(b"garbage").is_err());
-        assert!(
-            to_json(&[b'k', b'8', b's', 0, 0x0a, 0x7f]).is_err(),
-            "truncated"
-        );
-    }
 }
