@@ -5,7 +5,7 @@
 //! outdated pods at most `maxUnavailable` at a time; `OnDelete` waits for the user.
 
 use super::deployment::template_hash;
-use super::queue::WorkQueue;
+use super::queue::{Unseen, WorkQueue};
 use super::replicaset::{active, available, feed};
 use super::{Context, controller_of, controller_ref};
 use crate::api::meta::now_secs;
@@ -16,7 +16,6 @@ use serde_json::{Value, json};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
-use std::time::Instant;
 
 const HASH: &str = "controller-revision-hash";
 
@@ -42,7 +41,7 @@ pub async fn run(cx: Arc<Context>) {
     nodes.synced().await;
     super::resync(&sets, &queue, Duration::from_secs(30));
     // pods created but not yet seen, per daemon set: nothing new until they show up
-    let mut pending: HashMap<String, (HashSet<String>, Instant)> = HashMap::new();
+    let mut pending = Unseen::default();
     loop {
         let key = queue.next().await;
         match sync(&cx, &sets, &pods, &nodes, &key, &mut pending).await {
@@ -94,7 +93,7 @@ async fn sync(
     pods: &Informer,
     nodes: &Informer,
     key: &str,
-    pending: &mut HashMap<String, (HashSet<String>, Instant)>,
+    pending: &mut Unseen,
 ) -> Result<Option<Duration>, ClientError> {
     let Some(ds) = sets.get(key) else {
         return Ok(None);
@@ -117,14 +116,9 @@ async fn sync(
         .iter()
         .filter_map(|p| p["metadata"]["name"].as_str().map(String::from))
         .collect();
-    if let Some((names, since)) = pending.get_mut(key) {
-        names.retain(|n| !seen.contains(n));
-        if !names.is_empty() && since.elapsed() < Duration::from_secs(10) {
-            return Ok(Some(Duration::from_millis(200)));
-        }
-        pending.remove(key);
+    if pending.waiting(key, |n| seen.contains(n)) {
+        return Ok(Some(Duration::from_millis(200)));
     }
-    let mut created = HashSet::new();
     let mut by_node: HashMap<String, Vec<Arc<Value>>> = HashMap::new();
     for p in pods.list(Some(&ns)) {
         if controller_of(&p).is_some_and(|r| r["uid"] == *uid) && active(&p) {
@@ -232,11 +226,8 @@ async fn sync(
             .create(&format!("/api/v1/namespaces/{ns}/pods"), &pod)
             .await?;
         if let Some(n) = made["metadata"]["name"].as_str() {
-            created.insert(n.to_string());
+            pending.created(key, n);
         }
-    }
-    if !created.is_empty() {
-        pending.insert(key.to_string(), (created, Instant::now()));
     }
     // status
     let scheduled = current

@@ -5,17 +5,16 @@
 //! `Complete` / `Failed` conditions that `kubectl get jobs` and `kubectl wait` read; and
 //! deletes finished jobs `ttlSecondsAfterFinished` later.
 
-use super::queue::WorkQueue;
+use super::queue::{Unseen, WorkQueue};
 use super::replicaset::{active, feed};
 use super::{Context, controller_of, controller_ref};
 use crate::api::meta::{now_rfc3339, now_secs, parse_rfc3339};
 use crate::client::ClientError;
 use crate::client::watch::{Informer, object_path};
 use serde_json::{Value, json};
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
-use std::time::Instant;
 
 const INDEX: &str = "batch.kubernetes.io/job-completion-index";
 
@@ -29,7 +28,7 @@ pub async fn run(cx: Arc<Context>) {
     super::resync(&jobs, &queue, Duration::from_secs(30));
     // pods created but not yet seen by the informer, per job (as the ReplicaSet
     // controller's expectations): no new pods until they show up
-    let mut pending: HashMap<String, (HashSet<String>, Instant)> = HashMap::new();
+    let mut pending = Unseen::default();
     loop {
         let key = queue.next().await;
         match sync(&cx, &jobs, &pods, &key, &mut pending).await {
@@ -80,7 +79,7 @@ async fn sync(
     jobs: &Informer,
     pods: &Informer,
     key: &str,
-    pending: &mut HashMap<String, (HashSet<String>, Instant)>,
+    pending: &mut Unseen,
 ) -> Result<Option<Duration>, ClientError> {
     let Some(job) = jobs.get(key) else {
         return Ok(None);
@@ -188,16 +187,7 @@ async fn sync(
             .iter()
             .filter_map(|p| p["metadata"]["name"].as_str())
             .collect();
-        let waiting = match pending.get_mut(key) {
-            Some((names, since)) => {
-                names.retain(|n| !seen.contains(n.as_str()));
-                !names.is_empty() && since.elapsed() < Duration::from_secs(10)
-            }
-            None => false,
-        };
-        if !waiting {
-            pending.remove(key);
-        }
+        let waiting = pending.waiting(key, |n| seen.contains(n));
         let missing = if waiting {
             again = Some(Duration::from_millis(200));
             0
@@ -205,7 +195,6 @@ async fn sync(
             want - running.len() as i64
         };
         if missing > 0 {
-            let mut created = HashSet::new();
             let taken: BTreeSet<i64> = running
                 .iter()
                 .filter_map(|p| index_of(p))
@@ -229,10 +218,9 @@ async fn sync(
                     .create(&format!("/api/v1/namespaces/{ns}/pods"), &pod)
                     .await?;
                 if let Some(n) = made["metadata"]["name"].as_str() {
-                    created.insert(n.to_string());
+                    pending.created(key, n);
                 }
             }
-            pending.insert(key.to_string(), (created, Instant::now()));
         }
         if let Some(deadline) = job["spec"]["activeDeadlineSeconds"].as_i64() {
             let left = parse_rfc3339(&start_time)

@@ -77,6 +77,39 @@ impl WorkQueue {
     }
 }
 
+/// Objects a controller created that its informer has not shown yet, per owner key
+/// (upstream's "expectations"): until they show up (or 10 s pass) the owner is not
+/// acted on again, so a lagging informer does not make it create them twice.
+#[derive(Default)]
+pub struct Unseen(std::collections::HashMap<String, (HashSet<String>, std::time::Instant)>);
+
+impl Unseen {
+    /// Whether `key` still waits for some of its creations; `seen` says whether a
+    /// name is visible now. A key that no longer waits is forgotten.
+    pub fn waiting(&mut self, key: &str, seen: impl Fn(&str) -> bool) -> bool {
+        let still = match self.0.get_mut(key) {
+            Some((names, since)) => {
+                names.retain(|n| !seen(n));
+                !names.is_empty() && since.elapsed() < Duration::from_secs(10)
+            }
+            None => false,
+        };
+        if !still {
+            self.0.remove(key);
+        }
+        still
+    }
+
+    /// Remembers that `name` was created for `key`.
+    pub fn created(&mut self, key: &str, name: &str) {
+        self.0
+            .entry(key.to_string())
+            .or_insert_with(|| (HashSet::new(), std::time::Instant::now()))
+            .0
+            .insert(name.to_string());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,15 +6,15 @@
 //! `partition`, one at a time, each once the rest are ready.
 
 use super::deployment::template_hash;
-use super::queue::WorkQueue;
+use super::queue::{Unseen, WorkQueue};
 use super::replicaset::{active, feed, ready};
 use super::{Context, controller_of, controller_ref};
 use crate::client::ClientError;
 use crate::client::watch::{Informer, object_path};
 use serde_json::{Value, json};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const REVISION: &str = "controller-revision-hash";
 
@@ -28,7 +28,7 @@ pub async fn run(cx: Arc<Context>) {
     pods.synced().await;
     claims.synced().await;
     super::resync(&sets, &queue, Duration::from_secs(30));
-    let mut pending: HashMap<String, (HashSet<String>, Instant)> = HashMap::new();
+    let mut pending = Unseen::default();
     loop {
         let key = queue.next().await;
         if let Err(e) = sync(&cx, &sets, &pods, &claims, &key, &mut pending).await {
@@ -58,7 +58,7 @@ async fn sync(
     pods: &Informer,
     claims: &Informer,
     key: &str,
-    pending: &mut HashMap<String, (HashSet<String>, Instant)>,
+    pending: &mut Unseen,
 ) -> Result<(), ClientError> {
     let Some(set) = sets.get(key) else {
         return Ok(());
@@ -84,17 +84,13 @@ async fn sync(
         }
     }
     // wait until the informer shows what was just created or deleted
-    if let Some((names, since)) = pending.get_mut(key) {
-        names.retain(|n| {
-            let present = by_ordinal
-                .values()
-                .any(|p| p["metadata"]["name"] == *n.as_str() && active(p));
-            !present
-        });
-        if !names.is_empty() && since.elapsed() < Duration::from_secs(10) {
-            return Ok(());
-        }
-        pending.remove(key);
+    let visible = |n: &str| {
+        by_ordinal
+            .values()
+            .any(|p| p["metadata"]["name"] == n && active(p))
+    };
+    if pending.waiting(key, visible) {
+        return Ok(());
     }
     let pod_path = |pod_name: &str| object_path(pods.res, Some(&ns), pod_name);
     // finished or failed pods are replaced
@@ -133,11 +129,7 @@ async fn sync(
             Err(e) if e.is_already_exists() => {}
             Err(e) => return Err(e),
         }
-        pending
-            .entry(key.to_string())
-            .or_insert_with(|| (HashSet::new(), Instant::now()))
-            .0
-            .insert(pod_name);
+        pending.created(key, &pod_name);
         acted = true;
         if !parallel {
             break;
