@@ -39,7 +39,9 @@ pub async fn guaranteed_update(
         if precondition.is_some_and(|rv| rv != kv.mod_revision) {
             return Err(conflict(res, name));
         }
-        let mut next = mutate(&crate::api::convert::to_version(from_store(&kv)?, res))?;
+        // decoded once: the mutation and the no-op check both read it
+        let current = crate::api::convert::to_version(from_store(&kv)?, res);
+        let mut next = mutate(&current)?;
         if super::delete::ready_to_go(&next) {
             // the last finalizer of an object being deleted went: finish the deletion
             match store.delete(&k, kv.mod_revision).await {
@@ -52,10 +54,7 @@ pub async fn guaranteed_update(
                 Err(e) => return Err(store_error(e)),
             }
         }
-        if unchanged(
-            &crate::api::convert::to_version(from_store(&kv)?, res),
-            &next,
-        ) {
+        if unchanged(&current, &next) {
             // as upstream: a write that changes nothing is not written
             set_resource_version(&mut next, kv.mod_revision);
             return Ok(next);
