@@ -34,6 +34,7 @@ pub struct ServerConfig {
     pub node_monitor_grace_period: Duration,
     pub service_node_port_range: (u16, u16),
     pub cronjob_clock_skew: i64,
+    pub event_ttl: Duration,
 }
 
 /// Which datastore to use.
@@ -83,6 +84,7 @@ impl TryFrom<ServerArgs> for ServerConfig {
             node_monitor_grace_period: a.node_monitor_grace_period,
             service_node_port_range: a.service_node_port_range,
             cronjob_clock_skew: a.debug_cronjob_clock_skew,
+            event_ttl: a.event_ttl,
         })
     }
 }
@@ -205,6 +207,7 @@ pub async fn start_api(store: Arc<dyn Store>, cfg: &ServerConfig) -> anyhow::Res
             cluster_cidr: cfg.cluster_cidr.clone(),
             node_monitor_grace_period: cfg.node_monitor_grace_period,
             cronjob_clock_skew: cfg.cronjob_clock_skew,
+            event_ttl: cfg.event_ttl,
         },
     );
     let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();

@@ -106,6 +106,49 @@ fn p99(before: &str, after: &str) -> Option<f64> {
         .map(|(le, _)| *le)
 }
 
+type Startups = Arc<std::sync::Mutex<std::collections::HashMap<String, (Instant, Option<Instant>)>>>;
+
+/// When each pod was first seen and first seen running and ready.
+fn watch_startups(pods: &Informer) -> Startups {
+    let seen: Startups = Arc::default();
+    let mut changes = pods.subscribe();
+    let out = seen.clone();
+    tokio::spawn(async move {
+        while let Some(c) = changes.recv().await {
+            let Some(p) = c.new else { continue };
+            let now = Instant::now();
+            let mut seen = out.lock().unwrap_or_else(|e| e.into_inner());
+            let entry = seen.entry(c.key).or_insert((now, None));
+            if entry.1.is_none() && crate::controllers::replicaset::ready(&p) {
+                entry.1 = Some(now);
+            }
+        }
+    });
+    seen
+}
+
+fn percentiles(mut v: Vec<Duration>) -> Option<(Duration, Duration)> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort();
+    let at = |q: f64| v[((v.len() as f64 * q).ceil() as usize).clamp(1, v.len()) - 1];
+    Some((at(0.5), at(0.99)))
+}
+
+fn startup_percentiles(
+    seen: &Startups,
+    which: impl Fn(&str) -> bool,
+) -> Option<(Duration, Duration)> {
+    let seen = seen.lock().unwrap_or_else(|e| e.into_inner());
+    percentiles(
+        seen.iter()
+            .filter(|(k, _)| which(k))
+            .filter_map(|(_, (first, ready))| ready.map(|r| r - *first))
+            .collect(),
+    )
+}
+
 async fn metrics(client: &ApiClient) -> String {
     match client
         .send(http::Method::GET, "/metrics", "text/plain", None)
@@ -163,6 +206,9 @@ pub async fn run(a: ScaleBenchArgs) -> anyhow::Result<()> {
             "--https-listen-port",
             &port,
             "--disable-agent",
+            // a /24 per node: 4,096 of them (the default /16 has 256)
+            "--cluster-cidr",
+            "10.128.0.0/12",
         ],
         &scratch.join("server.log"),
     )?;
@@ -216,6 +262,7 @@ pub async fn run(a: ScaleBenchArgs) -> anyhow::Result<()> {
         None,
     );
     pods.synced().await;
+    let seen = watch_startups(&pods);
     let before = metrics(&client).await;
     let total = a.deployments * a.replicas;
     let t0 = Instant::now();
@@ -268,6 +315,34 @@ pub async fn run(a: ScaleBenchArgs) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
     let after = metrics(&client).await;
+    let saturation = startup_percentiles(&seen, |k| k.starts_with("default/load-"));
+    // then, as upstream's density test, pods created one at a time into the loaded
+    // cluster: their start-up latency is the SLO's measure
+    let latency_pods = 100;
+    let mut created = Vec::new();
+    for i in 0..latency_pods {
+        let name = format!("latency-{i}");
+        let p = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "default"},
+                       "spec": {"containers": [{"name": "c", "image": "pause", "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}}}]}});
+        let at = Instant::now();
+        client.create("/api/v1/namespaces/default/pods", &p).await?;
+        created.push((format!("default/{name}"), at));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let latencies = loop {
+        let got: Vec<Duration> = {
+            let seen = seen.lock().unwrap_or_else(|e| e.into_inner());
+            created
+                .iter()
+                .filter_map(|(k, at)| seen.get(k).and_then(|(_, r)| *r).map(|r| r - *at))
+                .collect()
+        };
+        if got.len() == created.len() || Instant::now() > deadline {
+            break got;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     let rss = peak_rss_mib(server.0.id());
     let bind_span = last_bound
         .unwrap_or(all_ready)
@@ -293,6 +368,24 @@ pub async fn run(a: ScaleBenchArgs) -> anyhow::Result<()> {
             p * 1000.0
         ),
         None => println!("| API p99 during the run | n/a |"),
+    }
+    if let Some((p50, p99)) = saturation {
+        println!(
+            "| pod start-up, the {total} pods created at once: p50 / p99 (seen created → seen running and ready) | {:.1} s / {:.1} s |",
+            p50.as_secs_f64(),
+            p99.as_secs_f64()
+        );
+    }
+    match percentiles(latencies.clone()) {
+        Some((p50, p99)) if latencies.len() == latency_pods => println!(
+            "| pod start-up, {latency_pods} pods created one by one (5/s) afterwards: p50 / p99 | {:.0} ms / {:.0} ms |",
+            p50.as_secs_f64() * 1000.0,
+            p99.as_secs_f64() * 1000.0
+        ),
+        _ => println!(
+            "| pod start-up of pods created one by one | only {} of {latency_pods} started within 120 s |",
+            latencies.len()
+        ),
     }
     println!("| server peak RSS (VmHWM) | {rss:.0} MiB |");
     drop(server);

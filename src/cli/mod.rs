@@ -137,6 +137,9 @@ pub struct ServerArgs {
     /// kube-controller-manager flag of the same name).
     #[arg(long, env = "SKUA_NODE_MONITOR_GRACE_PERIOD", default_value = "40s", value_parser = config::parse_duration)]
     pub node_monitor_grace_period: std::time::Duration,
+    /// How long events are kept (upstream's kube-apiserver flag of the same name).
+    #[arg(long, env = "SKUA_EVENT_TTL", default_value = "1h", value_parser = config::parse_duration)]
+    pub event_ttl: std::time::Duration,
     /// Port range for NodePort services.
     #[arg(long, env = "SKUA_SERVICE_NODE_PORT_RANGE", default_value = "30000-32767", value_parser = config::parse_port_range)]
     pub service_node_port_range: (u16, u16),

@@ -8,7 +8,7 @@ use crate::api::registry::Resource;
 use http::Method;
 use http_body_util::BodyExt;
 use serde_json::Value;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -141,10 +141,65 @@ pub struct Change {
     pub new: Option<Arc<Value>>,
 }
 
+/// The objects an informer holds, indexed by controller.
+#[derive(Default)]
+struct Objects {
+    all: BTreeMap<String, Arc<Value>>,
+    /// controller uid → keys of the objects it controls
+    by_controller: HashMap<String, BTreeSet<String>>,
+    /// keys of the objects without a controller
+    orphans: BTreeSet<String>,
+}
+
+fn controller_uid(obj: &Value) -> Option<&str> {
+    obj["metadata"]["ownerReferences"]
+        .as_array()?
+        .iter()
+        .find(|r| r["controller"] == true)?["uid"]
+        .as_str()
+}
+
+impl Objects {
+    fn insert(&mut self, key: String, obj: Arc<Value>) -> Option<Arc<Value>> {
+        let old = self.remove(&key);
+        match controller_uid(&obj) {
+            Some(uid) => {
+                self.by_controller
+                    .entry(uid.to_string())
+                    .or_default()
+                    .insert(key.clone());
+            }
+            None => {
+                self.orphans.insert(key.clone());
+            }
+        }
+        self.all.insert(key, obj);
+        old
+    }
+
+    fn remove(&mut self, key: &str) -> Option<Arc<Value>> {
+        let old = self.all.remove(key)?;
+        match controller_uid(&old) {
+            Some(uid) => {
+                if let Some(keys) = self.by_controller.get_mut(uid) {
+                    keys.remove(key);
+                    if keys.is_empty() {
+                        self.by_controller.remove(uid);
+                    }
+                }
+            }
+            None => {
+                self.orphans.remove(key);
+            }
+        }
+        Some(old)
+    }
+}
+
 /// The local copy of one resource (see the module documentation).
 pub struct Informer {
     pub res: &'static Resource,
-    objects: RwLock<BTreeMap<String, Arc<Value>>>,
+    objects: RwLock<Objects>,
     subscribers: Mutex<Vec<mpsc::UnboundedSender<Change>>>,
     synced: tokio::sync::watch::Sender<bool>,
 }
@@ -159,7 +214,7 @@ impl Informer {
     ) -> Arc<Informer> {
         let informer = Arc::new(Informer {
             res,
-            objects: RwLock::new(BTreeMap::new()),
+            objects: RwLock::new(Objects::default()),
             subscribers: Mutex::new(Vec::new()),
             synced: tokio::sync::watch::channel(false).0,
         });
@@ -212,7 +267,7 @@ impl Informer {
         let changes = {
             let mut objects = self.objects.write().unwrap_or_else(|e| e.into_inner());
             let mut changes = Vec::new();
-            for (k, old) in objects.iter() {
+            for (k, old) in objects.all.iter() {
                 if !fresh.contains_key(k) {
                     changes.push(Change {
                         key: k.clone(),
@@ -222,15 +277,18 @@ impl Informer {
                 }
             }
             for (k, new) in &fresh {
-                if objects.get(k) != Some(new) {
+                if objects.all.get(k) != Some(new) {
                     changes.push(Change {
                         key: k.clone(),
-                        old: objects.get(k).cloned(),
+                        old: objects.all.get(k).cloned(),
                         new: Some(new.clone()),
                     });
                 }
             }
-            *objects = fresh;
+            *objects = Objects::default();
+            for (k, v) in fresh {
+                objects.insert(k, v);
+            }
             changes
         };
         self.publish(changes);
@@ -295,8 +353,34 @@ impl Informer {
         self.objects
             .read()
             .unwrap_or_else(|e| e.into_inner())
+            .all
             .get(key)
             .cloned()
+    }
+
+    /// The objects whose controller (the owner reference with `controller: true`) has
+    /// this uid: an index lookup, not a scan.
+    pub fn controlled_by(&self, uid: &str) -> Vec<Arc<Value>> {
+        let objects = self.objects.read().unwrap_or_else(|e| e.into_inner());
+        objects
+            .by_controller
+            .get(uid)
+            .into_iter()
+            .flatten()
+            .filter_map(|k| objects.all.get(k).cloned())
+            .collect()
+    }
+
+    /// The objects of `namespace` without a controller (for adoption).
+    pub fn orphans(&self, namespace: &str) -> Vec<Arc<Value>> {
+        let objects = self.objects.read().unwrap_or_else(|e| e.into_inner());
+        let prefix = format!("{namespace}/");
+        objects
+            .orphans
+            .range(prefix.clone()..)
+            .take_while(|k| k.starts_with(&prefix))
+            .filter_map(|k| objects.all.get(k).cloned())
+            .collect()
     }
 
     /// Every object (of one namespace).
@@ -306,12 +390,13 @@ impl Informer {
             Some(ns) => {
                 let prefix = format!("{ns}/");
                 objects
+                    .all
                     .range(prefix.clone()..)
                     .take_while(|(k, _)| k.starts_with(&prefix))
                     .map(|(_, v)| v.clone())
                     .collect()
             }
-            None => objects.values().cloned().collect(),
+            None => objects.all.values().cloned().collect(),
         }
     }
 }

@@ -7,17 +7,31 @@
 use super::deployment::template_hash;
 use super::queue::{Unseen, WorkQueue};
 use super::replicaset::{active, available, feed};
-use super::{Context, controller_of, controller_ref};
+use super::{Context, controller_ref, events};
 use crate::api::meta::now_secs;
 use crate::client::ClientError;
 use crate::client::watch::{Informer, key_of, object_path};
 use crate::scheduler::plugins::{NodeInfo, Verdict, filter};
 use serde_json::{Value, json};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 const HASH: &str = "controller-revision-hash";
+
+const COMPONENT: &str = "daemonset-controller";
+
+fn deleted(cx: &Context, ds: &Value, pod: &Value) {
+    let name = pod["metadata"]["name"].as_str().unwrap_or("");
+    events::emit(
+        &cx.client,
+        ds,
+        false,
+        "SuccessfulDelete",
+        format!("Deleted pod: {name}"),
+        COMPONENT,
+    );
+}
 
 pub async fn run(cx: Arc<Context>) {
     let sets = cx.informer("apps", "daemonsets");
@@ -111,17 +125,12 @@ async fn sync(
     with_daemon_tolerations(&mut spec);
     let probe = json!({"spec": spec});
     let uid = &ds["metadata"]["uid"];
-    let seen: HashSet<String> = pods
-        .list(Some(&ns))
-        .iter()
-        .filter_map(|p| p["metadata"]["name"].as_str().map(String::from))
-        .collect();
-    if pending.waiting(key, |n| seen.contains(n)) {
+    if pending.waiting(key, |n| pods.get(&format!("{ns}/{n}")).is_some()) {
         return Ok(Some(Duration::from_millis(200)));
     }
     let mut by_node: HashMap<String, Vec<Arc<Value>>> = HashMap::new();
-    for p in pods.list(Some(&ns)) {
-        if controller_of(&p).is_some_and(|r| r["uid"] == *uid) && active(&p) {
+    for p in pods.controlled_by(uid.as_str().unwrap_or("")) {
+        if active(&p) {
             let node = p["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"][0]["matchFields"][0]["values"][0]
                 .as_str()
                 .or_else(|| p["spec"]["nodeName"].as_str())
@@ -149,6 +158,7 @@ async fn sync(
         for (i, p) in list.iter().enumerate() {
             if !keep || i > 0 {
                 cx.client.delete(&pod_path(p), &json!({})).await?;
+                deleted(cx, &ds, p);
             }
         }
     }
@@ -190,6 +200,7 @@ async fn sync(
                 break;
             }
             cx.client.delete(&pod_path(p), &json!({})).await?;
+            deleted(cx, &ds, p);
             budget -= 1;
         }
     }
@@ -227,6 +238,14 @@ async fn sync(
             .await?;
         if let Some(n) = made["metadata"]["name"].as_str() {
             pending.created(key, n);
+            events::emit(
+                &cx.client,
+                &ds,
+                false,
+                "SuccessfulCreate",
+                format!("Created pod: {n}"),
+                COMPONENT,
+            );
         }
     }
     // status

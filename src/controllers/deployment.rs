@@ -353,10 +353,12 @@ async fn sync(
                 for old in &olds {
                     scale(cx, old, 0, &d, surge).await?;
                 }
-                let old_uids: Vec<&Value> = olds.iter().map(|o| &o["metadata"]["uid"]).collect();
-                let old_pods_left = pods.list(Some(&ns)).iter().any(|p| {
-                    controller_of(p).is_some_and(|r| old_uids.contains(&&r["uid"]))
-                        && !matches!(p["status"]["phase"].as_str(), Some("Succeeded" | "Failed"))
+                let old_pods_left = olds.iter().any(|o| {
+                    pods.controlled_by(o["metadata"]["uid"].as_str().unwrap_or(""))
+                        .iter()
+                        .any(|p| {
+                            !matches!(p["status"]["phase"].as_str(), Some("Succeeded" | "Failed"))
+                        })
                 });
                 if !old_pods_left {
                     scale(cx, new, desired, &d, surge).await?;

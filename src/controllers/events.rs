@@ -3,6 +3,88 @@
 use crate::api::meta::now_rfc3339;
 use crate::client::ApiClient;
 use serde_json::{Value, json};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+/// Events being written at once; more are dropped, as upstream's broadcaster drops
+/// them when its queue is full (events are a courtesy, never back-pressure).
+const MAX_PENDING: usize = 1000;
+static PENDING: AtomicUsize = AtomicUsize::new(0);
+
+/// Records an event in the background, so a control loop never waits for it.
+pub fn emit(
+    client: &ApiClient,
+    object: &Value,
+    warning: bool,
+    reason: &'static str,
+    message: String,
+    component: &'static str,
+) {
+    if PENDING.fetch_add(1, Ordering::Relaxed) >= MAX_PENDING {
+        PENDING.fetch_sub(1, Ordering::Relaxed);
+        tracing::debug!(reason, "event dropped: too many pending");
+        return;
+    }
+    // only what the event names of its object, not the whole object
+    let m = &object["metadata"];
+    let about = json!({
+        "apiVersion": object["apiVersion"], "kind": object["kind"],
+        "metadata": {"namespace": m["namespace"], "name": m["name"], "uid": m["uid"], "resourceVersion": m["resourceVersion"]},
+    });
+    let client = client.clone();
+    tokio::spawn(async move {
+        record(&client, &about, warning, reason, &message, component).await;
+        PENDING.fetch_sub(1, Ordering::Relaxed);
+    });
+}
+
+/// Deletes events older than `ttl` (by their last time seen), as the API server's
+/// `--event-ttl` does upstream; runs until aborted.
+pub async fn expire(client: ApiClient, ttl: Duration) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(60).min(ttl)).await;
+        let cutoff = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .saturating_sub(ttl)
+            .as_secs() as i64;
+        let mut next = String::new();
+        loop {
+            let path = format!(
+                "/api/v1/events?limit=500{}",
+                if next.is_empty() {
+                    String::new()
+                } else {
+                    format!("&continue={}", crate::client::watch::urlencode(&next))
+                }
+            );
+            let Ok(page) = client.get(&path).await else {
+                break;
+            };
+            for e in page["items"].as_array().into_iter().flatten() {
+                let last = ["lastTimestamp", "eventTime"]
+                    .iter()
+                    .find_map(|f| e[*f].as_str())
+                    .or_else(|| e["metadata"]["creationTimestamp"].as_str())
+                    .and_then(crate::api::civil::parse_rfc3339);
+                if last.is_some_and(|t| t < cutoff) {
+                    let ns = e["metadata"]["namespace"].as_str().unwrap_or("");
+                    let name = e["metadata"]["name"].as_str().unwrap_or("");
+                    let _ = client
+                        .delete(
+                            &format!("/api/v1/namespaces/{ns}/events/{name}"),
+                            &json!({"preconditions": {"uid": e["metadata"]["uid"]}}),
+                        )
+                        .await;
+                }
+            }
+            match page["metadata"]["continue"].as_str() {
+                Some(c) if !c.is_empty() => next = c.to_string(),
+                _ => break,
+            }
+        }
+    }
+}
 
 /// Records an event about `object` (`kind`/`apiVersion` must be set); failures are
 /// logged, never fatal: events are a courtesy.

@@ -45,11 +45,15 @@ pub async fn run(cx: Arc<Context>) {
         inf.synced().await;
     }
     loop {
+        let started = std::time::Instant::now();
         if let Err(e) = pass(&cx, &owners, &dependents).await {
             tracing::debug!(error = %e, "garbage collection pass failed; retrying");
         }
+        // a pass reads every dependent: in a big, busy cluster, wait in proportion to
+        // its cost so that the collector takes at most about a third of a core
+        let settle = (started.elapsed() * 2).max(Duration::from_millis(50));
         tokio::select! {
-            _ = wake.notified() => tokio::time::sleep(Duration::from_millis(50)).await,
+            _ = wake.notified() => tokio::time::sleep(settle).await,
             _ = tokio::time::sleep(Duration::from_secs(10)) => {}
         }
     }

@@ -7,7 +7,7 @@
 
 use super::queue::{Unseen, WorkQueue};
 use super::replicaset::{active, feed};
-use super::{Context, controller_of, controller_ref};
+use super::{Context, controller_ref, events};
 use crate::api::meta::{now_rfc3339, now_secs, parse_rfc3339};
 use crate::client::ClientError;
 use crate::client::watch::{Informer, object_path};
@@ -17,6 +17,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 const INDEX: &str = "batch.kubernetes.io/job-completion-index";
+
+const COMPONENT: &str = "job-controller";
 
 pub async fn run(cx: Arc<Context>) {
     let jobs = cx.informer("batch", "jobs");
@@ -119,11 +121,7 @@ async fn sync(
         return Ok(None);
     }
     let uid = &job["metadata"]["uid"];
-    let owned: Vec<Arc<Value>> = pods
-        .list(Some(&ns))
-        .into_iter()
-        .filter(|p| controller_of(p).is_some_and(|r| r["uid"] == *uid))
-        .collect();
+    let owned: Vec<Arc<Value>> = pods.controlled_by(uid.as_str().unwrap_or(""));
     let running: Vec<&Arc<Value>> = owned.iter().filter(|p| active(p)).collect();
     let indexed = job["spec"]["completionMode"] == "Indexed";
     let completions = job["spec"]["completions"].as_i64();
@@ -175,6 +173,15 @@ async fn sync(
                 p["metadata"]["name"].as_str().unwrap_or(""),
             );
             cx.client.delete(&path, &json!({})).await?;
+            let pod_name = p["metadata"]["name"].as_str().unwrap_or("");
+            events::emit(
+                &cx.client,
+                &job,
+                false,
+                "SuccessfulDelete",
+                format!("Deleted pod: {pod_name}"),
+                COMPONENT,
+            );
         }
     } else {
         // how many should run now
@@ -219,6 +226,14 @@ async fn sync(
                     .await?;
                 if let Some(n) = made["metadata"]["name"].as_str() {
                     pending.created(key, n);
+                    events::emit(
+                        &cx.client,
+                        &job,
+                        false,
+                        "SuccessfulCreate",
+                        format!("Created pod: {n}"),
+                        COMPONENT,
+                    );
                 }
             }
         }
@@ -266,10 +281,19 @@ async fn sync(
             Some("Reached expected number of succeeded pods"),
         );
         status["completionTime"] = json!(now_text);
+        events::emit(
+            &cx.client,
+            &job,
+            false,
+            "Completed",
+            "Job completed".into(),
+            COMPONENT,
+        );
     } else if let Some((reason, message)) = fail_reason {
         if running.is_empty() {
             add("FailureTarget", Some(reason), Some(message));
             add("Failed", Some(reason), Some(message));
+            events::emit(&cx.client, &job, true, reason, message.into(), COMPONENT);
         }
     } else if suspended && !condition(&job, "Suspended") {
         add("Suspended", Some("JobSuspended"), Some("Job suspended"));

@@ -69,6 +69,8 @@ pub struct Settings {
     pub node_monitor_grace_period: std::time::Duration,
     /// Seconds added to the CronJob clock (tests only).
     pub cronjob_clock_skew: i64,
+    /// Events older than this are deleted (`--event-ttl`).
+    pub event_ttl: std::time::Duration,
 }
 
 /// Starts the control loops under leader election; they stop when the returned task
@@ -122,6 +124,7 @@ pub fn start(
                 settings.node_monitor_grace_period,
             ));
             loops.spawn(nodeipam::run(cx.clone(), settings.cluster_cidr.clone()));
+            loops.spawn(events::expire(client.clone(), settings.event_ttl));
             election.keep(&client).await;
             loops.abort_all();
         }

@@ -27,6 +27,8 @@ pub async fn run(cx: Arc<Context>, cluster_cidr: String) {
     let nodes = cx.informer("", "nodes");
     let mut changes = nodes.subscribe();
     nodes.synced().await;
+    // nodes already told there is no range for them (said once, not at every change)
+    let mut told: HashSet<String> = HashSet::new();
     loop {
         let all = nodes.list(None);
         let mut used: HashSet<String> = all
@@ -46,8 +48,21 @@ pub async fn run(cx: Arc<Context>, cluster_cidr: String) {
                 }
             };
             let Some(cidr) = cidr else {
-                tracing::warn!(node = name, %cluster_cidr, "no pod range left for this node; widen --cluster-cidr");
-                break;
+                if told.insert(name.to_string()) {
+                    tracing::warn!(node = name, %cluster_cidr, "no pod range left for this node; widen --cluster-cidr");
+                    let mut about = (**node).clone();
+                    about["kind"] = json!("Node");
+                    about["apiVersion"] = json!("v1");
+                    super::events::emit(
+                        &cx.client,
+                        &about,
+                        false,
+                        "CIDRNotAvailable",
+                        format!("Node {name} status is now: CIDRNotAvailable"),
+                        "cidrAllocator",
+                    );
+                }
+                continue;
             };
             let patch = json!({"spec": {"podCIDR": cidr, "podCIDRs": [cidr]}});
             match cx

@@ -9,7 +9,7 @@
 //! again until the informer has seen those changes (or a few seconds have passed).
 
 use super::queue::WorkQueue;
-use super::{Context, controller_of, controller_ref};
+use super::{Context, controller_of, controller_ref, events};
 use crate::api::meta::{now_secs, parse_rfc3339};
 use crate::api::selector::LabelSelector;
 use crate::client::watch::{Informer, key_of, object_path};
@@ -45,6 +45,15 @@ pub async fn run(cx: Arc<Context>, group: &'static str, plural: &'static str) {
             tracing::debug!(replicaset = %key, error = %e, "replica set sync failed; retrying");
             queue.add_after(key, Duration::from_secs(1));
         }
+    }
+}
+
+/// Upstream's name for the controller of `owner`'s kind, as its events say.
+fn component(owner: &Value) -> &'static str {
+    if owner["kind"] == "ReplicationController" {
+        "replication-controller"
+    } else {
+        "replicaset-controller"
     }
 }
 
@@ -174,7 +183,7 @@ async fn sync(
     let pod_res = pods.res;
     // adopt matching orphans, release owned pods that no longer match
     let mut owned = Vec::new();
-    for pod in pods.list(Some(&ns)) {
+    for pod in pods.controlled_by(uid).into_iter().chain(pods.orphans(&ns)) {
         let mine = controller_of(&pod).is_some_and(|r| r["uid"] == uid);
         let matches = selects(&rs, &pod);
         let name = pod["metadata"]["name"].as_str().unwrap_or("");
@@ -260,14 +269,33 @@ async fn sync(
             tasks.spawn(async move { client.create(&path, &pod).await });
         }
         let mut failed = None;
+        let component = component(&rs);
         while let Some(r) = tasks.join_next().await {
             match r {
                 Ok(Ok(created)) => {
                     if let Some(n) = created["metadata"]["name"].as_str() {
                         expectation.adds.insert(n.to_string());
+                        events::emit(
+                            &cx.client,
+                            &rs,
+                            false,
+                            "SuccessfulCreate",
+                            format!("Created pod: {n}"),
+                            component,
+                        );
                     }
                 }
-                Ok(Err(e)) => failed = Some(e),
+                Ok(Err(e)) => {
+                    events::emit(
+                        &cx.client,
+                        &rs,
+                        true,
+                        "FailedCreate",
+                        format!("Error creating: {}", e.message),
+                        component,
+                    );
+                    failed = Some(e);
+                }
                 Err(_) => {}
             }
         }
@@ -282,12 +310,21 @@ async fn sync(
             let name = pod["metadata"]["name"].as_str().unwrap_or("").to_string();
             expectation.deletes.insert(name.clone());
             let (client, path) = (cx.client.clone(), object_path(pod_res, Some(&ns), &name));
-            tasks.spawn(async move { client.delete(&path, &json!({})).await });
+            tasks.spawn(async move { client.delete(&path, &json!({})).await.map(|()| name) });
         }
         expectations.insert(key.to_string(), expectation);
         while let Some(r) = tasks.join_next().await {
-            if let Ok(Err(e)) = r {
-                return Err(e);
+            match r {
+                Ok(Ok(name)) => events::emit(
+                    &cx.client,
+                    &rs,
+                    false,
+                    "SuccessfulDelete",
+                    format!("Deleted pod: {name}"),
+                    component(&rs),
+                ),
+                Ok(Err(e)) => return Err(e),
+                Err(_) => {}
             }
         }
     }

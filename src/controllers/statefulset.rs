@@ -8,7 +8,7 @@
 use super::deployment::template_hash;
 use super::queue::{Unseen, WorkQueue};
 use super::replicaset::{active, feed, ready};
-use super::{Context, controller_of, controller_ref};
+use super::{Context, controller_ref, events};
 use crate::client::ClientError;
 use crate::client::watch::{Informer, object_path};
 use serde_json::{Value, json};
@@ -17,6 +17,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 const REVISION: &str = "controller-revision-hash";
+
+const COMPONENT: &str = "statefulset-controller";
+
+fn deleted(cx: &Context, set: &Value, pod: &Value) {
+    let pod = pod["metadata"]["name"].as_str().unwrap_or("");
+    let name = set["metadata"]["name"].as_str().unwrap_or("");
+    events::emit(
+        &cx.client,
+        set,
+        false,
+        "SuccessfulDelete",
+        format!("delete Pod {pod} in StatefulSet {name} successful"),
+        COMPONENT,
+    );
+}
 
 pub async fn run(cx: Arc<Context>) {
     let sets = cx.informer("apps", "statefulsets");
@@ -76,11 +91,9 @@ async fn sync(
     let replicas = set["spec"]["replicas"].as_i64().unwrap_or(1).max(0);
     let parallel = set["spec"]["podManagementPolicy"] == "Parallel";
     let mut by_ordinal: BTreeMap<i64, Arc<Value>> = BTreeMap::new();
-    for p in pods.list(Some(&ns)) {
-        if controller_of(&p).is_some_and(|r| r["uid"] == *uid) {
-            if let Some(i) = ordinal(&p, &name) {
-                by_ordinal.insert(i, p);
-            }
+    for p in pods.controlled_by(uid.as_str().unwrap_or("")) {
+        if let Some(i) = ordinal(&p, &name) {
+            by_ordinal.insert(i, p);
         }
     }
     // wait until the informer shows what was just created or deleted
@@ -104,6 +117,7 @@ async fn sync(
                 &json!({}),
             )
             .await?;
+        deleted(cx, &set, p);
     }
     let mut acted = false;
     // create what is missing, in order
@@ -125,9 +139,29 @@ async fn sync(
             .create(&format!("/api/v1/namespaces/{ns}/pods"), &pod)
             .await
         {
-            Ok(_) => {}
+            Ok(_) => events::emit(
+                &cx.client,
+                &set,
+                false,
+                "SuccessfulCreate",
+                format!("create Pod {pod_name} in StatefulSet {name} successful"),
+                COMPONENT,
+            ),
             Err(e) if e.is_already_exists() => {}
-            Err(e) => return Err(e),
+            Err(e) => {
+                events::emit(
+                    &cx.client,
+                    &set,
+                    true,
+                    "FailedCreate",
+                    format!(
+                        "create Pod {pod_name} in StatefulSet {name} failed error: {}",
+                        e.message
+                    ),
+                    COMPONENT,
+                );
+                return Err(e);
+            }
         }
         pending.created(key, &pod_name);
         acted = true;
@@ -154,6 +188,7 @@ async fn sync(
                         &json!({}),
                     )
                     .await?;
+                deleted(cx, &set, p);
                 acted = true;
             }
         }
@@ -179,6 +214,7 @@ async fn sync(
                     &json!({}),
                 )
                 .await?;
+            deleted(cx, &set, p);
         }
     }
     // status
@@ -268,7 +304,17 @@ async fn ensure_claims(
             )
             .await
         {
-            Ok(_) => {}
+            Ok(_) => {
+                let pod = format!("{name}-{ordinal}");
+                events::emit(
+                    &cx.client,
+                    set,
+                    false,
+                    "SuccessfulCreate",
+                    format!("create Claim {claim} Pod {pod} in StatefulSet {name} success"),
+                    COMPONENT,
+                );
+            }
             Err(e) if e.is_already_exists() => {}
             Err(e) => return Err(e),
         }

@@ -4,16 +4,20 @@
 //! `FailedScheduling` event in upstream's words, and is tried again whenever nodes or
 //! pods change.
 
+pub mod cache;
+pub mod interpod;
 pub mod plugins;
 
-use crate::client::watch::{Informer, key_of, object_path};
+use crate::client::watch::{key_of, object_path};
 use crate::controllers::Context;
 use crate::controllers::events;
 use crate::controllers::queue::WorkQueue;
+use cache::Cache;
+use interpod::Prepared;
 use plugins::{NodeInfo, Verdict};
 use serde_json::{Value, json};
-use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 const NAME: &str = "default-scheduler";
@@ -35,25 +39,36 @@ pub async fn run(cx: Arc<Context>) {
     let pods = cx.informer("", "pods");
     let nodes = cx.informer("", "nodes");
     let queue = WorkQueue::default();
-    let unschedulable: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    let cache: Arc<Mutex<Cache>> = Arc::default();
+    let unschedulable: Arc<Mutex<Vec<String>>> = Arc::default();
     {
         let (mut pod_changes, mut node_changes) = (pods.subscribe(), nodes.subscribe());
-        let (queue, parked) = (queue.clone(), unschedulable.clone());
+        let (queue, parked, cache) = (queue.clone(), unschedulable.clone(), cache.clone());
         tokio::spawn(async move {
             loop {
                 let retry_parked = tokio::select! {
                     Some(c) = pod_changes.recv() => {
+                        lock(&cache).pod_changed(&c.key, c.new.as_ref());
                         if c.new.as_deref().is_some_and(wants) {
                             queue.add(c.key.clone());
                         }
-                        // a pod that went frees room
-                        c.new.is_none() || c.new.as_deref().is_some_and(|p| !p["metadata"]["deletionTimestamp"].is_null())
+                        // a pod that went or finished frees room
+                        c.new.as_deref().is_none_or(|p| {
+                            !p["metadata"]["deletionTimestamp"].is_null()
+                                || matches!(p["status"]["phase"].as_str(), Some("Succeeded" | "Failed"))
+                        })
                     }
-                    Some(_) = node_changes.recv() => true,
+                    Some(c) = node_changes.recv() => {
+                        let name = c.new.as_ref().or(c.old.as_ref())
+                            .and_then(|n| n["metadata"]["name"].as_str().map(str::to_string))
+                            .unwrap_or_default();
+                        lock(&cache).node_changed(&name, c.new);
+                        true
+                    }
                     else => return,
                 };
                 if retry_parked {
-                    for k in parked.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
+                    for k in lock(&parked).drain(..) {
                         queue.add(k);
                     }
                 }
@@ -77,37 +92,36 @@ pub async fn run(cx: Arc<Context>) {
             }
         });
     }
-    // pods bound by this scheduler that the informer has not shown bound yet
-    let mut assumed: HashMap<String, (String, Arc<Value>)> = HashMap::new();
+    // bindings are written concurrently (as upstream's binding cycle), a bounded number
+    // at a time; the next decision already counts the pods being bound
+    let binds = Arc::new(tokio::sync::Semaphore::new(BINDS_IN_FLIGHT));
     let mut turn = 0usize;
     loop {
-        // one snapshot of the nodes serves a batch of pods (each placement is added to
-        // it), so the cost of reading every pod is paid once per batch, not per pod
-        let mut batch = vec![queue.next().await];
-        while batch.len() < 256 {
-            match queue.try_next() {
-                Some(k) => batch.push(k),
-                None => break,
-            }
+        let key = queue.next().await;
+        let Some(pod) = pods.get(&key) else { continue };
+        if !wants(&pod) {
+            continue;
         }
-        assumed.retain(|k, _| pods.get(k).is_some_and(|p| wants(&p)));
-        let mut infos = node_infos(&pods, &nodes, &assumed);
-        for key in batch {
-            let Some(pod) = pods.get(&key) else { continue };
-            if !wants(&pod) {
-                continue;
+        let placed = {
+            let cache = lock(&cache);
+            if cache.is_assumed(&key) {
+                continue; // its binding is being written
             }
-            let placed = place(&pod, &infos, turn);
-            tracing::debug!(pod = %key, nodes = infos.len(), result = ?placed, "scheduling");
-            match placed {
-                Ok(node) => {
-                    turn += 1;
+            place(&pod, cache.nodes(), turn)
+        };
+        tracing::debug!(pod = %key, result = ?placed, "scheduling");
+        match placed {
+            Ok(node) => {
+                turn += 1;
+                lock(&cache).assume(&key, &node, pod.clone());
+                let Ok(permit) = binds.clone().acquire_owned().await else {
+                    return;
+                };
+                let (cx, cache, queue) = (cx.clone(), cache.clone(), queue.clone());
+                tokio::spawn(async move {
+                    let _permit = permit;
                     match bind(&cx, &pod, &node).await {
                         Ok(()) => {
-                            assumed.insert(key.clone(), (node.clone(), pod.clone()));
-                            if let Some(info) = infos.iter_mut().find(|i| i.name() == node) {
-                                info.add(pod.clone());
-                            }
                             let msg = format!("Successfully assigned {key} to {node}");
                             events::record(
                                 &cx.client,
@@ -121,22 +135,26 @@ pub async fn run(cx: Arc<Context>) {
                         }
                         Err(e) => {
                             tracing::debug!(pod = %key, error = %e, "binding failed; retrying");
+                            lock(&cache).forget(&key);
                             queue.add_after(key, Duration::from_millis(500));
                         }
                     }
-                }
-                Err(message) => {
-                    unschedulable
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .push(key.clone());
-                    mark_unschedulable(&cx, &pod, &message).await;
-                    // also retry now and then, as upstream's unschedulable queue does
-                    queue.add_after(key, Duration::from_secs(60));
-                }
+                });
+            }
+            Err(message) => {
+                lock(&unschedulable).push(key.clone());
+                mark_unschedulable(&cx, &pod, &message).await;
+                // also retry now and then, as upstream's unschedulable queue does
+                queue.add_after(key, Duration::from_secs(60));
             }
         }
     }
+}
+
+const BINDS_IN_FLIGHT: usize = 16;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn with_kind(pod: &Value) -> Value {
@@ -146,48 +164,20 @@ fn with_kind(pod: &Value) -> Value {
     p
 }
 
-/// Every node with what is already placed on it.
-fn node_infos(
-    pods: &Informer,
-    nodes: &Informer,
-    assumed: &HashMap<String, (String, Arc<Value>)>,
-) -> Vec<NodeInfo> {
-    let mut by_node: BTreeMap<String, Vec<Arc<Value>>> = BTreeMap::new();
-    for p in pods.list(None) {
-        let Some(n) = p["spec"]["nodeName"].as_str().filter(|n| !n.is_empty()) else {
-            continue;
-        };
-        if matches!(p["status"]["phase"].as_str(), Some("Succeeded" | "Failed")) {
-            continue;
-        }
-        by_node.entry(n.to_string()).or_default().push(p.clone());
-    }
-    for (node, pod) in assumed.values() {
-        by_node.entry(node.clone()).or_default().push(pod.clone());
-    }
-    nodes
-        .list(None)
-        .into_iter()
-        .map(|n| {
-            let name = n["metadata"]["name"].as_str().unwrap_or("").to_string();
-            NodeInfo::new(n, by_node.remove(&name).unwrap_or_default())
-        })
-        .collect()
-}
-
 /// The node for `pod`, or upstream's explanation of why there is none.
-pub fn place(pod: &Value, nodes: &[NodeInfo], turn: usize) -> Result<String, String> {
+pub fn place(pod: &Value, all: &[NodeInfo], turn: usize) -> Result<String, String> {
+    let nodes: Vec<&NodeInfo> = all.iter().filter(|n| n.is_present()).collect();
     if nodes.is_empty() {
         return Err("no nodes available to schedule pods".into());
     }
     let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
     let mut resource_only = 0;
     let mut feasible = Vec::new();
-    let anti = plugins::anti_affine(nodes);
-    for info in nodes {
+    let prepared = Prepared::new(pod, all);
+    for info in nodes.iter().copied() {
         let verdict = match plugins::filter(pod, info) {
             Verdict::Fits => {
-                let why = plugins::filter_cluster(pod, info, nodes, &anti);
+                let why = prepared.filter(info);
                 if why.is_empty() {
                     Verdict::Fits
                 } else {
@@ -235,15 +225,61 @@ pub fn place(pod: &Value, nodes: &[NodeInfo], turn: usize) -> Result<String, Str
             pre.join(", ")
         ));
     }
-    let best = feasible
+    let scores = total_scores(pod, &feasible, &prepared);
+    let best = scores.iter().copied().max().unwrap_or(0);
+    let top: Vec<&NodeInfo> = feasible
         .iter()
-        .map(|n| plugins::score(pod, n))
-        .fold(i64::MIN, i64::max);
-    let top: Vec<&&NodeInfo> = feasible
-        .iter()
-        .filter(|n| plugins::score(pod, n) == best)
+        .zip(&scores)
+        .filter(|(_, s)| **s == best)
+        .map(|(n, _)| *n)
         .collect();
     Ok(top[turn % top.len()].name().to_string())
+}
+
+/// Each feasible node's score: the plugins' scores normalised to 0–100 as upstream's
+/// are, weighted as upstream's default profile (resources 1 + 1, node affinity 2,
+/// inter-pod affinity 2, topology spread 2, taint toleration 3).
+fn total_scores(pod: &Value, feasible: &[&NodeInfo], prepared: &Prepared) -> Vec<i64> {
+    let raw: Vec<((i64, i64, i64), (i64, i64))> = feasible
+        .iter()
+        .map(|n| (plugins::node_scores(pod, n), prepared.scores(n)))
+        .collect();
+    let max_of = |f: &dyn Fn(&((i64, i64, i64), (i64, i64))) -> i64| {
+        raw.iter().map(f).max().unwrap_or(0)
+    };
+    let min_of = |f: &dyn Fn(&((i64, i64, i64), (i64, i64))) -> i64| {
+        raw.iter().map(f).min().unwrap_or(0)
+    };
+    let (aff_max, taint_max) = (max_of(&|r| r.0.1), max_of(&|r| r.0.2));
+    let (pod_max, pod_min) = (max_of(&|r| r.1.0), min_of(&|r| r.1.0));
+    let (spread_max, spread_min) = (max_of(&|r| r.1.1), min_of(&|r| r.1.1));
+    raw.iter()
+        .map(|((resources, affinity, taints), (pod_affinity, spread))| {
+            let node_affinity = if aff_max > 0 {
+                affinity * 100 / aff_max
+            } else {
+                0
+            };
+            let taint = if taint_max > 0 {
+                100 - taints * 100 / taint_max
+            } else {
+                100
+            };
+            let inter = if pod_max > pod_min {
+                (pod_affinity - pod_min) * 100 / (pod_max - pod_min)
+            } else {
+                0
+            };
+            let spread = if !prepared.spreads() {
+                0
+            } else if spread_max > 0 {
+                100 * (spread_max + spread_min - spread) / spread_max
+            } else {
+                100
+            };
+            resources + 2 * node_affinity + 2 * inter + 2 * spread + 3 * taint
+        })
+        .collect()
 }
 
 async fn bind(cx: &Context, pod: &Value, node: &str) -> Result<(), crate::client::ClientError> {

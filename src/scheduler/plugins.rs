@@ -2,86 +2,182 @@
 
 use crate::api::quantity;
 use serde_json::Value;
+use std::collections::HashMap;
 use std::sync::Arc;
 
-/// A node and the pods placed on it.
+/// A node and the pods placed on it, with their sums kept as pods come and go.
 pub struct NodeInfo {
     node: Arc<Value>,
-    pods: Vec<Arc<Value>>,
+    /// false while the node object is gone (or not seen yet) but pods still name it
+    present: bool,
+    pods: HashMap<String, Arc<Value>>,
     requested: Resources,
+    /// requests with upstream's defaults for pods that ask for nothing (scoring)
+    nonzero: Resources,
+    allocatable: Resources,
+    /// pods here with required anti-affinity terms
+    anti: usize,
 }
 
-/// CPU (cores), memory (bytes) and pod count.
-#[derive(Clone, Copy, Default, Debug)]
+/// CPU (millicores), memory (bytes) and pod count; integers, so that adding and
+/// removing a pod leaves no rounding behind.
+#[derive(Clone, Copy, Default, Debug, PartialEq)]
 pub struct Resources {
-    pub cpu: f64,
-    pub memory: f64,
-    pub pods: f64,
+    pub cpu: i64,
+    pub memory: i64,
+    pub pods: i64,
+}
+
+impl Resources {
+    fn plus(self, o: Resources, sign: i64) -> Resources {
+        Resources {
+            cpu: self.cpu + sign * o.cpu,
+            memory: self.memory + sign * o.memory,
+            pods: self.pods + sign * o.pods,
+        }
+    }
+
+    /// Upstream's defaults for scoring pods without requests: 100m and 200Mi.
+    fn nonzero(self) -> Resources {
+        Resources {
+            cpu: if self.cpu > 0 { self.cpu } else { 100 },
+            memory: if self.memory > 0 {
+                self.memory
+            } else {
+                200 * 1024 * 1024
+            },
+            pods: self.pods,
+        }
+    }
+}
+
+fn milli(v: &Value) -> i64 {
+    quantity::of(v).map_or(0, |c| (c * 1000.0).round() as i64)
+}
+
+fn bytes(v: &Value) -> i64 {
+    quantity::of(v).map_or(0, |b| b.round() as i64)
 }
 
 /// What a pod asks for: the larger of its containers' sum and any init container.
 pub fn requests(pod: &Value) -> Resources {
-    let sum = |list: &Value| {
-        let mut r = Resources::default();
-        for c in list.as_array().into_iter().flatten() {
-            r.cpu += quantity::of(&c["resources"]["requests"]["cpu"]).unwrap_or(0.0);
-            r.memory += quantity::of(&c["resources"]["requests"]["memory"]).unwrap_or(0.0);
-        }
-        r
+    let mut r = Resources {
+        pods: 1,
+        ..Resources::default()
     };
-    let mut r = sum(&pod["spec"]["containers"]);
+    for c in pod["spec"]["containers"].as_array().into_iter().flatten() {
+        r.cpu += milli(&c["resources"]["requests"]["cpu"]);
+        r.memory += bytes(&c["resources"]["requests"]["memory"]);
+    }
     for c in pod["spec"]["initContainers"]
         .as_array()
         .into_iter()
         .flatten()
     {
-        r.cpu = r
-            .cpu
-            .max(quantity::of(&c["resources"]["requests"]["cpu"]).unwrap_or(0.0));
-        r.memory = r
-            .memory
-            .max(quantity::of(&c["resources"]["requests"]["memory"]).unwrap_or(0.0));
+        r.cpu = r.cpu.max(milli(&c["resources"]["requests"]["cpu"]));
+        r.memory = r.memory.max(bytes(&c["resources"]["requests"]["memory"]));
     }
-    r.pods = 1.0;
     r
+}
+
+fn has_required_anti(pod: &Value) -> bool {
+    pod["spec"]["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+        .as_array()
+        .is_some_and(|t| !t.is_empty())
 }
 
 impl NodeInfo {
     pub fn new(node: Arc<Value>, pods: Vec<Arc<Value>>) -> NodeInfo {
-        let mut requested = Resources::default();
-        for p in &pods {
-            let r = requests(p);
-            requested.cpu += r.cpu;
-            requested.memory += r.memory;
-            requested.pods += 1.0;
+        let mut info = NodeInfo::absent("");
+        info.set_node(node);
+        for (i, p) in pods.into_iter().enumerate() {
+            info.insert(i.to_string(), p);
         }
+        info
+    }
+
+    /// A node known only from the pods that name it.
+    pub fn absent(name: &str) -> NodeInfo {
         NodeInfo {
-            node,
-            pods,
-            requested,
+            node: Arc::new(serde_json::json!({"metadata": {"name": name}})),
+            present: false,
+            pods: HashMap::new(),
+            requested: Resources::default(),
+            nonzero: Resources::default(),
+            allocatable: Resources::default(),
+            anti: 0,
         }
     }
 
-    /// Counts `pod` as placed here (the scheduler's own decisions within a batch).
-    pub fn add(&mut self, pod: Arc<Value>) {
+    pub fn set_node(&mut self, node: Arc<Value>) {
+        let a = &node["status"]["allocatable"];
+        self.allocatable = Resources {
+            cpu: milli(&a["cpu"]),
+            memory: bytes(&a["memory"]),
+            pods: quantity::of(&a["pods"]).map_or(110, |p| p as i64),
+        };
+        self.node = node;
+        self.present = true;
+    }
+
+    /// The node object went; its pods stay counted until they go too.
+    pub fn clear_node(&mut self) {
+        let name = self.name().to_string();
+        let pods = std::mem::take(&mut self.pods);
+        *self = NodeInfo::absent(&name);
+        for (k, p) in pods {
+            self.insert(k, p);
+        }
+    }
+
+    pub fn is_present(&self) -> bool {
+        self.present
+    }
+
+    /// Counts `pod` (under `key`) as placed here, replacing what `key` was.
+    pub fn insert(&mut self, key: String, pod: Arc<Value>) {
+        self.remove(&key);
         let r = requests(&pod);
-        self.requested.cpu += r.cpu;
-        self.requested.memory += r.memory;
-        self.requested.pods += 1.0;
-        self.pods.push(pod);
+        self.requested = self.requested.plus(r, 1);
+        self.nonzero = self.nonzero.plus(r.nonzero(), 1);
+        self.anti += usize::from(has_required_anti(&pod));
+        self.pods.insert(key, pod);
+    }
+
+    pub fn remove(&mut self, key: &str) {
+        if let Some(old) = self.pods.remove(key) {
+            let r = requests(&old);
+            self.requested = self.requested.plus(r, -1);
+            self.nonzero = self.nonzero.plus(r.nonzero(), -1);
+            self.anti -= usize::from(has_required_anti(&old));
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pods.is_empty()
     }
 
     pub fn name(&self) -> &str {
         self.node["metadata"]["name"].as_str().unwrap_or("")
     }
 
-    fn allocatable(&self) -> Resources {
-        let a = &self.node["status"]["allocatable"];
-        Resources {
-            cpu: quantity::of(&a["cpu"]).unwrap_or(0.0),
-            memory: quantity::of(&a["memory"]).unwrap_or(0.0),
-            pods: quantity::of(&a["pods"]).unwrap_or(110.0),
-        }
+    pub fn pods(&self) -> impl Iterator<Item = &Arc<Value>> {
+        self.pods.values()
+    }
+
+    pub fn node(&self) -> &Value {
+        &self.node
+    }
+
+    pub fn label(&self, key: &str) -> Option<&str> {
+        self.node["metadata"]["labels"][key].as_str()
+    }
+
+    /// The running pods with required anti-affinity terms.
+    pub fn anti_affine(&self) -> impl Iterator<Item = &Arc<Value>> {
+        self.pods
+            .values()
+            .filter(move |p| self.anti > 0 && has_required_anti(p))
     }
 }
 
@@ -148,7 +244,7 @@ fn term_matches(term: &Value, node: &Value) -> bool {
     !empty && exprs_ok && fields_ok
 }
 
-fn selector_matches(pod: &Value, node: &Value) -> bool {
+pub(crate) fn selector_matches(pod: &Value, node: &Value) -> bool {
     let labels = &node["metadata"]["labels"];
     let selector_ok = pod["spec"]["nodeSelector"]
         .as_object()
@@ -206,20 +302,19 @@ pub fn filter(pod: &Value, info: &NodeInfo) -> Verdict {
     let wanted = host_ports(pod);
     if !wanted.is_empty()
         && info
-            .pods
-            .iter()
+            .pods()
             .any(|p| host_ports(p).iter().any(|hp| wanted.contains(hp)))
     {
         why.push("node(s) didn't have free ports for the requested pod ports".to_string());
     }
-    let (req, alloc) = (requests(pod), info.allocatable());
-    if info.requested.pods + 1.0 > alloc.pods {
+    let (req, alloc) = (requests(pod), info.allocatable);
+    if info.requested.pods + 1 > alloc.pods {
         why.push("Too many pods".to_string());
     }
-    if req.cpu > 0.0 && info.requested.cpu + req.cpu > alloc.cpu + 1e-9 {
+    if req.cpu > 0 && info.requested.cpu + req.cpu > alloc.cpu {
         why.push("Insufficient cpu".to_string());
     }
-    if req.memory > 0.0 && info.requested.memory + req.memory > alloc.memory {
+    if req.memory > 0 && info.requested.memory + req.memory > alloc.memory {
         why.push("Insufficient memory".to_string());
     }
     if why.is_empty() {
@@ -229,30 +324,24 @@ pub fn filter(pod: &Value, info: &NodeInfo) -> Verdict {
     }
 }
 
-/// Least allocated plus balanced allocation (pods without requests count as upstream's
-/// defaults, 100m and 200Mi), plus preferred node affinity weights.
-pub fn score(pod: &Value, info: &NodeInfo) -> i64 {
-    let alloc = info.allocatable();
-    let nonzero = |r: Resources| Resources {
-        cpu: if r.cpu > 0.0 { r.cpu } else { 0.1 },
-        memory: if r.memory > 0.0 {
-            r.memory
+/// The scores that need only the node, raw: least allocated plus balanced allocation
+/// (0–200; pods without requests count as upstream's defaults, 100m and 200Mi), the
+/// weights of the matching preferred node-affinity terms, and the number of
+/// `PreferNoSchedule` taints the pod does not tolerate. `place` normalises the last two
+/// across the feasible nodes as upstream's plugins do.
+pub fn node_scores(pod: &Value, info: &NodeInfo) -> (i64, i64, i64) {
+    let alloc = info.allocatable;
+    let me = requests(pod).nonzero();
+    let frac = |u: i64, a: i64| {
+        if a <= 0 {
+            1.0
         } else {
-            200.0 * 1024.0 * 1024.0
-        },
-        pods: r.pods,
+            (u as f64 / a as f64).min(1.0)
+        }
     };
-    let mut used = Resources::default();
-    for p in &info.pods {
-        let r = nonzero(requests(p));
-        used.cpu += r.cpu;
-        used.memory += r.memory;
-    }
-    let me = nonzero(requests(pod));
-    let frac = |u: f64, a: f64| if a <= 0.0 { 1.0 } else { ((u) / a).min(1.0) };
     let (fc, fm) = (
-        frac(used.cpu + me.cpu, alloc.cpu),
-        frac(used.memory + me.memory, alloc.memory),
+        frac(info.nonzero.cpu + me.cpu, alloc.cpu),
+        frac(info.nonzero.memory + me.memory, alloc.memory),
     );
     let least = ((1.0 - fc) + (1.0 - fm)) * 50.0;
     let balanced = (1.0 - (fc - fm).abs()) * 100.0;
@@ -264,155 +353,13 @@ pub fn score(pod: &Value, info: &NodeInfo) -> i64 {
             .filter(|p| term_matches(&p["preference"], &info.node))
             .map(|p| p["weight"].as_i64().unwrap_or(0))
             .sum();
-    (least + balanced) as i64 + preferred
-}
-
-/// What a node runs, for the filters that look across nodes.
-impl NodeInfo {
-    pub fn pods(&self) -> &[Arc<Value>] {
-        &self.pods
-    }
-
-    pub fn node(&self) -> &Value {
-        &self.node
-    }
-}
-
-fn term_selects(term: &Value, owner_ns: &str, pod: &Value) -> bool {
-    let namespaces: Vec<&str> = term["namespaces"]
+    let untolerated = info.node["spec"]["taints"]
         .as_array()
         .into_iter()
         .flatten()
-        .filter_map(Value::as_str)
-        .collect();
-    let ns = pod["metadata"]["namespace"].as_str().unwrap_or("");
-    let ns_ok = if namespaces.is_empty() && term["namespaceSelector"].is_null() {
-        ns == owner_ns
-    } else {
-        namespaces.contains(&ns)
-            || term["namespaceSelector"]
-                .as_object()
-                .is_some_and(|m| m.is_empty())
-    };
-    ns_ok
-        && crate::api::selector::LabelSelector::from_object(&term["labelSelector"])
-            .is_ok_and(|s| s.matches(pod["metadata"]["labels"].as_object()))
-}
-
-/// Whether some pod `term` selects runs in the same topology domain as `node`.
-fn domain_has(term: &Value, owner_ns: &str, node: &Value, all: &[NodeInfo]) -> bool {
-    let key = term["topologyKey"].as_str().unwrap_or("");
-    let Some(value) = node["metadata"]["labels"][key].as_str() else {
-        return false;
-    };
-    all.iter()
-        .filter(|n| n.node["metadata"]["labels"][key].as_str() == Some(value))
-        .any(|n| n.pods.iter().any(|p| term_selects(term, owner_ns, p)))
-}
-
-/// The filters that look beyond one node: required pod affinity and anti-affinity
-/// (the incoming pod's and, for anti-affinity, the running pods'), and topology
-/// spread constraints with `whenUnsatisfiable: DoNotSchedule`.
-/// The running pods with required anti-affinity terms, and their nodes: computed once
-/// per scheduling decision (most pods have none).
-pub fn anti_affine(all: &[NodeInfo]) -> Vec<(&NodeInfo, &Arc<Value>)> {
-    all.iter()
-        .flat_map(|n| n.pods.iter().map(move |p| (n, p)))
-        .filter(|(_, p)| {
-            p["spec"]["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
-                .as_array()
-                .is_some_and(|t| !t.is_empty())
-        })
-        .collect()
-}
-
-pub fn filter_cluster(
-    pod: &Value,
-    info: &NodeInfo,
-    all: &[NodeInfo],
-    anti: &[(&NodeInfo, &Arc<Value>)],
-) -> Vec<String> {
-    let mut why = Vec::new();
-    let ns = pod["metadata"]["namespace"].as_str().unwrap_or("");
-    let node = &info.node;
-    let affinity = &pod["spec"]["affinity"];
-    let required = |kind: &str| -> Vec<Value> {
-        affinity[kind]["requiredDuringSchedulingIgnoredDuringExecution"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
-    };
-    let anywhere = |term: &Value| {
-        all.iter()
-            .any(|n| n.pods.iter().any(|p| term_selects(term, ns, p)))
-    };
-    for term in required("podAffinity") {
-        // the first pod of a group may start where its own term would place it
-        let first_of_group = !anywhere(&term) && term_selects(&term, ns, pod);
-        let has_key =
-            node["metadata"]["labels"][term["topologyKey"].as_str().unwrap_or("")].is_string();
-        if !(domain_has(&term, ns, node, all) || (first_of_group && has_key)) {
-            why.push("node(s) didn't match pod affinity rules".to_string());
-            break;
-        }
-    }
-    if required("podAntiAffinity")
-        .iter()
-        .any(|t| domain_has(t, ns, node, all))
-    {
-        why.push("node(s) didn't match pod anti-affinity rules".to_string());
-    }
-    // running pods that want nothing like this pod near them
-    let existing_conflict = anti.iter().any(|(n, p)| {
-        p["spec"]["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|t| {
-                let key = t["topologyKey"].as_str().unwrap_or("");
-                let same = node["metadata"]["labels"][key].is_string()
-                    && node["metadata"]["labels"][key] == n.node["metadata"]["labels"][key];
-                same && term_selects(t, p["metadata"]["namespace"].as_str().unwrap_or(""), pod)
-            })
-    });
-    if existing_conflict {
-        why.push("node(s) didn't satisfy existing pods anti-affinity rules".to_string());
-    }
-    for c in pod["spec"]["topologySpreadConstraints"]
-        .as_array()
-        .into_iter()
-        .flatten()
-    {
-        if c["whenUnsatisfiable"] != "DoNotSchedule" {
-            continue;
-        }
-        let key = c["topologyKey"].as_str().unwrap_or("");
-        let Some(mine) = node["metadata"]["labels"][key].as_str() else {
-            why.push(
-                "node(s) didn't match pod topology spread constraints (missing required label)"
-                    .to_string(),
-            );
-            continue;
-        };
-        let term = json_term(c, ns);
-        let mut counts: std::collections::BTreeMap<&str, i64> = std::collections::BTreeMap::new();
-        for n in all {
-            if let Some(v) = n.node["metadata"]["labels"][key].as_str() {
-                *counts.entry(v).or_default() +=
-                    n.pods.iter().filter(|p| term_selects(&term, ns, p)).count() as i64;
-            }
-        }
-        let min = counts.values().copied().min().unwrap_or(0);
-        let skew = counts.get(mine).copied().unwrap_or(0) + 1 - min;
-        if skew > c["maxSkew"].as_i64().unwrap_or(1) {
-            why.push("node(s) didn't match pod topology spread constraints".to_string());
-        }
-    }
-    why
-}
-
-fn json_term(constraint: &Value, _ns: &str) -> Value {
-    serde_json::json!({"labelSelector": constraint["labelSelector"], "topologyKey": constraint["topologyKey"]})
+        .filter(|t| t["effect"] == "PreferNoSchedule" && !tolerates(&pod["spec"]["tolerations"], t))
+        .count() as i64;
+    ((least + balanced) as i64, preferred, untolerated)
 }
 
 #[cfg(test)]
@@ -510,6 +457,45 @@ mod tests {
     }
 
     #[test]
+    fn preferred_rules_and_soft_spread_steer_among_feasible_nodes() {
+        let web = json!({"metadata": {"namespace": "default", "labels": {"app": "web"}}, "spec": {"containers": [{"name": "c"}]}});
+        let nodes = vec![
+            zoned("a", "z1", vec![web.clone(), web.clone()]),
+            zoned("b", "z2", vec![]),
+        ];
+        let preferring = |kind: &str| {
+            json!({"metadata": {"namespace": "default", "labels": {"app": "x"}}, "spec": {"containers": [{"name": "c"}],
+                "affinity": {kind: {"preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 100, "podAffinityTerm":
+                    {"labelSelector": {"matchLabels": {"app": "web"}}, "topologyKey": "zone"}}]}}}})
+        };
+        // b is emptier, but preferred affinity outweighs that; anti-affinity agrees with it
+        assert_eq!(super::super::place(&preferring("podAffinity"), &nodes, 0).unwrap(), "a");
+        assert_eq!(super::super::place(&preferring("podAntiAffinity"), &nodes, 0).unwrap(), "b");
+        // ScheduleAnyway spread: the zone with fewer matching pods, whatever the turn
+        let soft = json!({"metadata": {"namespace": "default", "labels": {"app": "web"}}, "spec": {"containers": [{"name": "c"}],
+            "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "zone", "whenUnsatisfiable": "ScheduleAnyway",
+                                           "labelSelector": {"matchLabels": {"app": "web"}}}]}});
+        // equally loaded, so only the spread score tells them apart
+        let other = json!({"metadata": {"namespace": "default", "labels": {"app": "db"}}, "spec": {"containers": [{"name": "c"}]}});
+        let even = vec![zoned("a", "z1", vec![web.clone()]), zoned("b", "z2", vec![other])];
+        for turn in 0..2 {
+            assert_eq!(super::super::place(&soft, &even, turn).unwrap(), "b");
+        }
+        // a PreferNoSchedule taint is avoided when another node will do
+        let tainted = NodeInfo::new(
+            Arc::new(json!({"metadata": {"name": "t"}, "spec": {"taints": [{"key": "k", "value": "v", "effect": "PreferNoSchedule"}]},
+                            "status": {"allocatable": {"cpu": "8", "memory": "8Gi", "pods": "110"}}})),
+            vec![],
+        );
+        let plain = node("p", "4", json!([]));
+        let pod = json!({"spec": {"containers": [{"name": "c"}]}});
+        let both = vec![tainted, plain];
+        for turn in 0..2 {
+            assert_eq!(super::super::place(&pod, &both, turn).unwrap(), "p");
+        }
+    }
+
+    #[test]
     fn emptier_nodes_score_higher() {
         let pod = json!({"spec": {"containers": [{"name": "c", "resources": {"requests": {"cpu": "500m"}}}]}});
         let busy = NodeInfo::new(
@@ -519,6 +505,6 @@ mod tests {
             vec![Arc::new(pod.clone()), Arc::new(pod.clone())],
         );
         let idle = node("idle", "4", json!([]));
-        assert!(score(&pod, &idle) > score(&pod, &busy));
+        assert!(node_scores(&pod, &idle).0 > node_scores(&pod, &busy).0);
     }
 }

@@ -163,32 +163,46 @@ pub async fn run(args: SimArgs) -> anyhow::Result<()> {
         }
     }
     tracing::info!(nodes = names.len(), "simulated nodes registered");
-    // leases
+    // leases, renewed for all nodes every 10 s, many at a time (1,000 nodes one by one
+    // would take longer than the grace period)
     {
         let (client, names, args) = (client.clone(), names.clone(), args.clone());
+        let node_objects = Informer::start(
+            client.clone(),
+            crate::controllers::resource("", "nodes"),
+            None,
+        );
         tokio::spawn(async move {
+            let slots = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
+            let mut tick = tokio::time::interval(Duration::from_secs(10));
             loop {
+                tick.tick().await;
+                let mut tasks = tokio::task::JoinSet::new();
                 for (i, n) in names.iter().enumerate() {
-                    if let Err(e) = renew_lease(&client, n).await {
-                        tracing::debug!(node = %n, error = %e, "lease renewal failed");
-                    }
                     // a node marked unreachable while this process ran says it is ready
-                    let ready = client
-                        .get(&format!("/api/v1/nodes/{n}"))
-                        .await
-                        .ok()
-                        .is_some_and(|node| {
-                            node["status"]["conditions"]
-                                .as_array()
-                                .into_iter()
-                                .flatten()
-                                .any(|c| c["type"] == "Ready" && c["status"] == "True")
-                        });
-                    if !ready {
-                        let _ = register(&client, &node_object(&args, n, i)).await;
-                    }
+                    let ready = node_objects.get(n).is_some_and(|node| {
+                        node["status"]["conditions"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                    });
+                    let again = (!ready).then(|| node_object(&args, n, i));
+                    let Ok(permit) = slots.clone().acquire_owned().await else {
+                        return;
+                    };
+                    let (client, n) = (client.clone(), n.clone());
+                    tasks.spawn(async move {
+                        let _permit = permit;
+                        if let Err(e) = renew_lease(&client, &n).await {
+                            tracing::debug!(node = %n, error = %e, "lease renewal failed");
+                        }
+                        if let Some(node) = again {
+                            let _ = register(&client, &node).await;
+                        }
+                    });
                 }
-                tokio::time::sleep(Duration::from_secs(10)).await;
+                while tasks.join_next().await.is_some() {}
             }
         });
     }
@@ -199,19 +213,23 @@ pub async fn run(args: SimArgs) -> anyhow::Result<()> {
     );
     let mut changes = pods.subscribe();
     pods.synced().await;
-    let mine: HashSet<String> = names.iter().cloned().collect();
-    let mut driver = PodDriver {
+    let driver = PodDriver {
         client: client.clone(),
         job_seconds: args.job_seconds,
-        ranges: HashMap::new(),
-        node_index: names
-            .iter()
-            .enumerate()
-            .map(|(i, n)| (n.clone(), i))
-            .collect(),
+        ranges: Arc::default(),
+        node_index: Arc::new(
+            names
+                .iter()
+                .enumerate()
+                .map(|(i, n)| (n.clone(), i))
+                .collect(),
+        ),
+        mine: Arc::new(names.iter().cloned().collect()),
+        in_flight: Arc::default(),
+        slots: Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT)),
     };
     for p in pods.list(None) {
-        driver.drive(&p, &mine).await;
+        driver.start(p);
     }
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut resync = tokio::time::interval(Duration::from_secs(2));
@@ -224,14 +242,14 @@ pub async fn run(args: SimArgs) -> anyhow::Result<()> {
                 for p in pods.list(None) {
                     let pending = p["status"]["phase"].as_str().is_none_or(|ph| ph == "Pending");
                     if pending || !p["metadata"]["deletionTimestamp"].is_null() {
-                        driver.drive(&p, &mine).await;
+                        driver.start(p);
                     }
                 }
             }
             c = changes.recv() => {
                 let Some(c) = c else { break };
                 if let Some(p) = c.new {
-                    driver.drive(&p, &mine).await;
+                    driver.start(p);
                 }
             }
         }
@@ -240,33 +258,64 @@ pub async fn run(args: SimArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Requests a simulated node set has in flight at once (lease renewals; pod updates).
+const IN_FLIGHT: usize = 32;
+
+/// Drives pods as their kubelets would: each node's pods independently, so one pod's
+/// update does not wait for another's.
+#[derive(Clone)]
 struct PodDriver {
     client: ApiClient,
     job_seconds: u64,
-    node_index: HashMap<String, usize>,
+    node_index: Arc<HashMap<String, usize>>,
+    mine: Arc<HashSet<String>>,
     /// The first three octets of each node's pod range (`spec.podCIDR`), once known.
-    ranges: HashMap<String, String>,
+    ranges: Arc<std::sync::Mutex<HashMap<String, String>>>,
+    /// pods being driven now; a change seen meanwhile is picked up by the resync
+    in_flight: Arc<std::sync::Mutex<HashSet<String>>>,
+    slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl PodDriver {
+    fn start(&self, pod: Arc<Value>) {
+        if !self
+            .mine
+            .contains(pod["spec"]["nodeName"].as_str().unwrap_or(""))
+        {
+            return;
+        }
+        let key = key_of(&pod);
+        if !lock(&self.in_flight).insert(key.clone()) {
+            return;
+        }
+        let me = self.clone();
+        tokio::spawn(async move {
+            if let Ok(_permit) = me.slots.acquire().await {
+                me.drive(&pod).await;
+            }
+            lock(&me.in_flight).remove(&key);
+        });
+    }
+
     /// An address in the node's /24 derived from the pod's uid, so driving a pod twice
     /// gives it the same address.
-    async fn pod_ip(&mut self, node: &str, uid: &str) -> String {
+    async fn pod_ip(&self, node: &str, uid: &str) -> String {
         let host = uid
             .bytes()
             .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
-        if !self.ranges.contains_key(node) {
+        if !lock(&self.ranges).contains_key(node) {
             if let Ok(n) = self.client.get(&format!("/api/v1/nodes/{node}")).await {
                 if let Some((net, _)) = n["spec"]["podCIDR"]
                     .as_str()
                     .and_then(|c| c.split_once('/'))
                     .and_then(|(ip, _)| ip.rsplit_once('.'))
                 {
-                    self.ranges.insert(node.to_string(), net.to_string());
+                    lock(&self.ranges).insert(node.to_string(), net.to_string());
                 }
             }
         }
-        match self.ranges.get(node) {
+        let known = lock(&self.ranges).get(node).cloned();
+        match known {
             Some(net) => format!("{net}.{}", host % 253 + 2),
             None => {
                 let index = self.node_index.get(node).copied().unwrap_or(0);
@@ -275,11 +324,8 @@ impl PodDriver {
         }
     }
 
-    async fn drive(&mut self, pod: &Arc<Value>, mine: &HashSet<String>) {
+    async fn drive(&self, pod: &Arc<Value>) {
         let node = pod["spec"]["nodeName"].as_str().unwrap_or("");
-        if !mine.contains(node) {
-            return;
-        }
         let ns = pod["metadata"]["namespace"].as_str().unwrap_or("");
         let name = pod["metadata"]["name"].as_str().unwrap_or("");
         let path = format!("/api/v1/namespaces/{ns}/pods/{name}");
@@ -339,6 +385,10 @@ impl PodDriver {
             }
         }
     }
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// A Job's pod finishes: successfully, or with the exit code its
