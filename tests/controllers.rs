@@ -410,6 +410,31 @@ fn jobs_complete_in_parallel_or_fail_after_their_backoff_limit() {
     assert!(peak <= 2, "parallelism 2 was exceeded: {peak}");
     assert_eq!(done["status"]["completedIndexes"], "0-4");
     assert_eq!(done["status"]["succeeded"], 5);
+    // the job controller's events, as `kubectl describe` shows them
+    eventually(10, "the job's events", || {
+        let (_, out) = k(&server, "1.33", &["describe", "job", "idx"]);
+        let created = out
+            .lines()
+            .filter(|l| l.contains("SuccessfulCreate") && l.contains("Created pod: idx-"))
+            .count();
+        (created >= 1 && out.contains("Completed") && out.contains("Job completed")).then_some(())
+    });
+    let (_, out) = k(
+        &server,
+        "1.27",
+        &[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.kind=Job",
+            "-o",
+            "jsonpath={.items[*].source.component}",
+        ],
+    );
+    assert!(
+        out.split_whitespace().all(|c| c == "job-controller") && !out.is_empty(),
+        "{out}"
+    );
     let (ok, out) = k(
         &server,
         "1.33",
@@ -766,6 +791,60 @@ fn a_daemon_set_covers_every_node_follows_new_ones_and_rolls() {
         ["3", "3", "3", "3", "3"],
         "DESIRED CURRENT READY UP-TO-DATE AVAILABLE: {out}"
     );
+    // the template history, as ControllerRevisions: history lists both, undo goes back
+    // to busybox:1 and makes that revision the newest (3)
+    history_and_undo(&server, "daemonset/agent", "a", "busybox:1");
+    on_nodes(3, "busybox:1");
+}
+
+/// `kubectl rollout history` shows revisions 1 and 2 of `what`; `--revision=1` shows
+/// `first` as the image of container `c`; `rollout undo` brings `first` back as
+/// revision 3 (on kubectl 1.27 and 1.33).
+fn history_and_undo(server: &SkuaServer, what: &str, c: &str, first: &str) {
+    let (ok, out) = k(server, "1.27", &["rollout", "history", what]);
+    assert!(ok, "{out}");
+    let revisions: Vec<&str> = out
+        .lines()
+        .skip_while(|l| !l.starts_with("REVISION"))
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(revisions, ["1", "2"], "{out}");
+    let (ok, out) = k(
+        server,
+        "1.33",
+        &["rollout", "history", what, "--revision=1"],
+    );
+    assert!(ok && out.contains(first), "{out}");
+    let (ok, out) = k(server, "1.33", &["rollout", "undo", what]);
+    assert!(ok && out.contains("rolled back"), "{out}");
+    let (ok, out) = k(server, "1.27", &["get", what, "-o", "json"]);
+    assert!(ok, "{out}");
+    let obj: Value = serde_json::from_str(&out).unwrap();
+    let image = obj["spec"]["template"]["spec"]["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["name"] == c)
+        .map(|x| x["image"].clone());
+    assert_eq!(image, Some(Value::from(first)), "{out}");
+    eventually(30, "revision 3 is the restored template", || {
+        let (_, out) = k(server, "1.33", &["rollout", "history", what]);
+        let revisions: Vec<String> = out
+            .lines()
+            .skip_while(|l| !l.starts_with("REVISION"))
+            .skip(1)
+            .filter_map(|l| l.split_whitespace().next().map(String::from))
+            .collect();
+        (revisions == ["2", "3"]).then_some(())
+    });
+    // nothing to undo to when the target is the current template
+    let (ok, out) = k(
+        server,
+        "1.33",
+        &["rollout", "undo", what, "--to-revision=3"],
+    );
+    assert!(ok && out.contains("skipped rollback"), "{out}");
 }
 
 #[test]
@@ -1074,6 +1153,27 @@ fn a_stateful_set_starts_its_pods_strictly_in_order_and_keeps_their_claims() {
         (p.len() == 2
             && p.iter()
                 .all(|p| ready(p) && p["spec"]["containers"][0]["image"] == "postgres:2"))
+        .then_some(())
+    });
+    let (_, out) = k(
+        &server,
+        "1.27",
+        &[
+            "get",
+            "statefulset",
+            "db",
+            "-o",
+            "jsonpath={.status.currentRevision} {.status.updateRevision}",
+        ],
+    );
+    let revs: Vec<&str> = out.split_whitespace().collect();
+    assert!(revs.len() == 2 && revs[0] == revs[1], "{out}");
+    history_and_undo(&server, "statefulset/db", "db", "postgres:1");
+    eventually(30, "both pods back on the first template", || {
+        let p = pods(&server, "app=db");
+        (p.len() == 2
+            && p.iter()
+                .all(|p| ready(p) && p["spec"]["containers"][0]["image"] == "postgres:1"))
         .then_some(())
     });
 }

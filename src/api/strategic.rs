@@ -29,6 +29,24 @@ pub fn apply(target: &Value, patch: &Value) -> Result<Option<Value>, String> {
     }
 }
 
+/// Removes null fields at every depth.
+fn drop_nulls(m: &mut Map<String, Value>) {
+    m.retain(|_, v| !v.is_null());
+    for v in m.values_mut() {
+        match v {
+            Value::Object(inner) => drop_nulls(inner),
+            Value::Array(items) => {
+                for i in items.iter_mut() {
+                    if let Value::Object(inner) = i {
+                        drop_nulls(inner);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
 fn merge_map(
     target: &Map<String, Value>,
     patch: &Map<String, Value>,
@@ -36,8 +54,11 @@ fn merge_map(
     match patch.get("$patch").and_then(Value::as_str) {
         Some("delete") => return Ok(None),
         Some("replace") => {
+            // the replacement as a typed decode would leave it: a null field is unset
+            // (kubectl's undo sends template metadata with `creationTimestamp: null`)
             let mut out = patch.clone();
             out.remove("$patch");
+            drop_nulls(&mut out);
             return Ok(Some(out));
         }
         Some("merge") | None => {}
@@ -210,6 +231,19 @@ mod tests {
             json!([{"name": "A", "value": "1"}, {"name": "B", "value": "2"}])
         );
         assert_eq!(out["spec"]["containers"][1]["name"], "side");
+    }
+
+    #[test]
+    fn a_replaced_map_leaves_its_null_fields_unset() {
+        // kubectl rollout undo sends a ControllerRevision's data like this
+        let target = json!({"spec": {"template": {"metadata": {"labels": {"v": "2"}}}}});
+        let patch = json!({"spec": {"template": {"$patch": "replace",
+            "metadata": {"creationTimestamp": null, "labels": {"v": "1"}}}}});
+        let out = apply(&target, &patch).unwrap().unwrap();
+        assert_eq!(
+            out,
+            json!({"spec": {"template": {"metadata": {"labels": {"v": "1"}}}}})
+        );
     }
 
     #[test]

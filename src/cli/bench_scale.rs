@@ -106,7 +106,8 @@ fn p99(before: &str, after: &str) -> Option<f64> {
         .map(|(le, _)| *le)
 }
 
-type Startups = Arc<std::sync::Mutex<std::collections::HashMap<String, (Instant, Option<Instant>)>>>;
+type Startups =
+    Arc<std::sync::Mutex<std::collections::HashMap<String, (Instant, Option<Instant>)>>>;
 
 /// When each pod was first seen and first seen running and ready.
 fn watch_startups(pods: &Informer) -> Startups {

@@ -141,6 +141,15 @@ pub struct Change {
     pub new: Option<Arc<Value>>,
 }
 
+/// Drops `metadata.managedFields` from an informer's copy, as upstream's informers'
+/// usual transform does: no control loop reads them, they are nearly half of a pod,
+/// and an update sent without them leaves the stored ones as they are.
+fn slim(obj: &mut Value) {
+    if let Some(m) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+        m.remove("managedFields");
+    }
+}
+
 /// The objects an informer holds, indexed by controller.
 #[derive(Default)]
 struct Objects {
@@ -260,6 +269,7 @@ impl Informer {
         let mut fresh = BTreeMap::new();
         for item in list["items"].as_array().into_iter().flatten() {
             let mut item = item.clone();
+            slim(&mut item);
             item["kind"] = Value::from(self.res.kind);
             item["apiVersion"] = Value::from(self.res.group_version());
             fresh.insert(key_of(&item), Arc::new(item));
@@ -311,6 +321,8 @@ impl Informer {
                 if let Some(r) = obj["metadata"]["resourceVersion"].as_str() {
                     rv = r.to_string();
                 }
+                let mut obj = obj;
+                slim(&mut obj);
                 let key = key_of(&obj);
                 let new = (!deleted).then(|| Arc::new(obj));
                 let old = {

@@ -7,13 +7,13 @@
 use super::deployment::template_hash;
 use super::queue::{Unseen, WorkQueue};
 use super::replicaset::{active, available, feed};
-use super::{Context, controller_ref, events};
+use super::{Context, controller_ref, events, revisions};
 use crate::api::meta::now_secs;
 use crate::client::ClientError;
 use crate::client::watch::{Informer, key_of, object_path};
 use crate::scheduler::plugins::{NodeInfo, Verdict, filter};
 use serde_json::{Value, json};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,6 +37,7 @@ pub async fn run(cx: Arc<Context>) {
     let sets = cx.informer("apps", "daemonsets");
     let pods = cx.informer("", "pods");
     let nodes = cx.informer("", "nodes");
+    let history = cx.informer("apps", "controllerrevisions");
     let queue = WorkQueue::default();
     feed(&sets, &pods, &queue);
     {
@@ -53,6 +54,7 @@ pub async fn run(cx: Arc<Context>) {
     sets.synced().await;
     pods.synced().await;
     nodes.synced().await;
+    history.synced().await;
     super::resync(&sets, &queue, Duration::from_secs(30));
     // pods created but not yet seen, per daemon set: nothing new until they show up
     let mut pending = Unseen::default();
@@ -139,6 +141,21 @@ async fn sync(
             by_node.entry(node).or_default().push(p);
         }
     }
+    let in_use: HashSet<String> = by_node
+        .values()
+        .flatten()
+        .filter_map(|p| p["metadata"]["labels"][HASH].as_str())
+        .map(|h| format!("{name}-{h}"))
+        .collect();
+    revisions::record(
+        cx,
+        &cx.informer("apps", "controllerrevisions"),
+        &ds,
+        &format!("{name}-{hash}"),
+        (HASH, &hash),
+        &in_use,
+    )
+    .await?;
     let all_nodes = nodes.list(None);
     let wanted: Vec<&Arc<Value>> = all_nodes.iter().filter(|n| eligible(&probe, n)).collect();
     let min_ready = ds["spec"]["minReadySeconds"].as_i64().unwrap_or(0);

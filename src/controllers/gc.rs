@@ -25,7 +25,12 @@ const OWNERS: &[(&str, &str)] = &[
     ("batch", "cronjobs"),
     ("", "replicationcontrollers"),
 ];
-const DEPENDENTS: &[(&str, &str)] = &[("apps", "replicasets"), ("", "pods"), ("batch", "jobs")];
+const DEPENDENTS: &[(&str, &str)] = &[
+    ("apps", "replicasets"),
+    ("", "pods"),
+    ("batch", "jobs"),
+    ("apps", "controllerrevisions"),
+];
 
 pub async fn run(cx: Arc<Context>) {
     let owners: Vec<Arc<Informer>> = OWNERS.iter().map(|(g, p)| cx.informer(g, p)).collect();

@@ -18,6 +18,7 @@ pub mod nodeipam;
 pub mod nodelifecycle;
 pub mod queue;
 pub mod replicaset;
+pub mod revisions;
 pub mod serviceaccount;
 pub mod statefulset;
 

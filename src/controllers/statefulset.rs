@@ -8,11 +8,11 @@
 use super::deployment::template_hash;
 use super::queue::{Unseen, WorkQueue};
 use super::replicaset::{active, feed, ready};
-use super::{Context, controller_ref, events};
+use super::{Context, controller_ref, events, revisions};
 use crate::client::ClientError;
 use crate::client::watch::{Informer, object_path};
 use serde_json::{Value, json};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,11 +37,13 @@ pub async fn run(cx: Arc<Context>) {
     let sets = cx.informer("apps", "statefulsets");
     let pods = cx.informer("", "pods");
     let claims = cx.informer("", "persistentvolumeclaims");
+    let history = cx.informer("apps", "controllerrevisions");
     let queue = WorkQueue::default();
     feed(&sets, &pods, &queue);
     sets.synced().await;
     pods.synced().await;
     claims.synced().await;
+    history.synced().await;
     super::resync(&sets, &queue, Duration::from_secs(30));
     let mut pending = Unseen::default();
     loop {
@@ -87,7 +89,8 @@ async fn sync(
         .to_string();
     let name = set["metadata"]["name"].as_str().unwrap_or("").to_string();
     let uid = &set["metadata"]["uid"];
-    let revision = format!("{name}-{}", template_hash(&set["spec"]["template"], 0));
+    let hash = template_hash(&set["spec"]["template"], 0);
+    let revision = format!("{name}-{hash}");
     let replicas = set["spec"]["replicas"].as_i64().unwrap_or(1).max(0);
     let parallel = set["spec"]["podManagementPolicy"] == "Parallel";
     let mut by_ordinal: BTreeMap<i64, Arc<Value>> = BTreeMap::new();
@@ -96,6 +99,19 @@ async fn sync(
             by_ordinal.insert(i, p);
         }
     }
+    let in_use: HashSet<String> = by_ordinal
+        .values()
+        .filter_map(|p| p["metadata"]["labels"][REVISION].as_str().map(String::from))
+        .collect();
+    revisions::record(
+        cx,
+        &cx.informer("apps", "controllerrevisions"),
+        &set,
+        &revision,
+        ("controller.kubernetes.io/hash", &hash),
+        &in_use,
+    )
+    .await?;
     // wait until the informer shows what was just created or deleted
     let visible = |n: &str| {
         by_ordinal

@@ -95,7 +95,10 @@ impl Cache {
             None => {
                 // a stale unbound copy must not undo this scheduler's own binding
                 let bound_by_us = self.placed.get(key).is_some_and(|(_, assumed)| *assumed);
-                let finished = pod.is_some_and(|p| occupies(p).is_none() && !p["spec"]["nodeName"].as_str().is_none_or(str::is_empty));
+                let finished = pod.is_some_and(|p| {
+                    occupies(p).is_none()
+                        && !p["spec"]["nodeName"].as_str().is_none_or(str::is_empty)
+                });
                 if pod.is_none() || finished || !bound_by_us {
                     self.unplace(key);
                 }
@@ -134,7 +137,9 @@ mod tests {
     }
 
     fn node(name: &str) -> Arc<Value> {
-        Arc::new(json!({"metadata": {"name": name}, "status": {"allocatable": {"cpu": "4", "memory": "4Gi", "pods": "110"}}}))
+        Arc::new(
+            json!({"metadata": {"name": name}, "status": {"allocatable": {"cpu": "4", "memory": "4Gi", "pods": "110"}}}),
+        )
     }
 
     fn pods_on(cache: &Cache, name: &str) -> usize {
@@ -166,7 +171,13 @@ mod tests {
         assert_eq!(pods_on(&c, "a"), 0);
         // a pod on a node not seen yet is kept; the node is not offered while absent
         c.pod_changed("default/q", Some(&pod("c", "1", "Running")));
-        assert!(!c.nodes().iter().find(|n| n.name() == "c").unwrap().is_present());
+        assert!(
+            !c.nodes()
+                .iter()
+                .find(|n| n.name() == "c")
+                .unwrap()
+                .is_present()
+        );
         c.node_changed("c", Some(node("c")));
         assert_eq!(pods_on(&c, "c"), 1);
         // the node goes while its pod stays; then the pod goes and nothing is left

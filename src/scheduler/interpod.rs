@@ -85,16 +85,20 @@ impl<'n> Prepared<'n> {
             });
             (key, d)
         };
-        let affinity = terms(pod, "podAffinity", "requiredDuringSchedulingIgnoredDuringExecution")
-            .map(|t| {
-                let (key, d) = count(t);
-                let anywhere = nodes
-                    .iter()
-                    .any(|n| n.pods().any(|p| term_selects(t, ns, p)));
-                let d = d.into_iter().filter(|(_, c)| *c > 0).collect();
-                (key, d, !anywhere && term_selects(t, ns, pod))
-            })
-            .collect();
+        let affinity = terms(
+            pod,
+            "podAffinity",
+            "requiredDuringSchedulingIgnoredDuringExecution",
+        )
+        .map(|t| {
+            let (key, d) = count(t);
+            let anywhere = nodes
+                .iter()
+                .any(|n| n.pods().any(|p| term_selects(t, ns, p)));
+            let d = d.into_iter().filter(|(_, c)| *c > 0).collect();
+            (key, d, !anywhere && term_selects(t, ns, pod))
+        })
+        .collect();
         let anti = terms(
             pod,
             "podAntiAffinity",
@@ -221,9 +225,7 @@ impl<'n> Prepared<'n> {
     /// better); `place` normalises both across the feasible nodes.
     pub fn scores(&self, info: &NodeInfo) -> (i64, i64) {
         let at = |key: &str, d: &HashMap<&str, i64>| {
-            info.label(key)
-                .and_then(|v| d.get(v).copied())
-                .unwrap_or(0)
+            info.label(key).and_then(|v| d.get(v).copied()).unwrap_or(0)
         };
         let affinity = self.preferred.iter().map(|(k, w, d)| w * at(k, d)).sum();
         let spread = self.soft_spread.iter().map(|s| at(&s.key, &s.counts)).sum();

@@ -274,6 +274,26 @@ fn host_ports(pod: &Value) -> Vec<(i64, String)> {
 
 /// Every filter at once, so the message can count each reason.
 pub fn filter(pod: &Value, info: &NodeInfo) -> Verdict {
+    filter_with(pod, &Facts::of(pod), info)
+}
+
+/// What the filters and scores need of the pod itself, worked out once per pod rather
+/// than once per node.
+pub struct Facts {
+    requests: Resources,
+    host_ports: Vec<(i64, String)>,
+}
+
+impl Facts {
+    pub fn of(pod: &Value) -> Facts {
+        Facts {
+            requests: requests(pod),
+            host_ports: host_ports(pod),
+        }
+    }
+}
+
+pub fn filter_with(pod: &Value, facts: &Facts, info: &NodeInfo) -> Verdict {
     let node = &info.node;
     let tolerations = &pod["spec"]["tolerations"];
     let mut why = Vec::new();
@@ -299,7 +319,7 @@ pub fn filter(pod: &Value, info: &NodeInfo) -> Verdict {
     if !selector_matches(pod, node) {
         why.push("node(s) didn't match Pod's node affinity/selector".to_string());
     }
-    let wanted = host_ports(pod);
+    let wanted = &facts.host_ports;
     if !wanted.is_empty()
         && info
             .pods()
@@ -307,7 +327,7 @@ pub fn filter(pod: &Value, info: &NodeInfo) -> Verdict {
     {
         why.push("node(s) didn't have free ports for the requested pod ports".to_string());
     }
-    let (req, alloc) = (requests(pod), info.allocatable);
+    let (req, alloc) = (facts.requests, info.allocatable);
     if info.requested.pods + 1 > alloc.pods {
         why.push("Too many pods".to_string());
     }
@@ -329,9 +349,9 @@ pub fn filter(pod: &Value, info: &NodeInfo) -> Verdict {
 /// weights of the matching preferred node-affinity terms, and the number of
 /// `PreferNoSchedule` taints the pod does not tolerate. `place` normalises the last two
 /// across the feasible nodes as upstream's plugins do.
-pub fn node_scores(pod: &Value, info: &NodeInfo) -> (i64, i64, i64) {
+pub fn node_scores(pod: &Value, facts: &Facts, info: &NodeInfo) -> (i64, i64, i64) {
     let alloc = info.allocatable;
-    let me = requests(pod).nonzero();
+    let me = facts.requests.nonzero();
     let frac = |u: i64, a: i64| {
         if a <= 0 {
             1.0
@@ -469,22 +489,33 @@ mod tests {
                     {"labelSelector": {"matchLabels": {"app": "web"}}, "topologyKey": "zone"}}]}}}})
         };
         // b is emptier, but preferred affinity outweighs that; anti-affinity agrees with it
-        assert_eq!(super::super::place(&preferring("podAffinity"), &nodes, 0).unwrap(), "a");
-        assert_eq!(super::super::place(&preferring("podAntiAffinity"), &nodes, 0).unwrap(), "b");
+        assert_eq!(
+            super::super::place(&preferring("podAffinity"), &nodes, 0).unwrap(),
+            "a"
+        );
+        assert_eq!(
+            super::super::place(&preferring("podAntiAffinity"), &nodes, 0).unwrap(),
+            "b"
+        );
         // ScheduleAnyway spread: the zone with fewer matching pods, whatever the turn
         let soft = json!({"metadata": {"namespace": "default", "labels": {"app": "web"}}, "spec": {"containers": [{"name": "c"}],
             "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "zone", "whenUnsatisfiable": "ScheduleAnyway",
                                            "labelSelector": {"matchLabels": {"app": "web"}}}]}});
         // equally loaded, so only the spread score tells them apart
         let other = json!({"metadata": {"namespace": "default", "labels": {"app": "db"}}, "spec": {"containers": [{"name": "c"}]}});
-        let even = vec![zoned("a", "z1", vec![web.clone()]), zoned("b", "z2", vec![other])];
+        let even = vec![
+            zoned("a", "z1", vec![web.clone()]),
+            zoned("b", "z2", vec![other]),
+        ];
         for turn in 0..2 {
             assert_eq!(super::super::place(&soft, &even, turn).unwrap(), "b");
         }
         // a PreferNoSchedule taint is avoided when another node will do
         let tainted = NodeInfo::new(
-            Arc::new(json!({"metadata": {"name": "t"}, "spec": {"taints": [{"key": "k", "value": "v", "effect": "PreferNoSchedule"}]},
-                            "status": {"allocatable": {"cpu": "8", "memory": "8Gi", "pods": "110"}}})),
+            Arc::new(
+                json!({"metadata": {"name": "t"}, "spec": {"taints": [{"key": "k", "value": "v", "effect": "PreferNoSchedule"}]},
+                            "status": {"allocatable": {"cpu": "8", "memory": "8Gi", "pods": "110"}}}),
+            ),
             vec![],
         );
         let plain = node("p", "4", json!([]));
@@ -505,6 +536,7 @@ mod tests {
             vec![Arc::new(pod.clone()), Arc::new(pod.clone())],
         );
         let idle = node("idle", "4", json!([]));
-        assert!(node_scores(&pod, &idle).0 > node_scores(&pod, &busy).0);
+        let facts = Facts::of(&pod);
+        assert!(node_scores(&pod, &facts, &idle).0 > node_scores(&pod, &facts, &busy).0);
     }
 }

@@ -105,14 +105,29 @@ async fn register(client: &ApiClient, node: &Value) -> Result<(), ClientError> {
     Ok(())
 }
 
-async fn renew_lease(client: &ApiClient, name: &str) -> Result<(), ClientError> {
+/// Renews `name`'s Lease: one update of the copy from the last renewal (as the
+/// kubelet does), or a read first when there is none or it is stale. Returns the
+/// stored lease.
+async fn renew_lease(
+    client: &ApiClient,
+    name: &str,
+    last: Option<Value>,
+) -> Result<Value, ClientError> {
     let path = format!("/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{name}");
     let now = now_micro();
+    if let Some(mut lease) = last {
+        lease["spec"]["renewTime"] = json!(now);
+        match client.update(&path, &lease).await {
+            Ok(stored) => return Ok(stored),
+            Err(e) if e.code == 409 || e.is_not_found() => {}
+            Err(e) => return Err(e),
+        }
+    }
     match client.get(&path).await {
         Ok(mut lease) => {
             lease["spec"]["renewTime"] = json!(now);
             lease["spec"]["holderIdentity"] = json!(name);
-            client.update(&path, &lease).await.map(|_| ())
+            client.update(&path, &lease).await
         }
         Err(e) if e.is_not_found() => {
             let lease = json!({
@@ -126,7 +141,6 @@ async fn renew_lease(client: &ApiClient, name: &str) -> Result<(), ClientError> 
                     &lease,
                 )
                 .await
-                .map(|_| ())
         }
         Err(e) => Err(e),
     }
@@ -174,6 +188,7 @@ pub async fn run(args: SimArgs) -> anyhow::Result<()> {
         );
         tokio::spawn(async move {
             let slots = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
+            let leases: Arc<std::sync::Mutex<HashMap<String, Value>>> = Arc::default();
             let mut tick = tokio::time::interval(Duration::from_secs(10));
             loop {
                 tick.tick().await;
@@ -191,11 +206,17 @@ pub async fn run(args: SimArgs) -> anyhow::Result<()> {
                     let Ok(permit) = slots.clone().acquire_owned().await else {
                         return;
                     };
-                    let (client, n) = (client.clone(), n.clone());
+                    let (client, n, leases) = (client.clone(), n.clone(), leases.clone());
                     tasks.spawn(async move {
                         let _permit = permit;
-                        if let Err(e) = renew_lease(&client, &n).await {
-                            tracing::debug!(node = %n, error = %e, "lease renewal failed");
+                        let last = lock(&leases).remove(&n);
+                        match renew_lease(&client, &n, last).await {
+                            Ok(stored) => {
+                                lock(&leases).insert(n.clone(), stored);
+                            }
+                            Err(e) => {
+                                tracing::debug!(node = %n, error = %e, "lease renewal failed")
+                            }
                         }
                         if let Some(node) = again {
                             let _ = register(&client, &node).await;
