@@ -169,6 +169,11 @@ pub async fn run(args: SimArgs) -> anyhow::Result<()> {
                     anyhow::ensure!(tries < 30, "registering node {name}: {e}");
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
+                // its lease at once, as a kubelet does: registering a thousand nodes
+                // takes longer than the grace period
+                if let Err(e) = renew_lease(&client, &name, None).await {
+                    tracing::debug!(node = %name, error = %e, "first lease failed");
+                }
                 Ok(())
             });
         }
