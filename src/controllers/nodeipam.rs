@@ -50,12 +50,10 @@ pub async fn run(cx: Arc<Context>, cluster_cidr: String) {
             let Some(cidr) = cidr else {
                 if told.insert(name.to_string()) {
                     tracing::warn!(node = name, %cluster_cidr, "no pod range left for this node; widen --cluster-cidr");
-                    let mut about = (**node).clone();
-                    about["kind"] = json!("Node");
-                    about["apiVersion"] = json!("v1");
+                    // the informer's copy already names its kind and apiVersion
                     super::events::emit(
                         &cx.client,
-                        &about,
+                        node,
                         false,
                         "CIDRNotAvailable",
                         format!("Node {name} status is now: CIDRNotAvailable"),
