@@ -194,6 +194,7 @@ pub async fn start_api(store: Arc<dyn Store>, cfg: &ServerConfig) -> anyhow::Res
         tokens,
         metrics,
         server_address: format!("{host}:{}", addr.port()),
+        watch_memo: Default::default(),
     });
     let instance = std::fs::canonicalize(&cfg.data_dir)
         .unwrap_or_else(|_| cfg.data_dir.clone())

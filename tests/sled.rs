@@ -63,23 +63,58 @@ async fn a_slow_watcher_is_cut_off_and_never_blocks_writers() {
         Some(Ok(WatchMessage::Event(e))) => assert_eq!(e.revision(), r),
         other => panic!("a new watcher must see the next write, got {other:?}"),
     }
-    // the slow watcher gets what fitted in its buffer, in order, then Expired
+    // the slow watcher was cut off from the live stream, but catches up from history:
+    // every event, in order, none twice, and then the live ones again
+    let mut seen = Vec::new();
+    while seen.len() < 201 {
+        match tokio::time::timeout(Duration::from_secs(10), slow.next()).await {
+            Ok(Some(Ok(WatchMessage::Event(e)))) => seen.push(e.revision()),
+            Ok(Some(Ok(WatchMessage::Progress(_)))) => {}
+            other => panic!("the slow watcher must catch up, got {other:?} after {seen:?}"),
+        }
+    }
+    let first = seen[0];
+    assert_eq!(seen, (first..first + 201).collect::<Vec<_>>());
+    assert_eq!(*seen.last().unwrap(), r);
+    let live = store.create("/s/live", b"x".to_vec()).await.unwrap();
+    match slow.next().await {
+        Some(Ok(WatchMessage::Event(e))) => assert_eq!(e.revision(), live),
+        other => panic!("the caught-up watcher must see live writes, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_watcher_whose_history_was_compacted_gets_410() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = SledOptions::new(dir.path().join("db"));
+    opts.watch_buffer = 16;
+    let store = SledStore::open(opts).unwrap();
+    let mut slow = store.watch("/s/", 0).await.unwrap();
     let mut last = 0;
+    for i in 0..100 {
+        last = store
+            .create(&format!("/s/{i}"), b"x".to_vec())
+            .await
+            .unwrap();
+    }
+    store.compact(last).await.unwrap();
+    // what fitted in the buffer, in order, then the compaction ends the stream
+    let mut prev = 0;
     loop {
         match slow.next().await {
             Some(Ok(WatchMessage::Event(e))) => {
-                assert!(e.revision() > last);
-                last = e.revision();
+                assert!(e.revision() > prev);
+                prev = e.revision();
             }
             Some(Ok(WatchMessage::Progress(_))) => {}
-            Some(Err(StoreError::Expired { revision })) => {
-                assert!(revision > last, "expired after the last delivered event");
-                break;
-            }
-            other => panic!("expected Expired, got {other:?}"),
+            Some(Err(StoreError::Compacted { .. })) => break,
+            other => panic!("expected Compacted, got {other:?}"),
         }
     }
-    assert!(last > 0);
+    assert!(
+        prev > 0 && prev < last,
+        "only the buffered events came: {prev}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -52,6 +52,8 @@ pub struct ApiContext {
     pub metrics: Arc<metrics::Metrics>,
     /// host:port clients reach the API at, for `/api`'s serverAddressByClientCIDRs.
     pub server_address: String,
+    /// Recent store changes decoded once for all watchers.
+    pub watch_memo: resources::watch::EventMemo,
 }
 
 /// Builds the TLS configuration: the serving certificate, ALPN h2 then http/1.1, and

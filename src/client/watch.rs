@@ -45,7 +45,8 @@ impl WatchStream {
                         return Some(Err(ClientError::transport(format!("bad watch event: {e}"))));
                     }
                 };
-                let obj = ev["object"].clone();
+                let mut ev = ev;
+                let obj = ev.get_mut("object").map(Value::take).unwrap_or(Value::Null);
                 return Some(Ok(match ev["type"].as_str().unwrap_or("") {
                     "ADDED" => WatchEvent::Added(obj),
                     "MODIFIED" => WatchEvent::Modified(obj),
@@ -150,14 +151,28 @@ fn slim(obj: &mut Value) {
     }
 }
 
-/// The objects an informer holds, indexed by controller.
+/// The objects an informer holds, indexed by owner and by node.
 #[derive(Default)]
 struct Objects {
     all: BTreeMap<String, Arc<Value>>,
-    /// controller uid → keys of the objects it controls
-    by_controller: HashMap<String, BTreeSet<String>>,
+    /// owner uid → keys of the objects it owns (controller or not)
+    by_owner: HashMap<String, BTreeSet<String>>,
     /// keys of the objects without a controller
     orphans: BTreeSet<String>,
+    /// `spec.nodeName` → keys of the pods bound to that node
+    by_node: HashMap<String, BTreeSet<String>>,
+}
+
+fn node_name(obj: &Value) -> Option<&str> {
+    obj["spec"]["nodeName"].as_str().filter(|n| !n.is_empty())
+}
+
+fn owner_uids(obj: &Value) -> impl Iterator<Item = &str> {
+    obj["metadata"]["ownerReferences"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r["uid"].as_str())
 }
 
 fn controller_uid(obj: &Value) -> Option<&str> {
@@ -171,16 +186,20 @@ fn controller_uid(obj: &Value) -> Option<&str> {
 impl Objects {
     fn insert(&mut self, key: String, obj: Arc<Value>) -> Option<Arc<Value>> {
         let old = self.remove(&key);
-        match controller_uid(&obj) {
-            Some(uid) => {
-                self.by_controller
-                    .entry(uid.to_string())
-                    .or_default()
-                    .insert(key.clone());
-            }
-            None => {
-                self.orphans.insert(key.clone());
-            }
+        for uid in owner_uids(&obj) {
+            self.by_owner
+                .entry(uid.to_string())
+                .or_default()
+                .insert(key.clone());
+        }
+        if controller_uid(&obj).is_none() {
+            self.orphans.insert(key.clone());
+        }
+        if let Some(node) = node_name(&obj) {
+            self.by_node
+                .entry(node.to_string())
+                .or_default()
+                .insert(key.clone());
         }
         self.all.insert(key, obj);
         old
@@ -188,17 +207,23 @@ impl Objects {
 
     fn remove(&mut self, key: &str) -> Option<Arc<Value>> {
         let old = self.all.remove(key)?;
-        match controller_uid(&old) {
-            Some(uid) => {
-                if let Some(keys) = self.by_controller.get_mut(uid) {
-                    keys.remove(key);
-                    if keys.is_empty() {
-                        self.by_controller.remove(uid);
-                    }
+        for uid in owner_uids(&old) {
+            if let Some(keys) = self.by_owner.get_mut(uid) {
+                keys.remove(key);
+                if keys.is_empty() {
+                    self.by_owner.remove(uid);
                 }
             }
-            None => {
-                self.orphans.remove(key);
+        }
+        if controller_uid(&old).is_none() {
+            self.orphans.remove(key);
+        }
+        if let Some(node) = node_name(&old) {
+            if let Some(keys) = self.by_node.get_mut(node) {
+                keys.remove(key);
+                if keys.is_empty() {
+                    self.by_node.remove(node);
+                }
             }
         }
         Some(old)
@@ -373,14 +398,40 @@ impl Informer {
     /// The objects whose controller (the owner reference with `controller: true`) has
     /// this uid: an index lookup, not a scan.
     pub fn controlled_by(&self, uid: &str) -> Vec<Arc<Value>> {
+        let mut owned = self.owned_by(uid);
+        owned.retain(|o| controller_uid(o) == Some(uid));
+        owned
+    }
+
+    /// The objects with an owner reference (controller or not) to this uid.
+    pub fn owned_by(&self, uid: &str) -> Vec<Arc<Value>> {
         let objects = self.objects.read().unwrap_or_else(|e| e.into_inner());
         objects
-            .by_controller
+            .by_owner
             .get(uid)
             .into_iter()
             .flatten()
             .filter_map(|k| objects.all.get(k).cloned())
             .collect()
+    }
+
+    /// The pods bound to `node` (by `spec.nodeName`): an index lookup, not a scan.
+    pub fn on_node(&self, node: &str) -> Vec<Arc<Value>> {
+        let objects = self.objects.read().unwrap_or_else(|e| e.into_inner());
+        objects
+            .by_node
+            .get(node)
+            .into_iter()
+            .flatten()
+            .filter_map(|k| objects.all.get(k).cloned())
+            .collect()
+    }
+
+    /// The names of the nodes that pods are bound to, without copying the pods out:
+    /// the pod garbage collector's cheap first look.
+    pub fn nodes_bound(&self) -> Vec<String> {
+        let objects = self.objects.read().unwrap_or_else(|e| e.into_inner());
+        objects.by_node.keys().cloned().collect()
     }
 
     /// The objects of `namespace` without a controller (for adoption).
@@ -423,4 +474,50 @@ pub fn urlencode(s: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn pod(name: &str, node: &str, owners: Value) -> Arc<Value> {
+        Arc::new(
+            json!({"metadata": {"name": name, "namespace": "ns", "ownerReferences": owners},
+                        "spec": {"nodeName": node}}),
+        )
+    }
+
+    fn keys(index: &HashMap<String, BTreeSet<String>>, k: &str) -> Vec<String> {
+        index.get(k).into_iter().flatten().cloned().collect()
+    }
+
+    #[test]
+    fn indexes_follow_inserts_updates_and_removals() {
+        let mut o = Objects::default();
+        let rs = json!([{"uid": "rs-1", "controller": true}, {"uid": "cfg-1"}]);
+        o.insert("ns/a".into(), pod("a", "n1", rs.clone()));
+        o.insert("ns/b".into(), pod("b", "n1", json!([{"uid": "cfg-1"}])));
+        o.insert("ns/c".into(), pod("c", "", json!(null)));
+        assert_eq!(keys(&o.by_owner, "rs-1"), ["ns/a"]);
+        assert_eq!(keys(&o.by_owner, "cfg-1"), ["ns/a", "ns/b"]);
+        assert_eq!(keys(&o.by_node, "n1"), ["ns/a", "ns/b"]);
+        assert!(!o.by_node.contains_key(""), "unbound pods are on no node");
+        // b has no controller, c has no owner at all: both are orphans
+        assert_eq!(o.orphans.iter().collect::<Vec<_>>(), ["ns/b", "ns/c"]);
+        // an update moves the object between index entries
+        o.insert(
+            "ns/a".into(),
+            pod("a", "n2", json!([{"uid": "rs-2", "controller": true}])),
+        );
+        assert!(!o.by_owner.contains_key("rs-1"));
+        assert_eq!(keys(&o.by_owner, "cfg-1"), ["ns/b"]);
+        assert_eq!(keys(&o.by_node, "n2"), ["ns/a"]);
+        assert_eq!(keys(&o.by_node, "n1"), ["ns/b"]);
+        // removal leaves no empty entries behind
+        o.remove("ns/b");
+        o.remove("ns/a");
+        assert!(o.by_owner.is_empty() && o.by_node.is_empty());
+        assert_eq!(o.orphans.iter().collect::<Vec<_>>(), ["ns/c"]);
+    }
 }

@@ -26,15 +26,7 @@ pub async fn run(cx: Arc<Context>) {
     }
     loop {
         for svc in services.list(None) {
-            if let Err(e) = sync(
-                &cx,
-                &svc,
-                &pods.list(svc["metadata"]["namespace"].as_str()),
-                &endpoints,
-                &slices,
-            )
-            .await
-            {
+            if let Err(e) = sync(&cx, &svc, &pods, &endpoints, &slices).await {
                 tracing::debug!(service = %crate::client::watch::key_of(&svc), error = %e, "endpoints sync failed");
             }
         }
@@ -97,7 +89,7 @@ fn resolve(port: &Value, pod: &Value) -> Option<i64> {
 async fn sync(
     cx: &Context,
     svc: &Value,
-    pods: &[Arc<Value>],
+    pods: &crate::client::watch::Informer,
     endpoints: &crate::client::watch::Informer,
     slices: &crate::client::watch::Informer,
 ) -> Result<(), crate::client::ClientError> {
@@ -121,6 +113,9 @@ async fn sync(
     let mut subsets: BTreeMap<String, Subset> = BTreeMap::new();
     let mut slice_endpoints = Vec::new();
     let mut slice_ports: Option<Vec<Value>> = None;
+    // only now that the service selects pods: a scan of the namespace's pods per
+    // selector-less service (`kubernetes`) is a waste in a namespace of thousands
+    let pods = pods.list(Some(&ns));
     let mut matched: Vec<&Arc<Value>> = pods
         .iter()
         .filter(|p| selector.matches(p["metadata"]["labels"].as_object()))

@@ -10,7 +10,7 @@
 //!   removed from its dependents; then the finalizer goes.
 
 use super::Context;
-use crate::client::watch::{Informer, object_path};
+use crate::client::watch::{Informer, key_of, object_path};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,16 +32,52 @@ const DEPENDENTS: &[(&str, &str)] = &[
     ("apps", "controllerrevisions"),
 ];
 
+/// A full pass over every dependent at least this often: a safety net under the
+/// change-driven checks (a lost change can delay a collection, never prevent it).
+const FULL_PASS_EVERY: Duration = Duration::from_secs(60);
+
+/// What changed since the last round: the work of an incremental round.
+#[derive(Default)]
+struct Dirty {
+    /// (dependent informer, key) whose owner references are new or changed
+    dependents: std::collections::BTreeSet<(usize, String)>,
+    /// uids of owners that went away: their dependents are checked
+    owners_gone: std::collections::BTreeSet<String>,
+}
+
+fn refs(obj: &Option<Arc<Value>>) -> Option<&Value> {
+    obj.as_ref().map(|o| &o["metadata"]["ownerReferences"])
+}
+
 pub async fn run(cx: Arc<Context>) {
     let owners: Vec<Arc<Informer>> = OWNERS.iter().map(|(g, p)| cx.informer(g, p)).collect();
     let dependents: Vec<Arc<Informer>> =
         DEPENDENTS.iter().map(|(g, p)| cx.informer(g, p)).collect();
     let wake = Arc::new(tokio::sync::Notify::new());
-    for inf in owners.iter().chain(dependents.iter()) {
-        let mut rx = inf.subscribe();
-        let wake = wake.clone();
+    let dirty: Arc<std::sync::Mutex<Dirty>> = Arc::default();
+    // owners: a deleted one's dependents need a look; one being deleted with a
+    // finalizer is found by the owners' scan of each round
+    for inf in &owners {
+        let (mut rx, wake, dirty) = (inf.subscribe(), wake.clone(), dirty.clone());
         tokio::spawn(async move {
-            while rx.recv().await.is_some() {
+            while let Some(c) = rx.recv().await {
+                if let (Some(old), None) = (&c.old, &c.new) {
+                    if let Some(uid) = old["metadata"]["uid"].as_str() {
+                        lock(&dirty).owners_gone.insert(uid.to_string());
+                    }
+                }
+                wake.notify_one();
+            }
+        });
+    }
+    // dependents: a new one, or one whose owner references changed, needs a look
+    for (i, inf) in dependents.iter().enumerate() {
+        let (mut rx, wake, dirty) = (inf.subscribe(), wake.clone(), dirty.clone());
+        tokio::spawn(async move {
+            while let Some(c) = rx.recv().await {
+                if c.new.is_some() && refs(&c.new) != refs(&c.old) {
+                    lock(&dirty).dependents.insert((i, c.key.clone()));
+                }
                 wake.notify_one();
             }
         });
@@ -49,19 +85,33 @@ pub async fn run(cx: Arc<Context>) {
     for inf in owners.iter().chain(dependents.iter()) {
         inf.synced().await;
     }
+    let mut last_full: Option<std::time::Instant> = None;
     loop {
         let started = std::time::Instant::now();
-        if let Err(e) = pass(&cx, &owners, &dependents).await {
+        let full = last_full.is_none_or(|t| t.elapsed() >= FULL_PASS_EVERY);
+        let work = std::mem::take(&mut *lock(&dirty));
+        if let Err(e) = pass(&cx, &owners, &dependents, (!full).then_some(&work)).await {
             tracing::debug!(error = %e, "garbage collection pass failed; retrying");
+            // what was not done is done next round
+            let mut d = lock(&dirty);
+            d.dependents.extend(work.dependents);
+            d.owners_gone.extend(work.owners_gone);
+        } else if full {
+            last_full = Some(started);
         }
-        // a pass reads every dependent: in a big, busy cluster, wait in proportion to
-        // its cost so that the collector takes at most about a third of a core
+        // in a big, busy cluster, wait in proportion to a round's cost so that the
+        // collector takes at most about a third of a core
         let settle = (started.elapsed() * 2).max(Duration::from_millis(50));
         tokio::select! {
             _ = wake.notified() => tokio::time::sleep(settle).await,
             _ = tokio::time::sleep(Duration::from_secs(10)) => {}
         }
     }
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // the dirty sets are only inserted into and taken whole: never torn
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn owner_informer<'a>(owners: &'a [Arc<Informer>], r: &Value) -> Option<&'a Arc<Informer>> {
@@ -100,10 +150,13 @@ async fn owner_exists(
     }
 }
 
+/// One round: owners being deleted with a finalizer, then the dependents whose owners
+/// may be gone — all of them (`only: None`), or those `only` names.
 async fn pass(
     cx: &Context,
     owners: &[Arc<Informer>],
     dependents: &[Arc<Informer>],
+    only: Option<&Dirty>,
 ) -> Result<(), crate::client::ClientError> {
     // owners being deleted in the foreground or orphaning
     for inf in owners {
@@ -177,8 +230,22 @@ async fn pass(
         }
     }
     // dependents whose owners are all gone
-    for dep_inf in dependents {
-        for dep in dep_inf.list(None) {
+    for (i, dep_inf) in dependents.iter().enumerate() {
+        let candidates = match only {
+            None => dep_inf.list(None),
+            Some(dirty) => {
+                let mut keys: std::collections::BTreeSet<String> = dirty
+                    .dependents
+                    .range((i, String::new())..(i + 1, String::new()))
+                    .map(|(_, k)| k.clone())
+                    .collect();
+                for uid in &dirty.owners_gone {
+                    keys.extend(dep_inf.owned_by(uid).iter().map(|o| key_of(o)));
+                }
+                keys.iter().filter_map(|k| dep_inf.get(k)).collect()
+            }
+        };
+        for dep in candidates {
             let Some(refs) = dep["metadata"]["ownerReferences"].as_array() else {
                 continue;
             };

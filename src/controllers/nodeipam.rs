@@ -74,10 +74,21 @@ pub async fn run(cx: Arc<Context>, cluster_cidr: String) {
                 Err(e) => tracing::debug!(node = name, error = %e, "could not assign a pod range"),
             }
         }
-        tokio::select! {
-            Some(_) = changes.recv() => {}
-            _ = tokio::time::sleep(Duration::from_secs(30)) => {}
+        // wait for a change that asks for work (a node without a range, or a range
+        // freed while a node waits for one): a pass reads every node, and in a big
+        // cluster nodes change all the time
+        let wants = |c: &crate::client::watch::Change| match &c.new {
+            Some(n) => n["spec"]["podCIDR"].as_str().is_none_or(str::is_empty),
+            None => !told.is_empty(),
+        };
+        let until = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            tokio::select! {
+                Some(c) = changes.recv() => if wants(&c) { break },
+                _ = tokio::time::sleep_until(until) => break,
+            }
         }
+        while changes.try_recv().is_ok() {}
     }
 }
 

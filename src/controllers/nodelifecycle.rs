@@ -41,7 +41,8 @@ pub async fn run(cx: Arc<Context>, grace: Duration) {
             tracing::debug!(error = %e, "pod garbage collection failed; retrying");
         }
         tokio::select! {
-            Some(_) = changes.recv() => tokio::time::sleep(Duration::from_millis(50)).await,
+            // a pass reads every node: at most a few a second, however busy the nodes
+            Some(_) = changes.recv() => tokio::time::sleep(Duration::from_millis(250)).await,
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
         while changes.try_recv().is_ok() {}
@@ -59,13 +60,14 @@ async fn collect_orphans(
     since: &mut std::collections::HashMap<String, std::time::Instant>,
 ) -> Result<(), crate::client::ClientError> {
     let mut seen = std::collections::HashSet::new();
-    for pod in pods.list(None) {
-        let Some(node) = pod["spec"]["nodeName"].as_str().filter(|n| !n.is_empty()) else {
-            continue;
-        };
-        if nodes.get(node).is_some() {
-            continue;
-        }
+    let missing = pods
+        .nodes_bound()
+        .into_iter()
+        .filter(|node| nodes.get(node).is_none());
+    for (node, pod) in
+        missing.flat_map(|n| pods.on_node(&n).into_iter().map(move |p| (n.clone(), p)))
+    {
+        let node = node.as_str();
         let key = crate::client::watch::key_of(&pod);
         seen.insert(key.clone());
         let first = *since
@@ -228,15 +230,17 @@ async fn pass(
                 )
                 .await?;
         }
-        // pods on this node
-        let on_node: Vec<Arc<Value>> = pods
-            .list(None)
-            .into_iter()
-            .filter(|p| {
-                p["spec"]["nodeName"] == *name && p["metadata"]["deletionTimestamp"].is_null()
-            })
-            .collect();
+        // pods on this node: only an unreachable node or a NoExecute taint asks
+        // anything of them (looked up by index: a scan per node is quadratic)
         let no_execute: Vec<&Value> = next.iter().filter(|t| t["effect"] == "NoExecute").collect();
+        if status != "Unknown" && no_execute.is_empty() {
+            continue;
+        }
+        let on_node: Vec<Arc<Value>> = pods
+            .on_node(&name)
+            .into_iter()
+            .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+            .collect();
         for pod in on_node {
             let ns = pod["metadata"]["namespace"].as_str();
             let pod_name = pod["metadata"]["name"].as_str().unwrap_or("");

@@ -153,39 +153,13 @@ pub async fn run(args: SimArgs) -> anyhow::Result<()> {
     let names: Vec<String> = (0..args.nodes)
         .map(|i| format!("{}{i}", args.name_prefix))
         .collect();
-    // sixteen registrations at a time
-    for chunk in names.iter().enumerate().collect::<Vec<_>>().chunks(16) {
-        let mut tasks = tokio::task::JoinSet::new();
-        for (i, name) in chunk {
-            let (client, node, name) = (
-                client.clone(),
-                node_object(&args, name, *i),
-                (*name).clone(),
-            );
-            tasks.spawn(async move {
-                let mut tries = 0;
-                while let Err(e) = register(&client, &node).await {
-                    tries += 1;
-                    anyhow::ensure!(tries < 30, "registering node {name}: {e}");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                }
-                // its lease at once, as a kubelet does: registering a thousand nodes
-                // takes longer than the grace period
-                if let Err(e) = renew_lease(&client, &name, None).await {
-                    tracing::debug!(node = %name, error = %e, "first lease failed");
-                }
-                Ok(())
-            });
-        }
-        while let Some(r) = tasks.join_next().await {
-            r??;
-        }
-    }
-    tracing::info!(nodes = names.len(), "simulated nodes registered");
-    // leases, renewed for all nodes every 10 s, many at a time (1,000 nodes one by one
-    // would take longer than the grace period)
+    // leases, renewed every 10 s for every node registered so far, many at a time
+    // (1,000 nodes one by one would take longer than the grace period). The loop
+    // starts before registration: registering a thousand nodes takes longer than the
+    // grace period, so the first nodes' leases must be renewed meanwhile.
+    let registered: Arc<std::sync::Mutex<Vec<(usize, String)>>> = Arc::default();
     {
-        let (client, names, args) = (client.clone(), names.clone(), args.clone());
+        let (client, registered, args) = (client.clone(), registered.clone(), args.clone());
         let node_objects = Informer::start(
             client.clone(),
             crate::controllers::resource("", "nodes"),
@@ -195,23 +169,25 @@ pub async fn run(args: SimArgs) -> anyhow::Result<()> {
             let slots = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
             let leases: Arc<std::sync::Mutex<HashMap<String, Value>>> = Arc::default();
             let mut tick = tokio::time::interval(Duration::from_secs(10));
+            tick.tick().await; // the first tick is now: each lease was just created
             loop {
                 tick.tick().await;
+                let names = lock(&registered).clone();
                 let mut tasks = tokio::task::JoinSet::new();
-                for (i, n) in names.iter().enumerate() {
+                for (i, n) in names {
                     // a node marked unreachable while this process ran says it is ready
-                    let ready = node_objects.get(n).is_some_and(|node| {
+                    let ready = node_objects.get(&n).is_some_and(|node| {
                         node["status"]["conditions"]
                             .as_array()
                             .into_iter()
                             .flatten()
                             .any(|c| c["type"] == "Ready" && c["status"] == "True")
                     });
-                    let again = (!ready).then(|| node_object(&args, n, i));
+                    let again = (!ready).then(|| node_object(&args, &n, i));
                     let Ok(permit) = slots.clone().acquire_owned().await else {
                         return;
                     };
-                    let (client, n, leases) = (client.clone(), n.clone(), leases.clone());
+                    let (client, leases) = (client.clone(), leases.clone());
                     tasks.spawn(async move {
                         let _permit = permit;
                         let last = lock(&leases).remove(&n);
@@ -232,6 +208,37 @@ pub async fn run(args: SimArgs) -> anyhow::Result<()> {
             }
         });
     }
+    // sixteen registrations at a time
+    for chunk in names.iter().enumerate().collect::<Vec<_>>().chunks(16) {
+        let mut tasks = tokio::task::JoinSet::new();
+        for (i, name) in chunk {
+            let (client, node, name, i) = (
+                client.clone(),
+                node_object(&args, name, *i),
+                (*name).clone(),
+                *i,
+            );
+            let registered = registered.clone();
+            tasks.spawn(async move {
+                let mut tries = 0;
+                while let Err(e) = register(&client, &node).await {
+                    tries += 1;
+                    anyhow::ensure!(tries < 30, "registering node {name}: {e}");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                // its lease at once, as a kubelet does
+                if let Err(e) = renew_lease(&client, &name, None).await {
+                    tracing::debug!(node = %name, error = %e, "first lease failed");
+                }
+                lock(&registered).push((i, name));
+                Ok(())
+            });
+        }
+        while let Some(r) = tasks.join_next().await {
+            r??;
+        }
+    }
+    tracing::info!(nodes = names.len(), "simulated nodes registered");
     let pods = Informer::start(
         client.clone(),
         crate::controllers::resource("", "pods"),

@@ -2,11 +2,15 @@
 //!
 //! Writers publish each durable change exactly once; the hub copies it to every watcher
 //! whose prefix matches, into a bounded buffer. A watcher whose buffer is full is cut off
-//! (its stream ends with [`StoreError::Expired`]) instead of slowing the writers down.
+//! from the live messages instead of slowing the writers down.
 //! A new watcher first replays the stored history up to the revision at which it joined
 //! the hub, then continues with the live messages, so it never misses or repeats one.
+//! A watcher that was cut off does the same again from its last delivered revision: it
+//! catches up from history (as upstream's watch cache serves a re-watch from its
+//! window) instead of making its client list everything again. Only when that history
+//! has been compacted away does its stream end with [`StoreError::Compacted`].
 
-use super::{Event, Result, Revision, StoreError, WatchMessage, WatchStream};
+use super::{Event, Result, Revision, WatchMessage, WatchStream};
 use async_trait::async_trait;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -143,6 +147,7 @@ impl Hub {
             replayed_upto: after.min(joined_at),
             replay_until: joined_at,
             skip_upto: after,
+            delivered: after,
             pending: VecDeque::new(),
             finished: false,
         }
@@ -177,6 +182,8 @@ pub(crate) struct LocalWatch<H: History> {
     replay_until: Revision,
     /// Events at or below this revision were not asked for (a watch from the future).
     skip_upto: Revision,
+    /// Everything up to here has been handed to the reader.
+    delivered: Revision,
     pending: VecDeque<Event>,
     finished: bool,
 }
@@ -195,6 +202,7 @@ impl<H: History> WatchStream for LocalWatch<H> {
         }
         loop {
             if let Some(event) = self.pending.pop_front() {
+                self.delivered = self.delivered.max(event.revision());
                 return Some(Ok(WatchMessage::Event(event)));
             }
             if self.replayed_upto < self.replay_until {
@@ -220,11 +228,27 @@ impl<H: History> WatchStream for LocalWatch<H> {
             }
             match self.rx.recv().await {
                 Some(WatchMessage::Event(e)) if e.revision() <= self.skip_upto => continue,
-                Some(msg) => return Some(Ok(msg)),
+                Some(msg) => {
+                    self.delivered = self.delivered.max(match &msg {
+                        WatchMessage::Event(e) => e.revision(),
+                        WatchMessage::Progress(r) => *r,
+                    });
+                    return Some(Ok(msg));
+                }
+                None if self.expired_at.load(Ordering::SeqCst) > 0 => {
+                    // cut off for falling behind: join again, and replay from history
+                    // what was published since the last message this reader took
+                    self.hub.unsubscribe(self.id);
+                    let (joined_at, id, rx, expired_at) = self.hub.subscribe(&self.prefix);
+                    tracing::debug!(prefix = %self.prefix, from = self.delivered, to = joined_at, "slow watcher catching up from history");
+                    (self.id, self.rx, self.expired_at) = (id, rx, expired_at);
+                    self.replayed_upto = self.delivered.min(joined_at);
+                    self.replay_until = joined_at;
+                    continue;
+                }
                 None => {
                     self.finished = true;
-                    let revision = self.expired_at.load(Ordering::SeqCst);
-                    return (revision > 0).then_some(Err(StoreError::Expired { revision }));
+                    return None;
                 }
             }
         }

@@ -75,15 +75,16 @@ impl Selection {
         })
     }
 
+    /// Whether this selects every object (no label or field selector).
+    pub fn is_everything(&self) -> bool {
+        self.labels.is_empty() && self.fields == FieldSelector::default()
+    }
+
     pub fn matches(&self, obj: &Value) -> bool {
         self.fields.matches(obj)
             && self
                 .labels
                 .matches(obj.pointer("/metadata/labels").and_then(Value::as_object))
-    }
-
-    fn is_everything(&self) -> bool {
-        self.labels.is_empty() && self.fields == FieldSelector::default()
     }
 }
 

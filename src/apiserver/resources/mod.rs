@@ -7,7 +7,7 @@ mod list;
 pub mod object;
 mod pods;
 pub mod reviews;
-mod watch;
+pub mod watch;
 pub use delete::delete;
 mod write;
 pub use write::guaranteed_update;
@@ -35,7 +35,7 @@ pub struct Render {
 impl Render {
     /// One object (or one watch event's object).
     pub fn one(&self, obj: &Value) -> Value {
-        let obj = &crate::api::convert::to_version(obj.clone(), self.res);
+        let obj = crate::api::convert::to_version(obj.clone(), self.res);
         match self.kind {
             Some(kind) => {
                 let rv = obj
@@ -44,13 +44,13 @@ impl Render {
                     .unwrap_or("");
                 crate::api::printers::table(
                     kind,
-                    std::slice::from_ref(obj),
+                    std::slice::from_ref(&obj),
                     rv,
                     true,
                     crate::api::meta::now_secs(),
                 )
             }
-            None => obj.clone(),
+            None => obj,
         }
     }
 }

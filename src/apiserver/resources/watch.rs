@@ -12,12 +12,13 @@ use super::{Render, store_error};
 use crate::api::registry::Resource;
 use crate::apiserver::ApiContext;
 use crate::apiserver::status::{ApiStatus, Body, ChannelBody};
-use crate::store::{EventKind, Revision, WatchMessage};
+use crate::store::{Event, EventKind, Revision, WatchMessage};
 use bytes::Bytes;
 use http::{Response, StatusCode, header};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
-use std::sync::Arc;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
@@ -135,7 +136,9 @@ pub async fn watch(
                 }
                 Some(Ok(WatchMessage::Progress(r))) if bookmarks => Some(bookmark(res, r, false)),
                 Some(Ok(WatchMessage::Progress(_))) => None,
-                Some(Ok(WatchMessage::Event(e))) => event_line(&selection, &e, render),
+                Some(Ok(WatchMessage::Event(e))) => {
+                    event_line(&ctx.watch_memo, &selection, &e, render)
+                }
             };
             if let Some(out) = out {
                 if tx.send(out).await.is_err() {
@@ -176,30 +179,232 @@ impl Drop for WatchGauge {
     }
 }
 
+/// How many recent changes [`EventMemo`] keeps decoded.
+const MEMO_EVENTS: usize = 1024;
+
+/// Store changes decoded (and their watch lines encoded) once for all their watchers:
+/// every watcher of a resource gets the same change within moments, and decoding and
+/// encoding a pod is most of what a watch costs. Like upstream's watch cache, which
+/// serialises an event once per encoding for all watchers.
+#[derive(Default)]
+pub struct EventMemo {
+    recent: Mutex<Recent>,
+}
+
+/// Decoded changes by revision, and their revisions oldest first (for eviction).
+type Recent = (HashMap<Revision, Arc<Decoded>>, VecDeque<Revision>);
+
+/// One store change as its watchers see it.
+struct Decoded {
+    key: String,
+    /// The object after a put, with its resourceVersion (`None` for a delete).
+    obj: Option<Value>,
+    /// The object before the change, at the change's revision (what DELETED carries);
+    /// decoded only when a watcher needs it.
+    gone: OnceLock<Option<Value>>,
+    /// Encoded lines by (event type, resource asked for, table or not).
+    lines: Mutex<Vec<(LineKey, Bytes)>>,
+}
+
+type LineKey = (&'static str, usize, Option<&'static str>);
+
+fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // every update below is a single insert or push: a panic cannot leave it torn
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl EventMemo {
+    fn decoded(&self, e: &Event) -> Arc<Decoded> {
+        let revision = e.revision();
+        if let Some(d) = locked(&self.recent).0.get(&revision)
+            && d.key == e.kv.key
+        {
+            return d.clone();
+        }
+        let d = Arc::new(Decoded {
+            key: e.kv.key.clone(),
+            obj: match e.kind {
+                EventKind::Put => from_store(&e.kv).ok(),
+                EventKind::Delete => None,
+            },
+            gone: OnceLock::new(),
+            lines: Mutex::default(),
+        });
+        let mut recent = locked(&self.recent);
+        let (map, order) = &mut *recent;
+        if map.insert(revision, d.clone()).is_none() {
+            order.push_back(revision);
+        }
+        while order.len() > MEMO_EVENTS {
+            if let Some(old) = order.pop_front() {
+                map.remove(&old);
+            }
+        }
+        d
+    }
+}
+
+impl Decoded {
+    fn gone(&self, e: &Event) -> Option<&Value> {
+        self.gone
+            .get_or_init(|| {
+                let mut prev = from_store(e.prev.as_ref()?).ok()?;
+                set_resource_version(&mut prev, e.revision());
+                Some(prev)
+            })
+            .as_ref()
+    }
+
+    fn line(&self, kind: &'static str, obj: &Value, render: Render) -> Bytes {
+        let key = (kind, render.res as *const Resource as usize, render.kind);
+        if let Some((_, b)) = locked(&self.lines).iter().find(|(k, _)| *k == key) {
+            return b.clone();
+        }
+        let b = line(kind, &render.one(obj));
+        locked(&self.lines).push((key, b.clone()));
+        b
+    }
+}
+
 /// The watch event a store change becomes for a selective watcher: an object that
 /// starts or stops matching is ADDED or DELETED, as the watch cache does upstream.
-fn event_line(selection: &Selection, e: &crate::store::Event, render: Render) -> Option<Bytes> {
-    let line = |kind: &str, obj: &Value| line(kind, &render.one(obj));
-    let prev = e.prev.as_ref().and_then(|kv| from_store(kv).ok());
-    let prev_matches = prev.as_ref().is_some_and(|p| selection.matches(p));
+fn event_line(memo: &EventMemo, selection: &Selection, e: &Event, render: Render) -> Option<Bytes> {
+    let d = memo.decoded(e);
+    // a watcher of everything needs no decoding of the old object to know it matched
+    let prev_matches = if selection.is_everything() {
+        e.prev.is_some()
+    } else {
+        d.gone(e).is_some_and(|p| selection.matches(p))
+    };
     match e.kind {
         EventKind::Delete => {
-            let mut obj = prev?;
-            set_resource_version(&mut obj, e.revision());
-            prev_matches.then(|| line("DELETED", &obj))
+            if !prev_matches {
+                return None;
+            }
+            Some(d.line("DELETED", d.gone(e)?, render))
         }
         EventKind::Put => {
-            let obj = from_store(&e.kv).ok()?;
-            match (prev_matches, selection.matches(&obj)) {
-                (true, true) => Some(line("MODIFIED", &obj)),
-                (false, true) => Some(line("ADDED", &obj)),
-                (true, false) => {
-                    let mut old = prev?;
-                    set_resource_version(&mut old, e.revision());
-                    Some(line("DELETED", &old))
-                }
+            let obj = d.obj.as_ref()?;
+            match (prev_matches, selection.matches(obj)) {
+                (true, true) => Some(d.line("MODIFIED", obj, render)),
+                (false, true) => Some(d.line("ADDED", obj, render)),
+                (true, false) => Some(d.line("DELETED", d.gone(e)?, render)),
                 (false, false) => None,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::KeyValue;
+
+    fn pod(app: &str) -> Vec<u8> {
+        serde_json::to_vec(&json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "p", "namespace": "default", "labels": {"app": app}}}))
+        .unwrap()
+    }
+
+    fn put(revision: Revision, app: &str, prev: Option<(Revision, &str)>) -> Event {
+        let prev = prev.map(|(r, a)| KeyValue {
+            key: "/registry/pods/default/p".into(),
+            value: pod(a),
+            create_revision: 1,
+            mod_revision: r,
+        });
+        Event::of_write(
+            "/registry/pods/default/p",
+            revision,
+            1,
+            Some(pod(app)),
+            prev,
+        )
+    }
+
+    fn selection(labels: &str) -> Selection {
+        let res = crate::api::registry::find("", "v1", "pods").unwrap();
+        Selection::from_query(res, &[("labelSelector".into(), labels.into())]).unwrap()
+    }
+
+    fn event(line: &Bytes) -> (String, String, String) {
+        let v: Value = serde_json::from_slice(line).unwrap();
+        (
+            v["type"].as_str().unwrap().to_string(),
+            v["object"]["metadata"]["labels"]["app"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+            v["object"]["metadata"]["resourceVersion"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        )
+    }
+
+    #[test]
+    fn a_change_is_decoded_once_for_all_its_watchers() {
+        let memo = EventMemo::default();
+        let e = put(7, "web", Some((5, "web")));
+        let (a, b) = (memo.decoded(&e), memo.decoded(&e));
+        assert!(
+            Arc::ptr_eq(&a, &b),
+            "the second watcher reuses the decoding"
+        );
+        let render = Render {
+            kind: None,
+            res: crate::api::registry::find("", "v1", "pods").unwrap(),
+        };
+        let everything = selection("");
+        let first = event_line(&memo, &everything, &e, render).unwrap();
+        let second = event_line(&memo, &everything, &e, render).unwrap();
+        assert_eq!(first, second);
+        assert_eq!(locked(&a.lines).len(), 1, "encoded once");
+        assert_eq!(event(&first), ("MODIFIED".into(), "web".into(), "7".into()));
+        // another revision is another change
+        assert!(!Arc::ptr_eq(
+            &a,
+            &memo.decoded(&put(8, "web", Some((7, "web"))))
+        ));
+    }
+
+    #[test]
+    fn selective_watchers_see_objects_enter_and_leave_their_selection() {
+        let memo = EventMemo::default();
+        let render = Render {
+            kind: None,
+            res: crate::api::registry::find("", "v1", "pods").unwrap(),
+        };
+        let web = selection("app=web");
+        let db = selection("app=db");
+        // relabelled from web to db: web's watcher sees it go (as of the change's
+        // revision), db's sees it come; the same change serves both
+        let e = put(9, "db", Some((4, "web")));
+        let left = event_line(&memo, &web, &e, render).unwrap();
+        assert_eq!(event(&left), ("DELETED".into(), "web".into(), "9".into()));
+        let came = event_line(&memo, &db, &e, render).unwrap();
+        assert_eq!(event(&came), ("ADDED".into(), "db".into(), "9".into()));
+        // a change outside the selection before and after says nothing
+        let other = put(10, "db", Some((9, "db")));
+        assert!(event_line(&memo, &web, &other, render).is_none());
+        // a delete of a selected object
+        let gone = Event::of_write(
+            "/registry/pods/default/p",
+            11,
+            0,
+            None,
+            Some(KeyValue {
+                key: "/registry/pods/default/p".into(),
+                value: pod("db"),
+                create_revision: 1,
+                mod_revision: 10,
+            }),
+        );
+        let deleted = event_line(&memo, &db, &gone, render).unwrap();
+        assert_eq!(
+            event(&deleted),
+            ("DELETED".into(), "db".into(), "11".into())
+        );
+        assert!(event_line(&memo, &web, &gone, render).is_none());
     }
 }
