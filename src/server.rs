@@ -35,6 +35,7 @@ pub struct ServerConfig {
     pub service_node_port_range: (u16, u16),
     pub cronjob_clock_skew: i64,
     pub event_ttl: Duration,
+    pub terminated_pod_gc_threshold: usize,
 }
 
 /// Which datastore to use.
@@ -85,6 +86,7 @@ impl TryFrom<ServerArgs> for ServerConfig {
             service_node_port_range: a.service_node_port_range,
             cronjob_clock_skew: a.debug_cronjob_clock_skew,
             event_ttl: a.event_ttl,
+            terminated_pod_gc_threshold: a.terminated_pod_gc_threshold,
         })
     }
 }
@@ -209,6 +211,7 @@ pub async fn start_api(store: Arc<dyn Store>, cfg: &ServerConfig) -> anyhow::Res
             node_monitor_grace_period: cfg.node_monitor_grace_period,
             cronjob_clock_skew: cfg.cronjob_clock_skew,
             event_ttl: cfg.event_ttl,
+            terminated_pod_gc_threshold: cfg.terminated_pod_gc_threshold,
         },
     );
     let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();

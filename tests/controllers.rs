@@ -1322,6 +1322,67 @@ spec:
     assert_eq!(out.split_whitespace().nth(3), Some("3"), "READY: {out}");
 }
 
+#[test]
+fn terminated_pods_beyond_the_threshold_are_collected_oldest_first() {
+    let server = SkuaServer::start_with_config("terminated-pod-gc-threshold: 2\n");
+    let _nodes = SimNodes::start(&server, 1, &[]);
+    // a pod that keeps running, and four that finish a second after they start,
+    // created a second apart so that their ages differ
+    let pod = |name: &str, finishes: bool| {
+        let annotations = if finishes {
+            r#"{"sim.skua.io/run-seconds": "1"}"#
+        } else {
+            "{}"
+        };
+        format!(
+            r#"{{"apiVersion": "v1", "kind": "Pod",
+                "metadata": {{"name": "{name}", "labels": {{"app": "gc"}}, "annotations": {annotations}}},
+                "spec": {{"restartPolicy": "Never", "containers": [{{"name": "c", "image": "busybox"}}]}}}}"#
+        )
+    };
+    let create = |body: String| {
+        let (code, out) = admin_request(
+            &server,
+            "POST",
+            "/api/v1/namespaces/default/pods",
+            Some(&body),
+        );
+        assert_eq!(code, 201, "{out}");
+    };
+    create(pod("keep", false));
+    for i in 0..4 {
+        create(pod(&format!("done-{i}"), true));
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+    }
+    let left = eventually(
+        60,
+        "two terminated pods and the running one to be left",
+        || {
+            let p = pods(&server, "app=gc");
+            let mut names: Vec<String> = p
+                .iter()
+                .map(|p| p["metadata"]["name"].as_str().unwrap().to_string())
+                .collect();
+            names.sort();
+            (names.len() == 3).then_some((names, p))
+        },
+    );
+    assert_eq!(
+        left.0,
+        ["done-2", "done-3", "keep"],
+        "the oldest went first"
+    );
+    for p in &left.1 {
+        let phase = p["status"]["phase"].as_str().unwrap();
+        let want = if p["metadata"]["name"] == "keep" {
+            "Running"
+        } else {
+            "Succeeded"
+        };
+        assert_eq!(phase, want, "{p}");
+    }
+}
+
 const SPREAD: &str = "apiVersion: apps/v1
 kind: Deployment
 metadata: {name: apart}

@@ -140,6 +140,14 @@ pub struct ServerArgs {
     /// How long events are kept (upstream's kube-apiserver flag of the same name).
     #[arg(long, env = "SKUA_EVENT_TTL", default_value = "1h", value_parser = config::parse_duration)]
     pub event_ttl: std::time::Duration,
+    /// Terminated pods (Succeeded or Failed) kept before the oldest are deleted; 0
+    /// keeps them all (upstream's kube-controller-manager flag of the same name).
+    #[arg(
+        long,
+        env = "SKUA_TERMINATED_POD_GC_THRESHOLD",
+        default_value_t = 12500
+    )]
+    pub terminated_pod_gc_threshold: usize,
     /// Port range for NodePort services.
     #[arg(long, env = "SKUA_SERVICE_NODE_PORT_RANGE", default_value = "30000-32767", value_parser = config::parse_port_range)]
     pub service_node_port_range: (u16, u16),

@@ -16,6 +16,7 @@ pub mod leader;
 pub mod namespace;
 pub mod nodeipam;
 pub mod nodelifecycle;
+pub mod podgc;
 pub mod queue;
 pub mod replicaset;
 pub mod revisions;
@@ -72,6 +73,8 @@ pub struct Settings {
     pub cronjob_clock_skew: i64,
     /// Events older than this are deleted (`--event-ttl`).
     pub event_ttl: std::time::Duration,
+    /// Terminated pods beyond this many are deleted, oldest first (0: never).
+    pub terminated_pod_gc_threshold: usize,
 }
 
 /// Starts the control loops under leader election; they stop when the returned task
@@ -123,6 +126,11 @@ pub fn start(
             loops.spawn(nodelifecycle::run(
                 cx.clone(),
                 settings.node_monitor_grace_period,
+            ));
+            loops.spawn(podgc::run(
+                cx.clone(),
+                settings.node_monitor_grace_period,
+                settings.terminated_pod_gc_threshold,
             ));
             loops.spawn(nodeipam::run(cx.clone(), settings.cluster_cidr.clone()));
             loops.spawn(events::expire(client.clone(), settings.event_ttl));

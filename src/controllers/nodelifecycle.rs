@@ -31,14 +31,9 @@ pub async fn run(cx: Arc<Context>, grace: Duration) {
     nodes.synced().await;
     leases.synced().await;
     pods.synced().await;
-    let mut orphans_since: std::collections::HashMap<String, std::time::Instant> =
-        Default::default();
     loop {
         if let Err(e) = pass(&cx, &nodes, &leases, &pods, grace.as_secs() as i64).await {
             tracing::debug!(error = %e, "node lifecycle pass failed; retrying");
-        }
-        if let Err(e) = collect_orphans(&cx, &nodes, &pods, grace, &mut orphans_since).await {
-            tracing::debug!(error = %e, "pod garbage collection failed; retrying");
         }
         tokio::select! {
             // a pass reads every node: at most a few a second, however busy the nodes
@@ -47,56 +42,6 @@ pub async fn run(cx: Arc<Context>, grace: Duration) {
         }
         while changes.try_recv().is_ok() {}
     }
-}
-
-/// Upstream's pod garbage collector for orphans: a pod bound to a node that does not
-/// exist (for longer than the grace period, as a quarantine against a lagging
-/// informer) is deleted at once, since no kubelet will ever finish it.
-async fn collect_orphans(
-    cx: &Context,
-    nodes: &Informer,
-    pods: &Informer,
-    quarantine: Duration,
-    since: &mut std::collections::HashMap<String, std::time::Instant>,
-) -> Result<(), crate::client::ClientError> {
-    let mut seen = std::collections::HashSet::new();
-    let missing = pods
-        .nodes_bound()
-        .into_iter()
-        .filter(|node| nodes.get(node).is_none());
-    for (node, pod) in
-        missing.flat_map(|n| pods.on_node(&n).into_iter().map(move |p| (n.clone(), p)))
-    {
-        let node = node.as_str();
-        let key = crate::client::watch::key_of(&pod);
-        seen.insert(key.clone());
-        let first = *since
-            .entry(key.clone())
-            .or_insert_with(std::time::Instant::now);
-        if first.elapsed() < quarantine {
-            continue;
-        }
-        // a live check: the node may be newer than the informer
-        match cx.client.get(&format!("/api/v1/nodes/{node}")).await {
-            Ok(_) => continue,
-            Err(e) if e.is_not_found() => {}
-            Err(e) => return Err(e),
-        }
-        let path = object_path(
-            pods.res,
-            pod["metadata"]["namespace"].as_str(),
-            pod["metadata"]["name"].as_str().unwrap_or(""),
-        );
-        tracing::info!(pod = %key, node, "deleting a pod bound to a node that is gone");
-        cx.client
-            .delete(
-                &path,
-                &json!({"gracePeriodSeconds": 0, "preconditions": {"uid": pod["metadata"]["uid"]}}),
-            )
-            .await?;
-    }
-    since.retain(|k, _| seen.contains(k));
-    Ok(())
 }
 
 fn time_of(v: &Value) -> Option<i64> {

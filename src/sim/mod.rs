@@ -372,11 +372,13 @@ impl PodDriver {
             return;
         }
         let phase = pod["status"]["phase"].as_str().unwrap_or("Pending");
+        // a Job's pods finish, and so does any pod that says how long it runs
         let is_job = pod["metadata"]["ownerReferences"]
             .as_array()
             .into_iter()
             .flatten()
-            .any(|r| r["kind"] == "Job");
+            .any(|r| r["kind"] == "Job")
+            || pod["metadata"]["annotations"]["sim.skua.io/run-seconds"].is_string();
         if phase == "Pending" {
             let now = now_rfc3339();
             let ip = self
