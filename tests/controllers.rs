@@ -1383,6 +1383,131 @@ fn terminated_pods_beyond_the_threshold_are_collected_oldest_first() {
     }
 }
 
+const QUOTA: &str = "apiVersion: v1
+kind: LimitRange
+metadata: {name: limits, namespace: team}
+spec:
+  limits:
+  - type: Container
+    default: {cpu: 200m, memory: 128Mi}
+    defaultRequest: {cpu: 100m}
+    max: {cpu: \"1\"}
+---
+apiVersion: v1
+kind: ResourceQuota
+metadata: {name: q, namespace: team}
+spec:
+  hard: {pods: \"3\", requests.cpu: 300m, limits.memory: 1Gi}
+";
+
+#[test]
+fn limit_ranges_default_pods_and_quotas_refuse_what_exceeds_them() {
+    let server = SkuaServer::start();
+    for (v, ns) in [("1.27", "team"), ("1.33", "other")] {
+        let (ok, out) = k(&server, v, &["create", "namespace", ns]);
+        assert!(ok, "{out}");
+    }
+    let file = server.dir.path().join("quota.yaml");
+    std::fs::write(&file, QUOTA).unwrap();
+    let (ok, out) = k(&server, "1.33", &["apply", "-f", file.to_str().unwrap()]);
+    assert!(ok, "{out}");
+    // the quota controller fills in the status before anything is charged to it
+    eventually(30, "the quota's status", || {
+        let (_, out) = k(
+            &server,
+            "1.33",
+            &["get", "quota", "q", "-n", "team", "--no-headers"],
+        );
+        out.contains("pods: 0/3").then_some(())
+    });
+    for (v, name) in [("1.27", "a"), ("1.33", "b"), ("1.33", "c")] {
+        let (ok, out) = k(&server, v, &["run", name, "-n", "team", "--image=busybox"]);
+        assert!(ok, "kubectl {v}: {out}");
+    }
+    // LimitRange defaults: the request where none was given, the limits too
+    let (_, body) = admin_request(&server, "GET", "/api/v1/namespaces/team/pods/a", None);
+    let a: Value = serde_json::from_str(&body).unwrap();
+    let resources = &a["spec"]["containers"][0]["resources"];
+    assert_eq!(resources["requests"]["cpu"], "100m", "{resources}");
+    assert_eq!(
+        resources["limits"],
+        serde_json::json!({"cpu": "200m", "memory": "128Mi"})
+    );
+    assert!(
+        a["metadata"]["annotations"]["kubernetes.io/limit-ranger"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("LimitRanger plugin set: ")),
+        "{a}"
+    );
+    // the quota is charged at admission: the fourth pod is refused, in upstream's words
+    for v in ["1.27", "1.33"] {
+        let (ok, out) = k(&server, v, &["run", "d", "-n", "team", "--image=busybox"]);
+        assert!(!ok, "kubectl {v}: {out}");
+        assert!(
+            out.contains(r#"pods "d" is forbidden: exceeded quota: q, requested: pods=1,requests.cpu=100m, used: pods=3,requests.cpu=300m, limited: pods=3,requests.cpu=300m"#),
+            "kubectl {v}: {out}"
+        );
+    }
+    let (_, out) = k(&server, "1.33", &["get", "quota", "-n", "team"]);
+    assert!(out.contains("REQUEST") && out.contains("LIMIT"), "{out}");
+    assert!(
+        out.contains("pods: 3/3, requests.cpu: 300m/300m")
+            && out.contains("limits.memory: 384Mi/1Gi"),
+        "{out}"
+    );
+    // over the LimitRange's max: refused whatever the quota says
+    let (ok, out) = k(
+        &server,
+        "1.33",
+        &[
+            "run",
+            "big",
+            "-n",
+            "team",
+            "--image=busybox",
+            "--overrides",
+            r#"{"spec": {"containers": [{"name": "big", "image": "busybox", "resources": {"limits": {"cpu": "2"}}}]}}"#,
+        ],
+    );
+    assert!(!ok);
+    assert!(
+        out.contains(
+            r#"pods "big" is forbidden: maximum cpu usage per Container is 1, but limit is 2"#
+        ),
+        "{out}"
+    );
+    // a namespace without them is not touched
+    let (ok, out) = k(
+        &server,
+        "1.33",
+        &["run", "free", "-n", "other", "--image=busybox"],
+    );
+    assert!(ok, "{out}");
+    // a deleted pod gives its share back (the controller recounts)
+    let (ok, out) = k(
+        &server,
+        "1.33",
+        &[
+            "delete",
+            "pod",
+            "a",
+            "-n",
+            "team",
+            "--grace-period=0",
+            "--force",
+        ],
+    );
+    assert!(ok, "{out}");
+    eventually(30, "the fourth pod to fit once a pod is gone", || {
+        let (ok, _) = k(
+            &server,
+            "1.33",
+            &["run", "d", "-n", "team", "--image=busybox"],
+        );
+        ok.then_some(())
+    });
+}
+
 const SPREAD: &str = "apiVersion: apps/v1
 kind: Deployment
 metadata: {name: apart}

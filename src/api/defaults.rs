@@ -57,6 +57,17 @@ fn container(c: &mut Value) {
     default(m, "terminationMessagePath", json!("/dev/termination-log"));
     default(m, "terminationMessagePolicy", json!("File"));
     default(m, "resources", json!({}));
+    // a limit without a request: the request is the limit (upstream's defaulting)
+    if let Some(r) = m.get_mut("resources").and_then(Value::as_object_mut) {
+        if let Some(limits) = r.get("limits").and_then(Value::as_object).cloned() {
+            let requests = r.entry("requests").or_insert_with(|| json!({}));
+            if let Some(requests) = requests.as_object_mut() {
+                for (k, v) in limits {
+                    requests.entry(k).or_insert(v);
+                }
+            }
+        }
+    }
     each_mut(m.get_mut("ports"), |p| {
         if let Some(p) = p.as_object_mut() {
             default(p, "protocol", json!("TCP"));
@@ -144,9 +155,47 @@ pub fn qos_class(pod: &Value) -> &'static str {
 }
 
 /// Applies the defaults of `kind` to an object being written.
+/// A LimitRange's Container items, as upstream defaults them: the default limit is
+/// the max, the default request the default limit, else the min.
+fn limit_range(obj: &mut Value) {
+    let items = obj
+        .pointer_mut("/spec/limits")
+        .and_then(Value::as_array_mut);
+    for item in items.into_iter().flatten() {
+        let Some(item) = item.as_object_mut() else {
+            continue;
+        };
+        if item.get("type").and_then(Value::as_str) != Some("Container") {
+            continue;
+        }
+        let list = |item: &Map<String, Value>, k: &str| {
+            item.get(k)
+                .and_then(Value::as_object)
+                .cloned()
+                .unwrap_or_default()
+        };
+        let (max, min) = (list(item, "max"), list(item, "min"));
+        let mut limit = list(item, "default");
+        for (k, v) in &max {
+            limit.entry(k.clone()).or_insert(v.clone());
+        }
+        let mut request = list(item, "defaultRequest");
+        for (k, v) in limit.iter().chain(min.iter()) {
+            request.entry(k.clone()).or_insert(v.clone());
+        }
+        if !limit.is_empty() {
+            item.insert("default".into(), Value::Object(limit));
+        }
+        if !request.is_empty() {
+            item.insert("defaultRequest".into(), Value::Object(request));
+        }
+    }
+}
+
 pub fn apply(kind: &str, obj: &mut Value) {
     match kind {
         "Pod" => pod(obj),
+        "LimitRange" => limit_range(obj),
         "Deployment" => {
             if let Some(spec) = obj_mut(obj, "spec") {
                 default(spec, "replicas", json!(1));

@@ -12,6 +12,7 @@ pub mod meta;
 pub mod patch;
 pub mod printers;
 pub mod quantity;
+pub mod quota;
 pub mod registry;
 pub mod selector;
 pub mod strategic;

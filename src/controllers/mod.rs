@@ -19,6 +19,7 @@ pub mod nodelifecycle;
 pub mod podgc;
 pub mod queue;
 pub mod replicaset;
+pub mod resourcequota;
 pub mod revisions;
 pub mod serviceaccount;
 pub mod statefulset;
@@ -118,6 +119,7 @@ pub fn start(
             loops.spawn(crate::scheduler::run(cx.clone()));
             loops.spawn(serviceaccount::run(cx.clone()));
             loops.spawn(job::run(cx.clone()));
+            loops.spawn(resourcequota::run(cx.clone()));
             loops.spawn(disruption::run(cx.clone()));
             loops.spawn(daemonset::run(cx.clone()));
             loops.spawn(endpoints::run(cx.clone()));

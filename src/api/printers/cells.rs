@@ -222,6 +222,30 @@ pub fn cells(kind: &str, o: &Value, now: i64) -> Vec<Value> {
     let age = json!(age(o, now));
     match kind {
         "Namespace" => vec![name, json!(s(o.pointer("/status/phase"))), age],
+        "ResourceQuota" => {
+            // upstream: each hard resource as used/hard, limits.* in the Limit column
+            let (mut request, mut limit) = (Vec::new(), Vec::new());
+            let hard = o.pointer("/status/hard").and_then(Value::as_object);
+            for (k, h) in hard.into_iter().flatten() {
+                let used = o
+                    .pointer("/status/used")
+                    .and_then(|u| u.get(k))
+                    .map_or("0".to_string(), |u| s(Some(u)).to_string());
+                let cell = format!("{k}: {used}/{}", s(Some(h)));
+                if k.starts_with("limits.") {
+                    limit.push(cell);
+                } else {
+                    request.push(cell);
+                }
+            }
+            vec![
+                name,
+                age,
+                json!(request.join(", ")),
+                json!(limit.join(", ")),
+            ]
+        }
+        "LimitRange" => vec![name, json!(s(o.pointer("/metadata/creationTimestamp")))],
         "ConfigMap" => vec![
             name,
             json!(count_keys(o.get("data")) + count_keys(o.get("binaryData"))),

@@ -20,6 +20,13 @@ pub fn columns(kind: &str) -> Vec<Column> {
             ("Status", "string", 0),
             ("Age", "string", 0),
         ],
+        "ResourceQuota" => vec![
+            ("Name", "string", 0),
+            ("Age", "string", 0),
+            ("Request", "string", 0),
+            ("Limit", "string", 0),
+        ],
+        "LimitRange" => vec![("Name", "string", 0), ("Created At", "date", 0)],
         "ConfigMap" => vec![
             ("Name", "string", 0),
             ("Data", "integer", 0),

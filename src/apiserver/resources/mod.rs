@@ -1,6 +1,7 @@
 //! Generic storage-backed resources: get, list, watch, create, update (PUT), delete and
 //! deletecollection, for every stored kind in the registry.
 
+mod admission;
 pub mod allocate;
 mod delete;
 mod list;
@@ -593,7 +594,16 @@ pub async fn create(
     obj: Value,
     actor: Option<&Actor>,
 ) -> Result<Value, ApiStatus> {
+    // admission names an object by what the client sent: its name, or generateName
+    let shown = ["name", "generateName"]
+        .iter()
+        .find_map(|k| obj["metadata"][*k].as_str().filter(|n| !n.is_empty()))
+        .unwrap_or("")
+        .to_string();
     let (mut obj, name) = prepare_create(res, obj, namespace)?;
+    if let Some(ns) = namespace {
+        admission::admit(store, res, ns, &shown, &mut obj).await?;
+    }
     if write::has_status(res) {
         // status is written by controllers through <resource>/status, as upstream
         obj["status"] = json!({});

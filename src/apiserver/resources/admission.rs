@@ -1,0 +1,188 @@
+//! Admission of namespaced creates, as upstream's LimitRanger and ResourceQuota
+//! plugins: a pod gets its namespace's LimitRange defaults and must fit their bounds;
+//! then every ResourceQuota of the namespace that counts the object is charged for it,
+//! with a compare-and-swap on the quota's `status.used`, so two creates racing for
+//! the last of a quota cannot both get it. The quota controller recounts usage from
+//! the objects themselves (which also gives back what deletes and failed creates
+//! freed).
+
+use super::object::{from_store, prefix, to_store};
+use super::store_error;
+use crate::api::quota;
+use crate::api::registry::{Resource, find};
+use crate::apiserver::status::{ApiStatus, qualified};
+use crate::store::{KeyValue, ListOptions, Store, StoreError};
+use http::StatusCode;
+use serde_json::{Map, Value, json};
+use std::collections::BTreeMap;
+
+/// How often a quota charge is retried when the quota changed under it.
+const CHARGE_TRIES: usize = 16;
+
+async fn list(store: &dyn Store, plural: &str, ns: &str) -> Result<Vec<KeyValue>, ApiStatus> {
+    let Some(res) = find("", "v1", plural) else {
+        return Ok(Vec::new());
+    };
+    Ok(store
+        .list(&prefix(res, Some(ns)), ListOptions::default())
+        .await
+        .map_err(store_error)?
+        .kvs)
+}
+
+/// Admits the create of `obj` (shown in messages as `shown`, its name or generateName)
+/// into namespace `ns`, setting LimitRange defaults on pods and charging quotas.
+pub async fn admit(
+    store: &dyn Store,
+    res: &Resource,
+    ns: &str,
+    shown: &str,
+    obj: &mut Value,
+) -> Result<(), ApiStatus> {
+    let forbidden = |msg: String| {
+        ApiStatus::new(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            format!(
+                "{} \"{shown}\" is forbidden: {msg}",
+                qualified(res.plural, res.group)
+            ),
+        )
+    };
+    if res.kind == "Pod" {
+        let ranges: Vec<Value> = list(store, "limitranges", ns)
+            .await?
+            .iter()
+            .filter_map(|kv| from_store(kv).ok())
+            .collect();
+        if !ranges.is_empty() {
+            if let Some(said) = quota::apply_defaults(obj, &ranges) {
+                obj["metadata"]["annotations"]["kubernetes.io/limit-ranger"] = json!(said);
+            }
+            let wrong = quota::violations(obj, &ranges);
+            if !wrong.is_empty() {
+                return Err(forbidden(quota::aggregate(&wrong)));
+            }
+        }
+    }
+    let usage = quota::usage(res.group, res.plural, obj);
+    let mut charged = std::collections::HashSet::new();
+    for _ in 0..CHARGE_TRIES {
+        match charge(store, res, ns, obj, &usage, &mut charged).await? {
+            Charge::Done => return Ok(()),
+            Charge::Refused(msg) => return Err(forbidden(msg)),
+            Charge::Raced => continue,
+        }
+    }
+    Err(ApiStatus::new(
+        StatusCode::CONFLICT,
+        "Conflict",
+        format!(
+            "{} \"{shown}\": the namespace's resource quotas kept changing; try again",
+            qualified(res.plural, res.group)
+        ),
+    ))
+}
+
+enum Charge {
+    Done,
+    Refused(String),
+    /// A quota changed between the read and the write: read again.
+    Raced,
+}
+
+async fn charge(
+    store: &dyn Store,
+    res: &Resource,
+    ns: &str,
+    obj: &Value,
+    usage: &quota::Usage,
+    charged: &mut std::collections::HashSet<String>,
+) -> Result<Charge, ApiStatus> {
+    // every quota is checked before any is charged: a refusal charges none
+    let mut writes = Vec::new();
+    for kv in list(store, "resourcequotas", ns).await? {
+        let mut q = from_store(&kv)?;
+        let name = q["metadata"]["name"].as_str().unwrap_or("").to_string();
+        if charged.contains(&name) {
+            continue; // charged in an earlier try that raced on another quota
+        }
+        let hard: Map<String, Value> = q["spec"]["hard"].as_object().cloned().unwrap_or_default();
+        let keys: Vec<&String> = hard
+            .keys()
+            .filter(|k| quota::tracks(k, res.group, res.plural))
+            .collect();
+        if keys.is_empty() {
+            continue;
+        }
+        if res.kind == "Pod" {
+            let missing = quota::missing(obj, &hard);
+            if !missing.is_empty() {
+                return Ok(Charge::Refused(format!(
+                    "failed quota: {name}: must specify {}",
+                    missing.join(",")
+                )));
+            }
+        }
+        let used: Map<String, Value> = q["status"]["used"].as_object().cloned().unwrap_or_default();
+        let unknown: Vec<&str> = keys
+            .iter()
+            .filter(|k| !used.contains_key(k.as_str()))
+            .map(|k| k.as_str())
+            .collect();
+        if !unknown.is_empty() {
+            return Ok(Charge::Refused(format!(
+                "status unknown for quota: {name}, resources: {}",
+                unknown.join(",")
+            )));
+        }
+        let amount = |m: &Map<String, Value>, k: &str| {
+            m.get(k).and_then(crate::api::quantity::of).unwrap_or(0.0)
+        };
+        let mut next = used.clone();
+        let (mut requested, mut was, mut limited) =
+            (BTreeMap::new(), BTreeMap::new(), BTreeMap::new());
+        for k in keys.iter().filter(|k| usage.contains_key(k.as_str())) {
+            let delta = usage[k.as_str()];
+            let total = amount(&used, k) + delta;
+            if total > amount(&hard, k) + 1e-9 {
+                requested.insert(k.to_string(), quota::format(k, delta));
+                was.insert(k.to_string(), text(&used[k.as_str()]));
+                limited.insert(k.to_string(), text(&hard[k.as_str()]));
+            }
+            next.insert(k.to_string(), json!(quota::format(k, total)));
+        }
+        if !requested.is_empty() {
+            return Ok(Charge::Refused(format!(
+                "exceeded quota: {name}, requested: {}, used: {}, limited: {}",
+                quota::pretty(&requested),
+                quota::pretty(&was),
+                quota::pretty(&limited)
+            )));
+        }
+        if next == used {
+            continue;
+        }
+        q["status"]["used"] = Value::Object(next);
+        writes.push((name, kv, q));
+    }
+    for (name, kv, q) in writes {
+        match store.update(&kv.key, to_store(&q)?, kv.mod_revision).await {
+            Ok(_) => {
+                charged.insert(name);
+            }
+            Err(StoreError::Conflict { .. }) => {
+                return Ok(Charge::Raced);
+            }
+            Err(e) => return Err(store_error(e)),
+        }
+    }
+    Ok(Charge::Done)
+}
+
+fn text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
