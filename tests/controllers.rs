@@ -1508,6 +1508,136 @@ fn limit_ranges_default_pods_and_quotas_refuse_what_exceeds_them() {
     });
 }
 
+const FILLER: &str = "apiVersion: apps/v1
+kind: Deployment
+metadata: {name: filler}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: filler}}
+  template:
+    metadata: {labels: {app: filler}}
+    spec:
+      containers: [{name: c, image: busybox, resources: {requests: {cpu: \"1\"}}}]
+";
+
+const VIP: &str = "apiVersion: v1
+kind: Pod
+metadata: {name: vip}
+spec:
+  priorityClassName: high
+  containers: [{name: c, image: busybox, resources: {requests: {cpu: \"1\"}}}]
+";
+
+#[test]
+fn a_higher_priority_pod_preempts_a_lower_one() {
+    let server = SkuaServer::start();
+    let _nodes = SimNodes::start(&server, 1, &["--cpu", "2"]);
+    // the system classes exist from the start; a class of our own
+    let (ok, out) = k(
+        &server,
+        "1.27",
+        &["create", "priorityclass", "high", "--value=1000"],
+    );
+    assert!(ok, "{out}");
+    let (_, out) = k(&server, "1.33", &["get", "priorityclass"]);
+    for want in [
+        "VALUE",
+        "GLOBAL-DEFAULT",
+        "system-cluster-critical",
+        "2000000000",
+        "system-node-critical",
+        "high",
+    ] {
+        assert!(out.contains(want), "{want}: {out}");
+    }
+    // two filler pods take the node's two cores
+    let file = server.dir.path().join("filler.yaml");
+    std::fs::write(&file, FILLER).unwrap();
+    let (ok, out) = k(&server, "1.33", &["apply", "-f", file.to_str().unwrap()]);
+    assert!(ok, "{out}");
+    eventually(30, "two ready fillers", || {
+        let p = pods(&server, "app=filler");
+        (p.len() == 2 && p.iter().all(ready)).then_some(())
+    });
+    let fillers: Vec<String> = pods(&server, "app=filler")
+        .iter()
+        .map(|p| p["metadata"]["name"].as_str().unwrap().to_string())
+        .collect();
+    // a class that does not exist is refused at admission
+    let (ok, out) = k(
+        &server,
+        "1.33",
+        &[
+            "run",
+            "nope",
+            "--image=busybox",
+            "--overrides",
+            r#"{"spec": {"priorityClassName": "missing"}}"#,
+        ],
+    );
+    assert!(!ok);
+    assert!(
+        out.contains(r#"pods "nope" is forbidden: no PriorityClass with name missing was found"#),
+        "{out}"
+    );
+    // the important pod takes one filler's place
+    let file = server.dir.path().join("vip.yaml");
+    std::fs::write(&file, VIP).unwrap();
+    let (ok, out) = k(&server, "1.27", &["apply", "-f", file.to_str().unwrap()]);
+    assert!(ok, "{out}");
+    let vip = eventually(60, "the vip pod to run", || {
+        let p = pods(&server, "");
+        let vip = p.into_iter().find(|p| p["metadata"]["name"] == "vip")?;
+        ready(&vip).then_some(vip)
+    });
+    assert_eq!(vip["spec"]["priority"], 1000);
+    assert_eq!(vip["spec"]["preemptionPolicy"], "PreemptLowerPriority");
+    // exactly one filler went, told why; its replacement waits for room
+    let (_, events) = k(
+        &server,
+        "1.33",
+        &[
+            "get",
+            "events",
+            "--field-selector",
+            "reason=Preempted",
+            "-o",
+            "json",
+        ],
+    );
+    let events: Value = serde_json::from_str(&events).unwrap();
+    let victims: Vec<&str> = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["involvedObject"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(victims.len(), 1, "{events}");
+    assert!(
+        fillers.iter().any(|f| f == victims[0]),
+        "{victims:?} {fillers:?}"
+    );
+    let message = events["items"][0]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("Preempted by pod ") && message.ends_with(" on node sim-0"),
+        "{message}"
+    );
+    eventually(
+        30,
+        "the replacement filler to wait, in upstream's words",
+        || {
+            let p = pods(&server, "app=filler");
+            let waiting = p.iter().find(|p| p["spec"]["nodeName"].is_null())?;
+            let cond = waiting["status"]["conditions"]
+                .as_array()?
+                .iter()
+                .find(|c| c["type"] == "PodScheduled")?
+                .clone();
+            (cond["message"] == "0/1 nodes are available: 1 Insufficient cpu. preemption: 0/1 nodes are available: 1 No preemption victims found for incoming pod.").then_some(())
+        },
+    );
+}
+
 const SPREAD: &str = "apiVersion: apps/v1
 kind: Deployment
 metadata: {name: apart}

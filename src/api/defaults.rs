@@ -107,7 +107,6 @@ fn pod(obj: &mut Value) {
     };
     default(spec, "serviceAccountName", json!("default"));
     default(spec, "serviceAccount", json!("default"));
-    default(spec, "priority", json!(0));
     default(spec, "preemptionPolicy", json!("PreemptLowerPriority"));
     // DefaultTolerationSeconds admission: evict from not-ready/unreachable nodes after 5 min
     let tolerations = spec.entry("tolerations").or_insert_with(|| json!([]));
@@ -196,6 +195,11 @@ pub fn apply(kind: &str, obj: &mut Value) {
     match kind {
         "Pod" => pod(obj),
         "LimitRange" => limit_range(obj),
+        "PriorityClass" => {
+            if let Some(m) = obj.as_object_mut() {
+                default(m, "preemptionPolicy", json!("PreemptLowerPriority"));
+            }
+        }
         "Deployment" => {
             if let Some(spec) = obj_mut(obj, "spec") {
                 default(spec, "replicas", json!(1));

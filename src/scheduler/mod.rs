@@ -7,6 +7,7 @@
 pub mod cache;
 pub mod interpod;
 pub mod plugins;
+pub mod preemption;
 
 use crate::client::watch::{key_of, object_path};
 use crate::controllers::Context;
@@ -43,14 +44,19 @@ pub async fn run(cx: Arc<Context>) {
     let unschedulable: Arc<Mutex<Vec<String>>> = Arc::default();
     {
         let (mut pod_changes, mut node_changes) = (pods.subscribe(), nodes.subscribe());
-        let (queue, parked, cache) = (queue.clone(), unschedulable.clone(), cache.clone());
+        let (queue, parked, cache, pods) = (
+            queue.clone(),
+            unschedulable.clone(),
+            cache.clone(),
+            pods.clone(),
+        );
         tokio::spawn(async move {
             loop {
                 let retry_parked = tokio::select! {
                     Some(c) = pod_changes.recv() => {
                         lock(&cache).pod_changed(&c.key, c.new.as_ref());
-                        if c.new.as_deref().is_some_and(wants) {
-                            queue.add(c.key.clone());
+                        if let Some(p) = c.new.as_deref().filter(|p| wants(p)) {
+                            queue.add_ranked(c.key.clone(), preemption::priority(p));
                         }
                         // a pod that went or finished frees room
                         c.new.as_deref().is_none_or(|p| {
@@ -69,7 +75,8 @@ pub async fn run(cx: Arc<Context>) {
                 };
                 if retry_parked {
                     for k in lock(&parked).drain(..) {
-                        queue.add(k);
+                        let rank = pods.get(&k).map_or(0, |p| preemption::priority(&p));
+                        queue.add_ranked(k, rank);
                     }
                 }
             }
@@ -85,7 +92,7 @@ pub async fn run(cx: Arc<Context>) {
             loop {
                 for p in pods.list(None) {
                     if wants(&p) {
-                        queue.add(key_of(&p));
+                        queue.add_ranked(key_of(&p), preemption::priority(&p));
                     }
                 }
                 tokio::time::sleep(Duration::from_secs(5)).await;
@@ -96,6 +103,7 @@ pub async fn run(cx: Arc<Context>) {
     // at a time; the next decision already counts the pods being bound
     let binds = Arc::new(tokio::sync::Semaphore::new(BINDS_IN_FLIGHT));
     let mut turn = 0usize;
+    let mut chosen = preemption::Chosen::default();
     loop {
         let key = queue.next().await;
         let Some(pod) = pods.get(&key) else { continue };
@@ -134,16 +142,33 @@ pub async fn run(cx: Arc<Context>) {
                         Err(e) => {
                             tracing::debug!(pod = %key, error = %e, "binding failed; retrying");
                             lock(&cache).forget(&key);
-                            queue.add_after(key, Duration::from_millis(500));
+                            let rank = preemption::priority(&pod);
+                            queue.add_ranked_after(key, rank, Duration::from_millis(500));
                         }
                     }
                 });
             }
             Err(message) => {
                 lock(&unschedulable).push(key.clone());
+                // as upstream's PostFilter: make room by preempting lower-priority pods
+                // (then the message is the filters' alone, as upstream's)
+                let plan = preemption::plan(&pod, lock(&cache).nodes(), &mut chosen);
+                if let Some(plan) = &plan {
+                    chosen.remember(plan);
+                }
+                let rank = preemption::priority(&pod);
+                let message = match &plan {
+                    Some(_) => message
+                        .split_once(" preemption: ")
+                        .map_or(message.clone(), |(m, _)| m.to_string()),
+                    None => message,
+                };
                 mark_unschedulable(&cx, &pod, &message).await;
+                if let Some(plan) = plan {
+                    preemption::execute(&cx, &pod, &plan).await;
+                }
                 // also retry now and then, as upstream's unschedulable queue does
-                queue.add_after(key, Duration::from_secs(60));
+                queue.add_ranked_after(key, rank, Duration::from_secs(60));
             }
         }
     }

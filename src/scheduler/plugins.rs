@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 /// A node and the pods placed on it, with their sums kept as pods come and go.
+#[derive(Clone)]
 pub struct NodeInfo {
     node: Arc<Value>,
     /// false while the node object is gone (or not seen yet) but pods still name it
@@ -163,6 +164,11 @@ impl NodeInfo {
 
     pub fn pods(&self) -> impl Iterator<Item = &Arc<Value>> {
         self.pods.values()
+    }
+
+    /// The pods here with the keys they are counted under.
+    pub fn pod_entries(&self) -> impl Iterator<Item = (&String, &Arc<Value>)> {
+        self.pods.iter()
     }
 
     pub fn node(&self) -> &Value {

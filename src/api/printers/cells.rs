@@ -246,6 +246,13 @@ pub fn cells(kind: &str, o: &Value, now: i64) -> Vec<Value> {
             ]
         }
         "LimitRange" => vec![name, json!(s(o.pointer("/metadata/creationTimestamp")))],
+        "PriorityClass" => vec![
+            name,
+            json!(o.get("value").and_then(Value::as_i64).unwrap_or(0)),
+            json!(o.get("globalDefault") == Some(&json!(true))),
+            age,
+            json!(s(o.get("preemptionPolicy"))),
+        ],
         "ConfigMap" => vec![
             name,
             json!(count_keys(o.get("data")) + count_keys(o.get("binaryData"))),

@@ -27,6 +27,13 @@ pub fn columns(kind: &str) -> Vec<Column> {
             ("Limit", "string", 0),
         ],
         "LimitRange" => vec![("Name", "string", 0), ("Created At", "date", 0)],
+        "PriorityClass" => vec![
+            ("Name", "string", 0),
+            ("Value", "integer", 0),
+            ("Global-Default", "boolean", 0),
+            ("Age", "string", 0),
+            ("PreemptionPolicy", "string", 0),
+        ],
         "ConfigMap" => vec![
             ("Name", "string", 0),
             ("Data", "integer", 0),

@@ -695,6 +695,31 @@ pub async fn bootstrap(store: &dyn Store) -> Result<(), ApiStatus> {
             Err(s) => return Err(s),
         }
     }
+    // upstream's two system priority classes (k3s manifests name them)
+    let classes = RESOURCES
+        .iter()
+        .find(|r| r.plural == "priorityclasses" && r.group == "scheduling.k8s.io")
+        .expect("a built-in resource");
+    for (name, value, description) in [
+        (
+            "system-node-critical",
+            2_000_001_000,
+            "Used for system critical pods that must not be moved from their current node.",
+        ),
+        (
+            "system-cluster-critical",
+            2_000_000_000,
+            "Used for system critical pods that must run in the cluster, but can be moved to another node if necessary.",
+        ),
+    ] {
+        let class = json!({"metadata": {"name": name}, "value": value, "description": description,
+                           "preemptionPolicy": "PreemptLowerPriority"});
+        match create(store, classes, None, class, None).await {
+            Ok(_) => tracing::info!(priority_class = name, "created priority class"),
+            Err(s) if s.reason == "AlreadyExists" => {}
+            Err(s) => return Err(s),
+        }
+    }
     Ok(())
 }
 

@@ -626,6 +626,13 @@ impl Store for SledStore {
         if since != 0 {
             self.inner.check_readable(since + 1)?;
         }
+        // "from now on" is from the durable revision: a write already acknowledged
+        // may not have reached the hub yet, and must not show up as new
+        let since = if since == 0 {
+            self.inner.durable_revision()
+        } else {
+            since
+        };
         Ok(Watch::new(Box::new(self.inner.hub.watch(
             self.inner.clone(),
             prefix,
