@@ -36,6 +36,8 @@ pub struct ServerConfig {
     pub cronjob_clock_skew: i64,
     pub event_ttl: Duration,
     pub terminated_pod_gc_threshold: usize,
+    /// `--token`: the join secret (or a whole K10 token) agents must present.
+    pub token: Option<String>,
 }
 
 /// Which datastore to use.
@@ -87,6 +89,7 @@ impl TryFrom<ServerArgs> for ServerConfig {
             cronjob_clock_skew: a.debug_cronjob_clock_skew,
             event_ttl: a.event_ttl,
             terminated_pod_gc_threshold: a.terminated_pod_gc_threshold,
+            token: a.common.token,
         })
     }
 }
@@ -159,6 +162,11 @@ pub async fn start_api(store: Arc<dyn Store>, cfg: &ServerConfig) -> anyhow::Res
         };
         tokio::task::spawn_blocking(move || pki::ensure(&opts)).await??
     };
+    let join_secret = pki::join::ensure_token(
+        &cfg.data_dir.join("server"),
+        cfg.token.as_deref(),
+        &pki.server_ca_cert,
+    )?;
     let listener = apiserver::bind(std::net::SocketAddr::new(
         cfg.bind_address,
         cfg.https_listen_port,
@@ -197,6 +205,11 @@ pub async fn start_api(store: Arc<dyn Store>, cfg: &ServerConfig) -> anyhow::Res
         metrics,
         server_address: format!("{host}:{}", addr.port()),
         watch_memo: Default::default(),
+        join: Some(apiserver::join::JoinConfig {
+            secret: join_secret,
+            server_ca: pki.server_ca_cert.clone(),
+            tls_dir: cfg.data_dir.join("server").join("tls"),
+        }),
     });
     let instance = std::fs::canonicalize(&cfg.data_dir)
         .unwrap_or_else(|_| cfg.data_dir.clone())

@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod body;
 mod discovery;
+pub mod join;
 pub mod metrics;
 pub mod openapi;
 mod openapi_v2;
@@ -54,6 +55,8 @@ pub struct ApiContext {
     pub server_address: String,
     /// Recent store changes decoded once for all watchers.
     pub watch_memo: resources::watch::EventMemo,
+    /// What agents joining this server need (absent: joining is off).
+    pub join: Option<join::JoinConfig>,
 }
 
 /// Builds the TLS configuration: the serving certificate, ALPN h2 then http/1.1, and

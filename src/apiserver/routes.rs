@@ -78,6 +78,16 @@ where
     match path.as_str() {
         "/healthz" | "/livez" | "/readyz" if read => return Ok(text(StatusCode::OK, "ok")),
         "/version" if read => return Ok(json(StatusCode::OK, &version())),
+        // joining agents: the CA for anyone; certificates for the join secret
+        "/cacerts" if read => {
+            if let Some(join) = &ctx.join {
+                return Ok(super::join::cacerts(join));
+            }
+        }
+        "/v1-skua/client-kubelet.crt" | "/v1-skua/serving-kubelet.crt" if read => {
+            let serving = path.ends_with("serving-kubelet.crt");
+            return Ok(super::join::node_cert(&ctx, req.headers(), serving).await);
+        }
         _ => {}
     }
     if caller.is_anonymous() {

@@ -237,6 +237,7 @@ pub async fn run(a: ApiBenchArgs) -> anyhow::Result<()> {
         cronjob_clock_skew: 0,
         event_ttl: std::time::Duration::from_secs(3600),
         terminated_pod_gc_threshold: 12500,
+        token: None,
         service_cidr: "10.43.0.0/16".into(),
         cluster_dns: [10, 43, 0, 10].into(),
         cluster_domain: "cluster.local".into(),

@@ -173,6 +173,17 @@ pub struct AgentArgs {
     /// File holding the join token.
     #[arg(long, env = "SKUA_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
+    /// This node's addresses (for its kubelet serving certificate).
+    #[arg(long, env = "SKUA_NODE_IP", value_delimiter = ',')]
+    pub node_ip: Vec<std::net::IpAddr>,
+    /// Where this node's password is kept (made on first join): it proves to the
+    /// server that a rejoin under the same name is the same machine.
+    #[arg(
+        long,
+        env = "SKUA_NODE_PASSWORD_FILE",
+        default_value = "/etc/skua/node/password"
+    )]
+    pub node_password_file: PathBuf,
 }
 
 /// Parses the command line, merges the config files and runs the command.

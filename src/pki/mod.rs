@@ -8,6 +8,7 @@
 //! near their 365-day expiry on a server that is restarted now and then.
 
 mod files;
+pub mod join;
 pub mod kubeconfig;
 pub mod x509;
 

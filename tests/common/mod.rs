@@ -170,11 +170,21 @@ impl SkuaServer {
     /// Stops the server with SIGTERM (clean shutdown) and starts it again on the same
     /// data, port and kubeconfig.
     pub fn restart(&mut self) {
+        self.stop();
+        self.start_again();
+    }
+
+    /// Stops the server with SIGTERM (clean shutdown).
+    pub fn stop(&mut self) {
         let _ = std::process::Command::new("kill")
             .arg(self.child.id().to_string())
             .status();
         let _ = self.child.wait();
         let _ = std::fs::remove_file(&self.kubeconfig);
+    }
+
+    /// Starts a stopped server again on the same data, port and kubeconfig.
+    pub fn start_again(&mut self) {
         self.child = Self::spawn(self.dir.path(), self.port, &self.kubeconfig);
         self.wait_ready();
     }

@@ -1,0 +1,188 @@
+//! The endpoints agents join through, as k3s' supervisor serves them on the API port:
+//!
+//! - `GET /cacerts`, open to anyone: the server CA bundle. An agent checks its sha256
+//!   against the hash in its K10 token before it trusts it.
+//! - `GET /v1-skua/client-kubelet.crt` and `/v1-skua/serving-kubelet.crt`: a node's
+//!   client and kubelet serving certificates (certificate, then key, in PEM). The
+//!   caller shows the join secret (HTTP basic auth, `node:<secret>`) and names the
+//!   node (`Skua-Node-Name`) with its password (`Skua-Node-Password`). The first join
+//!   of a name stores the password's hash in the Secret
+//!   `kube-system/<name>.node-password.skua`; later joins must show the same password,
+//!   so another machine cannot take over an existing node's name.
+
+use super::ApiContext;
+use super::status::{ApiStatus, Body};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use bytes::Bytes;
+use http::{HeaderMap, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full};
+use serde_json::json;
+use std::path::PathBuf;
+
+/// What the join endpoints need.
+pub struct JoinConfig {
+    /// The secret part of the join token.
+    pub secret: String,
+    /// The server CA bundle (PEM) that `/cacerts` serves.
+    pub server_ca: String,
+    /// Where the CAs' keys are.
+    pub tls_dir: PathBuf,
+}
+
+fn pem(body: String) -> Response<Body> {
+    let mut resp = Response::new(Full::new(Bytes::from(body)).boxed());
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
+/// `GET /cacerts`.
+pub fn cacerts(join: &JoinConfig) -> Response<Body> {
+    pem(join.server_ca.clone())
+}
+
+fn header_text<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+}
+
+fn shows_secret(headers: &HeaderMap, secret: &str) -> bool {
+    let Some(basic) = header_text(headers, "authorization").and_then(|v| v.strip_prefix("Basic "))
+    else {
+        return false;
+    };
+    let Ok(decoded) = STANDARD.decode(basic.trim()) else {
+        return false;
+    };
+    let text = String::from_utf8_lossy(&decoded);
+    let given = text.split_once(':').map_or(text.as_ref(), |(_, s)| s);
+    same(given, secret)
+}
+
+/// Compares in time independent of where the texts differ: the secret is what
+/// guards the cluster's certificates.
+fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+fn internal(message: impl Into<String>) -> ApiStatus {
+    ApiStatus::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", message)
+}
+
+fn password_hash(password: &str) -> String {
+    crate::pki::join::ca_hash(password)
+}
+
+/// Checks (or, on a first join, records) `name`'s node password.
+async fn check_password(ctx: &ApiContext, name: &str, password: &str) -> Result<(), ApiStatus> {
+    let secrets = crate::api::registry::find("", "v1", "secrets")
+        .ok_or_else(|| internal("no secrets resource"))?;
+    let secret_name = format!("{name}.node-password.skua");
+    let key = super::resources::object::key(secrets, Some("kube-system"), &secret_name);
+    let got = ctx
+        .store
+        .get(&key)
+        .await
+        .map_err(super::resources::store_error)?;
+    let hash = password_hash(password);
+    if let Some(kv) = got.kv {
+        let stored = super::resources::object::from_store(&kv)?;
+        let known = stored["data"]["hash"]
+            .as_str()
+            .and_then(|h| STANDARD.decode(h).ok())
+            .map(|h| String::from_utf8_lossy(&h).into_owned())
+            .unwrap_or_default();
+        if !same(&known, &hash) {
+            return Err(ApiStatus::new(
+                StatusCode::FORBIDDEN,
+                "Forbidden",
+                format!(
+                    "node password rejected for node {name:?}: another machine already joined under this name, or this machine's node password file changed; give this node another --node-name, or delete the Secret kube-system/{secret_name} if the old node is gone"
+                ),
+            ));
+        }
+        return Ok(());
+    }
+    let secret = json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": secret_name, "namespace": "kube-system"},
+        "immutable": true,
+        "type": "skua.io/node-password",
+        "data": {"hash": STANDARD.encode(hash)},
+    });
+    match super::resources::create(&*ctx.store, secrets, Some("kube-system"), secret, None).await {
+        Ok(_) => Ok(()),
+        // two joins of one name at once: the other one's password decides
+        Err(s) if s.reason == "AlreadyExists" => {
+            Box::pin(check_password(ctx, name, password)).await
+        }
+        Err(s) => Err(s),
+    }
+}
+
+/// `GET /v1-skua/client-kubelet.crt` (`serving: false`) or
+/// `/v1-skua/serving-kubelet.crt` (`serving: true`).
+pub async fn node_cert(ctx: &ApiContext, headers: &HeaderMap, serving: bool) -> Response<Body> {
+    match issue(ctx, headers, serving).await {
+        Ok(body) => pem(body),
+        Err(status) => status.response(),
+    }
+}
+
+async fn issue(ctx: &ApiContext, headers: &HeaderMap, serving: bool) -> Result<String, ApiStatus> {
+    let Some(join) = ctx.join.as_ref() else {
+        return Err(ApiStatus::not_found("", "", "join"));
+    };
+    if !shows_secret(headers, &join.secret) {
+        return Err(ApiStatus::new(
+            StatusCode::UNAUTHORIZED,
+            "Unauthorized",
+            "the join token was refused: use the server's <data-dir>/server/node-token",
+        ));
+    }
+    let name = header_text(headers, "skua-node-name")
+        .ok_or_else(|| ApiStatus::bad_request("the Skua-Node-Name header is missing"))?
+        .to_ascii_lowercase();
+    let dns1123 = !name.is_empty()
+        && name.len() <= 253
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.ends_with(|c: char| c.is_ascii_alphanumeric());
+    if !dns1123 {
+        return Err(ApiStatus::bad_request(format!(
+            "node name {name:?} is not a valid DNS subdomain (lower case letters, digits, '-' and '.'); set --node-name"
+        )));
+    }
+    let password = header_text(headers, "skua-node-password")
+        .ok_or_else(|| ApiStatus::bad_request("the Skua-Node-Password header is missing"))?;
+    check_password(ctx, &name, password).await?;
+    let ips: Vec<std::net::IpAddr> = header_text(headers, "skua-node-ip")
+        .unwrap_or("")
+        .split(',')
+        .filter_map(|ip| ip.trim().parse().ok())
+        .collect();
+    let dir = join.tls_dir.clone();
+    let issued = tokio::task::spawn_blocking(move || {
+        if serving {
+            crate::pki::join::node_serving_cert(&dir, &name, &ips)
+        } else {
+            crate::pki::join::node_client_cert(&dir, &name)
+        }
+    })
+    .await
+    .map_err(|e| internal(format!("certificate task failed: {e}")))?
+    .map_err(|e| internal(format!("cannot issue the node certificate: {e}")))?;
+    Ok(format!("{}{}", issued.0, issued.1))
+}

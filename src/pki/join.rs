@@ -1,0 +1,189 @@
+//! Joining nodes, the k3s way: the join token `K10<sha256 of the server CA PEM>::
+//! server:<secret>` pins the CA an agent must find at `/cacerts` and carries the
+//! secret that buys a node its certificates (a client certificate as
+//! `system:node:<name>` in `system:nodes`, and a kubelet serving certificate).
+
+use super::{Ca, PkiError, files, leaf, load_or_make_ca, write_private};
+use rcgen::{ExtendedKeyUsagePurpose, SanType};
+use std::net::IpAddr;
+use std::path::Path;
+
+/// The hex sha256 of `pem`: what a K10 token pins.
+pub fn ca_hash(pem: &str) -> String {
+    ring::digest::digest(&ring::digest::SHA256, pem.as_bytes())
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A join token as people pass it: `K10<hash>::<user>:<secret>`, or the bare secret.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Token {
+    /// The pinned CA hash (absent in a bare secret).
+    pub ca_hash: Option<String>,
+    pub user: String,
+    pub secret: String,
+}
+
+impl Token {
+    pub fn parse(text: &str) -> Result<Token, String> {
+        let text = text.trim();
+        if text.is_empty() {
+            return Err("the join token is empty".into());
+        }
+        let Some(rest) = text.strip_prefix("K10") else {
+            return Ok(Token {
+                ca_hash: None,
+                user: "server".into(),
+                secret: text.to_string(),
+            });
+        };
+        let (hash, creds) = rest.split_once("::").ok_or_else(|| {
+            "a K10 join token has the form K10<ca-hash>::server:<secret>; copy it whole from the server's <data-dir>/server/node-token".to_string()
+        })?;
+        let valid_hash = hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit());
+        if !valid_hash {
+            return Err(format!(
+                "the CA hash in the join token ({hash:?}) is not a sha256 in hex; copy the token whole from the server's <data-dir>/server/node-token"
+            ));
+        }
+        let (user, secret) = creds.split_once(':').unwrap_or(("server", creds));
+        if secret.is_empty() {
+            return Err("the join token has no secret after its CA hash".into());
+        }
+        Ok(Token {
+            ca_hash: Some(hash.to_ascii_lowercase()),
+            user: user.to_string(),
+            secret: secret.to_string(),
+        })
+    }
+
+    pub fn render(&self) -> String {
+        match &self.ca_hash {
+            Some(h) => format!("K10{h}::{}:{}", self.user, self.secret),
+            None => self.secret.clone(),
+        }
+    }
+}
+
+fn random_secret() -> Result<String, PkiError> {
+    let mut bytes = [0u8; 16];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
+        .map_err(|_| PkiError::Invalid("no randomness available for the join token".into()))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// The server's join secret: `--token` if given (a bare secret or a whole K10 token),
+/// else the one kept from an earlier start, else a new one. Writes
+/// `<server_dir>/token` and `<server_dir>/node-token` (0600) with the full token.
+pub fn ensure_token(
+    server_dir: &Path,
+    given: Option<&str>,
+    server_ca_pem: &str,
+) -> Result<String, PkiError> {
+    let path = server_dir.join("token");
+    let secret = match given.filter(|g| !g.trim().is_empty()) {
+        Some(g) => Token::parse(g).map_err(PkiError::Invalid)?.secret,
+        None => match files::read(&path)? {
+            Some(old) => {
+                Token::parse(&old)
+                    .map_err(|e| PkiError::File {
+                        path: path.clone(),
+                        message: format!("{e}; delete the file to get a new token"),
+                    })?
+                    .secret
+            }
+            None => random_secret()?,
+        },
+    };
+    let token = Token {
+        ca_hash: Some(ca_hash(server_ca_pem)),
+        user: "server".into(),
+        secret: secret.clone(),
+    }
+    .render();
+    for name in ["token", "node-token"] {
+        write_private(
+            &server_dir.join(name),
+            format!("{token}\n").as_bytes(),
+            0o600,
+        )?;
+    }
+    Ok(secret)
+}
+
+/// `name`'s client certificate and key (PEM): CN `system:node:<name>`, O
+/// `system:nodes`, from the client CA.
+pub fn node_client_cert(tls_dir: &Path, name: &str) -> Result<(String, String), PkiError> {
+    let client_ca: Ca = load_or_make_ca(tls_dir, "client-ca", "skua-client-ca")?;
+    leaf(
+        &client_ca,
+        &format!("system:node:{name}"),
+        Some("system:nodes"),
+        Vec::new(),
+        ExtendedKeyUsagePurpose::ClientAuth,
+    )
+}
+
+/// `name`'s kubelet serving certificate and key (PEM) for its name and `ips`, from
+/// the server CA.
+pub fn node_serving_cert(
+    tls_dir: &Path,
+    name: &str,
+    ips: &[IpAddr],
+) -> Result<(String, String), PkiError> {
+    let server_ca: Ca = load_or_make_ca(tls_dir, "server-ca", "skua-server-ca")?;
+    let mut sans = vec![SanType::DnsName(name.try_into().map_err(|_| {
+        PkiError::Invalid(format!("node name {name:?} is not a DNS name"))
+    })?)];
+    sans.extend(ips.iter().map(|ip| SanType::IpAddress(*ip)));
+    leaf(
+        &server_ca,
+        name,
+        None,
+        sans,
+        ExtendedKeyUsagePurpose::ServerAuth,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_parse_render_and_refuse_what_is_broken() {
+        let h = "a".repeat(64);
+        let t = Token::parse(&format!("K10{h}::server:s3cret")).unwrap();
+        assert_eq!(t.ca_hash.as_deref(), Some(h.as_str()));
+        assert_eq!((t.user.as_str(), t.secret.as_str()), ("server", "s3cret"));
+        assert_eq!(t.render(), format!("K10{h}::server:s3cret"));
+        let bare = Token::parse("s3cret\n").unwrap();
+        assert_eq!((bare.ca_hash, bare.secret.as_str()), (None, "s3cret"));
+        assert!(
+            Token::parse("K10abc::server:x")
+                .unwrap_err()
+                .contains("sha256")
+        );
+        assert!(
+            Token::parse(&format!("K10{h}"))
+                .unwrap_err()
+                .contains("K10<ca-hash>")
+        );
+        assert!(Token::parse("").is_err());
+    }
+
+    #[test]
+    fn the_token_is_kept_across_starts_and_pins_the_ca() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = ensure_token(dir.path(), None, "CA PEM").unwrap();
+        let again = ensure_token(dir.path(), None, "CA PEM").unwrap();
+        assert_eq!(first, again);
+        let text = std::fs::read_to_string(dir.path().join("node-token")).unwrap();
+        let t = Token::parse(&text).unwrap();
+        assert_eq!(t.ca_hash.unwrap(), ca_hash("CA PEM"));
+        assert_eq!(t.secret, first);
+        let given = ensure_token(dir.path(), Some("my-secret"), "CA PEM").unwrap();
+        assert_eq!(given, "my-secret");
+    }
+}

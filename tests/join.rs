@@ -1,0 +1,165 @@
+//! Joining an agent, the k3s way: the node token pins the server's CA and carries the
+//! secret that buys a node its certificates; the node password guards its name.
+
+mod common;
+
+use common::{SkuaServer, kubectl_run};
+use skua::pki::join::ca_hash;
+use skua::pki::x509::subject;
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn agent(server: &str, token: &str, name: &str, dir: &Path, password: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_skua"));
+    c.args([
+        "agent",
+        "--server",
+        server,
+        "--token",
+        token,
+        "--node-name",
+        name,
+    ])
+    .arg("--data-dir")
+    .arg(dir)
+    .arg("--node-password-file")
+    .arg(password)
+    .args(["--node-ip", "127.0.0.1"]);
+    c
+}
+
+fn text(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+}
+
+fn der(pem: &str) -> Vec<u8> {
+    use base64::Engine;
+    let b64: String = pem
+        .lines()
+        .skip_while(|l| !l.starts_with("-----BEGIN CERTIFICATE"))
+        .skip(1)
+        .take_while(|l| !l.starts_with("-----END"))
+        .collect();
+    base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .unwrap()
+}
+
+#[test]
+fn an_agent_joins_with_the_node_token_and_nothing_else_gets_in() {
+    let mut server = SkuaServer::start();
+    let data = server.dir.path().join("data/server");
+    let token = std::fs::read_to_string(data.join("node-token")).unwrap();
+    let token = token.trim().to_string();
+    assert_eq!(
+        std::fs::read_to_string(data.join("token")).unwrap().trim(),
+        token
+    );
+    // K10<sha256 of the server CA bundle>::server:<secret>
+    let ca = std::fs::read_to_string(server.server_ca()).unwrap();
+    let prefix = format!("K10{}::server:", ca_hash(&ca));
+    assert!(
+        token.starts_with(&prefix) && token.len() > prefix.len(),
+        "{token}"
+    );
+    let url = format!("https://127.0.0.1:{}", server.port);
+    let root = server.dir.path().to_path_buf();
+
+    // a join: certificates for the node, and a kubeconfig that authenticates as it
+    let out = agent(&url, &token, "n1", &root.join("a1"), &root.join("pw1"))
+        .output()
+        .unwrap();
+    let said = text(&out);
+    assert!(said.contains(&format!("joined {url} as node n1")), "{said}");
+    let dir = root.join("a1/agent");
+    let client = std::fs::read_to_string(dir.join("client-kubelet.crt")).unwrap();
+    let who = subject(&der(&client)).unwrap();
+    assert_eq!(who.common_names, ["system:node:n1"]);
+    assert_eq!(who.organizations, ["system:nodes"]);
+    let serving = std::fs::read_to_string(dir.join("serving-kubelet.crt")).unwrap();
+    assert_eq!(subject(&der(&serving)).unwrap().common_names, ["n1"]);
+    assert_eq!(
+        std::fs::read_to_string(dir.join("server-ca.crt")).unwrap(),
+        ca
+    );
+    let kubeconfig = dir.join("kubelet.kubeconfig");
+    let out = Command::new(common::kubectl("1.33"))
+        .args(["get", "nodes", "--kubeconfig"])
+        .arg(&kubeconfig)
+        .output()
+        .unwrap();
+    assert!(
+        text(&out).contains("\"system:node:n1\""),
+        "the node's certificate names the node to the API: {}",
+        text(&out)
+    );
+    // the server recorded the node's password (hashed) under its name
+    let (ok, out) = kubectl_run(
+        &server,
+        "1.33",
+        &[
+            "get",
+            "secret",
+            "-n",
+            "kube-system",
+            "n1.node-password.skua",
+        ],
+    );
+    assert!(ok, "{out}");
+
+    // the same machine joins again; another machine may not take the name
+    let out = agent(&url, &token, "n1", &root.join("a1"), &root.join("pw1"))
+        .output()
+        .unwrap();
+    assert!(text(&out).contains("as node n1"), "{}", text(&out));
+    let out = agent(&url, &token, "n1", &root.join("a2"), &root.join("pw2"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("node password rejected for node \"n1\""),
+        "{}",
+        text(&out)
+    );
+    assert!(!root.join("a2/agent/client-kubelet.crt").exists());
+
+    // a wrong secret and a tampered CA hash are refused, each in one line
+    let wrong = format!("{prefix}not-the-secret");
+    let out = agent(&url, &wrong, "n3", &root.join("a3"), &root.join("pw3"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("the join token was refused"),
+        "{}",
+        text(&out)
+    );
+    let tampered = token.replacen(&ca_hash(&ca), &"0".repeat(64), 1);
+    let out = agent(&url, &tampered, "n3", &root.join("a3"), &root.join("pw3"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("possible man-in-the-middle"),
+        "{}",
+        text(&out)
+    );
+    assert!(!root.join("a3/agent").join("client-kubelet.crt").exists());
+
+    // an agent started while the server is down waits for it, then joins
+    server.stop();
+    let waiting = agent(&url, &token, "n4", &root.join("a4"), &root.join("pw4"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    server.start_again();
+    let out = waiting.wait_with_output().unwrap();
+    let said = text(&out);
+    assert!(
+        said.contains("cannot reach the server yet; retrying"),
+        "{said}"
+    );
+    assert!(said.contains("as node n4"), "{said}");
+}
