@@ -82,16 +82,48 @@ fn an_agent_joins_with_the_node_token_and_nothing_else_gets_in() {
         std::fs::read_to_string(dir.join("server-ca.crt")).unwrap(),
         ca
     );
+    // its kubeconfig is the node to the API, with what a kubelet may do
     let kubeconfig = dir.join("kubelet.kubeconfig");
-    let out = Command::new(common::kubectl("1.33"))
-        .args(["get", "nodes", "--kubeconfig"])
-        .arg(&kubeconfig)
-        .output()
-        .unwrap();
+    let as_node = |version: &str, args: &[&str]| {
+        let out = Command::new(common::kubectl(version))
+            .args(args)
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .output()
+            .unwrap();
+        (out.status.success(), text(&out))
+    };
+    let (ok, out) = as_node("1.33", &["auth", "whoami"]);
     assert!(
-        text(&out).contains("\"system:node:n1\""),
-        "the node's certificate names the node to the API: {}",
-        text(&out)
+        ok && out.contains("system:node:n1") && out.contains("system:nodes"),
+        "{out}"
+    );
+    let node = |name: &str| {
+        let file = root.join(format!("{name}.json"));
+        std::fs::write(
+            &file,
+            format!(r#"{{"apiVersion": "v1", "kind": "Node", "metadata": {{"name": "{name}"}}}}"#),
+        )
+        .unwrap();
+        file
+    };
+    let (ok, out) = as_node("1.27", &["create", "-f", node("n1").to_str().unwrap()]);
+    assert!(ok, "a node registers itself: {out}");
+    let (ok, out) = as_node("1.33", &["create", "-f", node("other").to_str().unwrap()]);
+    assert!(!ok);
+    assert!(
+        out.contains(
+            r#"nodes "other" is forbidden: node "n1" is not allowed to modify node "other""#
+        ),
+        "{out}"
+    );
+    let (ok, out) = as_node("1.33", &["get", "nodes"]);
+    assert!(ok && out.contains("n1"), "{out}");
+    let (ok, out) = as_node("1.33", &["get", "secrets", "-A"]);
+    assert!(!ok);
+    assert!(
+        out.contains(r#"User "system:node:n1" cannot list resource "secrets""#),
+        "{out}"
     );
     // the server recorded the node's password (hashed) under its name
     let (ok, out) = kubectl_run(

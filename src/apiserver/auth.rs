@@ -1,7 +1,9 @@
 //! Who is calling (authentication) and may they (authorization).
 //!
-//! The authorizer is a seam: today `system:masters` may do everything and everybody
-//! else is refused with upstream's message; RBAC plugs in behind the same trait.
+//! The authorizer is a seam: today `system:masters` may do everything, a node
+//! (`system:node:<name>` in `system:nodes`) what upstream's Node authorizer and
+//! `system:node` role let a kubelet do, and everybody else is refused with upstream's
+//! message; RBAC plugs in behind the same trait.
 
 use super::request_info::RequestInfo;
 use crate::pki::x509;
@@ -51,13 +53,72 @@ pub trait Authorizer: Send + Sync {
     fn authorize(&self, user: &UserInfo, request: &RequestInfo) -> Decision;
 }
 
-/// Members of `system:masters` may do everything; nobody else may do anything yet.
+/// The node a user is, if it is one: `system:node:<name>` in `system:nodes`.
+pub fn node_of(user: &UserInfo) -> Option<&str> {
+    user.name
+        .strip_prefix("system:node:")
+        .filter(|n| !n.is_empty() && user.groups.iter().any(|g| g == "system:nodes"))
+}
+
+/// What a kubelet may do, as upstream's Node authorizer with the `system:node` role
+/// and the part of NodeRestriction that the request itself shows: its own Node and
+/// Lease only; pods, their status and evictions; reading what pods need; events;
+/// tokens for service accounts; reviews for its own API's authentication.
+fn node_may(node: &str, r: &RequestInfo) -> bool {
+    let verb = r.verb.as_str();
+    let read = matches!(verb, "get" | "list" | "watch");
+    let own = r.name.as_deref().is_none_or(|n| n == node);
+    let sub = r.subresource.as_deref();
+    match (r.group.as_str(), r.resource.as_str(), sub) {
+        ("", "nodes", None) => {
+            read || verb == "create" || (own && matches!(verb, "update" | "patch" | "delete"))
+        }
+        ("", "nodes", Some("status")) => own && matches!(verb, "get" | "update" | "patch"),
+        ("coordination.k8s.io", "leases", None) => {
+            r.namespace.as_deref() == Some("kube-node-lease")
+                && own
+                && matches!(verb, "get" | "create" | "update" | "patch" | "delete")
+        }
+        ("", "pods", None) => read || matches!(verb, "create" | "delete"),
+        ("", "pods", Some("status")) => matches!(verb, "get" | "update" | "patch"),
+        ("", "pods", Some("eviction")) => verb == "create",
+        ("", "events", None) | ("events.k8s.io", "events", None) => {
+            matches!(verb, "create" | "update" | "patch")
+        }
+        ("", "services" | "endpoints", None) | ("discovery.k8s.io", "endpointslices", None) => read,
+        ("node.k8s.io", "runtimeclasses", None) => read,
+        // what a pod on the node refers to: read one by name (upstream checks the pod
+        // graph; here any name, and never a list)
+        (
+            "",
+            "configmaps"
+            | "secrets"
+            | "persistentvolumeclaims"
+            | "persistentvolumes"
+            | "serviceaccounts",
+            None,
+        ) => verb == "get",
+        ("", "serviceaccounts", Some("token")) => verb == "create",
+        ("storage.k8s.io", "csinodes" | "csidrivers" | "volumeattachments", None) => read,
+        ("authentication.k8s.io", "tokenreviews", None)
+        | ("authorization.k8s.io", "subjectaccessreviews", None) => verb == "create",
+        _ => false,
+    }
+}
+
+/// Members of `system:masters` may do everything, nodes what kubelets need; nobody
+/// else may do anything yet.
 pub struct MastersOnly;
 
 impl Authorizer for MastersOnly {
     fn authorize(&self, user: &UserInfo, request: &RequestInfo) -> Decision {
         if user.groups.iter().any(|g| g == "system:masters") {
             return Decision::Allow;
+        }
+        if let Some(node) = node_of(user) {
+            if request.is_resource_request && node_may(node, request) {
+                return Decision::Allow;
+            }
         }
         // upstream's system:discovery and system:public-info-viewer roles, bound to
         // every authenticated user
@@ -69,7 +130,18 @@ impl Authorizer for MastersOnly {
                 || request.path.starts_with("/apis/")
                 || request.path.starts_with("/openapi/")
                 || request.path == "/version");
-        if discovery && user.groups.iter().any(|g| g == "system:authenticated") {
+        // upstream's system:basic-user: anyone may ask who they are and what they may do
+        let about_self = request.is_resource_request
+            && request.verb == "create"
+            && matches!(
+                (request.group.as_str(), request.resource.as_str()),
+                ("authentication.k8s.io", "selfsubjectreviews")
+                    | (
+                        "authorization.k8s.io",
+                        "selfsubjectaccessreviews" | "selfsubjectrulesreviews"
+                    )
+            );
+        if (discovery || about_self) && user.groups.iter().any(|g| g == "system:authenticated") {
             Decision::Allow
         } else {
             Decision::Deny
@@ -108,6 +180,52 @@ pub fn forbidden_message(user: &UserInfo, r: &RequestInfo) -> String {
 mod tests {
     use super::*;
     use http::Method;
+
+    #[test]
+    fn a_node_may_do_what_a_kubelet_needs_and_no_more() {
+        let node = UserInfo {
+            name: "system:node:n1".into(),
+            groups: vec!["system:nodes".into(), "system:authenticated".into()],
+        };
+        let may = |method: Method, path: &str| {
+            MastersOnly.authorize(&node, &RequestInfo::parse(&method, path, "")) == Decision::Allow
+        };
+        assert!(may(Method::GET, "/api/v1/nodes"));
+        assert!(may(Method::POST, "/api/v1/nodes"));
+        assert!(may(Method::PATCH, "/api/v1/nodes/n1/status"));
+        assert!(!may(Method::PATCH, "/api/v1/nodes/n2/status"));
+        assert!(!may(Method::DELETE, "/api/v1/nodes/n2"));
+        assert!(may(
+            Method::PUT,
+            "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/n1"
+        ));
+        assert!(!may(
+            Method::PUT,
+            "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/n2"
+        ));
+        assert!(!may(
+            Method::PUT,
+            "/apis/coordination.k8s.io/v1/namespaces/default/leases/n1"
+        ));
+        let watch = RequestInfo::parse(&Method::GET, "/api/v1/pods", "watch=1");
+        assert_eq!(watch.verb, "watch");
+        assert_eq!(MastersOnly.authorize(&node, &watch), Decision::Allow);
+        assert!(may(
+            Method::PATCH,
+            "/api/v1/namespaces/default/pods/web/status"
+        ));
+        assert!(may(Method::GET, "/api/v1/namespaces/default/secrets/token"));
+        assert!(!may(Method::GET, "/api/v1/namespaces/default/secrets"));
+        assert!(!may(Method::GET, "/apis/apps/v1/deployments"));
+        assert!(may(Method::POST, "/api/v1/namespaces/default/events"));
+        // a name in system:nodes is needed, not just the prefix
+        let pretender = UserInfo {
+            name: "system:node:n1".into(),
+            groups: vec!["system:authenticated".into()],
+        };
+        let r = RequestInfo::parse(&Method::GET, "/api/v1/nodes", "");
+        assert_eq!(MastersOnly.authorize(&pretender, &r), Decision::Deny);
+    }
 
     #[test]
     fn forbidden_messages_match_upstream() {

@@ -225,6 +225,33 @@ where
     Ok((media, buf))
 }
 
+/// Upstream's NodeRestriction for creates: a node registers only itself and takes
+/// only its own lease (the name is in the body, so the authorizer cannot see it).
+fn node_restriction(caller: &UserInfo, res: &Resource, obj: &Value) -> Result<(), ApiStatus> {
+    let Some(node) = crate::apiserver::auth::node_of(caller) else {
+        return Ok(());
+    };
+    let name = obj
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let message = match res.plural {
+        "nodes" if name != node => format!("node {node:?} is not allowed to modify node {name:?}"),
+        "leases" if name != node => {
+            "can only access node lease with the same name as the requesting node".to_string()
+        }
+        _ => return Ok(()),
+    };
+    Err(ApiStatus::new(
+        StatusCode::FORBIDDEN,
+        "Forbidden",
+        format!(
+            "{} {name:?} is forbidden: {message}",
+            crate::apiserver::status::qualified(res.plural, res.group)
+        ),
+    ))
+}
+
 /// Serves a resource request (authentication and authorization are done).
 pub async fn handle<B>(
     ctx: &Arc<ApiContext>,
@@ -356,6 +383,7 @@ where
             let (media, body) = read_body(req, OBJECT_TYPES).await?;
             let obj = decode(res, &media, &body)?;
             let warnings = check(&obj)?;
+            node_restriction(caller, res, &obj)?;
             let obj = create(&*ctx.store, res, namespace, obj, Some(&actor)).await?;
             Ok(with_warnings(json(StatusCode::CREATED, &obj), &warnings))
         }
