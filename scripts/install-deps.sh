@@ -1,7 +1,8 @@
 #!/bin/sh
 # Installs the Debian packages skua needs, only those missing.
 #   scripts/install-deps.sh build   what building skua needs
-#   scripts/install-deps.sh test    that, plus what the test suite runs (etcd, ...)
+#   scripts/install-deps.sh node    that, plus what a node runs pods with (containerd, ...)
+#   scripts/install-deps.sh test    all of that, plus what the test suite runs (etcd, ...)
 # Services that packages would start on install (etcd) are kept from starting: tests
 # start their own on 127.0.0.1 with random ports.
 set -eu
@@ -17,10 +18,19 @@ need() { # need <command-or-file> <package>
 need cc gcc
 need protoc protobuf-compiler
 need /usr/include/google/protobuf/descriptor.proto libprotobuf-dev
+if [ "$want" = test ] || [ "$want" = node ]; then
+    # what a node runs pods with (the agent issue), and the tests' images are built from
+    need containerd containerd
+    need runc runc
+    need /usr/lib/cni/bridge containernetworking-plugins
+    need nft nftables
+    need /bin/busybox busybox-static
+fi
 if [ "$want" = test ]; then
     need etcd etcd-server
     need openssl openssl
     need curl curl
+    need skopeo skopeo
 fi
 [ -z "$missing" ] && exit 0
 

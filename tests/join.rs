@@ -11,21 +11,46 @@ use std::process::{Command, Output};
 
 fn agent(server: &str, token: &str, name: &str, dir: &Path, password: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_skua"));
-    c.args([
-        "agent",
-        "--server",
-        server,
-        "--token",
-        token,
-        "--node-name",
-        name,
-    ])
-    .arg("--data-dir")
-    .arg(dir)
-    .arg("--node-password-file")
-    .arg(password)
-    .args(["--node-ip", "127.0.0.1"]);
+    c.args(["agent", "--server", server, "--token", token])
+        .args(["--node-name", name])
+        .arg("--data-dir")
+        .arg(dir)
+        .arg("--node-password-file")
+        .arg(password)
+        .args(["--node-ip", "127.0.0.1"])
+        // these agents only join: no container runtime answers there
+        .args([
+            "--container-runtime-endpoint",
+            "unix:///nonexistent/skua-test.sock",
+        ]);
     c
+}
+
+/// Runs an agent until it says it joined (then stops it) or gives up on its own;
+/// returns whether it joined, and everything it said.
+fn join(mut cmd: Command) -> (bool, String) {
+    use std::io::BufRead;
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(log.reopen().unwrap())
+        .spawn()
+        .unwrap();
+    let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut said = String::new();
+    let mut joined = false;
+    for line in stdout.lines().map_while(Result::ok) {
+        said.push_str(&line);
+        said.push('\n');
+        if line.starts_with("joined ") {
+            joined = true;
+            let _ = child.kill();
+            break;
+        }
+    }
+    let _ = child.wait();
+    said.push_str(&std::fs::read_to_string(log.path()).unwrap_or_default());
+    (joined, said)
 }
 
 fn text(out: &Output) -> String {
@@ -66,11 +91,17 @@ fn an_agent_joins_with_the_node_token_and_nothing_else_gets_in() {
     let root = server.dir.path().to_path_buf();
 
     // a join: certificates for the node, and a kubeconfig that authenticates as it
-    let out = agent(&url, &token, "n1", &root.join("a1"), &root.join("pw1"))
-        .output()
-        .unwrap();
-    let said = text(&out);
-    assert!(said.contains(&format!("joined {url} as node n1")), "{said}");
+    let (joined, said) = join(agent(
+        &url,
+        &token,
+        "n1",
+        &root.join("a1"),
+        &root.join("pw1"),
+    ));
+    assert!(
+        joined && said.contains(&format!("joined {url} as node n1")),
+        "{said}"
+    );
     let dir = root.join("a1/agent");
     let client = std::fs::read_to_string(dir.join("client-kubelet.crt")).unwrap();
     let who = subject(&der(&client)).unwrap();
@@ -100,11 +131,9 @@ fn an_agent_joins_with_the_node_token_and_nothing_else_gets_in() {
     );
     let node = |name: &str| {
         let file = root.join(format!("{name}.json"));
-        std::fs::write(
-            &file,
-            format!(r#"{{"apiVersion": "v1", "kind": "Node", "metadata": {{"name": "{name}"}}}}"#),
-        )
-        .unwrap();
+        let body =
+            format!(r#"{{"apiVersion": "v1", "kind": "Node", "metadata": {{"name": "{name}"}}}}"#);
+        std::fs::write(&file, body).unwrap();
         file
     };
     let (ok, out) = as_node("1.27", &["create", "-f", node("n1").to_str().unwrap()]);
@@ -140,58 +169,71 @@ fn an_agent_joins_with_the_node_token_and_nothing_else_gets_in() {
     assert!(ok, "{out}");
 
     // the same machine joins again; another machine may not take the name
-    let out = agent(&url, &token, "n1", &root.join("a1"), &root.join("pw1"))
-        .output()
-        .unwrap();
-    assert!(text(&out).contains("as node n1"), "{}", text(&out));
-    let out = agent(&url, &token, "n1", &root.join("a2"), &root.join("pw2"))
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
+    let (joined, said) = join(agent(
+        &url,
+        &token,
+        "n1",
+        &root.join("a1"),
+        &root.join("pw1"),
+    ));
+    assert!(joined, "{said}");
+    let (joined, said) = join(agent(
+        &url,
+        &token,
+        "n1",
+        &root.join("a2"),
+        &root.join("pw2"),
+    ));
+    assert!(!joined);
     assert!(
-        text(&out).contains("node password rejected for node \"n1\""),
-        "{}",
-        text(&out)
+        said.contains("node password rejected for node \"n1\""),
+        "{said}"
     );
     assert!(!root.join("a2/agent/client-kubelet.crt").exists());
 
     // a wrong secret and a tampered CA hash are refused, each in one line
     let wrong = format!("{prefix}not-the-secret");
-    let out = agent(&url, &wrong, "n3", &root.join("a3"), &root.join("pw3"))
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(
-        text(&out).contains("the join token was refused"),
-        "{}",
-        text(&out)
-    );
+    let (joined, said) = join(agent(
+        &url,
+        &wrong,
+        "n3",
+        &root.join("a3"),
+        &root.join("pw3"),
+    ));
+    assert!(!joined);
+    assert!(said.contains("the join token was refused"), "{said}");
     let tampered = token.replacen(&ca_hash(&ca), &"0".repeat(64), 1);
-    let out = agent(&url, &tampered, "n3", &root.join("a3"), &root.join("pw3"))
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(
-        text(&out).contains("possible man-in-the-middle"),
-        "{}",
-        text(&out)
-    );
-    assert!(!root.join("a3/agent").join("client-kubelet.crt").exists());
+    let (joined, said) = join(agent(
+        &url,
+        &tampered,
+        "n3",
+        &root.join("a3"),
+        &root.join("pw3"),
+    ));
+    assert!(!joined);
+    assert!(said.contains("possible man-in-the-middle"), "{said}");
+    assert!(!root.join("a3/agent/client-kubelet.crt").exists());
 
     // an agent started while the server is down waits for it, then joins
     server.stop();
-    let waiting = agent(&url, &token, "n4", &root.join("a4"), &root.join("pw4"))
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let waiting = std::thread::spawn({
+        let (url, token, root) = (url.clone(), token.clone(), root.clone());
+        move || {
+            join(agent(
+                &url,
+                &token,
+                "n4",
+                &root.join("a4"),
+                &root.join("pw4"),
+            ))
+        }
+    });
     std::thread::sleep(std::time::Duration::from_secs(2));
     server.start_again();
-    let out = waiting.wait_with_output().unwrap();
-    let said = text(&out);
+    let (joined, said) = waiting.join().unwrap();
+    assert!(joined, "{said}");
     assert!(
         said.contains("cannot reach the server yet; retrying"),
         "{said}"
     );
-    assert!(said.contains("as node n4"), "{said}");
 }

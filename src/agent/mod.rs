@@ -1,10 +1,13 @@
 //! Start-up of a node: join → containerd → kubelet → proxy → overlay → dns.
-//! Joining is built (`join.rs`); running pods on the node is issue #5's next part.
+//! Built so far: joining (`join.rs`) and containerd with image import
+//! (`containerd.rs`); the kubelet that runs pods is issue #5's next part.
 
+pub mod containerd;
 pub mod join;
 
 use crate::cli::AgentArgs;
 use anyhow::Context as _;
+use std::path::PathBuf;
 
 fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -45,8 +48,39 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     )
     .await?;
     tracing::info!(node = %name, server = %server, kubeconfig = %joined.kubeconfig.display(), "joined");
-    anyhow::bail!(
-        "joined {server} as node {name} (certificates in {}); running pods on this node (containerd, kubelet) is not part of this build yet",
+    println!(
+        "joined {server} as node {name} (certificates in {})",
         joined.dir.display()
-    )
+    );
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let (socket, supervisor) = match &args.container_runtime_endpoint {
+        Some(endpoint) => (PathBuf::from(endpoint.trim_start_matches("unix://")), None),
+        None => {
+            let c = containerd::Containerd {
+                dir: dir.join("containerd"),
+                sandbox_image: args.pause_image.clone(),
+                cni_bin_dir: PathBuf::from("/usr/lib/cni"),
+                cni_conf_dir: dir.join("etc/cni/net.d"),
+            };
+            (c.socket(), Some(tokio::spawn(c.supervise(stop_rx))))
+        }
+    };
+    containerd::wait_ready(&socket, std::time::Duration::from_secs(60)).await?;
+    tracing::info!(socket = %socket.display(), "container runtime ready; running pods is the kubelet's, not built yet");
+    let images = dir.join("images");
+    let mut imported = containerd::Imported::new();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    loop {
+        containerd::import_images(&socket, &images, &mut imported).await;
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}
+            _ = tokio::signal::ctrl_c() => break,
+            _ = term.recv() => break,
+        }
+    }
+    let _ = stop_tx.send(true);
+    if let Some(s) = supervisor {
+        s.await??;
+    }
+    Ok(())
 }

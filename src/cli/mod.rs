@@ -184,6 +184,17 @@ pub struct AgentArgs {
         default_value = "/etc/skua/node/password"
     )]
     pub node_password_file: PathBuf,
+    /// The pod sandbox image (upstream's pod-infra-container-image).
+    #[arg(
+        long,
+        env = "SKUA_PAUSE_IMAGE",
+        default_value = "registry.k8s.io/pause:3.10"
+    )]
+    pub pause_image: String,
+    /// A CRI runtime to use instead of starting containerd, e.g.
+    /// unix:///run/containerd/containerd.sock.
+    #[arg(long, env = "SKUA_CONTAINER_RUNTIME_ENDPOINT")]
+    pub container_runtime_endpoint: Option<String>,
 }
 
 /// Parses the command line, merges the config files and runs the command.

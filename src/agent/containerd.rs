@@ -1,0 +1,207 @@
+//! containerd, run and supervised by the agent (Debian's `containerd` and `runc`):
+//! a config of its own under `<data-dir>/agent/containerd/` (socket, root and state
+//! directories, cgroupfs, overlayfs, CNI directories, the sandbox image), so several
+//! agents on one machine never collide; restarted with back-off if it dies. Image
+//! tarballs (OCI or docker-archive) in `<data-dir>/agent/images/` are imported at
+//! start and whenever new ones appear, for air-gapped nodes.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+use tokio::process::Command;
+
+/// Where and how containerd runs.
+#[derive(Clone, Debug)]
+pub struct Containerd {
+    /// `<data-dir>/agent/containerd`.
+    pub dir: PathBuf,
+    /// The pod sandbox image (`--pause-image`).
+    pub sandbox_image: String,
+    pub cni_bin_dir: PathBuf,
+    pub cni_conf_dir: PathBuf,
+}
+
+/// The CRI namespace kubelets use.
+pub const NAMESPACE: &str = "k8s.io";
+
+impl Containerd {
+    pub fn socket(&self) -> PathBuf {
+        self.dir.join("containerd.sock")
+    }
+
+    fn config_path(&self) -> PathBuf {
+        self.dir.join("config.toml")
+    }
+
+    /// containerd's configuration (version 2, as containerd 1.6 reads it).
+    pub fn config(&self) -> String {
+        let d = self.dir.display();
+        format!(
+            r#"# Written by skua agent at every start; edits are lost.
+version = 2
+root = "{d}/root"
+state = "{d}/state"
+
+[grpc]
+  address = "{d}/containerd.sock"
+
+[ttrpc]
+  address = "{d}/containerd.sock.ttrpc"
+
+[plugins."io.containerd.internal.v1.opt"]
+  path = "{d}/opt"
+
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "{sandbox}"
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "overlayfs"
+    default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        SystemdCgroup = false
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "{cni_bin}"
+    conf_dir = "{cni_conf}"
+"#,
+            sandbox = self.sandbox_image,
+            cni_bin = self.cni_bin_dir.display(),
+            cni_conf = self.cni_conf_dir.display(),
+        )
+    }
+
+    /// Writes the config and runs containerd until `stop` says so, starting it again
+    /// (1 s, doubling to 30 s) whenever it exits.
+    pub async fn supervise(
+        self,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) -> anyhow::Result<()> {
+        std::fs::create_dir_all(&self.dir)?;
+        std::fs::create_dir_all(&self.cni_conf_dir)?;
+        std::fs::write(self.config_path(), self.config())?;
+        let mut backoff = Duration::from_secs(1);
+        loop {
+            let log = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(self.dir.join("containerd.log"))?;
+            let started = std::time::Instant::now();
+            let mut child = Command::new("containerd")
+                .arg("--config")
+                .arg(self.config_path())
+                .stdout(log.try_clone()?)
+                .stderr(log)
+                .kill_on_drop(true)
+                .spawn()
+                .map_err(|e| anyhow::anyhow!("cannot start containerd ({e}); install it (scripts/install-deps.sh node) or pass --container-runtime-endpoint"))?;
+            tracing::info!(pid = child.id(), config = %self.config_path().display(), "containerd started");
+            tokio::select! {
+                status = child.wait() => {
+                    tracing::warn!(status = ?status, log = %self.dir.join("containerd.log").display(), retry_in = ?backoff, "containerd exited; starting it again");
+                }
+                _ = stop.changed() => {
+                    let _ = child.start_kill();
+                    let _ = child.wait().await;
+                    tracing::info!("containerd stopped");
+                    return Ok(());
+                }
+            }
+            if started.elapsed() > Duration::from_secs(60) {
+                backoff = Duration::from_secs(1);
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = stop.changed() => return Ok(()),
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(30));
+        }
+    }
+}
+
+/// Waits until something answers on `socket`.
+pub async fn wait_ready(socket: &Path, timeout: Duration) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if tokio::net::UnixStream::connect(socket).await.is_ok() {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "containerd did not answer on {} within {timeout:?}",
+            socket.display()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Image tarballs already imported: path → (size, modified).
+pub type Imported = HashMap<PathBuf, (u64, Option<SystemTime>)>;
+
+/// Imports every tarball in `dir` that is new or changed since `done` saw it.
+pub async fn import_images(socket: &Path, dir: &Path, done: &mut Imported) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return; // no images directory: nothing to import
+    };
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.extension()
+                .is_some_and(|x| x == "tar" || x == "gz" || x == "tgz" || x == "zst")
+        })
+        .collect();
+    files.sort();
+    for file in files {
+        let Ok(meta) = std::fs::metadata(&file) else {
+            continue;
+        };
+        let stamp = (meta.len(), meta.modified().ok());
+        if done.get(&file) == Some(&stamp) {
+            continue;
+        }
+        let out = Command::new("ctr")
+            .arg("--address")
+            .arg(socket)
+            .args(["--namespace", NAMESPACE, "images", "import", "--no-unpack"])
+            .arg(&file)
+            .output()
+            .await;
+        match out {
+            Ok(o) if o.status.success() => {
+                tracing::info!(file = %file.display(), "imported images");
+            }
+            Ok(o) => tracing::warn!(
+                file = %file.display(),
+                error = %String::from_utf8_lossy(&o.stderr).trim(),
+                "cannot import this image tarball; will try again when it changes"
+            ),
+            Err(e) => tracing::warn!(error = %e, "cannot run ctr to import images"),
+        }
+        done.insert(file, stamp);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_path_of_the_config_is_under_the_agents_directory() {
+        let c = Containerd {
+            dir: "/var/lib/skua/agent/containerd".into(),
+            sandbox_image: "registry.k8s.io/pause:3.10".into(),
+            cni_bin_dir: "/usr/lib/cni".into(),
+            cni_conf_dir: "/var/lib/skua/agent/etc/cni/net.d".into(),
+        };
+        let text = c.config();
+        for line in text.lines().filter(|l| l.contains("= \"/")) {
+            let path = line.split('"').nth(1).unwrap();
+            assert!(
+                path.starts_with("/var/lib/skua/agent/") || path == "/usr/lib/cni",
+                "{line}"
+            );
+        }
+        assert!(text.contains("SystemdCgroup = false"));
+        assert!(text.contains(r#"snapshotter = "overlayfs""#));
+        assert!(text.contains(r#"sandbox_image = "registry.k8s.io/pause:3.10""#));
+    }
+}

@@ -1,0 +1,127 @@
+//! The agent runs a containerd of its own, keeps it running, and imports image
+//! tarballs from its images directory, as k3s' agent does on air-gapped nodes. Needs
+//! root and Debian's containerd (CI has both; scripts/test.sh installs it).
+
+mod common;
+
+use common::{SkuaServer, eventually};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+
+/// The agent process; stopped with SIGTERM (so it stops its containerd) when dropped.
+struct Agent(Child);
+
+impl Agent {
+    fn stop(&mut self) {
+        let _ = Command::new("kill").arg(self.0.id().to_string()).status();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn containerd_pid(config: &Path) -> Option<String> {
+    let out = Command::new("pgrep")
+        .args(["-f", &format!("containerd --config {}", config.display())])
+        .output()
+        .ok()?;
+    let pid = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    (!pid.is_empty()).then_some(pid)
+}
+
+#[test]
+fn the_agent_runs_its_own_containerd_restarts_it_and_imports_image_tarballs() {
+    let server = SkuaServer::start();
+    let root = server.dir.path().to_path_buf();
+    let token = std::fs::read_to_string(root.join("data/server/node-token")).unwrap();
+    // the test images, built from Debian's busybox-static
+    let built = root.join("built");
+    let out = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/build-images.sh"))
+        .arg(&built)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let data = root.join("node");
+    let images = data.join("agent/images");
+    std::fs::create_dir_all(&images).unwrap();
+    std::fs::copy(built.join("pause.tar"), images.join("pause.tar")).unwrap();
+    let log = std::fs::File::create(root.join("agent.log")).unwrap();
+    let mut agent = Agent(
+        Command::new(env!("CARGO_BIN_EXE_skua"))
+            .args([
+                "agent",
+                "--server",
+                &format!("https://127.0.0.1:{}", server.port),
+            ])
+            .args(["--token", token.trim(), "--node-name", "c1"])
+            .arg("--data-dir")
+            .arg(&data)
+            .arg("--node-password-file")
+            .arg(root.join("password"))
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    let agent_log = || std::fs::read_to_string(root.join("agent.log")).unwrap_or_default();
+    let socket: PathBuf = data.join("agent/containerd/containerd.sock");
+    let config = data.join("agent/containerd/config.toml");
+    let images_listed = || {
+        let out = Command::new("ctr")
+            .arg("--address")
+            .arg(&socket)
+            .args(["--namespace", "k8s.io", "images", "ls", "-q"])
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let listed = eventually(60, "the pause tarball to be imported", || {
+        images_listed().filter(|l| l.contains("registry.k8s.io/pause:3.10"))
+    });
+    assert!(!listed.contains("busybox"), "{listed}");
+    // the config keeps everything under the agent's data directory
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(
+        text.contains(&format!(
+            "root = \"{}/agent/containerd/root\"",
+            data.display()
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains("sandbox_image = \"registry.k8s.io/pause:3.10\""),
+        "{text}"
+    );
+    // a tarball dropped in later is imported too
+    std::fs::copy(built.join("busybox.tar"), images.join("busybox.tar")).unwrap();
+    eventually(30, "the busybox tarball to be imported", || {
+        images_listed().filter(|l| l.contains("docker.io/library/busybox:latest"))
+    });
+    // containerd killed is started again
+    let first = containerd_pid(&config).expect("containerd runs");
+    let _ = Command::new("kill").args(["-9", &first]).status();
+    eventually(30, "containerd to be started again", || {
+        let again = containerd_pid(&config)?;
+        (again != first && images_listed().is_some()).then_some(())
+    });
+    assert!(
+        agent_log().contains("containerd exited; starting it again"),
+        "{}",
+        agent_log()
+    );
+    // stopping the agent stops its containerd
+    agent.stop();
+    eventually(10, "containerd to stop with the agent", || {
+        containerd_pid(&config).is_none().then_some(())
+    });
+}
