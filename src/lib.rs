@@ -9,6 +9,7 @@ pub mod apiserver;
 pub mod cli;
 pub mod client;
 pub mod controllers;
+pub mod cri;
 pub mod pki;
 pub mod scheduler;
 pub mod server;

@@ -107,6 +107,23 @@ fn the_agent_runs_its_own_containerd_restarts_it_and_imports_image_tarballs() {
     eventually(30, "the busybox tarball to be imported", || {
         images_listed().filter(|l| l.contains("docker.io/library/busybox:latest"))
     });
+    // the agent speaks CRI to it: the runtime's name, and the images it holds
+    let said = agent_log();
+    assert!(
+        said.contains("container runtime ready over CRI") && said.contains("runtime=containerd://"),
+        "{said}"
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !agent_log().lines().any(|l| {
+        l.contains("images on this node (CRI)") && l.contains("docker.io/library/busybox:latest")
+    }) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the images were not listed over CRI: {}",
+            agent_log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
     // containerd killed is started again
     let first = containerd_pid(&config).expect("containerd runs");
     let _ = Command::new("kill").args(["-9", &first]).status();

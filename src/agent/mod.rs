@@ -66,12 +66,32 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         }
     };
     containerd::wait_ready(&socket, std::time::Duration::from_secs(60)).await?;
-    tracing::info!(socket = %socket.display(), "container runtime ready; running pods is the kubelet's, not built yet");
+    let mut cri = connect_cri(&socket).await?;
+    let runtime = cri.version().await?;
+    tracing::info!(
+        socket = %socket.display(),
+        runtime = %format!("{}://{}", runtime.name, runtime.version),
+        cri = %runtime.api_version,
+        "container runtime ready over CRI; running pods is the kubelet's, not built yet"
+    );
     let images = dir.join("images");
     let mut imported = containerd::Imported::new();
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut known: Option<Vec<String>> = None;
     loop {
         containerd::import_images(&socket, &images, &mut imported).await;
+        // what the runtime holds, said when it changes (its CRI image list follows
+        // imports a moment later)
+        match cri.image_tags().await {
+            Ok(mut tags) => {
+                tags.sort();
+                if known.as_ref() != Some(&tags) {
+                    tracing::info!(images = %tags.join(" "), "images on this node (CRI)");
+                    known = Some(tags);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot list images over CRI"),
+        }
         tokio::select! {
             _ = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}
             _ = tokio::signal::ctrl_c() => break,
@@ -83,4 +103,22 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         s.await??;
     }
     Ok(())
+}
+
+/// Connects to the runtime over CRI, retrying while containerd's CRI plugin comes up
+/// (its socket answers a moment before the CRI service does).
+async fn connect_cri(socket: &std::path::Path) -> anyhow::Result<crate::cri::Cri> {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let attempt = async {
+            let mut cri = crate::cri::Cri::connect(socket).await?;
+            cri.version().await?;
+            Ok::<_, crate::cri::CriError>(cri)
+        };
+        match attempt.await {
+            Ok(cri) => return Ok(cri),
+            Err(e) if tokio::time::Instant::now() >= deadline => return Err(e.into()),
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(200)).await,
+        }
+    }
 }

@@ -1,0 +1,97 @@
+//! The CRI v1 client: gRPC to the container runtime's Unix socket (tonic, with the
+//! `k8s-cri` crate's bindings generated from upstream's `api.proto`). The kubelet
+//! drives pods through this; today the agent uses it to learn what runtime it has
+//! and which images it holds.
+
+use hyper_util::rt::TokioIo;
+use k8s_cri::v1::image_service_client::ImageServiceClient;
+use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use k8s_cri::v1::{ListImagesRequest, VersionRequest};
+use std::path::{Path, PathBuf};
+use tonic::transport::{Channel, Endpoint, Uri};
+
+/// Why a CRI call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CriError {
+    #[error(
+        "cannot reach the container runtime at {path}: {message}; is containerd running (or --container-runtime-endpoint right)?"
+    )]
+    Connect { path: PathBuf, message: String },
+    #[error("the container runtime answered: {0}")]
+    Call(#[from] tonic::Status),
+}
+
+/// A connection to a CRI runtime.
+#[derive(Clone)]
+pub struct Cri {
+    runtime: RuntimeServiceClient<Channel>,
+    images: ImageServiceClient<Channel>,
+}
+
+/// What the runtime says it is (`Version`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RuntimeVersion {
+    pub name: String,
+    pub version: String,
+    pub api_version: String,
+}
+
+impl Cri {
+    /// Connects to the runtime's Unix socket (`unix://` prefix allowed).
+    pub async fn connect(socket: &Path) -> Result<Cri, CriError> {
+        let path = PathBuf::from(
+            socket
+                .to_string_lossy()
+                .trim_start_matches("unix://")
+                .to_string(),
+        );
+        let fail = |message: String| CriError::Connect {
+            path: path.clone(),
+            message,
+        };
+        // the URI is only a placeholder: every connection goes to the socket
+        let endpoint = Endpoint::try_from("http://[::1]:50051").map_err(|e| fail(e.to_string()))?;
+        let target = path.clone();
+        let channel = endpoint
+            .connect_with_connector(tower::service_fn(move |_: Uri| {
+                let target = target.clone();
+                async move {
+                    let stream = tokio::net::UnixStream::connect(target).await?;
+                    Ok::<_, std::io::Error>(TokioIo::new(stream))
+                }
+            }))
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        Ok(Cri {
+            runtime: RuntimeServiceClient::new(channel.clone()),
+            images: ImageServiceClient::new(channel),
+        })
+    }
+
+    /// The runtime's name and version (what a node reports as
+    /// `containerRuntimeVersion`, e.g. `containerd://1.6.20`).
+    pub async fn version(&mut self) -> Result<RuntimeVersion, CriError> {
+        let v = self
+            .runtime
+            .version(VersionRequest {
+                version: "v1".into(),
+            })
+            .await?
+            .into_inner();
+        Ok(RuntimeVersion {
+            name: v.runtime_name,
+            version: v.runtime_version,
+            api_version: v.runtime_api_version,
+        })
+    }
+
+    /// The tags of every image the runtime holds.
+    pub async fn image_tags(&mut self) -> Result<Vec<String>, CriError> {
+        let list = self
+            .images
+            .list_images(ListImagesRequest { filter: None })
+            .await?
+            .into_inner();
+        Ok(list.images.into_iter().flat_map(|i| i.repo_tags).collect())
+    }
+}
