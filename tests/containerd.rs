@@ -124,6 +124,52 @@ fn the_agent_runs_its_own_containerd_restarts_it_and_imports_image_tarballs() {
         );
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
+    // the node registers itself with what this machine and its runtime are, says it
+    // cannot run pods yet, and renews its lease
+    let node = eventually(30, "node c1 to register", || {
+        let (ok, out) = common::kubectl_run(&server, "1.33", &["get", "node", "c1", "-o", "json"]);
+        ok.then(|| serde_json::from_str::<serde_json::Value>(&out).unwrap())
+    });
+    let info = &node["status"]["nodeInfo"];
+    assert!(
+        info["containerRuntimeVersion"]
+            .as_str()
+            .unwrap()
+            .starts_with("containerd://"),
+        "{info}"
+    );
+    assert_eq!(info["kubeletVersion"], "v1.33.0+skua");
+    let cpus = std::thread::available_parallelism()
+        .unwrap()
+        .get()
+        .to_string();
+    assert_eq!(node["status"]["capacity"]["cpu"], cpus.as_str());
+    assert_eq!(node["metadata"]["labels"]["kubernetes.io/hostname"], "c1");
+    let ready = node["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Ready")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (ready["status"].as_str(), ready["reason"].as_str()),
+        (Some("False"), Some("KubeletNotReady"))
+    );
+    eventually(30, "the not-ready node to be kept from scheduling", || {
+        let (_, out) = common::kubectl_run(
+            &server,
+            "1.33",
+            &["get", "node", "c1", "-o", "jsonpath={.spec.taints[*].key}"],
+        );
+        out.contains("node.kubernetes.io/not-ready").then_some(())
+    });
+    let (ok, out) = common::kubectl_run(
+        &server,
+        "1.33",
+        &["get", "lease", "c1", "-n", "kube-node-lease"],
+    );
+    assert!(ok, "{out}");
     // containerd killed is started again
     let first = containerd_pid(&config).expect("containerd runs");
     let _ = Command::new("kill").args(["-9", &first]).status();

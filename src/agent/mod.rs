@@ -4,6 +4,7 @@
 
 pub mod containerd;
 pub mod join;
+pub mod node;
 
 use crate::cli::AgentArgs;
 use anyhow::Context as _;
@@ -74,6 +75,21 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         cri = %runtime.api_version,
         "container runtime ready over CRI; running pods is the kubelet's, not built yet"
     );
+    // the node: registered and kept current with its own credentials
+    let client = crate::client::ApiClient::remote(
+        std::sync::Arc::new(crate::client::Remote::from_kubeconfig(&joined.kubeconfig)?),
+        "skua-agent",
+    );
+    let ips = if args.node_ip.is_empty() {
+        crate::pki::local_addresses()
+    } else {
+        args.node_ip.clone()
+    };
+    let facts = node::Facts::read(&args.common.data_dir);
+    let keeper = tokio::spawn(node::keep(
+        client,
+        node::node_object(&name, &ips, &facts, &runtime),
+    ));
     let images = dir.join("images");
     let mut imported = containerd::Imported::new();
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -98,6 +114,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
             _ = term.recv() => break,
         }
     }
+    keeper.abort();
     let _ = stop_tx.send(true);
     if let Some(s) = supervisor {
         s.await??;

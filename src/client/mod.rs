@@ -4,6 +4,7 @@
 //! whole API path — authentication aside — so validation, defaulting and field
 //! tracking are never bypassed.
 
+pub mod node;
 mod remote;
 pub mod watch;
 

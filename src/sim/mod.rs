@@ -6,9 +6,10 @@
 //! process stops, its nodes stop renewing (and the node lifecycle controller takes
 //! over).
 
-use crate::api::meta::{now_micro, now_rfc3339};
+use crate::api::meta::now_rfc3339;
+use crate::client::node::{register, renew_lease};
 use crate::client::watch::{Informer, key_of};
-use crate::client::{ApiClient, ClientError, Remote};
+use crate::client::{ApiClient, Remote};
 use serde_json::{Value, json};
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -86,64 +87,6 @@ fn node_status(resources: &Value, index: usize, name: &str) -> Value {
         },
         "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
     })
-}
-
-async fn register(client: &ApiClient, node: &Value) -> Result<(), ClientError> {
-    let name = node["metadata"]["name"].as_str().unwrap_or("");
-    match client.create("/api/v1/nodes", node).await {
-        Ok(_) => {}
-        Err(e) if e.is_already_exists() => {}
-        Err(e) => return Err(e),
-    }
-    // status is the kubelet's to write, through nodes/status
-    let live = client.get(&format!("/api/v1/nodes/{name}")).await?;
-    let mut next = live.clone();
-    next["status"] = node["status"].clone();
-    client
-        .update(&format!("/api/v1/nodes/{name}/status"), &next)
-        .await?;
-    Ok(())
-}
-
-/// Renews `name`'s Lease: one update of the copy from the last renewal (as the
-/// kubelet does), or a read first when there is none or it is stale. Returns the
-/// stored lease.
-async fn renew_lease(
-    client: &ApiClient,
-    name: &str,
-    last: Option<Value>,
-) -> Result<Value, ClientError> {
-    let path = format!("/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{name}");
-    let now = now_micro();
-    if let Some(mut lease) = last {
-        lease["spec"]["renewTime"] = json!(now);
-        match client.update(&path, &lease).await {
-            Ok(stored) => return Ok(stored),
-            Err(e) if e.code == 409 || e.is_not_found() => {}
-            Err(e) => return Err(e),
-        }
-    }
-    match client.get(&path).await {
-        Ok(mut lease) => {
-            lease["spec"]["renewTime"] = json!(now);
-            lease["spec"]["holderIdentity"] = json!(name);
-            client.update(&path, &lease).await
-        }
-        Err(e) if e.is_not_found() => {
-            let lease = json!({
-                "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-                "metadata": {"name": name, "namespace": "kube-node-lease"},
-                "spec": {"holderIdentity": name, "leaseDurationSeconds": 40, "renewTime": now},
-            });
-            client
-                .create(
-                    "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases",
-                    &lease,
-                )
-                .await
-        }
-        Err(e) => Err(e),
-    }
 }
 
 /// Runs the simulated nodes until SIGINT/SIGTERM.

@@ -1,0 +1,205 @@
+//! The node as its kubelet reports it: registration with capacity, allocatable,
+//! addresses, labels, nodeInfo and conditions read from this machine and its runtime;
+//! the Lease renewed every 10 s; the status heartbeat every minute.
+//!
+//! Until the kubelet's pod sync is built, the node says `Ready=False` (reason
+//! `KubeletNotReady`): it cannot run pods, so the node lifecycle controller taints it
+//! not-ready and the scheduler keeps pods away.
+
+use crate::client::ApiClient;
+use crate::client::node::{register, renew_lease};
+use crate::cri::RuntimeVersion;
+use serde_json::{Value, json};
+use std::net::IpAddr;
+use std::path::Path;
+use std::time::Duration;
+
+/// What the node's status says about this machine.
+#[derive(Clone, Debug)]
+pub struct Facts {
+    pub cpus: usize,
+    /// `MemTotal` in KiB.
+    pub memory_kib: u64,
+    /// Size of the filesystem holding the data directory, in KiB.
+    pub storage_kib: Option<u64>,
+    pub kernel: String,
+    pub os_image: String,
+    pub machine_id: String,
+    pub boot_id: String,
+}
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(path)
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// `MemTotal` of a `/proc/meminfo` text, in KiB.
+fn mem_total_kib(meminfo: &str) -> Option<u64> {
+    meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// `PRETTY_NAME` of an `/etc/os-release` text.
+fn pretty_name(os_release: &str) -> Option<String> {
+    os_release
+        .lines()
+        .find_map(|l| l.strip_prefix("PRETTY_NAME="))
+        .map(|v| v.trim_matches('"').to_string())
+}
+
+impl Facts {
+    pub fn read(data_dir: &Path) -> Facts {
+        let storage_kib = std::process::Command::new("df")
+            .args(["-k", "--output=size"])
+            .arg(data_dir)
+            .output()
+            .ok()
+            .and_then(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .nth(1)
+                    .and_then(|l| l.trim().parse().ok())
+            });
+        Facts {
+            cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            memory_kib: mem_total_kib(&read("/proc/meminfo")).unwrap_or(0),
+            storage_kib,
+            kernel: read("/proc/sys/kernel/osrelease"),
+            os_image: pretty_name(&read("/etc/os-release")).unwrap_or_else(|| "Linux".into()),
+            machine_id: read("/etc/machine-id"),
+            boot_id: read("/proc/sys/kernel/random/boot_id"),
+        }
+    }
+}
+
+/// The Node this agent registers and keeps current.
+pub fn node_object(name: &str, ips: &[IpAddr], facts: &Facts, runtime: &RuntimeVersion) -> Value {
+    let now = crate::api::meta::now_rfc3339();
+    let mut resources = json!({
+        "cpu": facts.cpus.to_string(),
+        "memory": format!("{}Ki", facts.memory_kib),
+        "pods": "110",
+    });
+    if let Some(kib) = facts.storage_kib {
+        resources["ephemeral-storage"] = json!(format!("{kib}Ki"));
+    }
+    let cond = |t: &str, s: &str, reason: &str, msg: &str| {
+        json!({"type": t, "status": s, "reason": reason, "message": msg,
+               "lastHeartbeatTime": now, "lastTransitionTime": now})
+    };
+    let mut addresses: Vec<Value> = ips
+        .iter()
+        .map(|ip| json!({"type": "InternalIP", "address": ip.to_string()}))
+        .collect();
+    addresses.push(json!({"type": "Hostname", "address": name}));
+    json!({
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": name, "labels": {
+            "kubernetes.io/hostname": name, "kubernetes.io/os": "linux",
+            "kubernetes.io/arch": std::env::consts::ARCH.replace("x86_64", "amd64").replace("aarch64", "arm64"),
+            "beta.kubernetes.io/os": "linux",
+        }},
+        "spec": {},
+        "status": {
+            "capacity": resources, "allocatable": resources,
+            "addresses": addresses,
+            "conditions": [
+                cond("MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
+                cond("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
+                cond("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
+                cond("Ready", "False", "KubeletNotReady", "the container runtime is ready, but this build of skua cannot run pods yet (the kubelet's pod sync is not built)"),
+            ],
+            "nodeInfo": {
+                "kubeletVersion": crate::apiserver::KUBE_GIT_VERSION, "kubeProxyVersion": "",
+                "operatingSystem": "linux",
+                "architecture": std::env::consts::ARCH.replace("x86_64", "amd64").replace("aarch64", "arm64"),
+                "osImage": facts.os_image, "kernelVersion": facts.kernel,
+                "containerRuntimeVersion": format!("{}://{}", runtime.name, runtime.version),
+                "machineID": facts.machine_id, "systemUUID": "", "bootID": facts.boot_id,
+            },
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
+        },
+    })
+}
+
+/// Registers `node`, then renews its Lease every 10 s and its status every minute,
+/// until the task is dropped. Failures are retried: the server may be restarting.
+pub async fn keep(client: ApiClient, node: Value) {
+    let name = node["metadata"]["name"].as_str().unwrap_or("").to_string();
+    let mut backoff = Duration::from_secs(1);
+    while let Err(e) = register(&client, &node).await {
+        tracing::warn!(node = %name, error = %e, retry_in = ?backoff, "cannot register the node yet");
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(10));
+    }
+    tracing::info!(node = %name, "node registered");
+    let mut lease: Option<Value> = None;
+    let mut tick = tokio::time::interval(Duration::from_secs(10));
+    let mut beats = 0u32;
+    loop {
+        tick.tick().await;
+        match renew_lease(&client, &name, lease.take()).await {
+            Ok(l) => lease = Some(l),
+            Err(e) => tracing::warn!(node = %name, error = %e, "lease renewal failed"),
+        }
+        beats += 1;
+        if beats % 6 == 0 {
+            let mut fresh = node.clone();
+            let now = crate::api::meta::now_rfc3339();
+            for c in fresh["status"]["conditions"]
+                .as_array_mut()
+                .into_iter()
+                .flatten()
+            {
+                c["lastHeartbeatTime"] = json!(now);
+            }
+            if let Err(e) = register(&client, &fresh).await {
+                tracing::warn!(node = %name, error = %e, "node status update failed");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn machine_facts_parse() {
+        assert_eq!(
+            mem_total_kib("MemTotal:       24684112 kB\nMemFree: 1 kB\n"),
+            Some(24_684_112)
+        );
+        assert_eq!(
+            pretty_name(
+                "NAME=\"Debian GNU/Linux\"\nPRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\n"
+            )
+            .as_deref(),
+            Some("Debian GNU/Linux 12 (bookworm)")
+        );
+        let facts = Facts::read(Path::new("/"));
+        assert!(facts.cpus >= 1 && facts.memory_kib > 0 && !facts.kernel.is_empty());
+        let runtime = RuntimeVersion {
+            name: "containerd".into(),
+            version: "1.6.20".into(),
+            api_version: "v1".into(),
+        };
+        let n = node_object("n1", &["10.0.0.5".parse().unwrap()], &facts, &runtime);
+        assert_eq!(
+            n["status"]["nodeInfo"]["containerRuntimeVersion"],
+            "containerd://1.6.20"
+        );
+        assert_eq!(
+            n["status"]["addresses"][0],
+            json!({"type": "InternalIP", "address": "10.0.0.5"})
+        );
+        assert_eq!(n["status"]["capacity"]["cpu"], facts.cpus.to_string());
+        assert_eq!(n["metadata"]["labels"]["kubernetes.io/hostname"], "n1");
+    }
+}
