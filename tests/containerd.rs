@@ -170,6 +170,25 @@ fn the_agent_runs_its_own_containerd_restarts_it_and_imports_image_tarballs() {
         &["get", "lease", "c1", "-n", "kube-node-lease"],
     );
     assert!(ok, "{out}");
+    // once node IPAM gives the node its range, containerd gets a CNI config for it
+    let cidr = eventually(30, "a pod range for c1", || {
+        let (_, out) = common::kubectl_run(
+            &server,
+            "1.33",
+            &["get", "node", "c1", "-o", "jsonpath={.spec.podCIDR}"],
+        );
+        (!out.trim().is_empty()).then(|| out.trim().to_string())
+    });
+    let conflist = data.join("agent/etc/cni/net.d/10-skua.conflist");
+    let net = eventually(30, "the CNI config", || {
+        let text = std::fs::read_to_string(&conflist).ok()?;
+        serde_json::from_str::<serde_json::Value>(&text).ok()
+    });
+    assert_eq!(
+        net["plugins"][0]["ipam"]["ranges"][0][0]["subnet"],
+        cidr.as_str(),
+        "{net}"
+    );
     // containerd killed is started again
     let first = containerd_pid(&config).expect("containerd runs");
     let _ = Command::new("kill").args(["-9", &first]).status();

@@ -2,6 +2,7 @@
 //! Built so far: joining (`join.rs`) and containerd with image import
 //! (`containerd.rs`); the kubelet that runs pods is issue #5's next part.
 
+pub mod cni;
 pub mod containerd;
 pub mod join;
 pub mod node;
@@ -87,9 +88,13 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     };
     let facts = node::Facts::read(&args.common.data_dir);
     let keeper = tokio::spawn(node::keep(
-        client,
+        client.clone(),
         node::node_object(&name, &ips, &facts, &runtime),
     ));
+    let network = {
+        let (conf, ipam, name) = (dir.join("etc/cni/net.d"), dir.join("cni"), name.clone());
+        tokio::spawn(async move { cni::configure(client, name, &conf, &ipam).await })
+    };
     let images = dir.join("images");
     let mut imported = containerd::Imported::new();
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -115,6 +120,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         }
     }
     keeper.abort();
+    network.abort();
     let _ = stop_tx.send(true);
     if let Some(s) = supervisor {
         s.await??;
