@@ -48,6 +48,15 @@ fn ready(p: &Value) -> bool {
             .any(|c| c["type"] == "Ready" && c["status"] == "True")
 }
 
+/// `kubectl apply -f` of `yaml` (written to `name` in the server's directory); it
+/// must succeed.
+fn apply(server: &SkuaServer, version: &str, name: &str, yaml: &str) {
+    let file = server.dir.path().join(name);
+    std::fs::write(&file, yaml).unwrap();
+    let (ok, out) = k(server, version, &["apply", "-f", file.to_str().unwrap()]);
+    assert!(ok, "kubectl {version} apply {name}: {out}");
+}
+
 /// `kubectl rollout status`; on failure the message carries what the objects say.
 fn rollout(server: &SkuaServer, version: &str) {
     let (ok, out) = k(
@@ -294,10 +303,12 @@ fn the_scheduler_explains_unschedulable_pods_and_honours_taints() {
 fn a_rollout_interrupted_by_kill_9_completes_after_restart() {
     let mut server = SkuaServer::start();
     let _nodes = SimNodes::start(&server, 3, &[]);
-    let file = server.dir.path().join("web.yaml");
-    std::fs::write(&file, WEB.replace("replicas: 4", "replicas: 10")).unwrap();
-    let (ok, out) = k(&server, "1.33", &["apply", "-f", file.to_str().unwrap()]);
-    assert!(ok, "{out}");
+    apply(
+        &server,
+        "1.33",
+        "web.yaml",
+        &WEB.replace("replicas: 4", "replicas: 10"),
+    );
     let (ok, out) = k(
         &server,
         "1.33",
@@ -370,10 +381,7 @@ spec:
 fn jobs_complete_in_parallel_or_fail_after_their_backoff_limit() {
     let server = SkuaServer::start();
     let _nodes = SimNodes::start(&server, 2, &["--job-seconds", "1"]);
-    let file = server.dir.path().join("jobs.yaml");
-    std::fs::write(&file, JOBS).unwrap();
-    let (ok, out) = k(&server, "1.27", &["apply", "-f", file.to_str().unwrap()]);
-    assert!(ok, "{out}");
+    apply(&server, "1.27", "jobs.yaml", JOBS);
     let (ok, out) = k(
         &server,
         "1.33",
@@ -742,10 +750,7 @@ fn a_daemon_set_covers_every_node_follows_new_ones_and_rolls() {
     let _nodes = SimNodes::start(&server, 2, &[]);
     let (ok, out) = k(&server, "1.27", &["cordon", "sim-1"]);
     assert!(ok, "{out}");
-    let file = server.dir.path().join("agent.yaml");
-    std::fs::write(&file, AGENT).unwrap();
-    let (ok, out) = k(&server, "1.33", &["apply", "-f", file.to_str().unwrap()]);
-    assert!(ok, "{out}");
+    apply(&server, "1.33", "agent.yaml", AGENT);
     let on_nodes = |n: usize, image: &str| {
         eventually(30, "one daemon pod per node", || {
             let p: Vec<Value> = pods(&server, "app=agent")
@@ -1065,10 +1070,7 @@ spec:
 fn a_stateful_set_starts_its_pods_strictly_in_order_and_keeps_their_claims() {
     let server = SkuaServer::start();
     let _nodes = SimNodes::start(&server, 2, &[]);
-    let file = server.dir.path().join("db.yaml");
-    std::fs::write(&file, DB).unwrap();
-    let (ok, out) = k(&server, "1.33", &["apply", "-f", file.to_str().unwrap()]);
-    assert!(ok, "{out}");
+    apply(&server, "1.33", "db.yaml", DB);
     // at every observation the pods are db-0..db-k, all but the newest ready
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
@@ -1293,10 +1295,7 @@ spec:
     spec:
       containers: [{name: c, image: nginx}]
 ";
-    let file = server.dir.path().join("rc.yaml");
-    std::fs::write(&file, rc).unwrap();
-    let (ok, out) = k(&server, "1.27", &["apply", "-f", file.to_str().unwrap()]);
-    assert!(ok, "{out}");
+    apply(&server, "1.27", "rc.yaml", rc);
     eventually(30, "three ready replicas", || {
         let p = pods(&server, "app=old");
         (p.len() == 3 && p.iter().all(ready)).then_some(())
@@ -1407,10 +1406,7 @@ fn limit_ranges_default_pods_and_quotas_refuse_what_exceeds_them() {
         let (ok, out) = k(&server, v, &["create", "namespace", ns]);
         assert!(ok, "{out}");
     }
-    let file = server.dir.path().join("quota.yaml");
-    std::fs::write(&file, QUOTA).unwrap();
-    let (ok, out) = k(&server, "1.33", &["apply", "-f", file.to_str().unwrap()]);
-    assert!(ok, "{out}");
+    apply(&server, "1.33", "quota.yaml", QUOTA);
     // the quota controller fills in the status before anything is charged to it
     eventually(30, "the quota's status", || {
         let (_, out) = k(
@@ -1551,10 +1547,7 @@ fn a_higher_priority_pod_preempts_a_lower_one() {
         assert!(out.contains(want), "{want}: {out}");
     }
     // two filler pods take the node's two cores
-    let file = server.dir.path().join("filler.yaml");
-    std::fs::write(&file, FILLER).unwrap();
-    let (ok, out) = k(&server, "1.33", &["apply", "-f", file.to_str().unwrap()]);
-    assert!(ok, "{out}");
+    apply(&server, "1.33", "filler.yaml", FILLER);
     eventually(30, "two ready fillers", || {
         let p = pods(&server, "app=filler");
         (p.len() == 2 && p.iter().all(ready)).then_some(())
@@ -1581,10 +1574,7 @@ fn a_higher_priority_pod_preempts_a_lower_one() {
         "{out}"
     );
     // the important pod takes one filler's place
-    let file = server.dir.path().join("vip.yaml");
-    std::fs::write(&file, VIP).unwrap();
-    let (ok, out) = k(&server, "1.27", &["apply", "-f", file.to_str().unwrap()]);
-    assert!(ok, "{out}");
+    apply(&server, "1.27", "vip.yaml", VIP);
     let vip = eventually(60, "the vip pod to run", || {
         let p = pods(&server, "");
         let vip = p.into_iter().find(|p| p["metadata"]["name"] == "vip")?;
@@ -1659,10 +1649,7 @@ spec:
 fn required_pod_anti_affinity_puts_replicas_on_different_nodes() {
     let server = SkuaServer::start();
     let _nodes = SimNodes::start(&server, 3, &[]);
-    let file = server.dir.path().join("apart.yaml");
-    std::fs::write(&file, SPREAD).unwrap();
-    let (ok, out) = k(&server, "1.33", &["apply", "-f", file.to_str().unwrap()]);
-    assert!(ok, "{out}");
+    apply(&server, "1.33", "apart.yaml", SPREAD);
     let placed = eventually(30, "three placed replicas", || {
         let p = pods(&server, "app=apart");
         let bound: Vec<String> = p

@@ -247,10 +247,7 @@ fn node_password(file: &Path) -> Result<String, JoinError> {
             )));
         }
     }
-    let mut bytes = [0u8; 16];
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
-        .map_err(|_| JoinError::Config("no randomness for the node password".into()))?;
-    let p: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let p = crate::pki::join::random_secret().map_err(|e| JoinError::Config(e.to_string()))?;
     crate::pki::write_private(file, format!("{p}\n").as_bytes(), 0o600)
         .map_err(|e| JoinError::Config(e.to_string()))?;
     Ok(p)

@@ -89,10 +89,9 @@ pub fn node_object(name: &str, ips: &[IpAddr], facts: &Facts, runtime: &RuntimeV
     if let Some(kib) = facts.storage_kib {
         resources["ephemeral-storage"] = json!(format!("{kib}Ki"));
     }
-    let cond = |t: &str, s: &str, reason: &str, msg: &str| {
-        json!({"type": t, "status": s, "reason": reason, "message": msg,
-               "lastHeartbeatTime": now, "lastTransitionTime": now})
-    };
+    let arch = std::env::consts::ARCH
+        .replace("x86_64", "amd64")
+        .replace("aarch64", "arm64");
     let mut addresses: Vec<Value> = ips
         .iter()
         .map(|ip| json!({"type": "InternalIP", "address": ip.to_string()}))
@@ -102,23 +101,22 @@ pub fn node_object(name: &str, ips: &[IpAddr], facts: &Facts, runtime: &RuntimeV
         "apiVersion": "v1", "kind": "Node",
         "metadata": {"name": name, "labels": {
             "kubernetes.io/hostname": name, "kubernetes.io/os": "linux",
-            "kubernetes.io/arch": std::env::consts::ARCH.replace("x86_64", "amd64").replace("aarch64", "arm64"),
+            "kubernetes.io/arch": arch,
             "beta.kubernetes.io/os": "linux",
         }},
         "spec": {},
         "status": {
             "capacity": resources, "allocatable": resources,
             "addresses": addresses,
-            "conditions": [
-                cond("MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
-                cond("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
-                cond("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
-                cond("Ready", "False", "KubeletNotReady", "the container runtime is ready, but this build of skua cannot run pods yet (the kubelet's pod sync is not built)"),
-            ],
+            "conditions": crate::client::node::conditions(&now, (
+                "False",
+                "KubeletNotReady",
+                "the container runtime is ready, but this build of skua cannot run pods yet (the kubelet's pod sync is not built)",
+            )),
             "nodeInfo": {
                 "kubeletVersion": crate::apiserver::KUBE_GIT_VERSION, "kubeProxyVersion": "",
                 "operatingSystem": "linux",
-                "architecture": std::env::consts::ARCH.replace("x86_64", "amd64").replace("aarch64", "arm64"),
+                "architecture": arch,
                 "osImage": facts.os_image, "kernelVersion": facts.kernel,
                 "containerRuntimeVersion": format!("{}://{}", runtime.name, runtime.version),
                 "machineID": facts.machine_id, "systemUUID": "", "bootID": facts.boot_id,

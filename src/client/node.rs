@@ -6,6 +6,36 @@ use super::{ApiClient, ClientError};
 use crate::api::meta::now_micro;
 use serde_json::{Value, json};
 
+/// A node's four kubelet conditions as of `now`: no memory, disk or PID pressure, and
+/// Ready as `(status, reason, message)` says.
+pub fn conditions(now: &str, ready: (&str, &str, &str)) -> Value {
+    let cond = |t: &str, s: &str, reason: &str, msg: &str| {
+        json!({"type": t, "status": s, "reason": reason, "message": msg,
+               "lastHeartbeatTime": now, "lastTransitionTime": now})
+    };
+    json!([
+        cond(
+            "MemoryPressure",
+            "False",
+            "KubeletHasSufficientMemory",
+            "kubelet has sufficient memory available"
+        ),
+        cond(
+            "DiskPressure",
+            "False",
+            "KubeletHasNoDiskPressure",
+            "kubelet has no disk pressure"
+        ),
+        cond(
+            "PIDPressure",
+            "False",
+            "KubeletHasSufficientPID",
+            "kubelet has sufficient PID available"
+        ),
+        cond("Ready", ready.0, ready.1, ready.2),
+    ])
+}
+
 /// Creates `node` (or finds it registered) and writes its status.
 pub async fn register(client: &ApiClient, node: &Value) -> Result<(), ClientError> {
     let name = node["metadata"]["name"].as_str().unwrap_or("");

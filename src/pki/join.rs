@@ -67,7 +67,8 @@ impl Token {
     }
 }
 
-fn random_secret() -> Result<String, PkiError> {
+/// 128 random bits in hex: join secrets and node passwords.
+pub fn random_secret() -> Result<String, PkiError> {
     let mut bytes = [0u8; 16];
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
         .map_err(|_| PkiError::Invalid("no randomness available for the join token".into()))?;

@@ -67,18 +67,15 @@ fn node_object(args: &SimArgs, name: &str, index: usize) -> Value {
 
 fn node_status(resources: &Value, index: usize, name: &str) -> Value {
     let now = now_rfc3339();
-    let cond = |t: &str, s: &str, reason: &str, msg: &str| json!({"type": t, "status": s, "reason": reason, "message": msg, "lastHeartbeatTime": now, "lastTransitionTime": now});
     // TEST-NET-2 addresses: documentation only, never contacted
     let ip = format!("198.51.{}.{}", 100 + index / 250, index % 250 + 1);
     json!({
         "capacity": resources, "allocatable": resources,
         "addresses": [{"type": "InternalIP", "address": ip}, {"type": "Hostname", "address": name}],
-        "conditions": [
-            cond("MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
-            cond("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
-            cond("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
-            cond("Ready", "True", "KubeletReady", "kubelet is posting ready status"),
-        ],
+        "conditions": crate::client::node::conditions(
+            &now,
+            ("True", "KubeletReady", "kubelet is posting ready status"),
+        ),
         "nodeInfo": {
             "kubeletVersion": crate::apiserver::KUBE_GIT_VERSION, "kubeProxyVersion": "",
             "operatingSystem": "linux", "architecture": "amd64", "osImage": "skua simulated node",

@@ -3,12 +3,14 @@
 
 mod admission;
 pub mod allocate;
+mod bootstrap;
 mod delete;
 mod list;
 pub mod object;
 mod pods;
 pub mod reviews;
 pub mod watch;
+pub use bootstrap::{bootstrap, bootstrap_kubernetes_service};
 pub use delete::delete;
 mod write;
 pub use write::guaranteed_update;
@@ -607,7 +609,7 @@ async fn get(
     Ok(crate::api::convert::to_version(from_store(&kv)?, res))
 }
 
-fn namespace_resource() -> &'static Resource {
+pub(super) fn namespace_resource() -> &'static Resource {
     RESOURCES
         .iter()
         .find(|r| r.group.is_empty() && r.plural == "namespaces")
@@ -699,137 +701,4 @@ pub async fn create(
         .with_details(json!({"name": name, "group": res.group, "kind": res.plural}))),
         Err(e) => Err(store_error(e)),
     }
-}
-
-/// The namespaces every cluster starts with.
-pub async fn bootstrap(store: &dyn Store) -> Result<(), ApiStatus> {
-    for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
-        match create(
-            store,
-            namespace_resource(),
-            None,
-            json!({"metadata": {"name": ns}}),
-            Some(&Actor {
-                manager: "skua".into(),
-                operation: Operation::Update,
-                subresource: String::new(),
-                api_version: "v1".into(),
-            }),
-        )
-        .await
-        {
-            Ok(_) => tracing::info!(namespace = ns, "created namespace"),
-            Err(s) if s.reason == "AlreadyExists" => {}
-            Err(s) => return Err(s),
-        }
-    }
-    // upstream's two system priority classes (k3s manifests name them)
-    let classes = RESOURCES
-        .iter()
-        .find(|r| r.plural == "priorityclasses" && r.group == "scheduling.k8s.io")
-        .expect("a built-in resource");
-    for (name, value, description) in [
-        (
-            "system-node-critical",
-            2_000_001_000,
-            "Used for system critical pods that must not be moved from their current node.",
-        ),
-        (
-            "system-cluster-critical",
-            2_000_000_000,
-            "Used for system critical pods that must run in the cluster, but can be moved to another node if necessary.",
-        ),
-    ] {
-        let class = json!({"metadata": {"name": name}, "value": value, "description": description,
-                           "preemptionPolicy": "PreemptLowerPriority"});
-        match create(store, classes, None, class, None).await {
-            Ok(_) => tracing::info!(priority_class = name, "created priority class"),
-            Err(s) if s.reason == "AlreadyExists" => {}
-            Err(s) => return Err(s),
-        }
-    }
-    Ok(())
-}
-
-/// The `kubernetes` Service in `default` (the first service IP, port 443) and its
-/// Endpoints and EndpointSlice, pointing at this API server (as kube-apiserver keeps
-/// them).
-pub async fn bootstrap_kubernetes_service(
-    store: &dyn Store,
-    cluster_ip: std::net::Ipv4Addr,
-    endpoint: std::net::IpAddr,
-    port: u16,
-) -> Result<(), ApiStatus> {
-    let actor = Actor {
-        manager: "skua".into(),
-        operation: Operation::Update,
-        subresource: String::new(),
-        api_version: "v1".into(),
-    };
-    let find = |plural: &str, group: &str| {
-        RESOURCES
-            .iter()
-            .find(|r| r.plural == plural && r.group == group)
-            .expect("a built-in resource")
-    };
-    let service = json!({
-        "apiVersion": "v1", "kind": "Service",
-        "metadata": {"name": "kubernetes", "namespace": "default", "labels": {"component": "apiserver", "provider": "kubernetes"}},
-        "spec": {"clusterIP": cluster_ip.to_string(), "type": "ClusterIP", "sessionAffinity": "None",
-                 "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": port}]},
-    });
-    let family = if endpoint.is_ipv4() { "IPv4" } else { "IPv6" };
-    let endpoints = json!({
-        "apiVersion": "v1", "kind": "Endpoints",
-        "metadata": {"name": "kubernetes", "namespace": "default", "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
-        "subsets": [{"addresses": [{"ip": endpoint.to_string()}], "ports": [{"name": "https", "port": port, "protocol": "TCP"}]}],
-    });
-    let slice = json!({
-        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-        "metadata": {"name": "kubernetes", "namespace": "default", "labels": {"kubernetes.io/service-name": "kubernetes", "endpointslice.kubernetes.io/managed-by": "skua"}},
-        "addressType": family,
-        "endpoints": [{"addresses": [endpoint.to_string()], "conditions": {"ready": true, "serving": true, "terminating": false}}],
-        "ports": [{"name": "https", "port": port, "protocol": "TCP"}],
-    });
-    for (res, obj) in [
-        (find("services", ""), service),
-        (find("endpoints", ""), endpoints),
-        (find("endpointslices", "discovery.k8s.io"), slice),
-    ] {
-        let exists = store
-            .get(&key(res, Some("default"), "kubernetes"))
-            .await
-            .map_err(store_error)?
-            .kv
-            .is_some();
-        let made = if exists {
-            Err(ApiStatus::new(
-                StatusCode::CONFLICT,
-                "AlreadyExists",
-                "exists",
-            ))
-        } else {
-            create(store, res, Some("default"), obj.clone(), Some(&actor)).await
-        };
-        match made {
-            Ok(_) => {}
-            Err(s) if s.reason == "AlreadyExists" && res.kind != "Service" => {
-                // the address or port may have changed since the last start
-                let fresh = obj.clone();
-                write::guaranteed_update(store, res, Some("default"), "kubernetes", None, &|cur| {
-                    let mut next = cur.clone();
-                    for f in ["subsets", "endpoints", "ports", "addressType"] {
-                        if let Some(v) = fresh.get(f) {
-                            next[f] = v.clone();
-                        }
-                    }
-                    Ok(next)
-                })
-                .await?;
-            }
-            Err(s) if s.reason == "AlreadyExists" => {}
-            Err(s) => return Err(s),
-        }
-    }
-    Ok(())
 }
