@@ -24,6 +24,18 @@ pub struct Containerd {
 /// The CRI namespace kubelets use.
 pub const NAMESPACE: &str = "k8s.io";
 
+/// Whether this machine lets us lower a process's OOM score (some sandboxes and
+/// containers deny it even to root). Where it does not, containerd must keep
+/// containers' scores at or above its own (`restrict_oom_score_adj`), or every pod
+/// sandbox fails to start.
+pub fn can_lower_oom_score() -> bool {
+    std::process::Command::new("sh")
+        .args(["-c", "echo -999 > /proc/self/oom_score_adj"])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
 impl Containerd {
     pub fn socket(&self) -> PathBuf {
         self.dir.join("containerd.sock")
@@ -53,6 +65,7 @@ state = "{d}/state"
 
 [plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = "{sandbox}"
+  restrict_oom_score_adj = {restrict}
   [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = "overlayfs"
     default_runtime_name = "runc"
@@ -60,11 +73,13 @@ state = "{d}/state"
       runtime_type = "io.containerd.runc.v2"
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
         SystemdCgroup = false
+        Root = "{d}/runc"
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "{cni_bin}"
     conf_dir = "{cni_conf}"
 "#,
             sandbox = self.sandbox_image,
+            restrict = !can_lower_oom_score(),
             cni_bin = self.cni_bin_dir.display(),
             cni_conf = self.cni_conf_dir.display(),
         )

@@ -336,6 +336,15 @@ pub async fn join(
         write(format!("{which}.key"), key, 0o600)?;
         issued.push((cert.to_string(), key.to_string()));
     }
+    let (status, _, client_ca) =
+        get_retrying(server, &pinned, "/v1-skua/client-ca.crt", &headers).await?;
+    if status != StatusCode::OK {
+        return Err(JoinError::Refused(format!(
+            "{server} did not give the client CA ({status})"
+        )));
+    }
+    crate::pki::write_private(&dir.join("client-ca.crt"), &client_ca, 0o644)
+        .map_err(|e| JoinError::Config(e.to_string()))?;
     crate::pki::write_private(&dir.join("server-ca.crt"), ca.as_bytes(), 0o644)
         .map_err(|e| JoinError::Config(e.to_string()))?;
     let kubeconfig = dir.join("kubelet.kubeconfig");

@@ -1,6 +1,7 @@
 //! Start-up of a node: join → containerd → kubelet → proxy → overlay → dns.
-//! Built so far: joining (`join.rs`) and containerd with image import
-//! (`containerd.rs`); the kubelet that runs pods is issue #5's next part.
+//! Built so far: joining (`join.rs`), containerd with image import (`containerd.rs`),
+//! the node's registration (`node.rs`), its CNI config (`cni.rs`) and the kubelet
+//! (`crate::kubelet`) with its HTTPS API.
 
 pub mod cni;
 pub mod containerd;
@@ -45,7 +46,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         &token,
         &name,
         &args.node_ip,
-        &args.node_password_file,
+        &args.node.node_password_file,
         &dir,
     )
     .await?;
@@ -55,16 +56,16 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         joined.dir.display()
     );
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let (socket, supervisor) = match &args.container_runtime_endpoint {
+    let (socket, supervisor) = match &args.node.container_runtime_endpoint {
         Some(endpoint) => (PathBuf::from(endpoint.trim_start_matches("unix://")), None),
         None => {
             let c = containerd::Containerd {
                 dir: dir.join("containerd"),
-                sandbox_image: args.pause_image.clone(),
+                sandbox_image: args.node.pause_image.clone(),
                 cni_bin_dir: PathBuf::from("/usr/lib/cni"),
                 cni_conf_dir: dir.join("etc/cni/net.d"),
             };
-            (c.socket(), Some(tokio::spawn(c.supervise(stop_rx))))
+            (c.socket(), Some(tokio::spawn(c.supervise(stop_rx.clone()))))
         }
     };
     containerd::wait_ready(&socket, std::time::Duration::from_secs(60)).await?;
@@ -74,7 +75,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         socket = %socket.display(),
         runtime = %format!("{}://{}", runtime.name, runtime.version),
         cri = %runtime.api_version,
-        "container runtime ready over CRI; running pods is the kubelet's, not built yet"
+        "container runtime ready over CRI"
     );
     // the node: registered and kept current with its own credentials
     let client = crate::client::ApiClient::remote(
@@ -87,14 +88,66 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         args.node_ip.clone()
     };
     let facts = node::Facts::read(&args.common.data_dir);
+    let (ready_tx, ready_rx) =
+        tokio::sync::watch::channel((false, "the kubelet is starting".to_string()));
     let keeper = tokio::spawn(node::keep(
         client.clone(),
-        node::node_object(&name, &ips, &facts, &runtime),
+        node::node_object(&name, &ips, &facts, &runtime, args.node.kubelet_port),
+        ready_rx,
     ));
+    let readiness = tokio::spawn(watch_runtime(cri.clone(), ready_tx));
     let network = {
-        let (conf, ipam, name) = (dir.join("etc/cni/net.d"), dir.join("cni"), name.clone());
+        let (conf, ipam, name, client) = (
+            dir.join("etc/cni/net.d"),
+            dir.join("cni"),
+            name.clone(),
+            client.clone(),
+        );
         tokio::spawn(async move { cni::configure(client, name, &conf, &ipam).await })
     };
+    // the kubelet and its API
+    let settings = crate::kubelet::Settings {
+        node_name: name.clone(),
+        root_dir: dir.join("kubelet"),
+        pod_log_dir: args.node.pod_log_dir.clone(),
+        container_log_dir: args.node.container_log_dir.clone(),
+        cluster_dns: vec![args.cluster_dns.to_string()],
+        cluster_domain: args.cluster_domain.clone(),
+        log_max_size: crate::api::quantity::parse(&args.node.container_log_max_size)
+            .map(|b| b as u64)
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "--container-log-max-size {:?} is not a quantity (e.g. 10Mi)",
+                    args.node.container_log_max_size
+                )
+            })?,
+        log_max_files: args.node.container_log_max_files as usize,
+        host_ip: ips.first().map(|i| i.to_string()).unwrap_or_default(),
+        node_cpu: facts.cpus as f64,
+        node_memory: facts.memory_kib as f64 * 1024.0,
+        volume_refresh: std::time::Duration::from_secs(10),
+        resolv_conf: args.node.resolv_conf.clone(),
+    };
+    let kubelet = crate::kubelet::Kubelet::new(settings, cri.clone(), client.clone());
+    let tls = crate::kubelet::server::tls_config(
+        &std::fs::read_to_string(joined.dir.join("serving-kubelet.crt"))?,
+        &std::fs::read_to_string(joined.dir.join("serving-kubelet.key"))?,
+        &std::fs::read_to_string(joined.dir.join("client-ca.crt"))?,
+    )?;
+    let listener = tokio::net::TcpListener::bind(("0.0.0.0", args.node.kubelet_port))
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on the kubelet port {}; is another kubelet running? (--kubelet-port)",
+                args.node.kubelet_port
+            )
+        })?;
+    let api = tokio::spawn(crate::kubelet::server::serve(
+        kubelet.clone(),
+        listener,
+        tls,
+    ));
+    let pods = tokio::spawn(kubelet.clone().run(stop_rx.clone()));
     let images = dir.join("images");
     let mut imported = containerd::Imported::new();
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -121,7 +174,10 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     }
     keeper.abort();
     network.abort();
+    readiness.abort();
+    api.abort();
     let _ = stop_tx.send(true);
+    let _ = pods.await;
     if let Some(s) = supervisor {
         s.await??;
     }
@@ -143,5 +199,51 @@ async fn connect_cri(socket: &std::path::Path) -> anyhow::Result<crate::cri::Cri
             Err(e) if tokio::time::Instant::now() >= deadline => return Err(e.into()),
             Err(_) => tokio::time::sleep(std::time::Duration::from_millis(200)).await,
         }
+    }
+}
+
+/// Follows the runtime's own conditions (CRI `Status`): the node is Ready when the
+/// runtime and its network (the CNI config) are.
+async fn watch_runtime(
+    mut cri: crate::cri::Cri,
+    ready: tokio::sync::watch::Sender<crate::agent::node::Readiness>,
+) {
+    loop {
+        let verdict = match cri
+            .runtime
+            .status(k8s_cri::v1::StatusRequest { verbose: false })
+            .await
+        {
+            Ok(r) => {
+                let conditions = r
+                    .into_inner()
+                    .status
+                    .map(|s| s.conditions)
+                    .unwrap_or_default();
+                let bad: Vec<String> = conditions
+                    .iter()
+                    .filter(|c| !c.status)
+                    .map(|c| {
+                        let what = if c.r#type == "NetworkReady" {
+                            "container runtime network not ready"
+                        } else {
+                            "container runtime not ready"
+                        };
+                        format!(
+                            "{what}: {}=false reason:{} message:{}",
+                            c.r#type, c.reason, c.message
+                        )
+                    })
+                    .collect();
+                (bad.is_empty(), bad.join("; "))
+            }
+            Err(e) => (false, format!("container runtime is down: {}", e.message())),
+        };
+        ready.send_if_modified(|now| {
+            let changed = *now != verdict;
+            *now = verdict.clone();
+            changed
+        });
+        tokio::time::sleep(std::time::Duration::from_secs(5)).await;
     }
 }

@@ -2,9 +2,8 @@
 //! addresses, labels, nodeInfo and conditions read from this machine and its runtime;
 //! the Lease renewed every 10 s; the status heartbeat every minute.
 //!
-//! Until the kubelet's pod sync is built, the node says `Ready=False` (reason
-//! `KubeletNotReady`): it cannot run pods, so the node lifecycle controller taints it
-//! not-ready and the scheduler keeps pods away.
+//! The node is `Ready` when the runtime says both it and its network are (CRI
+//! `Status`): until the CNI config exists, pods could not get addresses.
 
 use crate::client::ApiClient;
 use crate::client::node::{register, renew_lease};
@@ -79,7 +78,13 @@ impl Facts {
 }
 
 /// The Node this agent registers and keeps current.
-pub fn node_object(name: &str, ips: &[IpAddr], facts: &Facts, runtime: &RuntimeVersion) -> Value {
+pub fn node_object(
+    name: &str,
+    ips: &[IpAddr],
+    facts: &Facts,
+    runtime: &RuntimeVersion,
+    kubelet_port: u16,
+) -> Value {
     let now = crate::api::meta::now_rfc3339();
     let mut resources = json!({
         "cpu": facts.cpus.to_string(),
@@ -111,7 +116,7 @@ pub fn node_object(name: &str, ips: &[IpAddr], facts: &Facts, runtime: &RuntimeV
             "conditions": crate::client::node::conditions(&now, (
                 "False",
                 "KubeletNotReady",
-                "the container runtime is ready, but this build of skua cannot run pods yet (the kubelet's pod sync is not built)",
+                "the kubelet is starting",
             )),
             "nodeInfo": {
                 "kubeletVersion": crate::apiserver::KUBE_GIT_VERSION, "kubeProxyVersion": "",
@@ -121,17 +126,42 @@ pub fn node_object(name: &str, ips: &[IpAddr], facts: &Facts, runtime: &RuntimeV
                 "containerRuntimeVersion": format!("{}://{}", runtime.name, runtime.version),
                 "machineID": facts.machine_id, "systemUUID": "", "bootID": facts.boot_id,
             },
-            "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": kubelet_port}},
         },
     })
 }
 
-/// Registers `node`, then renews its Lease every 10 s and its status every minute,
-/// until the task is dropped. Failures are retried: the server may be restarting.
-pub async fn keep(client: ApiClient, node: Value) {
+/// Whether the node can run pods: `Ready`'s status, reason and message.
+pub type Readiness = (bool, String);
+
+fn with_readiness(node: &Value, ready: &Readiness) -> Value {
+    let mut fresh = node.clone();
+    let now = crate::api::meta::now_rfc3339();
+    let (status, reason, message) = if ready.0 {
+        ("True", "KubeletReady", "kubelet is posting ready status")
+    } else {
+        ("False", "KubeletNotReady", ready.1.as_str())
+    };
+    fresh["status"]["conditions"] =
+        crate::client::node::conditions(&now, (status, reason, message));
+    fresh
+}
+
+/// Registers `node`, then renews its Lease every 10 s and its status every minute (and
+/// whenever `ready` changes), until the task is dropped. Failures are retried: the
+/// server may be restarting.
+pub async fn keep(
+    client: ApiClient,
+    node: Value,
+    mut ready: tokio::sync::watch::Receiver<Readiness>,
+) {
     let name = node["metadata"]["name"].as_str().unwrap_or("").to_string();
     let mut backoff = Duration::from_secs(1);
-    while let Err(e) = register(&client, &node).await {
+    loop {
+        let first = with_readiness(&node, &ready.borrow().clone());
+        let Err(e) = register(&client, &first).await else {
+            break;
+        };
         tracing::warn!(node = %name, error = %e, retry_in = ?backoff, "cannot register the node yet");
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(10));
@@ -141,22 +171,19 @@ pub async fn keep(client: ApiClient, node: Value) {
     let mut tick = tokio::time::interval(Duration::from_secs(10));
     let mut beats = 0u32;
     loop {
-        tick.tick().await;
-        match renew_lease(&client, &name, lease.take()).await {
-            Ok(l) => lease = Some(l),
-            Err(e) => tracing::warn!(node = %name, error = %e, "lease renewal failed"),
-        }
-        beats += 1;
-        if beats % 6 == 0 {
-            let mut fresh = node.clone();
-            let now = crate::api::meta::now_rfc3339();
-            for c in fresh["status"]["conditions"]
-                .as_array_mut()
-                .into_iter()
-                .flatten()
-            {
-                c["lastHeartbeatTime"] = json!(now);
+        let changed = tokio::select! {
+            _ = tick.tick() => false,
+            r = ready.changed() => r.is_ok(),
+        };
+        if !changed {
+            match renew_lease(&client, &name, lease.take()).await {
+                Ok(l) => lease = Some(l),
+                Err(e) => tracing::warn!(node = %name, error = %e, "lease renewal failed"),
             }
+            beats += 1;
+        }
+        if changed || beats % 6 == 0 {
+            let fresh = with_readiness(&node, &ready.borrow_and_update().clone());
             if let Err(e) = register(&client, &fresh).await {
                 tracing::warn!(node = %name, error = %e, "node status update failed");
             }
@@ -188,7 +215,13 @@ mod tests {
             version: "1.6.20".into(),
             api_version: "v1".into(),
         };
-        let n = node_object("n1", &["10.0.0.5".parse().unwrap()], &facts, &runtime);
+        let n = node_object(
+            "n1",
+            &["10.0.0.5".parse().unwrap()],
+            &facts,
+            &runtime,
+            10250,
+        );
         assert_eq!(
             n["status"]["nodeInfo"]["containerRuntimeVersion"],
             "containerd://1.6.20"

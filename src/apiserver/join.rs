@@ -9,6 +9,8 @@
 //!   of a name stores the password's hash in the Secret
 //!   `kube-system/<name>.node-password.skua`; later joins must show the same password,
 //!   so another machine cannot take over an existing node's name.
+//! - `GET /v1-skua/client-ca.crt`, for the join secret: the client CA, so a kubelet
+//!   can verify the API server's client certificate.
 
 use super::ApiContext;
 use super::status::{ApiStatus, Body};
@@ -127,6 +129,26 @@ async fn check_password(ctx: &ApiContext, name: &str, password: &str) -> Result<
             Box::pin(check_password(ctx, name, password)).await
         }
         Err(s) => Err(s),
+    }
+}
+
+/// `GET /v1-skua/client-ca.crt`: the client CA, with which a kubelet verifies who
+/// calls its API (the API server, proxying logs and exec). For the join secret only.
+pub fn client_ca(ctx: &ApiContext, headers: &HeaderMap) -> Response<Body> {
+    let Some(join) = ctx.join.as_ref() else {
+        return ApiStatus::not_found("", "", "join").response();
+    };
+    if !shows_secret(headers, &join.secret) {
+        return ApiStatus::new(
+            StatusCode::UNAUTHORIZED,
+            "Unauthorized",
+            "the join token was refused: use the server's <data-dir>/server/node-token",
+        )
+        .response();
+    }
+    match std::fs::read_to_string(join.tls_dir.join("client-ca.crt")) {
+        Ok(ca) => pem(ca),
+        Err(e) => internal(format!("cannot read the client CA: {e}")).response(),
     }
 }
 

@@ -10,6 +10,7 @@ pub mod metrics;
 pub mod openapi;
 mod openapi_v2;
 pub mod protobuf;
+pub mod proxy;
 pub mod request_info;
 pub mod resources;
 pub(crate) mod routes;

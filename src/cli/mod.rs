@@ -33,7 +33,7 @@ pub enum Command {
     /// Run the control plane (datastore, API, controllers) and, unless disabled, an agent.
     Server(Box<ServerArgs>),
     /// Run a node that joins a server.
-    Agent(AgentArgs),
+    Agent(Box<AgentArgs>),
     /// Simulated nodes (no containers) joined to a server, for tests and scale runs.
     Sim(crate::sim::SimArgs),
     /// Reproducible benchmarks (results go to BENCHMARKS.md).
@@ -114,6 +114,8 @@ pub struct ServerArgs {
     /// Run only the control plane, no agent.
     #[arg(long, env = "SKUA_DISABLE_AGENT")]
     pub disable_agent: bool,
+    #[command(flatten)]
+    pub node: NodeArgs,
     /// etcd endpoints (https://host:2379,...) to use instead of the embedded sled store.
     #[arg(long, env = "SKUA_DATASTORE_ENDPOINT")]
     pub datastore_endpoint: Option<String>,
@@ -176,6 +178,19 @@ pub struct AgentArgs {
     /// This node's addresses (for its kubelet serving certificate).
     #[arg(long, env = "SKUA_NODE_IP", value_delimiter = ',')]
     pub node_ip: Vec<std::net::IpAddr>,
+    /// Cluster DNS service IP that pods resolve names with.
+    #[arg(long, env = "SKUA_CLUSTER_DNS", default_value = "10.43.0.10")]
+    pub cluster_dns: IpAddr,
+    /// Cluster domain.
+    #[arg(long, env = "SKUA_CLUSTER_DOMAIN", default_value = "cluster.local")]
+    pub cluster_domain: String,
+    #[command(flatten)]
+    pub node: NodeArgs,
+}
+
+/// Flags of the node side, shared by `skua agent` and the agent inside `skua server`.
+#[derive(Args, Debug, Clone)]
+pub struct NodeArgs {
     /// Where this node's password is kept (made on first join): it proves to the
     /// server that a rejoin under the same name is the same machine.
     #[arg(
@@ -195,6 +210,28 @@ pub struct AgentArgs {
     /// unix:///run/containerd/containerd.sock.
     #[arg(long, env = "SKUA_CONTAINER_RUNTIME_ENDPOINT")]
     pub container_runtime_endpoint: Option<String>,
+    /// HTTPS port of the kubelet API (logs, exec, port-forward).
+    #[arg(long, env = "SKUA_KUBELET_PORT", default_value_t = 10250)]
+    pub kubelet_port: u16,
+    /// Where containers' CRI log files go, by pod.
+    #[arg(long, env = "SKUA_POD_LOG_DIR", default_value = "/var/log/pods")]
+    pub pod_log_dir: PathBuf,
+    /// Where the per-container links for log collectors go.
+    #[arg(
+        long,
+        env = "SKUA_CONTAINER_LOG_DIR",
+        default_value = "/var/log/containers"
+    )]
+    pub container_log_dir: PathBuf,
+    /// Size at which a container's log is rotated (upstream's containerLogMaxSize).
+    #[arg(long, env = "SKUA_CONTAINER_LOG_MAX_SIZE", default_value = "10Mi")]
+    pub container_log_max_size: String,
+    /// Log files kept per container, the live one included (containerLogMaxFiles).
+    #[arg(long, env = "SKUA_CONTAINER_LOG_MAX_FILES", default_value_t = 5, value_parser = clap::value_parser!(u64).range(2..))]
+    pub container_log_max_files: u64,
+    /// The resolv.conf pods with `dnsPolicy: Default` get.
+    #[arg(long, env = "SKUA_RESOLV_CONF", default_value = "/etc/resolv.conf")]
+    pub resolv_conf: PathBuf,
 }
 
 /// Parses the command line, merges the config files and runs the command.
@@ -217,7 +254,7 @@ pub fn main() -> anyhow::Result<()> {
     runtime.block_on(async move {
         match cli.command {
             Command::Server(args) => crate::server::run(ServerConfig::try_from(*args)?).await,
-            Command::Agent(args) => crate::agent::run(args).await,
+            Command::Agent(args) => crate::agent::run(*args).await,
             Command::Sim(args) => crate::sim::run(args).await,
             Command::Bench(cmd) => bench::run(cmd).await,
             Command::Debug(cmd) => debug::run(cmd).await,

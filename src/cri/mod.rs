@@ -1,6 +1,6 @@
 //! The CRI v1 client: gRPC to the container runtime's Unix socket (tonic, with the
 //! `k8s-cri` crate's bindings generated from upstream's `api.proto`). The kubelet
-//! drives pods through this; today the agent uses it to learn what runtime it has
+//! drives pods through this; the agent also uses it to learn what runtime it has
 //! and which images it holds.
 
 use hyper_util::rt::TokioIo;
@@ -24,8 +24,10 @@ pub enum CriError {
 /// A connection to a CRI runtime.
 #[derive(Clone)]
 pub struct Cri {
-    runtime: RuntimeServiceClient<Channel>,
-    images: ImageServiceClient<Channel>,
+    /// The runtime service (sandboxes, containers, exec); the kubelet calls it directly.
+    pub runtime: RuntimeServiceClient<Channel>,
+    /// The image service (pull, status, list).
+    pub images: ImageServiceClient<Channel>,
 }
 
 /// What the runtime says it is (`Version`).

@@ -127,6 +127,30 @@ pub fn node_client_cert(tls_dir: &Path, name: &str) -> Result<(String, String), 
     )
 }
 
+/// The API server's client certificate for calling kubelets (logs, exec, port
+/// forwarding): CN `kube-apiserver-kubelet-client`, O `system:masters`, from the
+/// client CA; kept in `client-kube-apiserver-kubelet.{crt,key}` and reused.
+pub fn apiserver_kubelet_client(tls_dir: &Path) -> Result<(String, String), PkiError> {
+    let (crt, key) = (
+        tls_dir.join("client-kube-apiserver-kubelet.crt"),
+        tls_dir.join("client-kube-apiserver-kubelet.key"),
+    );
+    if let (Some(c), Some(k)) = (super::files::read(&crt)?, super::files::read(&key)?) {
+        return Ok((c, k));
+    }
+    let client_ca: Ca = load_or_make_ca(tls_dir, "client-ca", "skua-client-ca")?;
+    let (c, k) = leaf(
+        &client_ca,
+        "kube-apiserver-kubelet-client",
+        Some("system:masters"),
+        Vec::new(),
+        ExtendedKeyUsagePurpose::ClientAuth,
+    )?;
+    write_private(&crt, c.as_bytes(), 0o644)?;
+    write_private(&key, k.as_bytes(), 0o600)?;
+    Ok((c, k))
+}
+
 /// `name`'s kubelet serving certificate and key (PEM) for its name and `ips`, from
 /// the server CA.
 pub fn node_serving_cert(

@@ -1,6 +1,7 @@
 //! Shared harness for integration tests: real backends, each in its own temp dir.
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod conformance;
 pub mod watch_checker;
 

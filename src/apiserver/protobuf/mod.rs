@@ -40,6 +40,9 @@ pub const KINDS: &[&str] = &[
     "Ingress",
     "PriorityClass",
     "HorizontalPodAutoscaler",
+    "SelfSubjectAccessReview",
+    "SubjectAccessReview",
+    "LocalSubjectAccessReview",
 ];
 
 enum Field<'a> {
@@ -232,6 +235,11 @@ fn object(kind: &str, api_version: &str, raw: &[u8]) -> Result<Value, String> {
             ("HorizontalPodAutoscaler", 2, Field::Bytes(v)) => {
                 o["spec"] = hpa_spec(v, api_version == "autoscaling/v1")?
             }
+            (
+                "SelfSubjectAccessReview" | "SubjectAccessReview" | "LocalSubjectAccessReview",
+                2,
+                Field::Bytes(v),
+            ) => o["spec"] = access_review_spec(v)?,
             ("TokenRequest", 2, Field::Bytes(v)) => {
                 let mut spec = json!({});
                 for (n, f) in fields(v)? {
@@ -263,6 +271,49 @@ fn object(kind: &str, api_version: &str, raw: &[u8]) -> Result<Value, String> {
         }
     }
     Ok(o)
+}
+
+/// A (Self/Local)SubjectAccessReviewSpec: resource or non-resource attributes, and for
+/// the others' reviews the user, groups and uid.
+fn access_review_spec(v: &[u8]) -> Result<Value, String> {
+    let mut spec = json!({});
+    for (n, f) in fields(v)? {
+        let Field::Bytes(b) = f else { continue };
+        match n {
+            1 => {
+                let mut a = json!({});
+                for (n, f) in fields(b)? {
+                    let Field::Bytes(x) = f else { continue };
+                    let name = match n {
+                        1 => "namespace",
+                        2 => "verb",
+                        3 => "group",
+                        4 => "version",
+                        5 => "resource",
+                        6 => "subresource",
+                        7 => "name",
+                        _ => continue,
+                    };
+                    set_str(&mut a, name, x)?;
+                }
+                spec["resourceAttributes"] = a;
+            }
+            2 => {
+                let mut a = json!({});
+                for (n, f) in fields(b)? {
+                    if let (1 | 2, Field::Bytes(x)) = (n, f) {
+                        set_str(&mut a, if n == 1 { "path" } else { "verb" }, x)?;
+                    }
+                }
+                spec["nonResourceAttributes"] = a;
+            }
+            3 => set_str(&mut spec, "user", b)?,
+            4 => push(&mut spec, "groups", json!(text(b)?)),
+            6 => set_str(&mut spec, "uid", b)?,
+            _ => {}
+        }
+    }
+    Ok(spec)
 }
 
 /// Decodes a protobuf request body into its JSON form.

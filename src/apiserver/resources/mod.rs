@@ -318,6 +318,17 @@ where
                 .await
                 .map(|o| json(StatusCode::CREATED, &o));
         }
+        (
+            "subjectaccessreviews" | "localsubjectaccessreviews" | "selfsubjectaccessreviews",
+            "create",
+        ) => {
+            let (_, body) = read_body(req, OBJECT_TYPES).await?;
+            let local = (res.plural == "localsubjectaccessreviews")
+                .then_some(namespace)
+                .flatten();
+            return reviews::access_review(res.kind, caller, &body, local)
+                .map(|o| json(StatusCode::CREATED, &o));
+        }
         ("selfsubjectreviews", "create") => {
             return Ok(json(
                 StatusCode::CREATED,
@@ -518,11 +529,15 @@ where
         api_version: res.group_version(),
     };
     match (sub, info.verb.as_str()) {
-        ("log" | "exec" | "attach" | "portforward" | "proxy", _) => Err(ApiStatus::new(
+        ("log", "get") => {
+            let pod = get(ctx, res, namespace, &name).await?;
+            super::proxy::pod_log(ctx, &pod, &query).await
+        }
+        ("exec" | "attach" | "portforward" | "proxy", _) => Err(ApiStatus::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "ServiceUnavailable",
             format!(
-                "{}/{sub} is served by the node's kubelet, which this skua build does not run yet",
+                "{}/{sub} is not proxied to kubelets by this skua build yet",
                 res.plural
             ),
         )),

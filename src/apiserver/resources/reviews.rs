@@ -154,3 +154,88 @@ pub fn self_subject_review(caller: &UserInfo) -> Value {
         "status": {"userInfo": {"username": caller.name, "groups": caller.groups}},
     })
 }
+/// The verdict of a SubjectAccessReview (or its Local and Self forms): would `user`
+/// be allowed what `spec` describes? Answered by the same authorizer every request
+/// goes through.
+pub fn access_review(
+    kind: &str,
+    user: &UserInfo,
+    body: &[u8],
+    namespace: Option<&str>,
+) -> Result<Value, ApiStatus> {
+    use crate::apiserver::auth::{Authorizer, Decision, MastersOnly};
+    use crate::apiserver::request_info::RequestInfo;
+    let review: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiStatus::bad_request(format!("the {kind} is not valid JSON: {e}")))?;
+    let spec = &review["spec"];
+    let attrs = &spec["resourceAttributes"];
+    let non = &spec["nonResourceAttributes"];
+    if !attrs.is_object() && !non.is_object() {
+        let detail = "exactly one of nonResourceAttributes or resourceAttributes must be specified";
+        return Err(ApiStatus::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Invalid",
+            format!("{kind}.authorization.k8s.io \"\" is invalid: spec.resourceAttributes: Required value: {detail}"),
+        )
+        .with_details(json!({
+            "group": "authorization.k8s.io", "kind": kind,
+            "causes": [{"reason": "FieldValueRequired", "message": format!("Required value: {detail}"), "field": "spec.resourceAttributes"}],
+        })));
+    }
+    let s = |v: &Value| v.as_str().filter(|s| !s.is_empty()).map(String::from);
+    let info = if attrs.is_object() {
+        RequestInfo {
+            path: String::new(),
+            is_resource_request: true,
+            verb: s(&attrs["verb"]).unwrap_or_default(),
+            prefix: if s(&attrs["group"]).is_some() {
+                "apis"
+            } else {
+                "api"
+            }
+            .into(),
+            group: s(&attrs["group"]).unwrap_or_default(),
+            version: s(&attrs["version"]).unwrap_or_default(),
+            namespace: namespace
+                .map(String::from)
+                .or_else(|| s(&attrs["namespace"])),
+            resource: s(&attrs["resource"]).unwrap_or_default(),
+            name: s(&attrs["name"]),
+            subresource: s(&attrs["subresource"]),
+        }
+    } else {
+        RequestInfo {
+            path: s(&non["path"]).unwrap_or_default(),
+            is_resource_request: false,
+            verb: s(&non["verb"]).unwrap_or_default(),
+            prefix: String::new(),
+            group: String::new(),
+            version: String::new(),
+            namespace: None,
+            resource: String::new(),
+            name: None,
+            subresource: None,
+        }
+    };
+    let subject = if kind == "SelfSubjectAccessReview" {
+        user.clone()
+    } else {
+        UserInfo {
+            name: s(&spec["user"]).unwrap_or_default(),
+            groups: string_list(spec.get("groups")),
+        }
+    };
+    let allowed = MastersOnly.authorize(&subject, &info) == Decision::Allow;
+    let mut out = review.clone();
+    out["apiVersion"] = json!("authorization.k8s.io/v1");
+    out["kind"] = json!(kind);
+    if out["metadata"].is_null() {
+        out["metadata"] = json!({});
+    }
+    out["status"] = if allowed {
+        json!({"allowed": true, "reason": "allowed by skua's authorizer"})
+    } else {
+        json!({"allowed": false})
+    };
+    Ok(out)
+}

@@ -1,0 +1,232 @@
+//! The node-side subresources, proxied to the node's kubelet over HTTPS as upstream's
+//! API server does: the kubelet's serving certificate is verified with the server CA,
+//! and the API server shows its own kubelet client certificate
+//! (`kube-apiserver-kubelet-client`, from the client CA).
+//!
+//! Served: `pods/log` (→ `/containerLogs/...`) and `nodes/proxy` (→ the path after
+//! `proxy/`).
+
+use super::ApiContext;
+use super::status::{ApiStatus, Body, ChannelBody};
+use bytes::Bytes;
+use http::StatusCode;
+use http_body_util::BodyExt;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use serde_json::Value;
+use std::sync::{Arc, OnceLock};
+
+static KUBELET_TLS: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
+
+fn unavailable(message: impl Into<String>) -> ApiStatus {
+    ApiStatus::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "ServiceUnavailable",
+        message,
+    )
+}
+
+fn kubelet_tls(ctx: &ApiContext) -> Result<Arc<rustls::ClientConfig>, ApiStatus> {
+    if let Some(c) = KUBELET_TLS.get() {
+        return Ok(c.clone());
+    }
+    let join = ctx
+        .join
+        .as_ref()
+        .ok_or_else(|| unavailable("this server has no node PKI: it cannot reach kubelets"))?;
+    let fail = |e: &dyn std::fmt::Display| unavailable(format!("kubelet client TLS: {e}"));
+    let (cert, key) =
+        crate::pki::join::apiserver_kubelet_client(&join.tls_dir).map_err(|e| fail(&e))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in CertificateDer::pem_slice_iter(join.server_ca.as_bytes()) {
+        roots.add(ca.map_err(|e| fail(&e))?).map_err(|e| fail(&e))?;
+    }
+    let chain = CertificateDer::pem_slice_iter(cert.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| fail(&e))?;
+    let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).map_err(|e| fail(&e))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| fail(&e))?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .map_err(|e| fail(&e))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let config = Arc::new(config);
+    Ok(KUBELET_TLS.get_or_init(|| config).clone())
+}
+
+/// The kubelet address of a node: its InternalIP (else any address) and port.
+async fn kubelet_of(ctx: &ApiContext, node: &str) -> Result<(String, u16), ApiStatus> {
+    let nodes = crate::controllers::resource("", "nodes");
+    let kv = ctx
+        .store
+        .get(&super::resources::object::key(nodes, None, node))
+        .await
+        .map_err(|e| unavailable(e.to_string()))?
+        .kv
+        .ok_or_else(|| ApiStatus::not_found("", "nodes", node))?;
+    let obj: Value = serde_json::from_slice(&kv.value).map_err(|e| unavailable(e.to_string()))?;
+    let addresses = obj["status"]["addresses"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let pick = |t: &str| {
+        addresses
+            .iter()
+            .find(|a| a["type"] == t)
+            .and_then(|a| a["address"].as_str())
+            .map(String::from)
+    };
+    let host = pick("InternalIP")
+        .or_else(|| pick("ExternalIP"))
+        .or_else(|| pick("Hostname"))
+        .ok_or_else(|| unavailable(format!("node {node:?} has no address")))?;
+    let port = obj["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"]
+        .as_u64()
+        .unwrap_or(10250) as u16;
+    Ok((host, port))
+}
+
+/// One HTTPS request to a kubelet; the answer streams back as it comes.
+pub async fn to_kubelet(
+    ctx: &ApiContext,
+    node: &str,
+    path_and_query: &str,
+) -> Result<http::Response<Body>, ApiStatus> {
+    let (host, port) = kubelet_of(ctx, node).await?;
+    let tls = kubelet_tls(ctx)?;
+    let unreachable = |e: &dyn std::fmt::Display| {
+        ApiStatus::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalError",
+            format!("Get \"https://{host}:{port}{path_and_query}\": {e}"),
+        )
+    };
+    let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
+        .await
+        .map_err(|e| unreachable(&e))?;
+    let name = ServerName::try_from(host.clone()).map_err(|e| unreachable(&e))?;
+    let stream = tokio_rustls::TlsConnector::from(tls)
+        .connect(name, tcp)
+        .await
+        .map_err(|e| unreachable(&e))?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(|e| unreachable(&e))?;
+    tokio::spawn(conn);
+    let req = http::Request::get(path_and_query)
+        .header(http::header::HOST, format!("{host}:{port}"))
+        .body(http_body_util::Empty::<Bytes>::new())
+        .map_err(|e| unreachable(&e))?;
+    let resp = sender
+        .send_request(req)
+        .await
+        .map_err(|e| unreachable(&e))?;
+    let status = resp.status();
+    if !status.is_success() {
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        let text = String::from_utf8_lossy(&body).trim().to_string();
+        let (code, reason) = match status {
+            StatusCode::BAD_REQUEST => (StatusCode::BAD_REQUEST, "BadRequest"),
+            StatusCode::NOT_FOUND => (StatusCode::NOT_FOUND, "NotFound"),
+            StatusCode::FORBIDDEN => (StatusCode::FORBIDDEN, "Forbidden"),
+            _ => (StatusCode::INTERNAL_SERVER_ERROR, "InternalError"),
+        };
+        return Err(ApiStatus::new(code, reason, text));
+    }
+    let content_type = resp.headers().get(http::header::CONTENT_TYPE).cloned();
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(16);
+    let mut body = resp.into_body();
+    tokio::spawn(async move {
+        while let Some(Ok(frame)) = body.frame().await {
+            if let Ok(data) = frame.into_data() {
+                if tx.send(data).await.is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    let mut out = http::Response::new(BodyExt::boxed(ChannelBody::new(rx)));
+    if let Some(ct) = content_type {
+        out.headers_mut().insert(http::header::CONTENT_TYPE, ct);
+    }
+    Ok(out)
+}
+
+/// `GET pods/<name>/log`: the container's log from its node's kubelet.
+pub async fn pod_log(
+    ctx: &ApiContext,
+    pod: &Value,
+    query: &[(String, String)],
+) -> Result<http::Response<Body>, ApiStatus> {
+    let name = pod["metadata"]["name"].as_str().unwrap_or("");
+    let ns = pod["metadata"]["namespace"].as_str().unwrap_or("");
+    let names = |field: &str| -> Vec<String> {
+        pod["spec"][field]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c["name"].as_str().map(String::from))
+            .collect()
+    };
+    let (app, init) = (names("containers"), names("initContainers"));
+    let q = |k: &str| query.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    let container = match q("container").filter(|c| !c.is_empty()) {
+        Some(c) => {
+            if !app.iter().chain(init.iter()).any(|n| n == c) {
+                return Err(ApiStatus::bad_request(format!(
+                    "container {c} is not valid for pod {name}"
+                )));
+            }
+            c.to_string()
+        }
+        None if app.len() == 1 => app[0].clone(),
+        None => {
+            let mut message = format!(
+                "a container name must be specified for pod {name}, choose one of: [{}]",
+                app.join(" ")
+            );
+            if !init.is_empty() {
+                message.push_str(&format!(
+                    " or one of the init containers: [{}]",
+                    init.join(" ")
+                ));
+            }
+            return Err(ApiStatus::bad_request(message));
+        }
+    };
+    let node = pod["spec"]["nodeName"].as_str().unwrap_or("");
+    if node.is_empty() {
+        return Err(ApiStatus::bad_request(format!(
+            "pod {name} does not have a host assigned"
+        )));
+    }
+    let mut forward = Vec::new();
+    for key in [
+        "follow",
+        "previous",
+        "timestamps",
+        "tailLines",
+        "sinceSeconds",
+        "sinceTime",
+        "limitBytes",
+    ] {
+        if let Some(v) = q(key) {
+            forward.push(format!("{key}={}", crate::client::watch::urlencode(v)));
+        }
+    }
+    let path = format!(
+        "/containerLogs/{ns}/{name}/{container}{}{}",
+        if forward.is_empty() { "" } else { "?" },
+        forward.join("&")
+    );
+    to_kubelet(ctx, node, &path).await
+}

@@ -1,0 +1,406 @@
+//! A whole cluster that runs real containers, inside a network namespace the test
+//! creates (the network safety rule: no route to the machine's real interfaces):
+//! a `skua server` (control plane only) and `skua agent`s with their own containerd,
+//! the test images (busybox, pause) imported, and `kubectl` run inside the namespace.
+//! Dropping it deletes every pod, stops the agents (and their containerd), kills what
+//! is left of their containers, unmounts and deletes the namespace.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tempfile::TempDir;
+
+/// A network namespace with loopback and one bridge (`node0`) holding `10.250.0.1/24`
+/// (the node's address); deleted on drop.
+pub struct Netns {
+    pub name: String,
+}
+
+fn run(cmd: &mut Command) {
+    let out = cmd.output().expect("run");
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Netns {
+    pub fn create() -> Netns {
+        let name = format!(
+            "skua-t{}-{}",
+            std::process::id(),
+            Instant::now().elapsed().as_nanos() % 100_000 + rand_suffix()
+        );
+        run(Command::new("ip").args(["netns", "add", &name]));
+        let ns = Netns { name };
+        for args in [
+            &["link", "set", "lo", "up"][..],
+            &["link", "add", "node0", "type", "bridge"],
+            &["addr", "add", "10.250.0.1/24", "dev", "node0"],
+            &["link", "set", "node0", "up"],
+        ] {
+            run(Command::new("ip").args(["-n", &ns.name]).args(args));
+        }
+        ns
+    }
+
+    /// A command run inside the namespace (`nsenter` enters only the network
+    /// namespace: `ip netns exec` would also remount /sys and hide the cgroups).
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut c = Command::new("nsenter");
+        c.arg(format!("--net=/var/run/netns/{}", self.name))
+            .arg("--")
+            .arg(program);
+        c
+    }
+}
+
+fn rand_suffix() -> u128 {
+    let mut b = [0u8; 4];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        use std::io::Read;
+        let _ = f.read_exact(&mut b);
+    }
+    u32::from_le_bytes(b) as u128 % 1_000_000
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "delete", &self.name])
+            .status();
+    }
+}
+
+/// The server, agents and namespace of one test.
+pub struct Cluster {
+    pub dir: TempDir,
+    server: Child,
+    pub agents: Vec<(String, Option<Child>)>,
+    pub port: u16,
+    pub kubeconfig: PathBuf,
+    pub images: PathBuf,
+    // last: the namespace outlives everything in it
+    pub netns: Netns,
+}
+
+impl Cluster {
+    /// A server and one agent (node `n1`), with the test images, Ready.
+    pub fn start() -> Cluster {
+        let netns = Netns::create();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let root = dir.path();
+        let images = root.join("images");
+        let out =
+            Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/build-images.sh"))
+                .arg(&images)
+                .output()
+                .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::fs::write(root.join("none.yaml"), "").unwrap();
+        let port = 6443;
+        let kubeconfig = root.join("kubeconfig.yaml");
+        let log = std::fs::File::create(root.join("server.log")).unwrap();
+        let server = netns
+            .command(env!("CARGO_BIN_EXE_skua"))
+            .arg("server")
+            .arg("--disable-agent")
+            .arg("--config")
+            .arg(root.join("none.yaml"))
+            .arg("--data-dir")
+            .arg(root.join("server"))
+            .arg("--write-kubeconfig")
+            .arg(&kubeconfig)
+            .args(["--node-ip", "10.250.0.1"])
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start skua server");
+        let mut cluster = Cluster {
+            dir,
+            server,
+            agents: Vec::new(),
+            port,
+            kubeconfig,
+            images,
+            netns,
+        };
+        super::eventually(30, "the API to answer", || {
+            let (ok, _) = cluster.kubectl("1.33", &["get", "--raw", "/readyz"]);
+            ok.then_some(())
+        });
+        cluster.add_agent("n1");
+        cluster
+    }
+
+    /// Starts agent `name` (its data under `<dir>/<name>`) and waits for it to be Ready.
+    pub fn add_agent(&mut self, name: &str) {
+        let child = self.spawn_agent(name, None);
+        self.agents.push((name.to_string(), Some(child)));
+        self.wait_ready(name);
+    }
+
+    fn node_dir(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// The token agents join with.
+    pub fn token(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server/server/node-token"))
+            .unwrap()
+            .trim()
+            .to_string()
+    }
+
+    fn spawn_agent(&self, name: &str, token: Option<&str>) -> Child {
+        let data = self.node_dir(name);
+        let images = data.join("agent/images");
+        std::fs::create_dir_all(&images).unwrap();
+        for f in ["pause.tar", "busybox.tar"] {
+            std::fs::copy(self.images.join(f), images.join(f)).unwrap();
+        }
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join(format!("{name}.log")))
+            .unwrap();
+        // a second agent on this machine needs its own kubelet port
+        let index = self
+            .agents
+            .iter()
+            .position(|(n, _)| n == name)
+            .unwrap_or(self.agents.len());
+        self.netns
+            .command(env!("CARGO_BIN_EXE_skua"))
+            .env("SKUA_LOG", "info,skua=debug")
+            .args([
+                "agent",
+                "--server",
+                &format!("https://127.0.0.1:{}", self.port),
+            ])
+            .args([
+                "--token",
+                token.unwrap_or(&self.token()),
+                "--node-name",
+                name,
+            ])
+            .args(["--node-ip", "10.250.0.1"])
+            .args(["--kubelet-port", &(10250 + index).to_string()])
+            .arg("--config")
+            .arg(self.dir.path().join("none.yaml"))
+            .arg("--data-dir")
+            .arg(&data)
+            .arg("--node-password-file")
+            .arg(data.join("password"))
+            .arg("--pod-log-dir")
+            .arg(data.join("log/pods"))
+            .arg("--container-log-dir")
+            .arg(data.join("log/containers"))
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start skua agent")
+    }
+
+    /// Runs an agent with `token` and returns its output once it exits (for refusals).
+    pub fn agent_refused(&self, name: &str, token: &str) -> String {
+        let mut child = self.spawn_agent(name, Some(token));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(Some(_)) = child.try_wait() {
+                break;
+            }
+            assert!(Instant::now() < deadline, "agent {name} did not give up");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        self.agent_log(name)
+    }
+
+    fn wait_ready(&self, name: &str) {
+        super::eventually(120, &format!("node {name} to be Ready"), || {
+            let (ok, out) = self.kubectl(
+                "1.33",
+                &[
+                    "get",
+                    "node",
+                    name,
+                    "-o",
+                    "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+                ],
+            );
+            (ok && out.trim() == "True").then_some(())
+        });
+    }
+
+    /// Stops agent `name` with SIGTERM (its containerd stops; containers keep running).
+    pub fn stop_agent(&mut self, name: &str) {
+        if let Some((_, slot)) = self.agents.iter_mut().find(|(n, _)| n == name) {
+            if let Some(mut child) = slot.take() {
+                let _ = Command::new("kill").arg(child.id().to_string()).status();
+                let _ = child.wait();
+            }
+        }
+    }
+
+    /// Starts a stopped agent again.
+    pub fn start_agent(&mut self, name: &str) {
+        let slot = self
+            .agents
+            .iter()
+            .position(|(n, _)| n == name)
+            .expect("a known agent");
+        self.agents[slot].1 = Some(self.spawn_agent(name, None));
+        self.wait_ready(name);
+    }
+
+    pub fn agent_log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("{name}.log"))).unwrap_or_default()
+    }
+
+    pub fn server_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    /// Where node `name` keeps pods' logs (`--pod-log-dir`, `--container-log-dir`).
+    pub fn log_dirs(&self, name: &str) -> (PathBuf, PathBuf) {
+        let d = self.node_dir(name);
+        (d.join("log/pods"), d.join("log/containers"))
+    }
+
+    /// The containerd socket of node `name`.
+    pub fn containerd_socket(&self, name: &str) -> PathBuf {
+        self.node_dir(name).join("agent/containerd/containerd.sock")
+    }
+
+    /// Runs `kubectl.<version>` inside the namespace.
+    pub fn kubectl(&self, version: &str, args: &[&str]) -> (bool, String) {
+        self.kubectl_with_input(version, args, None)
+    }
+
+    pub fn kubectl_with_input(
+        &self,
+        version: &str,
+        args: &[&str],
+        input: Option<&str>,
+    ) -> (bool, String) {
+        let mut cmd = self.netns.command(super::kubectl(version));
+        cmd.args(args)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .stdin(if input.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("kubectl");
+        if let Some(text) = input {
+            use std::io::Write;
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(text.as_bytes())
+                .unwrap();
+        }
+        let out = child.wait_with_output().expect("kubectl");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.success(), text)
+    }
+
+    /// `kubectl apply -f -` of `manifest`; panics with kubectl's words if it fails.
+    pub fn apply(&self, manifest: &str) {
+        let (ok, out) = self.kubectl_with_input("1.33", &["apply", "-f", "-"], Some(manifest));
+        assert!(ok, "{out}");
+    }
+
+    /// A field of a pod by jsonpath (empty when the pod is missing).
+    pub fn pod_field(&self, pod: &str, jsonpath: &str) -> String {
+        let (_, out) = self.kubectl(
+            "1.33",
+            &["get", "pod", pod, "-o", &format!("jsonpath={jsonpath}")],
+        );
+        out
+    }
+
+    /// Waits until pod `pod` reaches `phase`.
+    pub fn wait_phase(&self, pod: &str, phase: &str, secs: u64) {
+        super::eventually(secs, &format!("pod {pod} to be {phase}"), || {
+            (self.pod_field(pod, "{.status.phase}") == phase).then_some(())
+        });
+    }
+
+    /// Whatever processes run on node `name`'s containerd (shims and containers).
+    pub fn runtime_processes(&self, name: &str) -> Vec<String> {
+        let marker = self.node_dir(name).to_string_lossy().into_owned();
+        let out = Command::new("pgrep")
+            .args(["-af", &marker])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.contains("containerd-shim"))
+            .map(String::from)
+            .collect()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        // the kubelets remove the pods' containers, sandboxes, mounts and cgroups
+        let _ = self.kubectl(
+            "1.33",
+            &[
+                "delete",
+                "pods",
+                "--all",
+                "-A",
+                "--grace-period=1",
+                "--timeout=60s",
+            ],
+        );
+        let names: Vec<String> = self.agents.iter().map(|(n, _)| n.clone()).collect();
+        for n in &names {
+            self.stop_agent(n);
+        }
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+        // anything a failed test left behind: shims, containers, mounts
+        let marker = self.dir.path().to_string_lossy().into_owned();
+        let _ = Command::new("pkill").args(["-9", "-f", &marker]).status();
+        std::thread::sleep(Duration::from_millis(200));
+        if let Ok(mounts) = std::fs::read_to_string("/proc/self/mountinfo") {
+            let mut points: Vec<&str> = mounts
+                .lines()
+                .filter_map(|l| l.split_whitespace().nth(4))
+                .filter(|p| p.starts_with(&marker))
+                .collect();
+            points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+            for p in points {
+                let _ = Command::new("umount").args(["-l", p]).status();
+            }
+        }
+        if let Ok(dir) = std::env::var("SKUA_TEST_LOGS") {
+            let _ = std::fs::create_dir_all(&dir);
+            for entry in std::fs::read_dir(self.dir.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                let n = entry.file_name().to_string_lossy().into_owned();
+                if n.ends_with(".log") {
+                    let _ = std::fs::copy(
+                        entry.path(),
+                        Path::new(&dir).join(format!("{}-{n}", self.netns.name)),
+                    );
+                }
+            }
+        }
+    }
+}
