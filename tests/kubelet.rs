@@ -110,3 +110,269 @@ spec:
         assert!(!cg.exists(), "{} is left", cg.display());
     }
 }
+
+fn condition(c: &Cluster, pod: &str, t: &str) -> String {
+    c.pod_field(
+        pod,
+        &format!("{{.status.conditions[?(@.type==\"{t}\")].status}}"),
+    )
+}
+
+#[test]
+fn restarts_probes_oom_kills_and_init_containers_behave_as_upstream() {
+    let c = Cluster::start();
+    c.apply(&format!(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: crash}}
+spec:
+  containers:
+  - {{name: main, image: {BUSYBOX}, imagePullPolicy: Never, command: ["sh", "-c", "echo run; exit 3"]}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: live}}
+spec:
+  containers:
+  - name: main
+    image: {BUSYBOX}
+    imagePullPolicy: Never
+    command: ["sh", "-c", "touch /tmp/healthy; sleep 3; rm /tmp/healthy; sleep 3600"]
+    livenessProbe:
+      exec: {{command: ["test", "-f", "/tmp/healthy"]}}
+      periodSeconds: 1
+      failureThreshold: 1
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: ready}}
+spec:
+  containers:
+  - name: main
+    image: {BUSYBOX}
+    imagePullPolicy: Never
+    command: ["sh", "-c", "sleep 2; touch /tmp/ready; sleep 20; rm /tmp/ready; sleep 3600"]
+    readinessProbe:
+      exec: {{command: ["test", "-f", "/tmp/ready"]}}
+      periodSeconds: 1
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: oom}}
+spec:
+  restartPolicy: Never
+  containers:
+  - name: main
+    image: {BUSYBOX}
+    imagePullPolicy: Never
+    command: ["sh", "-c", "head -c 400m /dev/zero | tail"]
+    resources: {{limits: {{memory: 32Mi}}}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: init}}
+spec:
+  restartPolicy: Never
+  initContainers:
+  - {{name: one, image: {BUSYBOX}, imagePullPolicy: Never, command: ["sh", "-c", "echo one >> /work/order"], volumeMounts: [{{name: w, mountPath: /work}}]}}
+  - {{name: two, image: {BUSYBOX}, imagePullPolicy: Never, command: ["sh", "-c", "sleep 1; echo two >> /work/order"], volumeMounts: [{{name: w, mountPath: /work}}]}}
+  containers:
+  - {{name: main, image: {BUSYBOX}, imagePullPolicy: Never, command: ["sh", "-c", "echo three >> /work/order; cat /work/order"], volumeMounts: [{{name: w, mountPath: /work}}]}}
+  volumes:
+  - {{name: w, emptyDir: {{}}}}
+"#
+    ));
+    // readiness: not ready, ready, not ready again
+    assert_ne!(condition(&c, "ready", "Ready"), "True");
+    eventually(30, "ready to become Ready", || {
+        (condition(&c, "ready", "Ready") == "True").then_some(())
+    });
+    assert_eq!(
+        c.pod_field("ready", "{.status.containerStatuses[0].ready}"),
+        "true"
+    );
+    eventually(60, "ready to become unready", || {
+        (condition(&c, "ready", "Ready") == "False").then_some(())
+    });
+    assert_eq!(
+        c.pod_field("ready", "{.status.containerStatuses[0].restartCount}"),
+        "0"
+    );
+    // a container that keeps failing is restarted with back-off
+    eventually(60, "crash to be restarted", || {
+        let n: u32 = c
+            .pod_field("crash", "{.status.containerStatuses[0].restartCount}")
+            .parse()
+            .unwrap_or(0);
+        (n >= 1).then_some(())
+    });
+    eventually(30, "crash to be in back-off", || {
+        (c.pod_field(
+            "crash",
+            "{.status.containerStatuses[0].state.waiting.reason}",
+        ) == "CrashLoopBackOff")
+            .then_some(())
+    });
+    assert_eq!(
+        c.pod_field(
+            "crash",
+            "{.status.containerStatuses[0].lastState.terminated.exitCode}"
+        ),
+        "3"
+    );
+    assert_eq!(c.pod_field("crash", "{.status.phase}"), "Running");
+    let (ok, out) = c.kubectl("1.27", &["logs", "crash", "--previous"]);
+    assert!(ok && out.contains("run"), "{out}");
+    let (_, out) = c.kubectl("1.33", &["get", "pod", "crash"]);
+    assert!(
+        out.contains("CrashLoopBackOff") || out.contains("Error"),
+        "{out}"
+    );
+    // a failing liveness probe restarts the container
+    eventually(60, "live to be restarted by its liveness probe", || {
+        (c.pod_field("live", "{.status.containerStatuses[0].restartCount}") == "1").then_some(())
+    });
+    let (_, events) = c.kubectl(
+        "1.33",
+        &[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=live",
+        ],
+    );
+    assert!(
+        events.contains("Unhealthy") && events.contains("Liveness probe failed"),
+        "{events}"
+    );
+    // over its memory limit: OOMKilled
+    c.wait_phase("oom", "Failed", 60);
+    assert_eq!(
+        c.pod_field(
+            "oom",
+            "{.status.containerStatuses[0].state.terminated.reason}"
+        ),
+        "OOMKilled"
+    );
+    // init containers run one after the other, before the app container
+    c.wait_phase("init", "Succeeded", 60);
+    let (ok, out) = c.kubectl("1.33", &["logs", "init", "-c", "main"]);
+    assert!(ok && out == "one\ntwo\nthree\n", "{out:?}");
+    assert_eq!(
+        c.pod_field(
+            "init",
+            "{.status.initContainerStatuses[1].state.terminated.reason}"
+        ),
+        "Completed"
+    );
+    assert_eq!(condition(&c, "init", "Initialized"), "True");
+}
+
+#[test]
+fn volumes_follow_updates_prestop_runs_first_and_agent_restarts_adopt_containers() {
+    let mut c = Cluster::start();
+    let marks = c.dir.path().join("marks");
+    c.apply(&format!(
+        r#"
+apiVersion: v1
+kind: ConfigMap
+metadata: {{name: live-config}}
+data: {{key: first}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: watcher}}
+spec:
+  terminationGracePeriodSeconds: 20
+  containers:
+  - name: main
+    image: {BUSYBOX}
+    imagePullPolicy: Never
+    command: ["sh", "-c", "trap 'echo term >> /marks/order; exit 0' TERM; while true; do cat /cfg/key; echo; sleep 1; done"]
+    lifecycle:
+      preStop:
+        exec: {{command: ["sh", "-c", "echo prestop >> /marks/order"]}}
+    volumeMounts:
+    - {{name: cfg, mountPath: /cfg}}
+    - {{name: marks, mountPath: /marks}}
+  volumes:
+  - {{name: cfg, configMap: {{name: live-config}}}}
+  - {{name: marks, hostPath: {{path: {}, type: DirectoryOrCreate}}}}
+"#,
+        marks.display()
+    ));
+    c.wait_phase("watcher", "Running", 60);
+    let id = c.pod_field("watcher", "{.status.containerStatuses[0].containerID}");
+    // a restarted agent adopts what runs: nothing is restarted
+    c.stop_agent("n1");
+    assert!(
+        !c.runtime_processes("n1").is_empty(),
+        "containers outlive the agent"
+    );
+    c.start_agent("n1");
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert_eq!(
+        c.pod_field("watcher", "{.status.containerStatuses[0].containerID}"),
+        id
+    );
+    assert_eq!(
+        c.pod_field("watcher", "{.status.containerStatuses[0].restartCount}"),
+        "0"
+    );
+    assert_eq!(c.pod_field("watcher", "{.status.phase}"), "Running");
+    // a ConfigMap change reaches the mounted volume
+    let (ok, out) = c.kubectl(
+        "1.33",
+        &[
+            "patch",
+            "configmap",
+            "live-config",
+            "-p",
+            r#"{"data":{"key":"second"}}"#,
+        ],
+    );
+    assert!(ok, "{out}");
+    eventually(60, "the new value in the volume", || {
+        let (_, out) = c.kubectl("1.33", &["logs", "watcher", "--tail=1"]);
+        (out.trim() == "second").then_some(())
+    });
+    // deletion: preStop first, then SIGTERM
+    let (ok, out) = c.kubectl("1.33", &["delete", "pod", "watcher", "--timeout=60s"]);
+    assert!(ok, "{out}");
+    let order = std::fs::read_to_string(marks.join("order")).unwrap();
+    assert_eq!(order, "prestop\nterm\n");
+}
+
+#[test]
+fn a_second_agent_joins_with_the_token_and_runs_a_pod() {
+    let mut c = Cluster::start();
+    c.add_agent("n2");
+    c.apply(&format!(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: on-n2}}
+spec:
+  nodeName: n2
+  containers:
+  - {{name: main, image: {BUSYBOX}, imagePullPolicy: Never, command: ["sh", "-c", "echo on $(hostname); sleep 3600"]}}
+"#
+    ));
+    c.wait_phase("on-n2", "Running", 60);
+    let ip = c.pod_field("on-n2", "{.status.podIP}");
+    assert!(ip.starts_with("10.42.1."), "n2's pod range: {ip}");
+    let out = eventually(30, "the pod's output", || {
+        let (ok, out) = c.kubectl("1.33", &["logs", "on-n2"]);
+        (ok && !out.is_empty()).then_some(out)
+    });
+    assert_eq!(out, "on on-n2\n");
+    // a wrong token and a tampered CA hash are refused before anything joins
+    let token = c.token();
+    let (hash, secret) = token.split_once("::").unwrap();
+    let said = c.agent_refused("n3", &format!("{hash}::server:wrong"));
+    assert!(said.contains("join token was refused"), "{said}");
+    let tampered = format!("K10{}::{secret}", "0".repeat(64));
+    let said = c.agent_refused("n4", &tampered);
+    assert!(said.contains("possible man-in-the-middle"), "{said}");
+}
