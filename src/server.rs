@@ -38,6 +38,13 @@ pub struct ServerConfig {
     pub terminated_pod_gc_threshold: usize,
     /// `--token`: the join secret (or a whole K10 token) agents must present.
     pub token: Option<String>,
+    /// `--node-name` of the embedded agent.
+    pub node_name: Option<String>,
+    /// The embedded agent's node flags.
+    pub node: Option<crate::cli::NodeArgs>,
+    /// The config file, handed on to the embedded agent.
+    pub config_file: PathBuf,
+    pub debug: bool,
 }
 
 /// Which datastore to use.
@@ -90,6 +97,10 @@ impl TryFrom<ServerArgs> for ServerConfig {
             event_ttl: a.event_ttl,
             terminated_pod_gc_threshold: a.terminated_pod_gc_threshold,
             token: a.common.token,
+            node_name: a.common.node_name,
+            node: Some(a.node),
+            config_file: a.common.config,
+            debug: a.common.debug,
         })
     }
 }
@@ -273,18 +284,58 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
         &kubeconfig_text,
     )?;
     tracing::info!(path = %cfg.write_kubeconfig.display(), "wrote admin kubeconfig");
-    if !cfg.disable_agent {
-        tracing::info!(
-            "the embedded agent is not part of this build yet; running the control plane only"
-        );
-    }
+    let agent = if cfg.disable_agent {
+        None
+    } else {
+        Some(tokio::spawn(embedded_agent(&cfg)?))
+    };
     wait_for_shutdown().await?;
     tracing::info!("shutting down");
+    if let Some(agent) = agent {
+        // the agent heard the same signal: it stops its containerd (containers run on)
+        let _ = tokio::time::timeout(Duration::from_secs(20), agent).await;
+    }
     api.stop().await;
     let _ = stop_tx.send(());
     let _ = compaction.await;
     drop(store); // the sled store flushes and closes when its last handle goes
     Ok(())
+}
+
+/// The agent `skua server` runs by default (k3s' embedded agent): it joins this
+/// server over loopback with the server's own token, as any agent would, and its node
+/// carries the control-plane role label.
+fn embedded_agent(
+    cfg: &ServerConfig,
+) -> anyhow::Result<impl std::future::Future<Output = ()> + use<>> {
+    let token_file = cfg.data_dir.join("server").join("node-token");
+    let token = std::fs::read_to_string(&token_file)
+        .map_err(|e| anyhow::anyhow!("cannot read the join token {}: {e}", token_file.display()))?;
+    let node = cfg
+        .node
+        .clone()
+        .ok_or_else(|| anyhow::anyhow!("the embedded agent has no node settings"))?;
+    let args = crate::cli::AgentArgs {
+        common: crate::cli::CommonArgs {
+            config: cfg.config_file.clone(),
+            data_dir: cfg.data_dir.clone(),
+            token: Some(token.trim().to_string()),
+            node_name: cfg.node_name.clone(),
+            debug: cfg.debug,
+        },
+        server: Some(cfg.api_url()),
+        token_file: None,
+        node_ip: cfg.node_ips.clone(),
+        cluster_dns: cfg.cluster_dns,
+        cluster_domain: cfg.cluster_domain.clone(),
+        node,
+        control_plane: true,
+    };
+    Ok(async move {
+        if let Err(e) = crate::agent::run(args).await {
+            tracing::error!(error = %format!("{e:#}"), "the embedded agent stopped; the control plane keeps running (use --disable-agent for a control-plane-only server)");
+        }
+    })
 }
 
 async fn wait_for_shutdown() -> anyhow::Result<()> {

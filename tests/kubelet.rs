@@ -376,3 +376,72 @@ spec:
     let said = c.agent_refused("n4", &tampered);
     assert!(said.contains("possible man-in-the-middle"), "{said}");
 }
+
+#[test]
+fn one_server_command_runs_a_single_node_cluster_that_survives_its_restart() {
+    let mut c = Cluster::start_single();
+    let (ok, out) = c.kubectl("1.33", &["get", "nodes"]);
+    assert!(
+        ok && out.contains("s1") && out.contains("control-plane") && out.contains("Ready"),
+        "{out}"
+    );
+    c.apply(&format!(
+        r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: web}}
+spec:
+  replicas: 2
+  selector: {{matchLabels: {{app: web}}}}
+  template:
+    metadata: {{labels: {{app: web}}}}
+    spec:
+      containers:
+      - {{name: main, image: {BUSYBOX}, imagePullPolicy: IfNotPresent, command: ["sh", "-c", "echo up; sleep 3600"]}}
+"#
+    ));
+    eventually(90, "two web pods running", || {
+        let (_, out) = c.kubectl(
+            "1.33",
+            &[
+                "get",
+                "deployment",
+                "web",
+                "-o",
+                "jsonpath={.status.readyReplicas}",
+            ],
+        );
+        (out == "2").then_some(())
+    });
+    let ids = |c: &Cluster| {
+        let (_, out) = c.kubectl(
+            "1.33",
+            &[
+                "get",
+                "pods",
+                "-l",
+                "app=web",
+                "-o",
+                "jsonpath={.items[*].status.containerStatuses[0].containerID}",
+            ],
+        );
+        out
+    };
+    let before = ids(&c);
+    // restarting the server (and its agent) leaves the containers running
+    c.restart_server();
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert_eq!(ids(&c), before);
+    let (_, restarts) = c.kubectl(
+        "1.33",
+        &[
+            "get",
+            "pods",
+            "-l",
+            "app=web",
+            "-o",
+            "jsonpath={.items[*].status.containerStatuses[0].restartCount}",
+        ],
+    );
+    assert_eq!(restarts, "0 0");
+}

@@ -209,6 +209,7 @@ fn the_server_writes_an_admin_kubeconfig_kubectl_accepts() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_skua"))
         .args([
             "server",
+            "--disable-agent",
             "--config",
             p(&empty),
             "--data-dir",

@@ -92,7 +92,14 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         tokio::sync::watch::channel((false, "the kubelet is starting".to_string()));
     let keeper = tokio::spawn(node::keep(
         client.clone(),
-        node::node_object(&name, &ips, &facts, &runtime, args.node.kubelet_port),
+        node::node_object(
+            &name,
+            &ips,
+            &facts,
+            &runtime,
+            args.node.kubelet_port,
+            args.control_plane,
+        ),
         ready_rx,
     ));
     let readiness = tokio::spawn(watch_runtime(cri.clone(), ready_tx));

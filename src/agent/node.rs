@@ -84,6 +84,7 @@ pub fn node_object(
     facts: &Facts,
     runtime: &RuntimeVersion,
     kubelet_port: u16,
+    control_plane: bool,
 ) -> Value {
     let now = crate::api::meta::now_rfc3339();
     let mut resources = json!({
@@ -102,7 +103,7 @@ pub fn node_object(
         .map(|ip| json!({"type": "InternalIP", "address": ip.to_string()}))
         .collect();
     addresses.push(json!({"type": "Hostname", "address": name}));
-    json!({
+    let mut node = json!({
         "apiVersion": "v1", "kind": "Node",
         "metadata": {"name": name, "labels": {
             "kubernetes.io/hostname": name, "kubernetes.io/os": "linux",
@@ -128,7 +129,11 @@ pub fn node_object(
             },
             "daemonEndpoints": {"kubeletEndpoint": {"Port": kubelet_port}},
         },
-    })
+    });
+    if control_plane {
+        node["metadata"]["labels"]["node-role.kubernetes.io/control-plane"] = json!("true");
+    }
+    node
 }
 
 /// Whether the node can run pods: `Ready`'s status, reason and message.
@@ -221,6 +226,7 @@ mod tests {
             &facts,
             &runtime,
             10250,
+            true,
         );
         assert_eq!(
             n["status"]["nodeInfo"]["containerRuntimeVersion"],
@@ -232,5 +238,9 @@ mod tests {
         );
         assert_eq!(n["status"]["capacity"]["cpu"], facts.cpus.to_string());
         assert_eq!(n["metadata"]["labels"]["kubernetes.io/hostname"], "n1");
+        assert_eq!(
+            n["metadata"]["labels"]["node-role.kubernetes.io/control-plane"],
+            "true"
+        );
     }
 }

@@ -161,6 +161,7 @@ async fn time_to_ready(data_dir: &std::path::Path) -> anyhow::Result<Duration> {
     let started = Instant::now();
     let mut child = tokio::process::Command::new(std::env::current_exe()?)
         .arg("server")
+        .arg("--disable-agent")
         .arg("--config")
         .arg(&config)
         .arg("--data-dir")
@@ -238,6 +239,10 @@ pub async fn run(a: ApiBenchArgs) -> anyhow::Result<()> {
         event_ttl: std::time::Duration::from_secs(3600),
         terminated_pod_gc_threshold: 12500,
         token: None,
+        node_name: None,
+        node: None,
+        config_file: scratch.join("config.yaml"),
+        debug: false,
         service_cidr: "10.43.0.0/16".into(),
         cluster_dns: [10, 43, 0, 10].into(),
         cluster_domain: "cluster.local".into(),

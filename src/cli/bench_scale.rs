@@ -196,6 +196,7 @@ pub async fn run(a: ScaleBenchArgs) -> anyhow::Result<()> {
     let server = spawn(
         &[
             "server",
+            "--disable-agent",
             "--config",
             &s(&config),
             "--data-dir",

@@ -186,6 +186,9 @@ pub struct AgentArgs {
     pub cluster_domain: String,
     #[command(flatten)]
     pub node: NodeArgs,
+    /// Set for the agent inside `skua server`: its node is labelled a control-plane node.
+    #[arg(skip)]
+    pub control_plane: bool,
 }
 
 /// Flags of the node side, shared by `skua agent` and the agent inside `skua server`.

@@ -88,6 +88,76 @@ pub struct Cluster {
 impl Cluster {
     /// A server and one agent (node `n1`), with the test images, Ready.
     pub fn start() -> Cluster {
+        Self::start_with(false)
+    }
+
+    /// `skua server` with its embedded agent (node `s1`), as one command gives a
+    /// single-node cluster; `restart_server` stops and starts it.
+    pub fn start_single() -> Cluster {
+        Self::start_with(true)
+    }
+
+    fn server_command(&self, embedded: bool) -> Command {
+        let root = self.dir.path();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(root.join("server.log"))
+            .unwrap();
+        let mut cmd = self.netns.command(env!("CARGO_BIN_EXE_skua"));
+        cmd.env("SKUA_LOG", "info,skua=debug")
+            .arg("server")
+            .arg("--config")
+            .arg(root.join("none.yaml"))
+            .arg("--data-dir")
+            .arg(root.join("server"))
+            .arg("--write-kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(["--node-ip", "10.250.0.1"])
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        if embedded {
+            let data = root.join("server");
+            let images = data.join("agent/images");
+            std::fs::create_dir_all(&images).unwrap();
+            for f in ["pause.tar", "busybox.tar"] {
+                std::fs::copy(self.images.join(f), images.join(f)).unwrap();
+            }
+            cmd.args(["--node-name", "s1"])
+                .arg("--node-password-file")
+                .arg(data.join("password"))
+                .arg("--pod-log-dir")
+                .arg(data.join("log/pods"))
+                .arg("--container-log-dir")
+                .arg(data.join("log/containers"));
+        } else {
+            cmd.arg("--disable-agent");
+        }
+        cmd
+    }
+
+    /// Stops the server with SIGTERM and starts it again (with its embedded agent).
+    pub fn restart_server(&mut self) {
+        let _ = Command::new("kill")
+            .arg(self.server.id().to_string())
+            .status();
+        let _ = self.server.wait();
+        self.server = self
+            .server_command(true)
+            .spawn()
+            .expect("start skua server");
+        self.wait_api();
+        self.wait_ready("s1");
+    }
+
+    fn wait_api(&self) {
+        super::eventually(30, "the API to answer", || {
+            let (ok, _) = self.kubectl("1.33", &["get", "--raw", "/readyz"]);
+            ok.then_some(())
+        });
+    }
+
+    fn start_with(embedded: bool) -> Cluster {
         let netns = Netns::create();
         let dir = tempfile::tempdir().expect("temp dir");
         let root = dir.path();
@@ -105,36 +175,28 @@ impl Cluster {
         std::fs::write(root.join("none.yaml"), "").unwrap();
         let port = 6443;
         let kubeconfig = root.join("kubeconfig.yaml");
-        let log = std::fs::File::create(root.join("server.log")).unwrap();
-        let server = netns
-            .command(env!("CARGO_BIN_EXE_skua"))
-            .arg("server")
-            .arg("--disable-agent")
-            .arg("--config")
-            .arg(root.join("none.yaml"))
-            .arg("--data-dir")
-            .arg(root.join("server"))
-            .arg("--write-kubeconfig")
-            .arg(&kubeconfig)
-            .args(["--node-ip", "10.250.0.1"])
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start skua server");
+        // a placeholder until the real server starts (the struct owns one child)
+        let placeholder = Command::new("true").spawn().expect("true");
         let mut cluster = Cluster {
             dir,
-            server,
+            server: placeholder,
             agents: Vec::new(),
             port,
             kubeconfig,
             images,
             netns,
         };
-        super::eventually(30, "the API to answer", || {
-            let (ok, _) = cluster.kubectl("1.33", &["get", "--raw", "/readyz"]);
-            ok.then_some(())
-        });
-        cluster.add_agent("n1");
+        let _ = cluster.server.wait();
+        cluster.server = cluster
+            .server_command(embedded)
+            .spawn()
+            .expect("start skua server");
+        cluster.wait_api();
+        if embedded {
+            cluster.wait_ready("s1");
+        } else {
+            cluster.add_agent("n1");
+        }
         cluster
     }
 
@@ -146,7 +208,10 @@ impl Cluster {
     }
 
     fn node_dir(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
+        // the embedded agent keeps its data with the server's
+        self.dir
+            .path()
+            .join(if name == "s1" { "server" } else { name })
     }
 
     /// The token agents join with.
@@ -368,6 +433,13 @@ impl Drop for Cluster {
         let names: Vec<String> = self.agents.iter().map(|(n, _)| n.clone()).collect();
         for n in &names {
             self.stop_agent(n);
+        }
+        let _ = Command::new("kill")
+            .arg(self.server.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !matches!(self.server.try_wait(), Ok(Some(_))) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
         }
         let _ = self.server.kill();
         let _ = self.server.wait();

@@ -136,6 +136,7 @@ impl SkuaServer {
                 },
             )
             .arg("server")
+            .arg("--disable-agent")
             .arg("--config")
             .arg(&config)
             .arg("--data-dir")
