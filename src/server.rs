@@ -236,6 +236,7 @@ pub async fn start_api(store: Arc<dyn Store>, cfg: &ServerConfig) -> anyhow::Res
             cronjob_clock_skew: cfg.cronjob_clock_skew,
             event_ttl: cfg.event_ttl,
             terminated_pod_gc_threshold: cfg.terminated_pod_gc_threshold,
+            root_ca: pki.server_ca_cert.clone(),
         },
     );
     let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();

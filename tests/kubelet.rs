@@ -445,3 +445,134 @@ spec:
     );
     assert_eq!(restarts, "0 0");
 }
+
+#[test]
+fn exec_attach_cp_and_port_forward_work_with_old_and_new_kubectl() {
+    let c = Cluster::start();
+    c.apply(&format!(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: shell}}
+spec:
+  containers:
+  - {{name: main, image: {BUSYBOX}, imagePullPolicy: Never, command: ["sh", "-c", "while true; do echo tick; sleep 1; done"]}}
+  - name: web
+    image: {BUSYBOX}
+    imagePullPolicy: Never
+    command: ["sh", "-c", "mkdir -p /www; echo hello-from-httpd > /www/index.html; exec httpd -f -p 8080 -h /www"]
+    ports: [{{containerPort: 8080, name: http}}]
+"#
+    ));
+    c.wait_phase("shell", "Running", 60);
+    let local = c.dir.path().join("upload.txt");
+    std::fs::write(&local, "copied in\n").unwrap();
+    for (i, v) in ["1.27", "1.33"].into_iter().enumerate() {
+        // the exit code of the command reaches the caller
+        let (code, out) = c.kubectl_code(
+            v,
+            &[
+                "exec",
+                "shell",
+                "-c",
+                "main",
+                "--",
+                "sh",
+                "-c",
+                "echo out; exit 3",
+            ],
+            None,
+        );
+        assert_eq!(code, 3, "kubectl {v}: {out}");
+        assert!(out.contains("out"), "{out}");
+        let (code, out) = c.kubectl_code(
+            v,
+            &["exec", "shell", "-c", "main", "--", "echo", "hi"],
+            None,
+        );
+        assert_eq!((code, out.as_str()), (0, "hi\n"), "kubectl {v}");
+        // stdin, to its end
+        let (code, out) = c.kubectl_code(
+            v,
+            &["exec", "-i", "shell", "-c", "main", "--", "cat"],
+            Some("piped\n"),
+        );
+        assert_eq!((code, out.as_str()), (0, "piped\n"), "kubectl {v}");
+        // kubectl cp both ways (tar over exec)
+        let target = format!("shell:/tmp/up-{i}.txt");
+        let (code, out) = c.kubectl_code(
+            v,
+            &["cp", "-c", "main", local.to_str().unwrap(), &target],
+            None,
+        );
+        assert_eq!(code, 0, "kubectl {v} cp: {out}");
+        let (_, out) = c.kubectl_code(
+            v,
+            &[
+                "exec",
+                "shell",
+                "-c",
+                "main",
+                "--",
+                "cat",
+                &format!("/tmp/up-{i}.txt"),
+            ],
+            None,
+        );
+        assert_eq!(out, "copied in\n", "kubectl {v}");
+        let back = c.dir.path().join(format!("back-{i}.txt"));
+        let (code, out) = c.kubectl_code(
+            v,
+            &["cp", "-c", "main", &target, back.to_str().unwrap()],
+            None,
+        );
+        assert_eq!(code, 0, "kubectl {v} cp back: {out}");
+        assert_eq!(std::fs::read_to_string(&back).unwrap(), "copied in\n");
+        // attach: the running container's output streams until we stop listening
+        let seen = c.dir.path().join(format!("attach-{i}.out"));
+        let mut attach = c
+            .netns
+            .command(common::kubectl(v))
+            .env("KUBECONFIG", &c.kubeconfig)
+            .args(["attach", "shell", "-c", "main"])
+            .stdout(std::fs::File::create(&seen).unwrap())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        eventually(30, "attached output", || {
+            let text = std::fs::read_to_string(&seen).ok()?;
+            (text.matches("tick").count() >= 2).then_some(())
+        });
+        let _ = attach.kill();
+        let _ = attach.wait();
+        // port-forward reaches the pod's httpd
+        let port = 18080 + i;
+        let mut pf = c
+            .netns
+            .command(common::kubectl(v))
+            .env("KUBECONFIG", &c.kubeconfig)
+            .args(["port-forward", "pod/shell", &format!("{port}:8080")])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let body = eventually(30, "an answer through port-forward", || {
+            let out = c
+                .netns
+                .command("curl")
+                .args([
+                    "-s",
+                    "--max-time",
+                    "2",
+                    &format!("http://127.0.0.1:{port}/"),
+                ])
+                .output()
+                .ok()?;
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            (!text.is_empty()).then_some(text)
+        });
+        let _ = pf.kill();
+        let _ = pf.wait();
+        assert_eq!(body, "hello-from-httpd\n", "kubectl {v}");
+    }
+}

@@ -87,6 +87,16 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     } else {
         args.node_ip.clone()
     };
+    let listener = tokio::net::TcpListener::bind(("0.0.0.0", args.node.kubelet_port))
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on the kubelet port {}; is another kubelet running? (--kubelet-port)",
+                args.node.kubelet_port
+            )
+        })?;
+    // port 0 picks a free one (tests run several agents on one machine)
+    let kubelet_port = listener.local_addr()?.port();
     let facts = node::Facts::read(&args.common.data_dir);
     let (ready_tx, ready_rx) =
         tokio::sync::watch::channel((false, "the kubelet is starting".to_string()));
@@ -97,7 +107,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
             &ips,
             &facts,
             &runtime,
-            args.node.kubelet_port,
+            kubelet_port,
             args.control_plane,
         ),
         ready_rx,
@@ -141,14 +151,6 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         &std::fs::read_to_string(joined.dir.join("serving-kubelet.key"))?,
         &std::fs::read_to_string(joined.dir.join("client-ca.crt"))?,
     )?;
-    let listener = tokio::net::TcpListener::bind(("0.0.0.0", args.node.kubelet_port))
-        .await
-        .with_context(|| {
-            format!(
-                "cannot listen on the kubelet port {}; is another kubelet running? (--kubelet-port)",
-                args.node.kubelet_port
-            )
-        })?;
     let api = tokio::spawn(crate::kubelet::server::serve(
         kubelet.clone(),
         listener,

@@ -3,8 +3,9 @@
 //! and the API server shows its own kubelet client certificate
 //! (`kube-apiserver-kubelet-client`, from the client CA).
 //!
-//! Served: `pods/log` (→ `/containerLogs/...`) and `nodes/proxy` (→ the path after
-//! `proxy/`).
+//! Served: `pods/log` (→ `/containerLogs/...`), and `pods/exec`, `pods/attach`,
+//! `pods/portforward` (upgraded connections spliced through to `/exec/...`,
+//! `/attach/...`, `/portForward/...`).
 
 use super::ApiContext;
 use super::status::{ApiStatus, Body, ChannelBody};
@@ -89,19 +90,21 @@ async fn kubelet_of(ctx: &ApiContext, node: &str) -> Result<(String, u16), ApiSt
     Ok((host, port))
 }
 
-/// One HTTPS request to a kubelet; the answer streams back as it comes.
-pub async fn to_kubelet(
+type KubeletStream = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
+
+/// A verified TLS connection to a node's kubelet, and its `host:port`.
+async fn connect_kubelet(
     ctx: &ApiContext,
     node: &str,
-    path_and_query: &str,
-) -> Result<http::Response<Body>, ApiStatus> {
+    what: &str,
+) -> Result<(KubeletStream, String), ApiStatus> {
     let (host, port) = kubelet_of(ctx, node).await?;
     let tls = kubelet_tls(ctx)?;
     let unreachable = |e: &dyn std::fmt::Display| {
         ApiStatus::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "InternalError",
-            format!("Get \"https://{host}:{port}{path_and_query}\": {e}"),
+            format!("{what} \"https://{host}:{port}\": {e}"),
         )
     };
     let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
@@ -112,13 +115,30 @@ pub async fn to_kubelet(
         .connect(name, tcp)
         .await
         .map_err(|e| unreachable(&e))?;
+    Ok((stream, format!("{host}:{port}")))
+}
+
+/// One HTTPS request to a kubelet; the answer streams back as it comes.
+pub async fn to_kubelet(
+    ctx: &ApiContext,
+    node: &str,
+    path_and_query: &str,
+) -> Result<http::Response<Body>, ApiStatus> {
+    let (stream, host) = connect_kubelet(ctx, node, "Get").await?;
+    let unreachable = |e: &dyn std::fmt::Display| {
+        ApiStatus::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalError",
+            format!("Get \"https://{host}{path_and_query}\": {e}"),
+        )
+    };
     let (mut sender, conn) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
             .await
             .map_err(|e| unreachable(&e))?;
     tokio::spawn(conn);
     let req = http::Request::get(path_and_query)
-        .header(http::header::HOST, format!("{host}:{port}"))
+        .header(http::header::HOST, host.as_str())
         .body(http_body_util::Empty::<Bytes>::new())
         .map_err(|e| unreachable(&e))?;
     let resp = sender
@@ -161,14 +181,9 @@ pub async fn to_kubelet(
     Ok(out)
 }
 
-/// `GET pods/<name>/log`: the container's log from its node's kubelet.
-pub async fn pod_log(
-    ctx: &ApiContext,
-    pod: &Value,
-    query: &[(String, String)],
-) -> Result<http::Response<Body>, ApiStatus> {
+/// The container a request names, or the pod's only one; upstream's errors otherwise.
+fn container_of(pod: &Value, asked: Option<&str>) -> Result<String, ApiStatus> {
     let name = pod["metadata"]["name"].as_str().unwrap_or("");
-    let ns = pod["metadata"]["namespace"].as_str().unwrap_or("");
     let names = |field: &str| -> Vec<String> {
         pod["spec"][field]
             .as_array()
@@ -178,17 +193,12 @@ pub async fn pod_log(
             .collect()
     };
     let (app, init) = (names("containers"), names("initContainers"));
-    let q = |k: &str| query.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
-    let container = match q("container").filter(|c| !c.is_empty()) {
-        Some(c) => {
-            if !app.iter().chain(init.iter()).any(|n| n == c) {
-                return Err(ApiStatus::bad_request(format!(
-                    "container {c} is not valid for pod {name}"
-                )));
-            }
-            c.to_string()
-        }
-        None if app.len() == 1 => app[0].clone(),
+    match asked.filter(|c| !c.is_empty()) {
+        Some(c) if app.iter().chain(init.iter()).any(|n| n == c) => Ok(c.to_string()),
+        Some(c) => Err(ApiStatus::bad_request(format!(
+            "container {c} is not valid for pod {name}"
+        ))),
+        None if app.len() == 1 => Ok(app[0].clone()),
         None => {
             let mut message = format!(
                 "a container name must be specified for pod {name}, choose one of: [{}]",
@@ -200,9 +210,115 @@ pub async fn pod_log(
                     init.join(" ")
                 ));
             }
-            return Err(ApiStatus::bad_request(message));
+            Err(ApiStatus::bad_request(message))
         }
+    }
+}
+
+/// `pods/exec`, `pods/attach` and `pods/portforward`: the client's upgraded
+/// connection (SPDY or WebSocket) is spliced through to the node's kubelet.
+pub async fn stream<B>(
+    ctx: &ApiContext,
+    pod: &Value,
+    sub: &str,
+    req: &mut http::Request<B>,
+) -> Result<http::Response<Body>, ApiStatus> {
+    use crate::client::upgrade;
+    let name = pod["metadata"]["name"].as_str().unwrap_or("");
+    let ns = pod["metadata"]["namespace"].as_str().unwrap_or("");
+    if !upgrade::is_upgrade(req.headers()) {
+        return Err(ApiStatus::bad_request("Upgrade request required"));
+    }
+    let query = req.uri().query().unwrap_or("").to_string();
+    let values = |k: &str| crate::kubelet::stream::all(&query, k);
+    let flag = |k: &str| values(k).iter().any(|v| matches!(v.as_str(), "1" | "true"));
+    let phase = pod["status"]["phase"].as_str().unwrap_or("Pending");
+    let path = if sub == "portforward" {
+        if phase != "Running" {
+            return Err(ApiStatus::bad_request(format!(
+                "pod {name} is not running and cannot be forwarded; current phase is {phase}"
+            )));
+        }
+        let ports: Vec<String> = values("ports")
+            .iter()
+            .map(|p| format!("ports={}", crate::client::watch::urlencode(p)))
+            .collect();
+        format!(
+            "/portForward/{ns}/{name}{}{}",
+            if ports.is_empty() { "" } else { "?" },
+            ports.join("&")
+        )
+    } else {
+        if matches!(phase, "Succeeded" | "Failed") || phase == "Pending" {
+            return Err(ApiStatus::bad_request(format!(
+                "pod {name} is not running and cannot execute commands; current phase is {phase}"
+            )));
+        }
+        let container = container_of(pod, values("container").first().map(String::as_str))?;
+        let mut params: Vec<String> = Vec::new();
+        if sub == "exec" {
+            let commands = values("command");
+            if commands.is_empty() {
+                return Err(ApiStatus::bad_request(
+                    "you must specify at least 1 command",
+                ));
+            }
+            for c in commands {
+                params.push(format!("command={}", crate::client::watch::urlencode(&c)));
+            }
+        }
+        for (theirs, ours) in [
+            ("stdin", "input"),
+            ("stdout", "output"),
+            ("stderr", "error"),
+            ("tty", "tty"),
+        ] {
+            if flag(theirs) {
+                params.push(format!("{ours}=1"));
+            }
+        }
+        format!("/{sub}/{ns}/{name}/{container}?{}", params.join("&"))
     };
+    let node = pod["spec"]["nodeName"].as_str().unwrap_or("");
+    if node.is_empty() {
+        return Err(ApiStatus::bad_request(format!(
+            "pod {name} does not have a host assigned"
+        )));
+    }
+    let (stream, host) = connect_kubelet(ctx, node, "error dialing backend").await?;
+    let method = req.method().clone();
+    let answer = upgrade::request(stream, &method, &path, &host, req.headers())
+        .await
+        .map_err(|e| {
+            ApiStatus::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "InternalError",
+                format!("error dialing backend: {e}"),
+            )
+        })?;
+    if answer.status != StatusCode::SWITCHING_PROTOCOLS {
+        let text = String::from_utf8_lossy(&answer.rest).trim().to_string();
+        let (code, reason) = match answer.status {
+            StatusCode::BAD_REQUEST => (StatusCode::BAD_REQUEST, "BadRequest"),
+            StatusCode::NOT_FOUND => (StatusCode::NOT_FOUND, "NotFound"),
+            StatusCode::FORBIDDEN => (StatusCode::FORBIDDEN, "Forbidden"),
+            _ => (StatusCode::INTERNAL_SERVER_ERROR, "InternalError"),
+        };
+        return Err(ApiStatus::new(code, reason, text));
+    }
+    Ok(upgrade::splice(req, answer))
+}
+
+/// `GET pods/<name>/log`: the container's log from its node's kubelet.
+pub async fn pod_log(
+    ctx: &ApiContext,
+    pod: &Value,
+    query: &[(String, String)],
+) -> Result<http::Response<Body>, ApiStatus> {
+    let name = pod["metadata"]["name"].as_str().unwrap_or("");
+    let ns = pod["metadata"]["namespace"].as_str().unwrap_or("");
+    let q = |k: &str| query.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    let container = container_of(pod, q("container"))?;
     let node = pod["spec"]["nodeName"].as_str().unwrap_or("");
     if node.is_empty() {
         return Err(ApiStatus::bad_request(format!(

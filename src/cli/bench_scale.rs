@@ -196,7 +196,6 @@ pub async fn run(a: ScaleBenchArgs) -> anyhow::Result<()> {
     let server = spawn(
         &[
             "server",
-            "--disable-agent",
             "--config",
             &s(&config),
             "--data-dir",

@@ -6,6 +6,7 @@
 
 pub mod node;
 mod remote;
+pub mod upgrade;
 pub mod watch;
 
 use crate::apiserver::ApiContext;

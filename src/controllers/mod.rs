@@ -76,6 +76,8 @@ pub struct Settings {
     pub event_ttl: std::time::Duration,
     /// Terminated pods beyond this many are deleted, oldest first (0: never).
     pub terminated_pod_gc_threshold: usize,
+    /// The CA bundle published to every namespace as `kube-root-ca.crt`.
+    pub root_ca: String,
 }
 
 /// Starts the control loops under leader election; they stop when the returned task
@@ -117,7 +119,7 @@ pub fn start(
             loops.spawn(deployment::run(cx.clone()));
             loops.spawn(gc::run(cx.clone()));
             loops.spawn(crate::scheduler::run(cx.clone()));
-            loops.spawn(serviceaccount::run(cx.clone()));
+            loops.spawn(serviceaccount::run(cx.clone(), settings.root_ca.clone()));
             loops.spawn(job::run(cx.clone()));
             loops.spawn(resourcequota::run(cx.clone()));
             loops.spawn(disruption::run(cx.clone()));

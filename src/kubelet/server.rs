@@ -5,7 +5,8 @@
 //! `nodes/stats`, `/metrics` `nodes/metrics`).
 //!
 //! Served: `/healthz`, `/pods`, `/containerLogs/<ns>/<pod>/<container>` (follow,
-//! tailLines, sinceSeconds, sinceTime, timestamps, previous, limitBytes).
+//! tailLines, sinceSeconds, sinceTime, timestamps, previous, limitBytes), and
+//! `/exec`, `/attach`, `/portForward` (`stream.rs`).
 
 use super::Kubelet;
 use super::logs::{Options, render, rotated_files};
@@ -167,7 +168,7 @@ async fn allowed(
 
 async fn handle(
     kubelet: Arc<Kubelet>,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     user: &str,
     groups: &[String],
 ) -> Response<Body> {
@@ -207,6 +208,13 @@ async fn handle(
                 &json!({"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": items}),
             )
         }
+        ["exec", ns, pod, container] => {
+            super::stream::exec_or_attach(&kubelet, &mut req, (ns, pod, container), false).await
+        }
+        ["attach", ns, pod, container] => {
+            super::stream::exec_or_attach(&kubelet, &mut req, (ns, pod, container), true).await
+        }
+        ["portForward", ns, pod] => super::stream::port_forward(&kubelet, &mut req, ns, pod).await,
         ["containerLogs", ns, pod, container] => {
             container_logs(&kubelet, ns, pod, container, &query).await
         }

@@ -379,6 +379,34 @@ impl Cluster {
         (out.status.success(), text)
     }
 
+    /// Runs `kubectl.<version>` inside the namespace; its exit code and output.
+    pub fn kubectl_code(&self, version: &str, args: &[&str], input: Option<&str>) -> (i32, String) {
+        let mut cmd = self.netns.command(super::kubectl(version));
+        cmd.args(args)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .stdin(if input.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("kubectl");
+        if let Some(text) = input {
+            use std::io::Write;
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(text.as_bytes())
+                .unwrap();
+        }
+        let out = child.wait_with_output().expect("kubectl");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.code().unwrap_or(-1), text)
+    }
+
     /// `kubectl apply -f -` of `manifest`; panics with kubectl's words if it fails.
     pub fn apply(&self, manifest: &str) {
         let (ok, out) = self.kubectl_with_input("1.33", &["apply", "-f", "-"], Some(manifest));

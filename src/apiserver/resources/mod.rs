@@ -533,7 +533,12 @@ where
             let pod = get(ctx, res, namespace, &name).await?;
             super::proxy::pod_log(ctx, &pod, &query).await
         }
-        ("exec" | "attach" | "portforward" | "proxy", _) => Err(ApiStatus::new(
+        ("exec" | "attach" | "portforward", _) => {
+            let pod = get(ctx, res, namespace, &name).await?;
+            let mut req = req;
+            super::proxy::stream(ctx, &pod, sub, &mut req).await
+        }
+        ("proxy", _) => Err(ApiStatus::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "ServiceUnavailable",
             format!(
