@@ -31,6 +31,7 @@ if [ "$want" = test ]; then
     need openssl openssl
     need curl curl
     need skopeo skopeo
+    need docker-registry docker-registry
 fi
 [ -z "$missing" ] && exit 0
 

@@ -24,6 +24,11 @@ fn cm(name: &str, value: &str) -> ConfigMap {
     ConfigMap {
         metadata: kube::api::ObjectMeta {
             name: Some(name.into()),
+            // every namespace also holds the published kube-root-ca.crt: select ours
+            labels: Some(BTreeMap::from([(
+                "test".to_string(),
+                "kube-rs".to_string(),
+            )])),
             ..Default::default()
         },
         data: Some(BTreeMap::from([("k".to_string(), value.to_string())])),
@@ -42,11 +47,18 @@ async fn kube_rs_client_and_watcher_work_unchanged() {
     cms.create(&PostParams::default(), &cm("one", "1"))
         .await
         .expect("create");
-    let listed = cms.list(&ListParams::default()).await.expect("list");
+    let listed = cms
+        .list(&ListParams::default().labels("test=kube-rs"))
+        .await
+        .expect("list");
     assert_eq!(listed.items.len(), 1);
 
     // the runtime watcher: initial list, then live events
-    let mut stream = watcher::watcher(cms.clone(), watcher::Config::default()).boxed();
+    let mut stream = watcher::watcher(
+        cms.clone(),
+        watcher::Config::default().labels("test=kube-rs"),
+    )
+    .boxed();
     let mut initial = Vec::new();
     loop {
         match tokio::time::timeout(Duration::from_secs(10), stream.next())

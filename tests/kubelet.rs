@@ -576,3 +576,64 @@ spec:
         assert_eq!(body, "hello-from-httpd\n", "kubectl {v}");
     }
 }
+
+#[test]
+fn images_come_through_a_registries_yaml_mirror_with_rewrites() {
+    let mut c = Cluster::start();
+    let mut registry = c.start_registry(&["mirrored", "rewritten"]);
+    std::fs::write(
+        c.registries_file(),
+        r#"
+mirrors:
+  docker.io:
+    endpoint: ["http://127.0.0.1:5000"]
+    rewrite:
+      "^skua-test/(.*)": "library/$1"
+"#,
+    )
+    .unwrap();
+    // registries.yaml is read when the agent starts
+    c.stop_agent("n1");
+    c.start_agent("n1");
+    c.apply(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: mirrored}
+spec:
+  containers:
+  - {name: main, image: docker.io/library/busybox:mirrored, imagePullPolicy: IfNotPresent, command: ["sh", "-c", "echo pulled; sleep 3600"]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: rewritten}
+spec:
+  containers:
+  - {name: main, image: skua-test/busybox:rewritten, imagePullPolicy: IfNotPresent, command: ["sh", "-c", "echo rewritten; sleep 3600"]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: never}
+spec:
+  containers:
+  - {name: main, image: docker.io/library/busybox:absent, imagePullPolicy: Never}
+"#,
+    );
+    c.wait_phase("mirrored", "Running", 60);
+    c.wait_phase("rewritten", "Running", 60);
+    let (_, out) = c.kubectl("1.33", &["logs", "rewritten"]);
+    assert_eq!(out, "rewritten\n");
+    assert_eq!(
+        c.pod_field("rewritten", "{.status.containerStatuses[0].image}"),
+        "skua-test/busybox:rewritten"
+    );
+    eventually(30, "ErrImageNeverPull", || {
+        (c.pod_field(
+            "never",
+            "{.status.containerStatuses[0].state.waiting.reason}",
+        ) == "ErrImageNeverPull")
+            .then_some(())
+    });
+    let _ = registry.kill();
+    let _ = registry.wait();
+}

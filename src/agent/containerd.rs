@@ -19,6 +19,8 @@ pub struct Containerd {
     pub sandbox_image: String,
     pub cni_bin_dir: PathBuf,
     pub cni_conf_dir: PathBuf,
+    /// containerd's registry sections from registries.yaml.
+    pub registries: String,
 }
 
 /// The CRI namespace kubelets use.
@@ -77,11 +79,12 @@ state = "{d}/state"
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "{cni_bin}"
     conf_dir = "{cni_conf}"
-"#,
+{registries}"#,
             sandbox = self.sandbox_image,
             restrict = !can_lower_oom_score(),
             cni_bin = self.cni_bin_dir.display(),
             cni_conf = self.cni_conf_dir.display(),
+            registries = self.registries,
         )
     }
 
@@ -206,6 +209,7 @@ mod tests {
             sandbox_image: "registry.k8s.io/pause:3.10".into(),
             cni_bin_dir: "/usr/lib/cni".into(),
             cni_conf_dir: "/var/lib/skua/agent/etc/cni/net.d".into(),
+            registries: String::new(),
         };
         let text = c.config();
         for line in text.lines().filter(|l| l.contains("= \"/")) {

@@ -56,6 +56,10 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         joined.dir.display()
     );
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let registries = std::sync::Arc::new(
+        crate::cri::registries::Registries::load(&args.node.private_registry)
+            .map_err(|e| anyhow::anyhow!(e))?,
+    );
     let (socket, supervisor) = match &args.node.container_runtime_endpoint {
         Some(endpoint) => (PathBuf::from(endpoint.trim_start_matches("unix://")), None),
         None => {
@@ -64,6 +68,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
                 sandbox_image: args.node.pause_image.clone(),
                 cni_bin_dir: PathBuf::from("/usr/lib/cni"),
                 cni_conf_dir: dir.join("etc/cni/net.d"),
+                registries: registries.containerd_toml(),
             };
             (c.socket(), Some(tokio::spawn(c.supervise(stop_rx.clone()))))
         }
@@ -144,6 +149,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         node_memory: facts.memory_kib as f64 * 1024.0,
         volume_refresh: std::time::Duration::from_secs(10),
         resolv_conf: args.node.resolv_conf.clone(),
+        registries,
     };
     let kubelet = crate::kubelet::Kubelet::new(settings, cri.clone(), client.clone());
     let tls = crate::kubelet::server::tls_config(

@@ -17,6 +17,8 @@ pub enum BenchCommand {
     Api(super::bench_api::ApiBenchArgs),
     /// Control plane at scale: simulated nodes and many replicas until all run.
     Scale(super::bench_scale::ScaleBenchArgs),
+    /// A real node: pod start latency (one at a time and in bursts) and agent memory.
+    Pods(super::bench_pods::PodsBenchArgs),
 }
 
 #[derive(Args, Debug)]
@@ -62,6 +64,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Store(a) => store(a).await,
         BenchCommand::Api(a) => super::bench_api::run(a).await,
         BenchCommand::Scale(a) => super::bench_scale::run(a).await,
+        BenchCommand::Pods(a) => super::bench_pods::run(a).await,
     }
 }
 

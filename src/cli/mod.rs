@@ -3,6 +3,7 @@
 
 mod bench;
 mod bench_api;
+mod bench_pods;
 mod bench_scale;
 pub mod config;
 pub mod debug;
@@ -232,6 +233,13 @@ pub struct NodeArgs {
     /// Log files kept per container, the live one included (containerLogMaxFiles).
     #[arg(long, env = "SKUA_CONTAINER_LOG_MAX_FILES", default_value_t = 5, value_parser = clap::value_parser!(u64).range(2..))]
     pub container_log_max_files: u64,
+    /// Private registry configuration (k3s' registries.yaml: mirrors, rewrites, auth, TLS).
+    #[arg(
+        long,
+        env = "SKUA_PRIVATE_REGISTRY",
+        default_value = "/etc/skua/registries.yaml"
+    )]
+    pub private_registry: PathBuf,
     /// The resolv.conf pods with `dnsPolicy: Default` get.
     #[arg(long, env = "SKUA_RESOLV_CONF", default_value = "/etc/resolv.conf")]
     pub resolv_conf: PathBuf,

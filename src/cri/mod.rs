@@ -3,6 +3,8 @@
 //! drives pods through this; the agent also uses it to learn what runtime it has
 //! and which images it holds.
 
+pub mod registries;
+
 use hyper_util::rt::TokioIo;
 use k8s_cri::v1::image_service_client::ImageServiceClient;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;

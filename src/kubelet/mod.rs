@@ -53,6 +53,8 @@ pub struct Settings {
     pub volume_refresh: Duration,
     /// The resolv.conf for pods with `dnsPolicy: Default`.
     pub resolv_conf: PathBuf,
+    /// registries.yaml: its rewrite rules change what is pulled.
+    pub registries: Arc<crate::cri::registries::Registries>,
 }
 
 impl Settings {
@@ -72,6 +74,7 @@ impl Settings {
             node_memory: 1e9,
             volume_refresh: Duration::from_secs(10),
             resolv_conf: "/etc/resolv.conf".into(),
+            registries: Default::default(),
         }
     }
 }
@@ -152,6 +155,14 @@ impl Kubelet {
     /// A handle on the runtime (tonic clients are cheap to clone).
     pub fn cri(&self) -> Cri {
         self.cri.clone()
+    }
+
+    /// The reference the runtime pulls and runs for `image` (registries.yaml rewrites).
+    pub fn effective_image(&self, image: &str) -> String {
+        self.settings
+            .registries
+            .rewrite(image)
+            .unwrap_or_else(|| image.to_string())
     }
 
     fn host_resolv(&self) -> String {

@@ -387,6 +387,7 @@ pub fn security_context(pod: &Value, container: &Value) -> LinuxContainerSecurit
 pub fn container_config(
     pod: &Value,
     container: &Value,
+    image: &str,
     attempt: u32,
     envs: Vec<(String, String)>,
     mounts: Vec<Mount>,
@@ -418,7 +419,7 @@ pub fn container_config(
             attempt,
         }),
         image: Some(ImageSpec {
-            image: s(&container["image"]),
+            image: image.to_string(),
             ..Default::default()
         }),
         command: expand_all(strings(&container["command"])),
@@ -681,6 +682,7 @@ mod tests {
         let cfg = container_config(
             &p,
             c,
+            "docker.io/library/busybox:latest",
             2,
             vec![("GREETING".into(), "hi".into())],
             vec![],
@@ -688,6 +690,7 @@ mod tests {
         );
         assert_eq!(cfg.command, vec!["sh", "-c", "echo hi $(X)"]);
         assert_eq!(cfg.log_path, "c/2.log");
+        assert_eq!(cfg.image.unwrap().image, "docker.io/library/busybox:latest");
         assert_eq!(cfg.labels[CONTAINER_NAME], "c");
         let linux = cfg.linux.unwrap();
         let r = linux.resources.unwrap();

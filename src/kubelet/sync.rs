@@ -469,8 +469,15 @@ impl Kubelet {
                 return;
             }
         };
-        let config =
-            spec::container_config(pod, c, attempt, envs, mounts, self.settings.node_memory);
+        let config = spec::container_config(
+            pod,
+            c,
+            &self.effective_image(c["image"].as_str().unwrap_or("")),
+            attempt,
+            envs,
+            mounts,
+            self.settings.node_memory,
+        );
         let sandbox_config = spec::sandbox_config(pod, &self.settings, 0, &self.host_resolv());
         let created = self
             .cri()
@@ -569,7 +576,7 @@ impl Kubelet {
 
     /// The image, present or pulled as `imagePullPolicy` says.
     async fn ensure_image(&self, pod: &Value, c: &Value) -> Result<(), (String, String)> {
-        let image = c["image"].as_str().unwrap_or("").to_string();
+        let image = self.effective_image(c["image"].as_str().unwrap_or(""));
         let spec = ImageSpec {
             image: image.clone(),
             ..Default::default()

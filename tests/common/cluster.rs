@@ -266,10 +266,60 @@ impl Cluster {
             .arg(data.join("log/pods"))
             .arg("--container-log-dir")
             .arg(data.join("log/containers"))
+            .arg("--private-registry")
+            .arg(self.registries_file())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
             .expect("start skua agent")
+    }
+
+    /// The registries.yaml agents read at start (absent until a test writes it).
+    pub fn registries_file(&self) -> PathBuf {
+        self.dir.path().join("registries.yaml")
+    }
+
+    /// A local registry (Debian's docker-registry) on 127.0.0.1:5000 inside the
+    /// namespace, holding the busybox image as `library/busybox:<tag>` for each tag.
+    pub fn start_registry(&self, tags: &[&str]) -> Child {
+        let root = self.dir.path().join("registry");
+        std::fs::create_dir_all(&root).unwrap();
+        let config = root.join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog: {{level: warn}}\nstorage:\n  filesystem: {{rootdirectory: {}}}\nhttp:\n  addr: 127.0.0.1:5000\n",
+                root.join("data").display()
+            ),
+        )
+        .unwrap();
+        let log = std::fs::File::create(self.dir.path().join("registry.log")).unwrap();
+        let child = self
+            .netns
+            .command("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("docker-registry");
+        for tag in tags {
+            super::eventually(30, "the registry to take the image", || {
+                let out = self
+                    .netns
+                    .command("skopeo")
+                    .args(["copy", "--quiet", "--dest-tls-verify=false"])
+                    .arg(format!(
+                        "docker-archive:{}",
+                        self.images.join("busybox.tar").display()
+                    ))
+                    .arg(format!("docker://127.0.0.1:5000/library/busybox:{tag}"))
+                    .output()
+                    .ok()?;
+                out.status.success().then_some(())
+            });
+        }
+        child
     }
 
     /// Runs an agent with `token` and returns its output once it exits (for refusals).
