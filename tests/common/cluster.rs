@@ -496,7 +496,12 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        // the kubelets remove the pods' containers, sandboxes, mounts and cgroups
+        // the kubelets remove the pods' containers, sandboxes, mounts, cgroups and
+        // network namespaces; first what would make new pods
+        let _ = self.kubectl(
+            "1.33",
+            &["delete", "deployments,replicasets,statefulsets,daemonsets,jobs,cronjobs", "--all", "-A", "--cascade=orphan", "--timeout=30s"],
+        );
         let _ = self.kubectl(
             "1.33",
             &[
