@@ -637,3 +637,84 @@ spec:
     let _ = registry.kill();
     let _ = registry.wait();
 }
+
+#[test]
+fn under_memory_pressure_pods_are_evicted_in_upstream_order() {
+    // a threshold no machine meets: the node is always under memory pressure
+    let c = Cluster::start_with_agent_args(&["--eviction-hard", "memory.available<100%"]);
+    eventually(30, "MemoryPressure", || {
+        (c.kubectl(
+            "1.33",
+            &[
+                "get",
+                "node",
+                "n1",
+                "-o",
+                "jsonpath={.status.conditions[?(@.type==\"MemoryPressure\")].status}",
+            ],
+        )
+        .1 == "True")
+            .then_some(())
+    });
+    c.apply(&format!(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: guaranteed}}
+spec:
+  tolerations: [{{key: node.kubernetes.io/memory-pressure, operator: Exists}}]
+  containers:
+  - {{name: main, image: {BUSYBOX}, imagePullPolicy: Never, command: ["sleep", "3600"], resources: {{limits: {{cpu: 100m, memory: 64Mi}}}}}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: critical}}
+spec:
+  priorityClassName: system-node-critical
+  tolerations: [{{key: node.kubernetes.io/memory-pressure, operator: Exists}}]
+  containers:
+  - {{name: main, image: {BUSYBOX}, imagePullPolicy: Never, command: ["sleep", "3600"]}}
+"#
+    ));
+    c.wait_phase("guaranteed", "Running", 60);
+    c.wait_phase("critical", "Running", 60);
+    // a pod using more than it requested goes before one within its request
+    c.apply(&format!(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: besteffort}}
+spec:
+  tolerations: [{{key: node.kubernetes.io/memory-pressure, operator: Exists}}]
+  containers:
+  - {{name: main, image: {BUSYBOX}, imagePullPolicy: Never, command: ["sleep", "3600"]}}
+"#
+    ));
+    c.wait_phase("besteffort", "Running", 60);
+    c.wait_phase("besteffort", "Failed", 60);
+    assert_eq!(c.pod_field("besteffort", "{.status.reason}"), "Evicted");
+    let message = c.pod_field("besteffort", "{.status.message}");
+    assert!(
+        message.starts_with("The node was low on resource: memory. Threshold quantity: 100%"),
+        "{message}"
+    );
+    assert_eq!(
+        c.pod_field(
+            "besteffort",
+            "{.status.conditions[?(@.type==\"DisruptionTarget\")].reason}"
+        ),
+        "TerminationByKubelet"
+    );
+    assert_eq!(
+        c.pod_field("guaranteed", "{.status.phase}"),
+        "Running",
+        "evicted in the wrong order"
+    );
+    c.wait_phase("guaranteed", "Failed", 60);
+    // critical pods stay; an evicted pod's containers are stopped
+    std::thread::sleep(std::time::Duration::from_secs(12));
+    assert_eq!(c.pod_field("critical", "{.status.phase}"), "Running");
+    eventually(30, "the evicted pods' containers to stop", || {
+        (c.runtime_processes("n1").len() <= 2).then_some(())
+    });
+}

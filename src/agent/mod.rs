@@ -103,8 +103,8 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     // port 0 picks a free one (tests run several agents on one machine)
     let kubelet_port = listener.local_addr()?.port();
     let facts = node::Facts::read(&args.common.data_dir);
-    let (ready_tx, ready_rx) =
-        tokio::sync::watch::channel((false, "the kubelet is starting".to_string()));
+    let (health_tx, ready_rx) = tokio::sync::watch::channel(node::Health::starting());
+    let health = std::sync::Arc::new(health_tx);
     let keeper = tokio::spawn(node::keep(
         client.clone(),
         node::node_object(
@@ -117,7 +117,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         ),
         ready_rx,
     ));
-    let readiness = tokio::spawn(watch_runtime(cri.clone(), ready_tx));
+    let readiness = tokio::spawn(watch_runtime(cri.clone(), health.clone()));
     let network = {
         let (conf, ipam, name, client) = (
             dir.join("etc/cni/net.d"),
@@ -150,6 +150,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         volume_refresh: std::time::Duration::from_secs(10),
         resolv_conf: args.node.resolv_conf.clone(),
         registries,
+        image_dir: dir.join("containerd"),
     };
     let kubelet = crate::kubelet::Kubelet::new(settings, cri.clone(), client.clone());
     let tls = crate::kubelet::server::tls_config(
@@ -163,6 +164,23 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         tls,
     ));
     let pods = tokio::spawn(kubelet.clone().run(stop_rx.clone()));
+    let thresholds = crate::kubelet::eviction::Thresholds::parse(&args.node.eviction_hard)
+        .map_err(|e| anyhow::anyhow!(e))?;
+    let eviction = {
+        let health = health.clone();
+        tokio::spawn(crate::kubelet::eviction::run(
+            kubelet.clone(),
+            thresholds,
+            move |memory, disk| {
+                health.send_if_modified(|h| {
+                    let changed = (h.memory_pressure, h.disk_pressure) != (memory, disk);
+                    h.memory_pressure = memory;
+                    h.disk_pressure = disk;
+                    changed
+                });
+            },
+        ))
+    };
     let images = dir.join("images");
     let mut imported = containerd::Imported::new();
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -190,6 +208,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     keeper.abort();
     network.abort();
     readiness.abort();
+    eviction.abort();
     api.abort();
     let _ = stop_tx.send(true);
     let _ = pods.await;
@@ -221,7 +240,7 @@ async fn connect_cri(socket: &std::path::Path) -> anyhow::Result<crate::cri::Cri
 /// runtime and its network (the CNI config) are.
 async fn watch_runtime(
     mut cri: crate::cri::Cri,
-    ready: tokio::sync::watch::Sender<crate::agent::node::Readiness>,
+    health: std::sync::Arc<tokio::sync::watch::Sender<node::Health>>,
 ) {
     loop {
         let verdict = match cri
@@ -254,9 +273,10 @@ async fn watch_runtime(
             }
             Err(e) => (false, format!("container runtime is down: {}", e.message())),
         };
-        ready.send_if_modified(|now| {
-            let changed = *now != verdict;
-            *now = verdict.clone();
+        health.send_if_modified(|now| {
+            let changed = (now.ready, &now.message) != (verdict.0, &verdict.1);
+            now.ready = verdict.0;
+            now.message = verdict.1.clone();
             changed
         });
         tokio::time::sleep(std::time::Duration::from_secs(5)).await;

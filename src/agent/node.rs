@@ -118,7 +118,7 @@ pub fn node_object(
                 "False",
                 "KubeletNotReady",
                 "the kubelet is starting",
-            )),
+            ), false, false),
             "nodeInfo": {
                 "kubeletVersion": crate::apiserver::KUBE_GIT_VERSION, "kubeProxyVersion": "",
                 "operatingSystem": "linux",
@@ -136,30 +136,48 @@ pub fn node_object(
     node
 }
 
-/// Whether the node can run pods: `Ready`'s status, reason and message.
-pub type Readiness = (bool, String);
+/// What the node's conditions say: whether it can run pods (and why not), and whether
+/// it is under memory or disk pressure.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Health {
+    pub ready: bool,
+    pub message: String,
+    pub memory_pressure: bool,
+    pub disk_pressure: bool,
+}
 
-fn with_readiness(node: &Value, ready: &Readiness) -> Value {
+impl Health {
+    pub fn starting() -> Health {
+        Health {
+            ready: false,
+            message: "the kubelet is starting".into(),
+            memory_pressure: false,
+            disk_pressure: false,
+        }
+    }
+}
+
+fn with_readiness(node: &Value, health: &Health) -> Value {
     let mut fresh = node.clone();
     let now = crate::api::meta::now_rfc3339();
-    let (status, reason, message) = if ready.0 {
+    let (status, reason, message) = if health.ready {
         ("True", "KubeletReady", "kubelet is posting ready status")
     } else {
-        ("False", "KubeletNotReady", ready.1.as_str())
+        ("False", "KubeletNotReady", health.message.as_str())
     };
-    fresh["status"]["conditions"] =
-        crate::client::node::conditions(&now, (status, reason, message));
+    fresh["status"]["conditions"] = crate::client::node::conditions(
+        &now,
+        (status, reason, message),
+        health.memory_pressure,
+        health.disk_pressure,
+    );
     fresh
 }
 
 /// Registers `node`, then renews its Lease every 10 s and its status every minute (and
 /// whenever `ready` changes), until the task is dropped. Failures are retried: the
 /// server may be restarting.
-pub async fn keep(
-    client: ApiClient,
-    node: Value,
-    mut ready: tokio::sync::watch::Receiver<Readiness>,
-) {
+pub async fn keep(client: ApiClient, node: Value, mut ready: tokio::sync::watch::Receiver<Health>) {
     let name = node["metadata"]["name"].as_str().unwrap_or("").to_string();
     let mut backoff = Duration::from_secs(1);
     loop {

@@ -240,6 +240,14 @@ pub struct NodeArgs {
         default_value = "/etc/skua/registries.yaml"
     )]
     pub private_registry: PathBuf,
+    /// Hard eviction thresholds (upstream's kubelet flag and defaults): below one, the
+    /// node reports pressure and evicts pods.
+    #[arg(
+        long,
+        env = "SKUA_EVICTION_HARD",
+        default_value = "memory.available<100Mi,nodefs.available<10%,imagefs.available<15%,nodefs.inodesFree<5%"
+    )]
+    pub eviction_hard: String,
     /// The resolv.conf pods with `dnsPolicy: Default` get.
     #[arg(long, env = "SKUA_RESOLV_CONF", default_value = "/etc/resolv.conf")]
     pub resolv_conf: PathBuf,

@@ -6,26 +6,44 @@ use super::{ApiClient, ClientError};
 use crate::api::meta::now_micro;
 use serde_json::{Value, json};
 
-/// A node's four kubelet conditions as of `now`: no memory, disk or PID pressure, and
-/// Ready as `(status, reason, message)` says.
-pub fn conditions(now: &str, ready: (&str, &str, &str)) -> Value {
+/// A node's four kubelet conditions as of `now`: memory and disk pressure as given, no
+/// PID pressure, and Ready as `(status, reason, message)` says.
+pub fn conditions(now: &str, ready: (&str, &str, &str), memory: bool, disk: bool) -> Value {
     let cond = |t: &str, s: &str, reason: &str, msg: &str| {
         json!({"type": t, "status": s, "reason": reason, "message": msg,
                "lastHeartbeatTime": now, "lastTransitionTime": now})
     };
     json!([
-        cond(
-            "MemoryPressure",
-            "False",
-            "KubeletHasSufficientMemory",
-            "kubelet has sufficient memory available"
-        ),
-        cond(
-            "DiskPressure",
-            "False",
-            "KubeletHasNoDiskPressure",
-            "kubelet has no disk pressure"
-        ),
+        if memory {
+            cond(
+                "MemoryPressure",
+                "True",
+                "KubeletHasInsufficientMemory",
+                "kubelet has insufficient memory available",
+            )
+        } else {
+            cond(
+                "MemoryPressure",
+                "False",
+                "KubeletHasSufficientMemory",
+                "kubelet has sufficient memory available",
+            )
+        },
+        if disk {
+            cond(
+                "DiskPressure",
+                "True",
+                "KubeletHasDiskPressure",
+                "kubelet has disk pressure",
+            )
+        } else {
+            cond(
+                "DiskPressure",
+                "False",
+                "KubeletHasNoDiskPressure",
+                "kubelet has no disk pressure",
+            )
+        },
         cond(
             "PIDPressure",
             "False",

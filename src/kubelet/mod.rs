@@ -11,6 +11,7 @@
 //! removed by housekeeping.
 
 pub mod env;
+pub mod eviction;
 pub mod logs;
 pub mod probes;
 pub mod pull;
@@ -55,6 +56,8 @@ pub struct Settings {
     pub resolv_conf: PathBuf,
     /// registries.yaml: its rewrite rules change what is pulled.
     pub registries: Arc<crate::cri::registries::Registries>,
+    /// Where the runtime keeps images (the imagefs eviction signal).
+    pub image_dir: PathBuf,
 }
 
 impl Settings {
@@ -75,6 +78,7 @@ impl Settings {
             volume_refresh: Duration::from_secs(10),
             resolv_conf: "/etc/resolv.conf".into(),
             registries: Default::default(),
+            image_dir: "/tmp/skua-test/containerd".into(),
         }
     }
 }
@@ -105,6 +109,8 @@ pub struct Kubelet {
     pub services: Arc<Informer>,
     /// pod uid → the worker's inbox (the newest pod object; `None` once deleted)
     workers: Mutex<HashMap<String, watch::Sender<Option<Arc<Value>>>>>,
+    /// uids of pods this kubelet evicted: failed, whatever the API still says
+    evicted: Mutex<std::collections::HashSet<String>>,
 }
 
 /// `/api/v1/namespaces/<ns>/pods/<name>`.
@@ -149,6 +155,7 @@ impl Kubelet {
             pods,
             services,
             workers: Mutex::new(HashMap::new()),
+            evicted: Mutex::new(Default::default()),
         })
     }
 
@@ -244,6 +251,7 @@ impl Kubelet {
             }
         }
         lock(&self.workers).remove(&uid);
+        lock(&self.evicted).remove(&uid);
     }
 
     /// Removes what the runtime still holds of pods that are no longer bound here

@@ -142,7 +142,8 @@ impl Kubelet {
             return Ok(Outcome::Gone);
         };
         let phase = pod["status"]["phase"].as_str().unwrap_or("Pending");
-        if matches!(phase, "Succeeded" | "Failed") {
+        let evicted = super::lock(&self.evicted).contains(uid);
+        if evicted || matches!(phase, "Succeeded" | "Failed") {
             // finished: nothing more runs; the containers stay for their logs
             self.kill_pod(uid, Some(pod), 0, memory).await?;
             for sb in self.sandboxes(uid).await? {

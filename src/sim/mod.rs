@@ -75,6 +75,8 @@ fn node_status(resources: &Value, index: usize, name: &str) -> Value {
         "conditions": crate::client::node::conditions(
             &now,
             ("True", "KubeletReady", "kubelet is posting ready status"),
+            false,
+            false,
         ),
         "nodeInfo": {
             "kubeletVersion": crate::apiserver::KUBE_GIT_VERSION, "kubeProxyVersion": "",

@@ -81,6 +81,8 @@ pub struct Cluster {
     pub port: u16,
     pub kubeconfig: PathBuf,
     pub images: PathBuf,
+    /// Extra flags for every agent this cluster starts.
+    pub agent_args: Vec<String>,
     // last: the namespace outlives everything in it
     pub netns: Netns,
 }
@@ -88,13 +90,18 @@ pub struct Cluster {
 impl Cluster {
     /// A server and one agent (node `n1`), with the test images, Ready.
     pub fn start() -> Cluster {
-        Self::start_with(false)
+        Self::start_with(false, &[])
+    }
+
+    /// A server and agent `n1` started with extra agent flags.
+    pub fn start_with_agent_args(args: &[&str]) -> Cluster {
+        Self::start_with(false, args)
     }
 
     /// `skua server` with its embedded agent (node `s1`), as one command gives a
     /// single-node cluster; `restart_server` stops and starts it.
     pub fn start_single() -> Cluster {
-        Self::start_with(true)
+        Self::start_with(true, &[])
     }
 
     fn server_command(&self, embedded: bool) -> Command {
@@ -157,7 +164,7 @@ impl Cluster {
         });
     }
 
-    fn start_with(embedded: bool) -> Cluster {
+    fn start_with(embedded: bool, agent_args: &[&str]) -> Cluster {
         let netns = Netns::create();
         let dir = tempfile::tempdir().expect("temp dir");
         let root = dir.path();
@@ -184,6 +191,7 @@ impl Cluster {
             port,
             kubeconfig,
             images,
+            agent_args: agent_args.iter().map(|a| a.to_string()).collect(),
             netns,
         };
         let _ = cluster.server.wait();
@@ -268,6 +276,7 @@ impl Cluster {
             .arg(data.join("log/containers"))
             .arg("--private-registry")
             .arg(self.registries_file())
+            .args(&self.agent_args)
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
@@ -500,7 +509,14 @@ impl Drop for Cluster {
         // network namespaces; first what would make new pods
         let _ = self.kubectl(
             "1.33",
-            &["delete", "deployments,replicasets,statefulsets,daemonsets,jobs,cronjobs", "--all", "-A", "--cascade=orphan", "--timeout=30s"],
+            &[
+                "delete",
+                "deployments,replicasets,statefulsets,daemonsets,jobs,cronjobs",
+                "--all",
+                "-A",
+                "--cascade=orphan",
+                "--timeout=30s",
+            ],
         );
         let _ = self.kubectl(
             "1.33",
