@@ -43,6 +43,46 @@ spec:
     configMap: {{name: greeting}}
 "#
     ));
+    // host network, a user, a memory-backed emptyDir, a secret and the downward API
+    c.apply(&format!(
+        r#"
+apiVersion: v1
+kind: Secret
+metadata: {{name: creds}}
+stringData: {{password: s3cret}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: hostnet, labels: {{tier: demo}}}}
+spec:
+  hostNetwork: true
+  securityContext: {{runAsUser: 1000, runAsGroup: 3000}}
+  containers:
+  - name: main
+    image: {BUSYBOX}
+    imagePullPolicy: IfNotPresent
+    command: ["sh", "-c", "id -u; id -g; grep ' /mem ' /proc/mounts | cut -d' ' -f3; cat /info/labels; echo; echo $PASSWORD; cat /creds/password; echo; sleep 3600"]
+    env:
+    - name: PASSWORD
+      valueFrom: {{secretKeyRef: {{name: creds, key: password}}}}
+    volumeMounts:
+    - {{name: mem, mountPath: /mem}}
+    - {{name: info, mountPath: /info}}
+    - {{name: creds, mountPath: /creds}}
+  volumes:
+  - {{name: mem, emptyDir: {{medium: Memory}}}}
+  - name: info
+    downwardAPI: {{items: [{{path: labels, fieldRef: {{fieldPath: metadata.labels}}}}]}}
+  - {{name: creds, secret: {{secretName: creds}}}}
+"#
+    ));
+    c.wait_phase("hostnet", "Running", 90);
+    assert_eq!(c.pod_field("hostnet", "{.status.podIP}"), "10.250.0.1");
+    let out = eventually(30, "hostnet's output", || {
+        let (ok, out) = c.kubectl("1.33", &["logs", "hostnet"]);
+        (ok && out.lines().count() >= 6).then_some(out)
+    });
+    assert_eq!(out, "1000\n3000\ntmpfs\ntier=\"demo\"\ns3cret\ns3cret\n");
     c.wait_phase("hello", "Running", 90);
     let ip = c.pod_field("hello", "{.status.podIP}");
     assert!(ip.starts_with("10.42."), "pod IP {ip:?}");
@@ -93,9 +133,13 @@ spec:
     let link = containers_dir.join(format!("hello_default_main-{cid}.log"));
     assert_eq!(std::fs::read_link(&link).unwrap(), file);
     // deleting the pod removes its containers, sandbox, volumes, logs and cgroup
-    let (ok, out) = c.kubectl("1.33", &["delete", "pod", "hello", "--timeout=60s"]);
+    let hostnet_uid = c.pod_field("hostnet", "{.metadata.uid}");
+    let (ok, out) = c.kubectl(
+        "1.33",
+        &["delete", "pod", "hello", "hostnet", "--timeout=60s"],
+    );
     assert!(ok, "{out}");
-    eventually(30, "the pod's containers to go", || {
+    eventually(30, "the pods' containers to go", || {
         c.runtime_processes("n1").is_empty().then_some(())
     });
     assert!(!file.exists() && std::fs::symlink_metadata(&link).is_err());
@@ -103,6 +147,10 @@ spec:
     assert!(!volumes.exists(), "{}", volumes.display());
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(!mounts.contains(&uid), "a mount of the pod is left");
+    assert!(
+        !mounts.contains(&hostnet_uid),
+        "the memory-backed emptyDir is left mounted"
+    );
     for h in ["memory", "pids", "cpu"] {
         let cg = std::path::Path::new("/sys/fs/cgroup")
             .join(h)
@@ -465,6 +513,104 @@ spec:
 "#
     ));
     c.wait_phase("shell", "Running", 60);
+    // the service account token volume: a bound token the API accepts, the CA, the namespace
+    let sa = "/var/run/secrets/kubernetes.io/serviceaccount";
+    let (_, ns) = c.kubectl_code(
+        "1.33",
+        &[
+            "exec",
+            "shell",
+            "-c",
+            "main",
+            "--",
+            "cat",
+            &format!("{sa}/namespace"),
+        ],
+        None,
+    );
+    assert_eq!(ns, "default");
+    let (_, ca) = c.kubectl_code(
+        "1.33",
+        &[
+            "exec",
+            "shell",
+            "-c",
+            "main",
+            "--",
+            "cat",
+            &format!("{sa}/ca.crt"),
+        ],
+        None,
+    );
+    assert!(ca.starts_with("-----BEGIN CERTIFICATE-----"), "{ca}");
+    let (_, token) = c.kubectl_code(
+        "1.33",
+        &[
+            "exec",
+            "shell",
+            "-c",
+            "main",
+            "--",
+            "cat",
+            &format!("{sa}/token"),
+        ],
+        None,
+    );
+    let review = format!(
+        r#"{{"apiVersion":"authentication.k8s.io/v1","kind":"TokenReview","spec":{{"token":"{token}"}}}}"#
+    );
+    let (code, user) = c.kubectl_code(
+        "1.33",
+        &[
+            "create",
+            "--validate=false",
+            "-f",
+            "-",
+            "-o",
+            "jsonpath={.status.user.username}",
+        ],
+        Some(&review),
+    );
+    assert_eq!(
+        (code, user.as_str()),
+        (0, "system:serviceaccount:default:default")
+    );
+    // the kubelet's stats through nodes/proxy
+    let summary = eventually(30, "stats for the pod", || {
+        let (ok, out) = c.kubectl(
+            "1.33",
+            &["get", "--raw", "/api/v1/nodes/n1/proxy/stats/summary"],
+        );
+        let v: serde_json::Value = serde_json::from_str(&out).ok()?;
+        (ok && v["pods"]
+            .as_array()?
+            .iter()
+            .any(|p| p["podRef"]["name"] == "shell"))
+        .then_some(v)
+    });
+    assert_eq!(summary["node"]["nodeName"], "n1");
+    let (ok, metrics) = c.kubectl(
+        "1.33",
+        &["get", "--raw", "/api/v1/nodes/n1/proxy/metrics/resource"],
+    );
+    assert!(ok && metrics.contains(r#"container_memory_working_set_bytes{container="main",namespace="default",pod="shell"}"#), "{metrics}");
+    // kubectl logs -f follows what the container writes
+    let followed = c.dir.path().join("follow.out");
+    let mut follow = c
+        .netns
+        .command(common::kubectl("1.33"))
+        .env("KUBECONFIG", &c.kubeconfig)
+        .args(["logs", "-f", "--tail=1", "shell", "-c", "main"])
+        .stdout(std::fs::File::create(&followed).unwrap())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    eventually(30, "followed lines", || {
+        let text = std::fs::read_to_string(&followed).ok()?;
+        (text.matches("tick").count() >= 3).then_some(())
+    });
+    let _ = follow.kill();
+    let _ = follow.wait();
     let local = c.dir.path().join("upload.txt");
     std::fs::write(&local, "copied in\n").unwrap();
     for (i, v) in ["1.27", "1.33"].into_iter().enumerate() {

@@ -17,6 +17,7 @@ pub mod probes;
 pub mod pull;
 pub mod server;
 pub mod spec;
+pub mod stats;
 pub mod status;
 pub mod stream;
 pub mod sync;

@@ -6,7 +6,8 @@
 //!
 //! Served: `/healthz`, `/pods`, `/containerLogs/<ns>/<pod>/<container>` (follow,
 //! tailLines, sinceSeconds, sinceTime, timestamps, previous, limitBytes), and
-//! `/exec`, `/attach`, `/portForward` (`stream.rs`).
+//! `/exec`, `/attach`, `/portForward` (`stream.rs`), `/stats/summary` and
+//! `/metrics/resource` (`stats.rs`).
 
 use super::Kubelet;
 use super::logs::{Options, render, rotated_files};
@@ -207,6 +208,18 @@ async fn handle(
             json_response(
                 &json!({"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": items}),
             )
+        }
+        ["stats", "summary"] => json_response(&super::stats::summary(&kubelet).await),
+        ["metrics", "resource"] => {
+            let mut r = text(
+                StatusCode::OK,
+                super::stats::resource_metrics(&kubelet).await,
+            );
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            r
         }
         ["exec", ns, pod, container] => {
             super::stream::exec_or_attach(&kubelet, &mut req, (ns, pod, container), false).await

@@ -100,7 +100,25 @@ async fn to_runtime<B>(req: &mut Request<B>, url: &str) -> Response<Body> {
         }
     };
     let method = req.method().clone();
-    match upgrade::request(stream, &method, path, host, req.headers()).await {
+    let asked = req
+        .headers()
+        .get_all("sec-websocket-protocol")
+        .iter()
+        .chain(req.headers().get_all("x-stream-protocol-version").iter())
+        .filter_map(|v| v.to_str().ok())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let answer = upgrade::request(stream, &method, path, host, req.headers()).await;
+    if let Ok(a) = &answer {
+        let chosen = a
+            .headers
+            .get("sec-websocket-protocol")
+            .or(a.headers.get("x-stream-protocol-version"))
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        tracing::debug!(status = %a.status, asked = %asked, chosen, "runtime streaming upgrade");
+    }
+    match answer {
         Ok(a) if a.status == StatusCode::SWITCHING_PROTOCOLS => upgrade::splice(req, a),
         Ok(a) => error(a.status, String::from_utf8_lossy(&a.rest).into_owned()),
         Err(e) => error(

@@ -538,11 +538,27 @@ where
             let mut req = req;
             super::proxy::stream(ctx, &pod, sub, &mut req).await
         }
+        ("proxy", "get") if res.kind == "Node" => {
+            // the kubelet's own path follows `/proxy`
+            let full = req.uri().path().to_string();
+            let marker = format!("/nodes/{name}/proxy");
+            let rest = full.split_once(&marker).map_or("", |(_, r)| r);
+            let mut path = if rest.is_empty() {
+                "/".to_string()
+            } else {
+                rest.to_string()
+            };
+            if let Some(q) = req.uri().query() {
+                path.push('?');
+                path.push_str(q);
+            }
+            super::proxy::to_kubelet(ctx, &name, &path).await
+        }
         ("proxy", _) => Err(ApiStatus::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "ServiceUnavailable",
             format!(
-                "{}/{sub} is not proxied to kubelets by this skua build yet",
+                "{}/{sub} with this verb is not proxied by this skua build yet (nodes/proxy GET is)",
                 res.plural
             ),
         )),
