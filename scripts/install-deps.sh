@@ -32,6 +32,7 @@ if [ "$want" = test ]; then
     need curl curl
     need skopeo skopeo
     need docker-registry docker-registry
+    need htpasswd apache2-utils
 fi
 [ -z "$missing" ] && exit 0
 

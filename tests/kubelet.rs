@@ -77,6 +77,12 @@ spec:
 "#
     ));
     c.wait_phase("hostnet", "Running", 90);
+    // nothing brought a pause image: the agent built its sandbox image from busybox
+    let said = c.agent_log("n1");
+    assert!(
+        said.contains("built the sandbox image from this machine's busybox"),
+        "{said}"
+    );
     assert_eq!(c.pod_field("hostnet", "{.status.podIP}"), "10.250.0.1");
     let out = eventually(30, "hostnet's output", || {
         let (ok, out) = c.kubectl("1.33", &["logs", "hostnet"]);

@@ -7,6 +7,7 @@ pub mod cni;
 pub mod containerd;
 pub mod join;
 pub mod node;
+pub mod pause;
 
 use crate::cli::AgentArgs;
 use anyhow::Context as _;
@@ -76,6 +77,14 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     containerd::wait_ready(&socket, std::time::Duration::from_secs(60)).await?;
     let mut cri = connect_cri(&socket).await?;
     let runtime = cri.version().await?;
+    // image tarballs first; then the sandbox image, built here if nothing brought it
+    let images = dir.join("images");
+    let mut imported = containerd::Imported::new();
+    containerd::import_images(&socket, &images, &mut imported).await;
+    let pause_image = args.node.pause_image.clone();
+    if let Err(e) = pause::ensure(&mut cri, &socket, &pause_image, &dir.join("pause-build")).await {
+        tracing::warn!("{e}");
+    }
     tracing::info!(
         socket = %socket.display(),
         runtime = %format!("{}://{}", runtime.name, runtime.version),
@@ -181,8 +190,6 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
             },
         ))
     };
-    let images = dir.join("images");
-    let mut imported = containerd::Imported::new();
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut known: Option<Vec<String>> = None;
     loop {

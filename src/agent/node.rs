@@ -77,6 +77,13 @@ impl Facts {
     }
 }
 
+/// This machine's architecture as Kubernetes names it (`amd64`, `arm64`, …).
+pub fn arch() -> String {
+    std::env::consts::ARCH
+        .replace("x86_64", "amd64")
+        .replace("aarch64", "arm64")
+}
+
 /// The Node this agent registers and keeps current.
 pub fn node_object(
     name: &str,
@@ -95,9 +102,7 @@ pub fn node_object(
     if let Some(kib) = facts.storage_kib {
         resources["ephemeral-storage"] = json!(format!("{kib}Ki"));
     }
-    let arch = std::env::consts::ARCH
-        .replace("x86_64", "amd64")
-        .replace("aarch64", "arm64");
+    let arch = arch();
     let mut addresses: Vec<Value> = ips
         .iter()
         .map(|ip| json!({"type": "InternalIP", "address": ip.to_string()}))

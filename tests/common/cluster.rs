@@ -127,9 +127,8 @@ impl Cluster {
             let data = root.join("server");
             let images = data.join("agent/images");
             std::fs::create_dir_all(&images).unwrap();
-            for f in ["pause.tar", "busybox.tar"] {
-                std::fs::copy(self.images.join(f), images.join(f)).unwrap();
-            }
+            // only the workload image: the agent builds its own sandbox image
+            std::fs::copy(self.images.join("busybox.tar"), images.join("busybox.tar")).unwrap();
             cmd.args(["--node-name", "s1"])
                 .arg("--node-password-file")
                 .arg(data.join("password"))
@@ -234,9 +233,9 @@ impl Cluster {
         let data = self.node_dir(name);
         let images = data.join("agent/images");
         std::fs::create_dir_all(&images).unwrap();
-        for f in ["pause.tar", "busybox.tar"] {
-            std::fs::copy(self.images.join(f), images.join(f)).unwrap();
-        }
+        // only the workload image, as on an air-gapped node: the agent builds its own
+        // sandbox image
+        std::fs::copy(self.images.join("busybox.tar"), images.join("busybox.tar")).unwrap();
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
