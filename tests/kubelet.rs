@@ -140,6 +140,12 @@ spec:
     assert_eq!(std::fs::read_link(&link).unwrap(), file);
     // deleting the pod removes its containers, sandbox, volumes, logs and cgroup
     let hostnet_uid = c.pod_field("hostnet", "{.metadata.uid}");
+    let netns = c.sandbox_netns("n1");
+    assert_eq!(
+        netns.len(),
+        1,
+        "hello's sandbox (hostnet shares the node's): {netns:?}"
+    );
     let (ok, out) = c.kubectl(
         "1.33",
         &["delete", "pod", "hello", "hostnet", "--timeout=60s"],
@@ -149,6 +155,12 @@ spec:
         c.runtime_processes("n1").is_empty().then_some(())
     });
     assert!(!file.exists() && std::fs::symlink_metadata(&link).is_err());
+    for ns in &netns {
+        assert!(
+            !std::path::Path::new(ns).exists(),
+            "the pod's network namespace {ns} is left"
+        );
+    }
     let volumes = c.dir.path().join(format!("n1/agent/kubelet/pods/{uid}"));
     assert!(!volumes.exists(), "{}", volumes.display());
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
@@ -637,6 +649,21 @@ spec:
         );
         assert_eq!(code, 3, "kubectl {v}: {out}");
         assert!(out.contains("out"), "{out}");
+        // with a terminal (-it): `script` gives kubectl a pseudo-terminal
+        let line = format!(
+            "KUBECONFIG={} {} exec -it shell -c main -- sh -c 'tty; exit 4'",
+            c.kubeconfig.display(),
+            common::kubectl(v).display()
+        );
+        let out = c
+            .netns
+            .command("script")
+            .args(["-qec", &line, "/dev/null"])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(4), "kubectl {v} exec -it: {text}");
+        assert!(text.contains("/dev/pts/"), "a terminal inside: {text}");
         let (code, out) = c.kubectl_code(
             v,
             &["exec", "shell", "-c", "main", "--", "echo", "hi"],
@@ -730,9 +757,15 @@ spec:
 }
 
 #[test]
-fn images_come_through_a_registries_yaml_mirror_with_rewrites() {
+fn images_come_through_registries_yaml_mirrors_rewrites_and_pull_secrets() {
     let mut c = Cluster::start();
-    let mut registry = c.start_registry(&["mirrored", "rewritten"]);
+    let mut registry = c.start_registry(
+        5000,
+        None,
+        &["library/busybox:mirrored", "library/busybox:rewritten"],
+    );
+    // and a private one, for imagePullSecrets
+    let mut private = c.start_registry(5001, Some(("puller", "s3cret")), &["private/busybox:v1"]);
     std::fs::write(
         c.registries_file(),
         r#"
@@ -741,6 +774,8 @@ mirrors:
     endpoint: ["http://127.0.0.1:5000"]
     rewrite:
       "^skua-test/(.*)": "library/$1"
+  "127.0.0.1:5001":
+    endpoint: ["http://127.0.0.1:5001"]
 "#,
     )
     .unwrap();
@@ -786,8 +821,50 @@ spec:
         ) == "ErrImageNeverPull")
             .then_some(())
     });
+    // a private registry: refused without the pod's pull secret, pulled with it
+    let (ok, out) = c.kubectl(
+        "1.33",
+        &[
+            "create",
+            "secret",
+            "docker-registry",
+            "regcred",
+            "--docker-server=127.0.0.1:5001",
+            "--docker-username=puller",
+            "--docker-password=s3cret",
+        ],
+    );
+    assert!(ok, "{out}");
+    c.apply(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: private}
+spec:
+  imagePullSecrets: [{name: regcred}]
+  containers:
+  - {name: main, image: 127.0.0.1:5001/private/busybox:v1, command: ["sh", "-c", "echo private; sleep 3600"]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: no-secret}
+spec:
+  containers:
+  - {name: main, image: 127.0.0.1:5001/private/busybox:v1, imagePullPolicy: Always, command: ["sleep", "3600"]}
+"#,
+    );
+    c.wait_phase("private", "Running", 60);
+    eventually(30, "ErrImagePull without the secret", || {
+        (c.pod_field(
+            "no-secret",
+            "{.status.containerStatuses[0].state.waiting.reason}",
+        ) == "ErrImagePull")
+            .then_some(())
+    });
     let _ = registry.kill();
     let _ = registry.wait();
+    let _ = private.kill();
+    let _ = private.wait();
 }
 
 #[test]

@@ -44,10 +44,11 @@ pub fn find(config: &Value, image: &str) -> Option<AuthConfig> {
             }
         }
     }
+    // no server address: the registry is matched here already, and containerd would
+    // try to parse "127.0.0.1:5000" as a URL
     Some(AuthConfig {
         username,
         password,
-        server_address: want,
         ..Default::default()
     })
 }

@@ -287,41 +287,54 @@ impl Cluster {
         self.dir.path().join("registries.yaml")
     }
 
-    /// A local registry (Debian's docker-registry) on 127.0.0.1:5000 inside the
-    /// namespace, holding the busybox image as `library/busybox:<tag>` for each tag.
-    pub fn start_registry(&self, tags: &[&str]) -> Child {
-        let root = self.dir.path().join("registry");
+    /// A local registry (Debian's docker-registry) on 127.0.0.1:`port` inside the
+    /// namespace, with htpasswd users if `auth` is given, holding the busybox image
+    /// under each `repo:tag` of `images`.
+    pub fn start_registry(&self, port: u16, auth: Option<(&str, &str)>, images: &[&str]) -> Child {
+        let root = self.dir.path().join(format!("registry-{port}"));
         std::fs::create_dir_all(&root).unwrap();
-        let config = root.join("config.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog: {{level: warn}}\nstorage:\n  filesystem: {{rootdirectory: {}}}\nhttp:\n  addr: 127.0.0.1:5000\n",
-                root.join("data").display()
-            ),
-        )
-        .unwrap();
-        let log = std::fs::File::create(self.dir.path().join("registry.log")).unwrap();
+        let mut config = format!(
+            "version: 0.1\nlog: {{level: warn}}\nstorage:\n  filesystem: {{rootdirectory: {}}}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            root.join("data").display()
+        );
+        if let Some((user, password)) = auth {
+            let out = Command::new("htpasswd")
+                .args(["-Bbn", user, password])
+                .output()
+                .unwrap();
+            assert!(out.status.success());
+            std::fs::write(root.join("htpasswd"), out.stdout).unwrap();
+            config.push_str(&format!(
+                "auth:\n  htpasswd: {{realm: skua-test, path: {}}}\n",
+                root.join("htpasswd").display()
+            ));
+        }
+        let file = root.join("config.yml");
+        std::fs::write(&file, config).unwrap();
+        let log =
+            std::fs::File::create(self.dir.path().join(format!("registry-{port}.log"))).unwrap();
         let child = self
             .netns
             .command("docker-registry")
             .arg("serve")
-            .arg(&config)
+            .arg(&file)
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
             .expect("docker-registry");
-        for tag in tags {
+        for image in images {
             super::eventually(30, "the registry to take the image", || {
-                let out = self
-                    .netns
-                    .command("skopeo")
-                    .args(["copy", "--quiet", "--dest-tls-verify=false"])
+                let mut cmd = self.netns.command("skopeo");
+                cmd.args(["copy", "--quiet", "--dest-tls-verify=false"]);
+                if let Some((user, password)) = auth {
+                    cmd.arg("--dest-creds").arg(format!("{user}:{password}"));
+                }
+                let out = cmd
                     .arg(format!(
                         "docker-archive:{}",
                         self.images.join("busybox.tar").display()
                     ))
-                    .arg(format!("docker://127.0.0.1:5000/library/busybox:{tag}"))
+                    .arg(format!("docker://127.0.0.1:{port}/{image}"))
                     .output()
                     .ok()?;
                 out.status.success().then_some(())
@@ -398,6 +411,38 @@ impl Cluster {
     /// The containerd socket of node `name`.
     pub fn containerd_socket(&self, name: &str) -> PathBuf {
         self.node_dir(name).join("agent/containerd/containerd.sock")
+    }
+
+    /// The network namespaces (`/var/run/netns/cni-…`) the runtime of node `name`
+    /// holds for its pods' sandboxes.
+    pub fn sandbox_netns(&self, name: &str) -> Vec<String> {
+        let ctr = |args: &[&str]| {
+            let out = Command::new("ctr")
+                .arg("--address")
+                .arg(self.containerd_socket(name))
+                .args(["--namespace", "k8s.io", "containers"])
+                .args(args)
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        let mut paths = Vec::new();
+        for id in ctr(&["ls", "-q"]).lines().filter(|l| !l.is_empty()) {
+            let info: serde_json::Value =
+                serde_json::from_str(&ctr(&["info", id])).unwrap_or_default();
+            for ns in info["Spec"]["linux"]["namespaces"]
+                .as_array()
+                .into_iter()
+                .flatten()
+            {
+                if let Some(p) = ns["path"].as_str().filter(|p| p.contains("/netns/")) {
+                    if !paths.iter().any(|x| x == p) {
+                        paths.push(p.to_string());
+                    }
+                }
+            }
+        }
+        paths
     }
 
     /// Runs `kubectl.<version>` inside the namespace.
