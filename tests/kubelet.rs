@@ -947,3 +947,122 @@ spec:
         (c.runtime_processes("n1").len() <= 2).then_some(())
     });
 }
+
+#[test]
+fn probes_hooks_claims_and_container_settings_reach_the_container() {
+    let c = Cluster::start();
+    let claim_dir = c.dir.path().join("claim");
+    c.apply(&format!(
+        r#"
+apiVersion: v1
+kind: ConfigMap
+metadata: {{name: app-env}}
+data: {{MODE: fast, LEVEL: "3"}}
+---
+apiVersion: v1
+kind: PersistentVolume
+metadata: {{name: local-pv}}
+spec:
+  capacity: {{storage: 1Gi}}
+  accessModes: [ReadWriteOnce]
+  storageClassName: manual
+  hostPath: {{path: {claim}, type: DirectoryOrCreate}}
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {{name: data}}
+spec:
+  accessModes: [ReadWriteOnce]
+  storageClassName: manual
+  volumeName: local-pv
+  resources: {{requests: {{storage: 1Gi}}}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: settings}}
+spec:
+  containers:
+  - name: main
+    image: {BUSYBOX}
+    imagePullPolicy: Never
+    workingDir: /data
+    envFrom:
+    - {{configMapRef: {{name: app-env}}, prefix: APP_}}
+    command: ["sh", "-c", "pwd; echo $APP_MODE $APP_LEVEL; sleep 2; cat /tmp/post; grep ^nameserver /etc/resolv.conf; grep -c ^search /etc/resolv.conf; touch /ro 2>/dev/null || echo read-only; grep CapEff /proc/self/status; echo written > /data/out; mkdir -p /tmp/www; echo ok > /tmp/www/index.html; httpd -p 8080 -h /tmp/www; sleep 4; touch /tmp/started; sleep 3600"]
+    securityContext:
+      readOnlyRootFilesystem: true
+      capabilities: {{drop: [ALL], add: [NET_BIND_SERVICE]}}
+    lifecycle:
+      postStart:
+        exec: {{command: ["sh", "-c", "echo post-start > /tmp/post"]}}
+    startupProbe:
+      exec: {{command: ["test", "-f", "/tmp/started"]}}
+      periodSeconds: 1
+      failureThreshold: 30
+    readinessProbe:
+      httpGet: {{path: /index.html, port: 8080}}
+      periodSeconds: 1
+    livenessProbe:
+      tcpSocket: {{port: 8080}}
+      periodSeconds: 1
+    volumeMounts:
+    - {{name: data, mountPath: /data}}
+    - {{name: tmp, mountPath: /tmp}}
+  - name: priv
+    image: {BUSYBOX}
+    imagePullPolicy: Never
+    command: ["sh", "-c", "grep CapEff /proc/self/status; sleep 3600"]
+    securityContext: {{privileged: true}}
+  volumes:
+  - {{name: data, persistentVolumeClaim: {{claimName: data}}}}
+  - {{name: tmp, emptyDir: {{}}}}
+"#,
+        claim = claim_dir.display()
+    ));
+    c.wait_phase("settings", "Running", 60);
+    // the startup probe holds readiness back until it passes; then httpGet readiness
+    assert_eq!(
+        c.pod_field("settings", "{.status.containerStatuses[0].started}"),
+        "false"
+    );
+    eventually(30, "settings to be Ready", || {
+        (condition(&c, "settings", "Ready") == "True").then_some(())
+    });
+    assert_eq!(
+        c.pod_field("settings", "{.status.containerStatuses[0].started}"),
+        "true"
+    );
+    let out = eventually(30, "settings' output", || {
+        let (ok, out) = c.kubectl("1.33", &["logs", "settings", "-c", "main"]);
+        (ok && out.contains("CapEff")).then_some(out)
+    });
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "/data", "workingDir: {out}");
+    assert_eq!(lines[1], "fast 3", "envFrom with a prefix: {out}");
+    assert_eq!(lines[2], "post-start", "postStart ran: {out}");
+    assert_eq!(lines[3], "nameserver 10.43.0.10", "cluster DNS: {out}");
+    assert_eq!(lines[4], "1", "{out}");
+    assert_eq!(lines[5], "read-only", "readOnlyRootFilesystem: {out}");
+    // only NET_BIND_SERVICE (bit 10) is left
+    assert_eq!(
+        lines[6].split_whitespace().nth(1),
+        Some("0000000000000400"),
+        "{out}"
+    );
+    // a privileged container has every capability
+    let (_, priv_out) = c.kubectl("1.33", &["logs", "settings", "-c", "priv"]);
+    let caps =
+        u64::from_str_radix(priv_out.split_whitespace().nth(1).unwrap_or("0"), 16).unwrap_or(0);
+    assert!(caps >= 0x3f_ffff_ffff, "privileged: {priv_out}");
+    // the claim's hostPath volume holds what the container wrote
+    assert_eq!(
+        std::fs::read_to_string(claim_dir.join("out")).unwrap(),
+        "written\n"
+    );
+    // the liveness probe (tcpSocket) keeps passing: no restart
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert_eq!(
+        c.pod_field("settings", "{.status.containerStatuses[0].restartCount}"),
+        "0"
+    );
+}

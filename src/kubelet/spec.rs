@@ -321,18 +321,12 @@ pub fn security_context(pod: &Value, container: &Value) -> LinuxContainerSecurit
     let csc = &container["securityContext"];
     let pick = |k: &str| csc[k].as_i64().or_else(|| psc[k].as_i64());
     let privileged = csc["privileged"] == true;
+    // as the user wrote them: the runtime adds the `CAP_` prefix itself
     let names = |v: &Value| -> Vec<String> {
         v.as_array()
             .into_iter()
             .flatten()
-            .map(|c| {
-                let c = s(c).to_ascii_uppercase();
-                if c == "ALL" || c.starts_with("CAP_") {
-                    c
-                } else {
-                    format!("CAP_{c}")
-                }
-            })
+            .map(|c| s(c).to_ascii_uppercase())
             .collect()
     };
     let spec = &pod["spec"];
@@ -703,10 +697,7 @@ mod tests {
         let sc = linux.security_context.unwrap();
         assert_eq!(sc.run_as_user.unwrap().value, 1000);
         assert!(sc.readonly_rootfs);
-        assert_eq!(
-            sc.capabilities.unwrap().add_capabilities,
-            vec!["CAP_NET_ADMIN"]
-        );
+        assert_eq!(sc.capabilities.unwrap().add_capabilities, vec!["NET_ADMIN"]);
         assert!(!sc.masked_paths.is_empty());
     }
 
