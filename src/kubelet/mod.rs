@@ -10,6 +10,7 @@
 //! them: nothing is restarted. Sandboxes of pods that are no longer bound here are
 //! removed by housekeeping.
 
+pub mod containers;
 pub mod env;
 pub mod eviction;
 pub mod logs;
@@ -21,6 +22,7 @@ pub mod stats;
 pub mod status;
 pub mod stream;
 pub mod sync;
+pub mod teardown;
 pub mod volumes;
 
 use crate::client::ApiClient;
