@@ -198,6 +198,30 @@ pub async fn import_images(socket: &Path, dir: &Path, done: &mut Imported) {
     }
 }
 
+/// Kills every process whose command line names `dir` (containerd, its shims and their
+/// containers) and unmounts whatever is mounted below it, deepest first: what a
+/// crashed agent, test or benchmark leaves behind.
+pub fn remove_leftovers(dir: &Path) {
+    let marker = dir.to_string_lossy().into_owned();
+    let _ = std::process::Command::new("pkill")
+        .args(["-9", "-f", &marker])
+        .status();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    if let Ok(mounts) = std::fs::read_to_string("/proc/self/mountinfo") {
+        let mut points: Vec<&str> = mounts
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(4))
+            .filter(|p| p.starts_with(&marker))
+            .collect();
+        points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+        for p in points {
+            let _ = std::process::Command::new("umount")
+                .args(["-l", p])
+                .status();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -112,20 +112,7 @@ pub async fn run(a: PodsBenchArgs) -> anyhow::Result<()> {
         Ok(())
     })();
     // whatever is left: shims, containers, mounts, the namespace
-    let marker = scratch.to_string_lossy().into_owned();
-    let _ = Command::new("pkill").args(["-9", "-f", &marker]).status();
-    std::thread::sleep(Duration::from_millis(300));
-    if let Ok(mounts) = std::fs::read_to_string("/proc/self/mountinfo") {
-        let mut points: Vec<&str> = mounts
-            .lines()
-            .filter_map(|l| l.split_whitespace().nth(4))
-            .filter(|p| p.starts_with(&marker))
-            .collect();
-        points.sort_by_key(|p| std::cmp::Reverse(p.len()));
-        for p in points {
-            let _ = Command::new("umount").args(["-l", p]).status();
-        }
-    }
+    crate::agent::containerd::remove_leftovers(&scratch);
     let _ = Command::new("ip").args(["netns", "delete", &ns]).status();
     if a.dir.is_none() {
         let _ = std::fs::remove_dir_all(&scratch);

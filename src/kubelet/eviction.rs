@@ -176,14 +176,7 @@ fn df(path: &Path, inodes: bool) -> Option<(f64, f64)> {
 /// The node's signals now.
 pub fn observe(nodefs: &Path, imagefs: &Path) -> Observed {
     let mut seen = Observed::new();
-    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    let field = |name: &str| {
-        meminfo
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-            .map(|kb| kb * 1024.0)
-    };
+    let field = |name: &str| super::stats::meminfo_bytes(name).map(|b| b as f64);
     if let (Some(avail), Some(total)) = (field("MemAvailable:"), field("MemTotal:")) {
         seen.insert(Signal::MemoryAvailable, (avail, total));
     }

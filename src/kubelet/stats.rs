@@ -86,16 +86,18 @@ fn node() -> (u64, u64, u64) {
         .unwrap_or(0);
     // USER_HZ is 100 on Linux
     let cpu_ns = ticks * 10_000_000;
-    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    let kb = |name: &str| {
-        meminfo
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            .unwrap_or(0)
-            * 1024
-    };
+    let kb = |name: &str| meminfo_bytes(name).unwrap_or(0);
     (cpu_ns, kb("MemTotal:"), kb("MemAvailable:"))
+}
+
+/// A `/proc/meminfo` field (`MemTotal:`, `MemAvailable:`, …) in bytes.
+pub fn meminfo_bytes(name: &str) -> Option<u64> {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix(name))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kb| kb * 1024)
 }
 
 fn rfc3339_ns(ns: i64) -> String {

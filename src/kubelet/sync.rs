@@ -31,7 +31,8 @@ pub enum Outcome {
     Gone,
 }
 
-fn label_filter(uid: &str) -> HashMap<String, String> {
+/// The runtime's filter for everything of pod `uid`.
+pub(super) fn label_filter(uid: &str) -> HashMap<String, String> {
     HashMap::from([(POD_UID.to_string(), uid.to_string())])
 }
 

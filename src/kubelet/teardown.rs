@@ -2,19 +2,15 @@
 //! SIGTERM and SIGKILL after the grace period), then everything it left removed —
 //! containers, sandboxes with their network, volumes, logs and cgroups.
 
-use super::spec::{self, POD_UID};
+use super::spec;
+use super::sync::label_filter;
 use super::{Kubelet, PodMemory, volumes};
 use k8s_cri::v1::{
     ContainerFilter, ContainerState, ListContainersRequest, RemoveContainerRequest,
     RemovePodSandboxRequest, StopPodSandboxRequest,
 };
 use serde_json::{Value, json};
-use std::collections::HashMap;
 use std::path::PathBuf;
-
-fn label_filter(uid: &str) -> HashMap<String, String> {
-    HashMap::from([(POD_UID.to_string(), uid.to_string())])
-}
 
 impl Kubelet {
     /// Stops every running container of pod `uid`, in parallel, with `grace` seconds.

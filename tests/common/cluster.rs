@@ -456,30 +456,8 @@ impl Cluster {
         args: &[&str],
         input: Option<&str>,
     ) -> (bool, String) {
-        let mut cmd = self.netns.command(super::kubectl(version));
-        cmd.args(args)
-            .env("KUBECONFIG", &self.kubeconfig)
-            .stdin(if input.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("kubectl");
-        if let Some(text) = input {
-            use std::io::Write;
-            child
-                .stdin
-                .take()
-                .unwrap()
-                .write_all(text.as_bytes())
-                .unwrap();
-        }
-        let out = child.wait_with_output().expect("kubectl");
-        let text = String::from_utf8_lossy(&out.stdout).into_owned()
-            + &String::from_utf8_lossy(&out.stderr);
-        (out.status.success(), text)
+        let (code, text) = self.kubectl_code(version, args, input);
+        (code == 0, text)
     }
 
     /// Runs `kubectl.<version>` inside the namespace; its exit code and output.
@@ -587,20 +565,7 @@ impl Drop for Cluster {
         let _ = self.server.kill();
         let _ = self.server.wait();
         // anything a failed test left behind: shims, containers, mounts
-        let marker = self.dir.path().to_string_lossy().into_owned();
-        let _ = Command::new("pkill").args(["-9", "-f", &marker]).status();
-        std::thread::sleep(Duration::from_millis(200));
-        if let Ok(mounts) = std::fs::read_to_string("/proc/self/mountinfo") {
-            let mut points: Vec<&str> = mounts
-                .lines()
-                .filter_map(|l| l.split_whitespace().nth(4))
-                .filter(|p| p.starts_with(&marker))
-                .collect();
-            points.sort_by_key(|p| std::cmp::Reverse(p.len()));
-            for p in points {
-                let _ = Command::new("umount").args(["-l", p]).status();
-            }
-        }
+        skua::agent::containerd::remove_leftovers(self.dir.path());
         if let Ok(dir) = std::env::var("SKUA_TEST_LOGS") {
             let _ = std::fs::create_dir_all(&dir);
             for entry in std::fs::read_dir(self.dir.path())
