@@ -27,8 +27,8 @@ if [ -z "$src_dir" ] || [ ! -f "$src_dir/Cargo.toml" ] || ! grep -q '^name = "sk
 fi
 
 command -v cargo >/dev/null 2>&1 || fatal "cargo not found: install Rust 1.85 or later (https://rustup.rs), then run ./install.sh again"
-info "installing build dependencies"
-"$src_dir/scripts/install-deps.sh" build
+info "installing build and node dependencies (containerd, runc, CNI plugins, ...)"
+"$src_dir/scripts/install-deps.sh" node
 info "building skua (release)"
 (cd "$src_dir" && cargo build --release --locked --quiet)
 

@@ -24,6 +24,9 @@ if [ "$want" = test ] || [ "$want" = node ]; then
     need runc runc
     need /usr/lib/cni/bridge containernetworking-plugins
     need nft nftables
+    need ip iproute2
+    need nsenter util-linux
+    need tar tar
     need /bin/busybox busybox-static
 fi
 if [ "$want" = test ]; then

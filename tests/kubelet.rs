@@ -169,7 +169,7 @@ spec:
         !mounts.contains(&hostnet_uid),
         "the memory-backed emptyDir is left mounted"
     );
-    for h in ["memory", "pids", "cpu"] {
+    for h in ["", "memory", "pids", "cpu"] {
         let cg = std::path::Path::new("/sys/fs/cgroup")
             .join(h)
             .join(format!("kubepods/besteffort/pod{uid}"));
