@@ -40,15 +40,7 @@ fn the_agent_runs_its_own_containerd_restarts_it_and_imports_image_tarballs() {
     let token = std::fs::read_to_string(root.join("data/server/node-token")).unwrap();
     // the test images, built from Debian's busybox-static
     let built = root.join("built");
-    let out = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/build-images.sh"))
-        .arg(&built)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::build_images(&built);
     let data = root.join("node");
     let images = data.join("agent/images");
     std::fs::create_dir_all(&images).unwrap();

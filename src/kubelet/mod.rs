@@ -100,6 +100,8 @@ pub struct PodMemory {
     volumes: Option<HashMap<String, PathBuf>>,
     volumes_at: Option<Instant>,
     pod_ip: String,
+    /// The current sandbox's id and address.
+    sandbox_ip: Option<(String, Option<String>)>,
     written: Option<Value>,
 }
 

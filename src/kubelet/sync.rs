@@ -232,20 +232,26 @@ impl Kubelet {
             }
         };
         seen.sandbox_ready = true;
-        let sandbox = self
-            .cri()
-            .runtime
-            .pod_sandbox_status(PodSandboxStatusRequest {
-                pod_sandbox_id: sandbox_id.clone(),
-                verbose: false,
-            })
-            .await?
-            .into_inner()
-            .status;
-        seen.pod_ip = sandbox
-            .as_ref()
-            .and_then(|s| s.network.as_ref())
-            .map(|n| n.ip.clone());
+        // a sandbox's address never changes: ask the runtime once per sandbox
+        seen.pod_ip = match &memory.sandbox_ip {
+            Some((id, ip)) if *id == sandbox_id => ip.clone(),
+            _ => {
+                let ip = self
+                    .cri()
+                    .runtime
+                    .pod_sandbox_status(PodSandboxStatusRequest {
+                        pod_sandbox_id: sandbox_id.clone(),
+                        verbose: false,
+                    })
+                    .await?
+                    .into_inner()
+                    .status
+                    .and_then(|s| s.network)
+                    .map(|n| n.ip);
+                memory.sandbox_ip = Some((sandbox_id.clone(), ip.clone()));
+                ip
+            }
+        };
         let pod_ip = if pod["spec"]["hostNetwork"] == true {
             self.settings.host_ip.clone()
         } else {

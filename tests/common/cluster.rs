@@ -168,16 +168,7 @@ impl Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let root = dir.path();
         let images = root.join("images");
-        let out =
-            Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/build-images.sh"))
-                .arg(&images)
-                .output()
-                .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        super::build_images(&images);
         std::fs::write(root.join("none.yaml"), "").unwrap();
         let port = 6443;
         let kubeconfig = root.join("kubeconfig.yaml");

@@ -367,3 +367,19 @@ pub fn eventually<T>(secs: u64, what: &str, mut check: impl FnMut() -> Option<T>
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }
+
+/// Builds the test images (busybox, pause) from Debian's busybox-static into `dir`
+/// with scripts/build-images.sh.
+pub fn build_images(dir: &Path) {
+    let out = std::process::Command::new(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/build-images.sh"),
+    )
+    .arg(dir)
+    .output()
+    .expect("scripts/build-images.sh");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
