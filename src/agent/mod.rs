@@ -1,7 +1,7 @@
 //! Start-up of a node: join → containerd → kubelet → proxy → overlay → dns.
 //! Built so far: joining (`join.rs`), containerd with image import (`containerd.rs`),
-//! the node's registration (`node.rs`), its CNI config (`cni.rs`) and the kubelet
-//! (`crate::kubelet`) with its HTTPS API.
+//! the node's registration (`node.rs`), its CNI config (`cni.rs`), the kubelet
+//! (`crate::kubelet`) with its HTTPS API and the service proxy (`crate::proxy`).
 
 pub mod cni;
 pub mod containerd;
@@ -173,6 +173,23 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         tls,
     ));
     let pods = tokio::spawn(kubelet.clone().run(stop_rx.clone()));
+    // Services → this node's nftables table
+    let proxy = tokio::spawn(crate::proxy::run(
+        client.clone(),
+        kubelet.services.clone(),
+        crate::proxy::ProxyConfig {
+            node: name.clone(),
+            cluster_dns: match args.cluster_dns {
+                std::net::IpAddr::V4(v4) => Some(v4),
+                std::net::IpAddr::V6(_) => None,
+            },
+        },
+        crate::proxy::Proxier::new(
+            std::sync::Arc::new(crate::net::NftCli),
+            std::sync::Arc::new(crate::net::ConntrackCli),
+        ),
+        stop_rx.clone(),
+    ));
     let thresholds = crate::kubelet::eviction::Thresholds::parse(&args.node.eviction_hard)
         .map_err(|e| anyhow::anyhow!(e))?;
     let eviction = {
@@ -219,6 +236,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     api.abort();
     let _ = stop_tx.send(true);
     let _ = pods.await;
+    let _ = proxy.await;
     if let Some(s) = supervisor {
         s.await??;
     }
