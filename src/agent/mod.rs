@@ -185,8 +185,8 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
             },
         },
         crate::proxy::Proxier::new(
-            std::sync::Arc::new(crate::net::NftCli),
-            std::sync::Arc::new(crate::net::ConntrackCli),
+            std::sync::Arc::new(crate::net::NftCli::default()),
+            std::sync::Arc::new(crate::net::ConntrackCli::default()),
         ),
         stop_rx.clone(),
     ));

@@ -22,6 +22,7 @@ pub mod replicaset;
 pub mod resourcequota;
 pub mod revisions;
 pub mod serviceaccount;
+pub mod servicelb;
 pub mod statefulset;
 
 use crate::api::registry::{self, Resource};
@@ -125,6 +126,7 @@ pub fn start(
             loops.spawn(disruption::run(cx.clone()));
             loops.spawn(daemonset::run(cx.clone()));
             loops.spawn(endpoints::run(cx.clone()));
+            loops.spawn(servicelb::run(cx.clone()));
             loops.spawn(statefulset::run(cx.clone()));
             loops.spawn(cronjob::run(cx.clone(), settings.cronjob_clock_skew));
             loops.spawn(nodelifecycle::run(

@@ -30,12 +30,35 @@ pub trait Nft: Send + Sync {
     fn list_table(&self, family: &str, table: &str) -> Result<Option<String>, NetError>;
 }
 
+/// Where the real tools run: this process's network namespace, or another one
+/// (`/var/run/netns/<name>`, entered with `nsenter`), as benchmarks and tests do.
+#[derive(Clone, Debug, Default)]
+pub struct Netns(pub Option<std::path::PathBuf>);
+
+impl Netns {
+    fn command(&self, tool: &str) -> Command {
+        match &self.0 {
+            None => Command::new(tool),
+            Some(path) => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net={}", path.display()))
+                    .arg("--")
+                    .arg(tool);
+                c
+            }
+        }
+    }
+}
+
 /// The real nftables, through `nft -f -`.
-pub struct NftCli;
+#[derive(Clone, Debug, Default)]
+pub struct NftCli(pub Netns);
 
 impl Nft for NftCli {
     fn apply(&self, script: &str) -> Result<(), NetError> {
-        let mut child = Command::new("nft")
+        let mut child = self
+            .0
+            .command("nft")
             .args(["-f", "-"])
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
@@ -71,7 +94,9 @@ impl Nft for NftCli {
     }
 
     fn list_table(&self, family: &str, table: &str) -> Result<Option<String>, NetError> {
-        let out = Command::new("nft")
+        let out = self
+            .0
+            .command("nft")
             .args(["list", "table", family, table])
             .output()
             .map_err(|source| NetError::Spawn {
@@ -140,11 +165,14 @@ pub trait Conntrack: Send + Sync {
 }
 
 /// The real conntrack table, through the `conntrack` tool.
-pub struct ConntrackCli;
+#[derive(Clone, Debug, Default)]
+pub struct ConntrackCli(pub Netns);
 
 impl ConntrackCli {
-    fn delete(args: &[&str]) -> Result<(), NetError> {
-        let out = Command::new("conntrack")
+    fn delete(&self, args: &[&str]) -> Result<(), NetError> {
+        let out = self
+            .0
+            .command("conntrack")
             .arg("-D")
             .args(args)
             .output()
@@ -168,7 +196,7 @@ impl ConntrackCli {
 
 impl Conntrack for ConntrackCli {
     fn clear_udp_endpoint(&self, ip: &str, port: u16) -> Result<(), NetError> {
-        Self::delete(&[
+        self.delete(&[
             "-p",
             "udp",
             "--dst-nat",
@@ -179,7 +207,7 @@ impl Conntrack for ConntrackCli {
     }
 
     fn clear_udp_destination(&self, ip: &str, port: u16) -> Result<(), NetError> {
-        Self::delete(&[
+        self.delete(&[
             "-p",
             "udp",
             "--orig-dst",

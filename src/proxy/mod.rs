@@ -29,6 +29,15 @@ pub struct SyncReport {
     pub bytes: usize,
 }
 
+/// Which port's element a key of a map holds: key space + key → claimant port → its
+/// (map, verdict). The first claimant in name order wins, so two services asking for
+/// one external IP and port get a stable, single answer.
+type Claims = HashMap<(&'static str, String), BTreeMap<String, (&'static str, String)>>;
+
+fn winner(claims: &Claims, k: &(&'static str, String)) -> Option<(&'static str, String)> {
+    claims.get(k).and_then(|m| m.values().next().cloned())
+}
+
 /// The applied state of the table and the way to change it.
 pub struct Proxier {
     nft: Arc<dyn Nft>,
@@ -37,6 +46,7 @@ pub struct Proxier {
     applied: HashMap<String, ServiceRules>,
     /// `ns/name` → the keys of its ports
     ports_of: HashMap<String, BTreeSet<String>>,
+    claims: Claims,
     /// the table is known to match `applied`
     in_sync: bool,
 }
@@ -48,6 +58,7 @@ impl Proxier {
             conntrack,
             applied: HashMap::new(),
             ports_of: HashMap::new(),
+            claims: HashMap::new(),
             in_sync: false,
         }
     }
@@ -62,6 +73,8 @@ impl Proxier {
         let mut old: HashMap<String, ServiceRules> = HashMap::new();
         let mut new: HashMap<String, ServiceRules> = HashMap::new();
         let mut keys: BTreeSet<String> = BTreeSet::new();
+        // a service named twice: its last state counts
+        let updates: BTreeMap<String, Vec<ServicePort>> = updates.into_iter().collect();
         for (service, ports) in updates {
             let before = self.ports_of.remove(&service).unwrap_or_default();
             for k in &before {
@@ -86,19 +99,65 @@ impl Proxier {
                 (Some(o), Some(n)) => rules::needs_full(o, n),
                 _ => false,
             });
+        // map elements: who holds each key touched, before and after
+        let none = ServiceRules::default();
+        let mut touched: BTreeSet<(&'static str, String)> = BTreeSet::new();
+        for k in &changed {
+            for e in old
+                .get(*k)
+                .unwrap_or(&none)
+                .elements
+                .iter()
+                .chain(&new.get(*k).unwrap_or(&none).elements)
+            {
+                touched.insert((rules::key_space(e.0), e.1.clone()));
+            }
+        }
+        let before: Vec<Option<(&'static str, String)>> =
+            touched.iter().map(|t| winner(&self.claims, t)).collect();
+        for k in &changed {
+            for e in &old.get(*k).unwrap_or(&none).elements {
+                let t = (rules::key_space(e.0), e.1.clone());
+                if let Some(m) = self.claims.get_mut(&t) {
+                    m.remove(*k);
+                    if m.is_empty() {
+                        self.claims.remove(&t);
+                    }
+                }
+            }
+            for e in &new.get(*k).unwrap_or(&none).elements {
+                self.claims
+                    .entry((rules::key_space(e.0), e.1.clone()))
+                    .or_default()
+                    .insert((*k).clone(), (e.0, e.2.clone()));
+            }
+        }
+        let mut deletes = Vec::new();
+        let mut adds: Vec<rules::Element> = Vec::new();
+        for (t, was) in touched.iter().zip(before) {
+            let now = winner(&self.claims, t);
+            if now == was {
+                continue;
+            }
+            if let Some((map, _)) = was {
+                deletes.push((map, t.1.clone()));
+            }
+            if let Some((map, verdict)) = now {
+                adds.push((map, t.1.clone(), verdict));
+            }
+        }
         let mut report = SyncReport {
             changed: changed.len(),
             ..Default::default()
         };
         if !needs_full && !changed.is_empty() {
-            let script = rules::transition(&old, &new, changed.iter().copied());
+            let add_refs: Vec<&rules::Element> = adds.iter().collect();
+            let script =
+                rules::transition(&old, &new, changed.iter().copied(), &deletes, &add_refs);
             report.bytes = script.len();
-            match self.nft.apply(&script) {
-                Ok(()) => {}
-                Err(e) => {
-                    tracing::warn!(error = %e, "proxy: incremental change refused; rebuilding the table");
-                    self.in_sync = false;
-                }
+            if let Err(e) = self.nft.apply(&script) {
+                tracing::warn!(error = %e, "proxy: incremental change refused; rebuilding the table");
+                self.in_sync = false;
             }
         }
         // the state is what is wanted from now on, whether it is applied yet or not
@@ -109,7 +168,16 @@ impl Proxier {
             };
         }
         if needs_full || !self.in_sync {
-            let script = rules::full(&self.applied);
+            let elements: Vec<rules::Element> = self
+                .claims
+                .iter()
+                .filter_map(|(t, m)| {
+                    m.values()
+                        .next()
+                        .map(|(map, v)| (*map, t.1.clone(), v.clone()))
+                })
+                .collect();
+            let script = rules::full(&self.applied, &elements);
             report.bytes = script.len();
             report.full = true;
             self.nft.apply(&script)?;

@@ -22,8 +22,9 @@ pub struct ServiceRules {
     pub chains: BTreeMap<String, Vec<String>>,
     /// set name → its definition (affinity sets)
     pub sets: BTreeMap<String, String>,
-    /// (map, key, verdict)
-    pub elements: BTreeSet<(&'static str, String, String)>,
+    /// (map, key, verdict) this port asks for; when ports of two services claim one
+    /// key, the proxy gives it to one of them (see `Proxier`)
+    pub elements: BTreeSet<Element>,
     /// UDP endpoints (`ip`, `port`): their flows are cleared when they go
     pub udp_endpoints: BTreeSet<(String, u16)>,
     /// UDP destinations (`ip`, `port`) that reject for want of endpoints
@@ -317,37 +318,54 @@ pub fn base() -> String {
     s
 }
 
+/// One element of a verdict map: (map, key, verdict).
+pub type Element = (&'static str, String, String);
+
+/// Elements whose keys share one space: a destination is either served
+/// (`service-ips`) or refused (`no-endpoint-services`), never both, and so for node
+/// ports.
+pub fn key_space(map: &str) -> &'static str {
+    match map {
+        "service-nodeports" | "no-endpoint-nodeports" => "nodeport",
+        _ => "destination",
+    }
+}
+
 /// The whole table from scratch, in one transaction: what was there (even a table
 /// someone else changed) is replaced.
-pub fn full(services: &HashMap<String, ServiceRules>) -> String {
+pub fn full<'a>(
+    services: &HashMap<String, ServiceRules>,
+    elements: impl IntoIterator<Item = &'a Element>,
+) -> String {
     let mut s = format!("add table ip {TABLE}\ndelete table ip {TABLE}\n");
     s.push_str(&base());
     let empty = HashMap::new();
-    s.push_str(&transition(&empty, services, services.keys()));
+    let adds: Vec<&Element> = elements.into_iter().collect();
+    s.push_str(&transition(&empty, services, services.keys(), &[], &adds));
     s
 }
 
 /// The transaction that turns `old` into `new` for the service ports in `changed`
-/// (nothing else is touched). Order matters within it: elements that point at chains
-/// go before those chains, chains exist before rules jump to them, and stale chains
-/// are emptied before any is deleted.
+/// (nothing else is touched), with the map elements to delete and add. Order matters
+/// within it: elements that point at chains go before those chains, chains exist
+/// before rules jump to them, and stale chains are emptied before any is deleted.
 pub fn transition<'a>(
     old: &HashMap<String, ServiceRules>,
     new: &HashMap<String, ServiceRules>,
     changed: impl IntoIterator<Item = &'a String>,
+    delete_elements: &[(&'static str, String)],
+    add_elements: &[&Element],
 ) -> String {
     let t = format!("ip {TABLE}");
     let none = ServiceRules::default();
     let pairs: Vec<(&ServiceRules, &ServiceRules)> = changed
         .into_iter()
         .map(|k| (old.get(k).unwrap_or(&none), new.get(k).unwrap_or(&none)))
-        .filter(|(o, n)| o != n)
+        .filter(|(o, n)| o.chains != n.chains || o.sets != n.sets)
         .collect();
     let mut s = String::new();
-    for (o, n) in &pairs {
-        for e in o.elements.difference(&n.elements) {
-            let _ = writeln!(s, "delete element {t} {} {{ {} }}", e.0, e.1);
-        }
+    for (map, key) in delete_elements {
+        let _ = writeln!(s, "delete element {t} {map} {{ {key} }}");
     }
     for (o, n) in &pairs {
         for (set, def) in &n.sets {
@@ -375,10 +393,8 @@ pub fn transition<'a>(
             }
         }
     }
-    for (o, n) in &pairs {
-        for e in n.elements.difference(&o.elements) {
-            let _ = writeln!(s, "add element {t} {} {{ {} : {} }}", e.0, e.1, e.2);
-        }
+    for (map, key, verdict) in add_elements {
+        let _ = writeln!(s, "add element {t} {map} {{ {key} : {verdict} }}");
     }
     let stale: Vec<&String> = pairs
         .iter()
@@ -572,21 +588,22 @@ mod tests {
         ]));
         let key = "default/web/tcp/http".to_string();
         let old = HashMap::from([(key.clone(), before)]);
-        let new = HashMap::from([(key.clone(), after)]);
-        let t = transition(&old, &new, [&key]);
+        let new = HashMap::from([(key.clone(), after.clone())]);
+        let t = transition(&old, &new, [&key], &[], &[]);
         // the new endpoint chain is added; the service chain is rewritten; the
-        // unchanged endpoint chain and the map element are left alone
+        // unchanged endpoint chain is left alone
         assert!(t.contains("add chain ip skua endpoint-"));
         assert!(t.contains("flush chain ip skua service-"));
-        assert!(!t.contains("element"));
         assert_eq!(t.matches("dnat to").count(), 1);
         // removing the service deletes its element before its chains
-        let t = transition(&new, &HashMap::new(), [&key]);
+        let el: Vec<(&'static str, String)> =
+            after.elements.iter().map(|e| (e.0, e.1.clone())).collect();
+        let t = transition(&new, &HashMap::new(), [&key], &el, &[]);
         let del_el = t.find("delete element").unwrap();
         let del_chain = t.find("delete chain").unwrap();
         assert!(del_el < del_chain);
         assert_eq!(t.matches("delete chain").count(), 3);
         // nothing changed: nothing to send
-        assert!(transition(&new, &new, [&key]).is_empty());
+        assert!(transition(&new, &new, [&key], &[], &[]).is_empty());
     }
 }
