@@ -19,6 +19,8 @@ pub enum BenchCommand {
     Scale(super::bench_scale::ScaleBenchArgs),
     /// A real node: pod start latency (one at a time and in bursts) and agent memory.
     Pods(super::bench_pods::PodsBenchArgs),
+    /// Service proxy: nftables full sync at 1k/5k/10k services, one incremental change.
+    Proxy(super::bench_proxy::ProxyBenchArgs),
 }
 
 #[derive(Args, Debug)]
@@ -65,6 +67,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Api(a) => super::bench_api::run(a).await,
         BenchCommand::Scale(a) => super::bench_scale::run(a).await,
         BenchCommand::Pods(a) => super::bench_pods::run(a).await,
+        BenchCommand::Proxy(a) => super::bench_proxy::run(a).await,
     }
 }
 

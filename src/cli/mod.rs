@@ -4,6 +4,7 @@
 mod bench;
 mod bench_api;
 mod bench_pods;
+mod bench_proxy;
 mod bench_scale;
 pub mod config;
 pub mod debug;
