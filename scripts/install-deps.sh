@@ -24,6 +24,7 @@ if [ "$want" = test ] || [ "$want" = node ]; then
     need runc runc
     need /usr/lib/cni/bridge containernetworking-plugins
     need nft nftables
+    need conntrack conntrack
     need ip iproute2
     need nsenter util-linux
     need tar tar
