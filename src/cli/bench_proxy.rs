@@ -30,7 +30,11 @@ fn port(i: usize, endpoints: usize, extra: bool) -> ServicePort {
     ServicePort {
         key: format!("bench/svc{i}/tcp/http"),
         protocol: "tcp",
-        cluster_ips: vec![format!("10.43.{}.{}", i / 250, i % 250 + 1).parse().unwrap_or([10, 43, 0, 1].into())],
+        cluster_ips: vec![
+            format!("10.43.{}.{}", i / 250, i % 250 + 1)
+                .parse()
+                .unwrap_or([10, 43, 0, 1].into()),
+        ],
         port: 80,
         node_port: None,
         external_ips: vec![],
@@ -58,11 +62,16 @@ fn median(mut v: Vec<Duration>) -> Duration {
 
 pub async fn run(a: ProxyBenchArgs) -> anyhow::Result<()> {
     let name = format!("skua-bench-proxy-{}", std::process::id());
-    let ok = Command::new("ip").args(["netns", "add", &name]).status()?.success();
+    let ok = Command::new("ip")
+        .args(["netns", "add", &name])
+        .status()?
+        .success();
     anyhow::ensure!(ok, "cannot create network namespace {name} (run as root)");
     let path = std::path::PathBuf::from(format!("/var/run/netns/{name}"));
     let result = (|| -> anyhow::Result<()> {
-        println!("services  endpoints  full sync (median)  one change (median)  bytes full / change");
+        println!(
+            "services  endpoints  full sync (median)  one change (median)  bytes full / change"
+        );
         for &n in &a.services {
             let (mut full, mut change) = (Vec::new(), Vec::new());
             let (mut full_bytes, mut change_bytes) = (0, 0);
@@ -79,7 +88,10 @@ pub async fn run(a: ProxyBenchArgs) -> anyhow::Result<()> {
                 full.push(t.elapsed());
                 full_bytes = r.bytes;
                 let t = Instant::now();
-                let r = p.sync(vec![(format!("bench/svc{}", n / 2), vec![port(n / 2, a.endpoints, true)])])?;
+                let r = p.sync(vec![(
+                    format!("bench/svc{}", n / 2),
+                    vec![port(n / 2, a.endpoints, true)],
+                )])?;
                 change.push(t.elapsed());
                 change_bytes = r.bytes;
                 anyhow::ensure!(!r.full, "the change was not incremental");
