@@ -12,6 +12,7 @@ pub mod controllers;
 pub mod cri;
 pub mod kubelet;
 pub mod net;
+pub mod overlay;
 pub mod pki;
 pub mod proxy;
 pub mod scheduler;

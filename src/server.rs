@@ -26,6 +26,10 @@ pub struct ServerConfig {
     pub tls_san: Vec<String>,
     /// Node IPs (`--node-ip`, else the machine's own addresses).
     pub node_ips: Vec<IpAddr>,
+    /// `--node-external-ip`.
+    pub node_external_ips: Vec<IpAddr>,
+    /// `--flannel-backend`, which every agent learns when it joins.
+    pub flannel_backend: String,
     pub write_kubeconfig: PathBuf,
     pub write_kubeconfig_mode: u32,
     pub disable_agent: bool,
@@ -85,6 +89,8 @@ impl TryFrom<ServerArgs> for ServerConfig {
             } else {
                 a.node_ip
             },
+            node_external_ips: a.node_external_ip,
+            flannel_backend: a.flannel_backend,
             write_kubeconfig: a.write_kubeconfig,
             write_kubeconfig_mode: kubeconfig::parse_mode(&a.write_kubeconfig_mode)
                 .map_err(|e| anyhow::anyhow!("--write-kubeconfig-mode: {e}"))?,
@@ -220,6 +226,11 @@ pub async fn start_api(store: Arc<dyn Store>, cfg: &ServerConfig) -> anyhow::Res
             secret: join_secret,
             server_ca: pki.server_ca_cert.clone(),
             tls_dir: cfg.data_dir.join("server").join("tls"),
+            agent_config: apiserver::join::AgentConfig {
+                cluster_cidr: cfg.cluster_cidr.clone(),
+                service_cidr: cfg.service_cidr.clone(),
+                flannel_backend: cfg.flannel_backend.clone(),
+            },
         }),
     });
     let instance = std::fs::canonicalize(&cfg.data_dir)
@@ -327,6 +338,7 @@ fn embedded_agent(
         server: Some(cfg.api_url()),
         token_file: None,
         node_ip: cfg.node_ips.clone(),
+        node_external_ip: cfg.node_external_ips.clone(),
         cluster_dns: cfg.cluster_dns,
         cluster_domain: cfg.cluster_domain.clone(),
         node,

@@ -36,6 +36,8 @@ pub enum JoinError {
 pub struct Joined {
     pub dir: PathBuf,
     pub kubeconfig: PathBuf,
+    /// The server's cluster-wide settings.
+    pub config: crate::apiserver::join::AgentConfig,
 }
 
 /// The server's address from `--server`.
@@ -343,6 +345,16 @@ pub async fn join(
             "{server} did not give the client CA ({status})"
         )));
     }
+    let (status, _, body) = get_retrying(server, &pinned, "/v1-skua/config", &headers).await?;
+    let config: crate::apiserver::join::AgentConfig = if status == StatusCode::OK {
+        serde_json::from_slice(&body).map_err(|e| {
+            JoinError::Refused(format!("{server} sent a cluster config this agent cannot read ({e}): is the server a different skua version?"))
+        })?
+    } else {
+        return Err(JoinError::Refused(format!(
+            "{server} did not give the cluster config ({status})"
+        )));
+    };
     crate::pki::write_private(&dir.join("client-ca.crt"), &client_ca, 0o644)
         .map_err(|e| JoinError::Config(e.to_string()))?;
     crate::pki::write_private(&dir.join("server-ca.crt"), ca.as_bytes(), 0o644)
@@ -354,6 +366,7 @@ pub async fn join(
     Ok(Joined {
         dir: dir.to_path_buf(),
         kubeconfig,
+        config,
     })
 }
 

@@ -1,7 +1,8 @@
 //! Start-up of a node: join → containerd → kubelet → proxy → overlay → dns.
 //! Built so far: joining (`join.rs`), containerd with image import (`containerd.rs`),
-//! the node's registration (`node.rs`), its CNI config (`cni.rs`), the kubelet
-//! (`crate::kubelet`) with its HTTPS API and the service proxy (`crate::proxy`).
+//! the node's registration (`node.rs`), the kubelet (`crate::kubelet`) with its HTTPS
+//! API, the service proxy (`crate::proxy`), the overlay (`crate::overlay`) and the
+//! pods' CNI config at the overlay's MTU (`cni.rs`).
 
 pub mod cni;
 pub mod containerd;
@@ -114,27 +115,74 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let facts = node::Facts::read(&args.common.data_dir);
     let (health_tx, ready_rx) = tokio::sync::watch::channel(node::Health::starting());
     let health = std::sync::Arc::new(health_tx);
-    let keeper = tokio::spawn(node::keep(
-        client.clone(),
-        node::node_object(
-            &name,
-            &ips,
-            &facts,
-            &runtime,
-            kubelet_port,
-            args.control_plane,
-        ),
-        ready_rx,
-    ));
+    let mut node_object = node::node_object(
+        &name,
+        &ips,
+        &facts,
+        &runtime,
+        kubelet_port,
+        args.control_plane,
+    );
+    if let Some(addresses) = node_object["status"]["addresses"].as_array_mut() {
+        for (i, ip) in args.node_external_ip.iter().enumerate() {
+            addresses.insert(
+                ips.len() + i,
+                serde_json::json!({"type": "ExternalIP", "address": ip.to_string()}),
+            );
+        }
+    }
+    let keeper = tokio::spawn(node::keep(client.clone(), node_object, ready_rx));
     let readiness = tokio::spawn(watch_runtime(cri.clone(), health.clone()));
-    let network = {
-        let (conf, ipam, name, client) = (
-            dir.join("etc/cni/net.d"),
-            dir.join("cni"),
-            name.clone(),
+    // the overlay, then the pods' CNI config at the MTU it leaves
+    let backend: crate::overlay::plan::Backend = joined
+        .config
+        .flannel_backend
+        .parse()
+        .map_err(|e: String| anyhow::anyhow!("the server's flannel backend: {e}"))?;
+    let (overlay_ready, overlay_ready_rx) =
+        tokio::sync::oneshot::channel::<crate::overlay::Ready>();
+    let mut overlay = if backend == crate::overlay::plan::Backend::None {
+        tracing::info!("flannel backend none: no overlay and no CNI config; bring your own");
+        tokio::spawn(std::future::pending::<
+            Result<(), crate::overlay::OverlayError>,
+        >())
+    } else {
+        let cfg = crate::overlay::OverlayConfig {
+            node: name.clone(),
+            backend,
+            iface: args.node.flannel_iface.clone(),
+            node_ip: ips.iter().find_map(|i| match i {
+                std::net::IpAddr::V4(v4) => Some(*v4),
+                _ => None,
+            }),
+            cluster_cidr: joined
+                .config
+                .cluster_cidr
+                .parse()
+                .map_err(|e: String| anyhow::anyhow!("the server's cluster CIDR: {e}"))?,
+        };
+        let (conf, ipam) = (dir.join("etc/cni/net.d"), dir.join("cni"));
+        tokio::spawn(async move {
+            if let Ok(ready) = overlay_ready_rx.await {
+                match cni::write(&conf, &ipam, &ready.pod_cidr.to_string(), ready.mtu) {
+                    Ok(()) => {
+                        tracing::info!(pod_cidr = %ready.pod_cidr, mtu = ready.mtu, "pod network configured")
+                    }
+                    Err(e) => {
+                        tracing::error!(dir = %conf.display(), error = %e, "cannot write the CNI config")
+                    }
+                }
+            }
+        });
+        let links = std::sync::Arc::new(crate::net::netlink::RtNetlink::connect()?);
+        tokio::spawn(crate::overlay::run(
             client.clone(),
-        );
-        tokio::spawn(async move { cni::configure(client, name, &conf, &ipam).await })
+            cfg,
+            links,
+            std::sync::Arc::new(crate::net::NftCli::default()),
+            overlay_ready,
+            stop_rx.clone(),
+        ))
     };
     // the kubelet and its API
     let settings = crate::kubelet::Settings {
@@ -209,6 +257,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     };
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut known: Option<Vec<String>> = None;
+    let mut overlay_failed = None;
     loop {
         containerd::import_images(&socket, &images, &mut imported).await;
         // what the runtime holds, said when it changes (its CRI image list follows
@@ -227,10 +276,19 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
             _ = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}
             _ = tokio::signal::ctrl_c() => break,
             _ = term.recv() => break,
+            r = &mut overlay => {
+                let e = match r {
+                    Ok(Err(e)) => anyhow::anyhow!("overlay: {e}"),
+                    Ok(Ok(())) => anyhow::anyhow!("overlay stopped"),
+                    Err(e) => anyhow::anyhow!("overlay: {e}"),
+                };
+                overlay_failed = Some(e);
+                break;
+            }
         }
     }
     keeper.abort();
-    network.abort();
+    overlay.abort();
     readiness.abort();
     eviction.abort();
     api.abort();
@@ -240,7 +298,10 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     if let Some(s) = supervisor {
         s.await??;
     }
-    Ok(())
+    match overlay_failed {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
 }
 
 /// Connects to the runtime over CRI, retrying while containerd's CRI plugin comes up

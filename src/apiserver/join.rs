@@ -30,6 +30,18 @@ pub struct JoinConfig {
     pub server_ca: String,
     /// Where the CAs' keys are.
     pub tls_dir: PathBuf,
+    /// What every agent must agree on with the server (`/v1-skua/config`).
+    pub agent_config: AgentConfig,
+}
+
+/// The cluster-wide settings an agent learns when it joins (k3s' `/v1-k3s/config`):
+/// they are the server's flags, so agents cannot disagree on them.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentConfig {
+    pub cluster_cidr: String,
+    pub service_cidr: String,
+    pub flannel_backend: String,
 }
 
 fn pem(body: String) -> Response<Body> {
@@ -150,6 +162,29 @@ pub fn client_ca(ctx: &ApiContext, headers: &HeaderMap) -> Response<Body> {
         Ok(ca) => pem(ca),
         Err(e) => internal(format!("cannot read the client CA: {e}")).response(),
     }
+}
+
+/// `GET /v1-skua/config`: the cluster-wide settings agents follow. For the join
+/// secret only.
+pub fn agent_config(ctx: &ApiContext, headers: &HeaderMap) -> Response<Body> {
+    let Some(join) = ctx.join.as_ref() else {
+        return ApiStatus::not_found("", "", "join").response();
+    };
+    if !shows_secret(headers, &join.secret) {
+        return ApiStatus::new(
+            StatusCode::UNAUTHORIZED,
+            "Unauthorized",
+            "the join token was refused: use the server's <data-dir>/server/node-token",
+        )
+        .response();
+    }
+    let body = serde_json::to_vec(&join.agent_config).unwrap_or_default();
+    let mut resp = Response::new(Full::new(Bytes::from(body)).boxed());
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    resp
 }
 
 /// `GET /v1-skua/client-kubelet.crt` (`serving: false`) or

@@ -87,6 +87,9 @@ where
         "/v1-skua/client-ca.crt" if read => {
             return Ok(super::join::client_ca(&ctx, req.headers()));
         }
+        "/v1-skua/config" if read => {
+            return Ok(super::join::agent_config(&ctx, req.headers()));
+        }
         "/v1-skua/client-kubelet.crt" | "/v1-skua/serving-kubelet.crt" if read => {
             let serving = path.ends_with("serving-kubelet.crt");
             return Ok(super::join::node_cert(&ctx, req.headers(), serving).await);

@@ -248,6 +248,8 @@ pub async fn run(a: ApiBenchArgs) -> anyhow::Result<()> {
         cluster_domain: "cluster.local".into(),
         tls_san: Vec::new(),
         node_ips: Vec::new(),
+        node_external_ips: Vec::new(),
+        flannel_backend: "vxlan".into(),
         write_kubeconfig: scratch.join("kubeconfig.yaml"),
         write_kubeconfig_mode: 0o600,
         disable_agent: true,

@@ -186,6 +186,12 @@ fn as_list(v: Value) -> Vec<Value> {
 }
 
 /// An IPv4 or IPv6 CIDR such as `10.42.0.0/16` (kept as text; parsed where used).
+/// `--flannel-backend`: one of the backends the overlay knows.
+pub fn parse_flannel_backend(s: &str) -> Result<String, String> {
+    s.parse::<crate::overlay::plan::Backend>()
+        .map(|b| b.name().to_string())
+}
+
 pub fn parse_cidr(s: &str) -> Result<String, String> {
     let (addr, len) = s
         .split_once('/')

@@ -81,6 +81,14 @@ pub struct ServerArgs {
     /// the serving certificate.
     #[arg(long, env = "SKUA_NODE_IP", value_delimiter = ',')]
     pub node_ip: Vec<IpAddr>,
+    /// External IP addresses of this node (ExternalIP in its status; ServiceLB
+    /// announces them).
+    #[arg(long, env = "SKUA_NODE_EXTERNAL_IP", value_delimiter = ',')]
+    pub node_external_ip: Vec<IpAddr>,
+    /// How pod traffic crosses nodes: vxlan, host-gw, auto (host-gw on the node's
+    /// subnet, vxlan beyond) or none (bring your own CNI). Agents learn it when they join.
+    #[arg(long, env = "SKUA_FLANNEL_BACKEND", default_value = "vxlan", value_parser = config::parse_flannel_backend)]
+    pub flannel_backend: String,
     /// Address the API server listens on.
     #[arg(long, env = "SKUA_BIND_ADDRESS", default_value = "0.0.0.0")]
     pub bind_address: IpAddr,
@@ -180,6 +188,10 @@ pub struct AgentArgs {
     /// This node's addresses (for its kubelet serving certificate).
     #[arg(long, env = "SKUA_NODE_IP", value_delimiter = ',')]
     pub node_ip: Vec<std::net::IpAddr>,
+    /// External IP addresses of this node (ExternalIP in its status; ServiceLB
+    /// announces them).
+    #[arg(long, env = "SKUA_NODE_EXTERNAL_IP", value_delimiter = ',')]
+    pub node_external_ip: Vec<std::net::IpAddr>,
     /// Cluster DNS service IP that pods resolve names with.
     #[arg(long, env = "SKUA_CLUSTER_DNS", default_value = "10.43.0.10")]
     pub cluster_dns: IpAddr,
@@ -249,6 +261,10 @@ pub struct NodeArgs {
         default_value = "memory.available<100Mi,nodefs.available<10%,imagefs.available<15%,nodefs.inodesFree<5%"
     )]
     pub eviction_hard: String,
+    /// The interface pod traffic between nodes leaves by (default: the one holding
+    /// the node IP).
+    #[arg(long, env = "SKUA_FLANNEL_IFACE")]
+    pub flannel_iface: Option<String>,
     /// The resolv.conf pods with `dnsPolicy: Default` get.
     #[arg(long, env = "SKUA_RESOLV_CONF", default_value = "/etc/resolv.conf")]
     pub resolv_conf: PathBuf,

@@ -4,6 +4,8 @@
 //! Debian tools (`nft -f -`, `conntrack`), exactly as kube-proxy's knftables does, and
 //! only ever read back the agent's own table.
 
+pub mod netlink;
+
 use std::io::Write as _;
 use std::process::{Command, Stdio};
 use std::sync::Mutex;

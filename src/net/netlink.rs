@@ -1,0 +1,641 @@
+//! The kernel's routing tables over rtnetlink: the seam the overlay programs its
+//! routes, its VXLAN device, ARP and FDB entries through. The real implementation
+//! speaks netlink directly (the `rtnetlink` crate), the fake records state for unit
+//! tests. Only what skua made is ever read back or removed: routes carry skua's own
+//! route protocol number, and neighbour/FDB entries are only listed on skua's device.
+
+use super::NetError;
+use futures_util::TryStreamExt as _;
+use rtnetlink::packet_route::{
+    AddressFamily,
+    address::AddressAttribute,
+    link::{InfoData, InfoKind, InfoVxlan, LinkAttribute, LinkInfo, LinkMessage},
+    neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourState},
+    route::{RouteAddress, RouteAttribute, RouteFlags, RouteProtocol, RouteScope},
+};
+use std::collections::BTreeSet;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Mutex;
+
+/// The route protocol number skua's routes carry (`proto 66` in `ip route`), so a
+/// restarted agent finds exactly its own routes and never touches anyone else's.
+pub const ROUTE_PROTOCOL: u8 = 66;
+
+/// A network interface with its IPv4 addresses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Iface {
+    pub index: u32,
+    pub name: String,
+    pub mtu: u32,
+    pub addrs: Vec<(Ipv4Addr, u8)>,
+}
+
+/// An IPv4 route to `dst/prefix` through `gateway` out of interface `dev`; `onlink`
+/// says the gateway is reached on that device without a route of its own (VXLAN).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Route {
+    pub dst: Ipv4Addr,
+    pub prefix: u8,
+    pub gateway: Ipv4Addr,
+    pub dev: u32,
+    pub onlink: bool,
+}
+
+/// A permanent ARP entry on `dev`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Neigh {
+    pub dev: u32,
+    pub ip: Ipv4Addr,
+    pub mac: [u8; 6],
+}
+
+/// A permanent forwarding entry of a VXLAN device: frames for `mac` go to `dst`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Fdb {
+    pub dev: u32,
+    pub mac: [u8; 6],
+    pub dst: Ipv4Addr,
+}
+
+/// The VXLAN device the overlay wants.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VxlanSpec {
+    pub name: String,
+    pub vni: u32,
+    pub port: u16,
+    pub local: Ipv4Addr,
+    pub parent: u32,
+    pub mtu: u32,
+    /// The device's own address (`<node's pod network>/32`, as flannel gives it).
+    pub addr: Ipv4Addr,
+}
+
+/// The device as it is: its index and MAC (the VTEP MAC peers are told).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VxlanLink {
+    pub index: u32,
+    pub mac: [u8; 6],
+}
+
+/// Routing state, through netlink.
+#[async_trait::async_trait]
+pub trait Links: Send + Sync {
+    /// Every interface with its IPv4 addresses.
+    async fn interfaces(&self) -> Result<Vec<Iface>, NetError>;
+    /// Creates the VXLAN device (or keeps the one there when it already matches, so
+    /// its MAC stays what peers know), sets its MTU and address, and brings it up.
+    async fn ensure_vxlan(&self, spec: &VxlanSpec) -> Result<VxlanLink, NetError>;
+    /// Deletes a device by name; absent is fine.
+    async fn delete_link(&self, name: &str) -> Result<(), NetError>;
+    /// The IPv4 routes of the main table that carry [`ROUTE_PROTOCOL`].
+    async fn routes(&self) -> Result<Vec<Route>, NetError>;
+    /// Adds or replaces a route (tagged with [`ROUTE_PROTOCOL`]).
+    async fn replace_route(&self, r: &Route) -> Result<(), NetError>;
+    async fn delete_route(&self, r: &Route) -> Result<(), NetError>;
+    /// The permanent IPv4 neighbours of `dev`.
+    async fn neighbours(&self, dev: u32) -> Result<Vec<Neigh>, NetError>;
+    async fn replace_neighbour(&self, n: &Neigh) -> Result<(), NetError>;
+    async fn delete_neighbour(&self, n: &Neigh) -> Result<(), NetError>;
+    /// The permanent forwarding entries of `dev` that have a destination.
+    async fn fdb(&self, dev: u32) -> Result<Vec<Fdb>, NetError>;
+    async fn replace_fdb(&self, f: &Fdb) -> Result<(), NetError>;
+    async fn delete_fdb(&self, f: &Fdb) -> Result<(), NetError>;
+}
+
+fn refused(what: &str, e: impl std::fmt::Display) -> NetError {
+    NetError::Refused {
+        tool: "netlink",
+        message: format!("{what}: {e}"),
+    }
+}
+
+/// The kernel, over an rtnetlink socket in this process's network namespace.
+pub struct RtNetlink {
+    handle: rtnetlink::Handle,
+}
+
+impl RtNetlink {
+    /// Opens the socket; its connection task runs on the current tokio runtime.
+    pub fn connect() -> Result<RtNetlink, NetError> {
+        let (conn, handle, _) = rtnetlink::new_connection().map_err(|source| NetError::Spawn {
+            tool: "netlink",
+            package: "the kernel's rtnetlink",
+            source,
+        })?;
+        tokio::spawn(conn);
+        Ok(RtNetlink { handle })
+    }
+
+    async fn link_by_name(&self, name: &str) -> Result<Option<LinkMessage>, NetError> {
+        let mut links = self
+            .handle
+            .link()
+            .get()
+            .match_name(name.to_string())
+            .execute();
+        match links.try_next().await {
+            Ok(l) => Ok(l),
+            // ENODEV: no such device
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -19 => Ok(None),
+            Err(e) => Err(refused(&format!("reading link {name}"), e)),
+        }
+    }
+}
+
+fn link_mac(l: &LinkMessage) -> [u8; 6] {
+    l.attributes
+        .iter()
+        .find_map(|a| match a {
+            LinkAttribute::Address(m) if m.len() == 6 => {
+                let mut mac = [0u8; 6];
+                mac.copy_from_slice(m);
+                Some(mac)
+            }
+            _ => None,
+        })
+        .unwrap_or_default()
+}
+
+/// Whether an existing link is a VXLAN device with the wanted VNI, port, local address
+/// and parent.
+fn vxlan_matches(l: &LinkMessage, spec: &VxlanSpec) -> bool {
+    let info = l.attributes.iter().find_map(|a| match a {
+        LinkAttribute::LinkInfo(i) => Some(i),
+        _ => None,
+    });
+    let Some(info) = info else { return false };
+    let kind = info
+        .iter()
+        .any(|i| matches!(i, LinkInfo::Kind(InfoKind::Vxlan)));
+    let data = info.iter().find_map(|i| match i {
+        LinkInfo::Data(InfoData::Vxlan(d)) => Some(d),
+        _ => None,
+    });
+    let Some(data) = data else { return false };
+    kind && data.contains(&InfoVxlan::Id(spec.vni))
+        && data.contains(&InfoVxlan::Local(spec.local))
+        && data.contains(&InfoVxlan::Port(spec.port))
+        && data.contains(&InfoVxlan::Link(spec.parent))
+}
+
+#[async_trait::async_trait]
+impl Links for RtNetlink {
+    async fn interfaces(&self) -> Result<Vec<Iface>, NetError> {
+        let mut out = Vec::new();
+        let mut links = self.handle.link().get().execute();
+        while let Some(l) = links
+            .try_next()
+            .await
+            .map_err(|e| refused("listing links", e))?
+        {
+            let mut iface = Iface {
+                index: l.header.index,
+                name: String::new(),
+                mtu: 1500,
+                addrs: Vec::new(),
+            };
+            for a in &l.attributes {
+                match a {
+                    LinkAttribute::IfName(n) => iface.name = n.clone(),
+                    LinkAttribute::Mtu(m) => iface.mtu = *m,
+                    _ => {}
+                }
+            }
+            out.push(iface);
+        }
+        let mut addrs = self.handle.address().get().execute();
+        while let Some(a) = addrs
+            .try_next()
+            .await
+            .map_err(|e| refused("listing addresses", e))?
+        {
+            let ip = a.attributes.iter().find_map(|x| match x {
+                AddressAttribute::Local(IpAddr::V4(ip)) => Some(*ip),
+                _ => None,
+            });
+            let ip = ip.or_else(|| {
+                a.attributes.iter().find_map(|x| match x {
+                    AddressAttribute::Address(IpAddr::V4(ip)) => Some(*ip),
+                    _ => None,
+                })
+            });
+            if let (Some(ip), Some(i)) = (ip, out.iter_mut().find(|i| i.index == a.header.index)) {
+                i.addrs.push((ip, a.header.prefix_len));
+            }
+        }
+        Ok(out)
+    }
+
+    async fn ensure_vxlan(&self, spec: &VxlanSpec) -> Result<VxlanLink, NetError> {
+        let existing = self.link_by_name(&spec.name).await?;
+        let link = match existing {
+            Some(l) if vxlan_matches(&l, spec) => l,
+            other => {
+                if let Some(l) = other {
+                    // a device of that name with other settings (the node's address
+                    // changed): made again, as flannel does
+                    tracing::info!(device = %spec.name, "overlay: replacing a VXLAN device whose settings changed");
+                    self.handle
+                        .link()
+                        .del(l.header.index)
+                        .execute()
+                        .await
+                        .map_err(|e| refused(&format!("deleting {}", spec.name), e))?;
+                }
+                let msg = rtnetlink::LinkVxlan::new(&spec.name, spec.vni)
+                    .dev(spec.parent)
+                    .local(spec.local)
+                    .port(spec.port)
+                    .learning(false)
+                    .build();
+                self.handle
+                    .link()
+                    .add(msg)
+                    .execute()
+                    .await
+                    .map_err(|e| refused(&format!("creating VXLAN device {}", spec.name), e))?;
+                self.link_by_name(&spec.name).await?.ok_or_else(|| {
+                    refused(
+                        &format!("VXLAN device {}", spec.name),
+                        "gone after creation",
+                    )
+                })?
+            }
+        };
+        let index = link.header.index;
+        let set = rtnetlink::LinkUnspec::new_with_index(index)
+            .mtu(spec.mtu)
+            .up()
+            .build();
+        self.handle
+            .link()
+            .set(set)
+            .execute()
+            .await
+            .map_err(|e| refused(&format!("bringing up {}", spec.name), e))?;
+        // its address: only the wanted /32 stays
+        let mut addrs = self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(index)
+            .execute();
+        let mut has = false;
+        let mut stale = Vec::new();
+        while let Some(a) = addrs
+            .try_next()
+            .await
+            .map_err(|e| refused("listing addresses", e))?
+        {
+            let ip = a.attributes.iter().find_map(|x| match x {
+                AddressAttribute::Address(IpAddr::V4(ip)) => Some(*ip),
+                _ => None,
+            });
+            if ip == Some(spec.addr) && a.header.prefix_len == 32 {
+                has = true;
+            } else if ip.is_some() {
+                stale.push(a);
+            }
+        }
+        for a in stale {
+            let _ = self.handle.address().del(a).execute().await;
+        }
+        if !has {
+            self.handle
+                .address()
+                .add(index, IpAddr::V4(spec.addr), 32)
+                .execute()
+                .await
+                .map_err(|e| refused(&format!("addressing {}", spec.name), e))?;
+        }
+        Ok(VxlanLink {
+            index,
+            mac: link_mac(&link),
+        })
+    }
+
+    async fn delete_link(&self, name: &str) -> Result<(), NetError> {
+        if let Some(l) = self.link_by_name(name).await? {
+            self.handle
+                .link()
+                .del(l.header.index)
+                .execute()
+                .await
+                .map_err(|e| refused(&format!("deleting {name}"), e))?;
+        }
+        Ok(())
+    }
+
+    async fn routes(&self) -> Result<Vec<Route>, NetError> {
+        let mut out = Vec::new();
+        let req = rtnetlink::RouteMessageBuilder::<Ipv4Addr>::new().build();
+        let mut routes = self.handle.route().get(req).execute();
+        while let Some(r) = routes
+            .try_next()
+            .await
+            .map_err(|e| refused("listing routes", e))?
+        {
+            if r.header.protocol != RouteProtocol::Other(ROUTE_PROTOCOL)
+                || r.header.address_family != AddressFamily::Inet
+            {
+                continue;
+            }
+            let mut route = Route {
+                dst: Ipv4Addr::UNSPECIFIED,
+                prefix: r.header.destination_prefix_length,
+                gateway: Ipv4Addr::UNSPECIFIED,
+                dev: 0,
+                onlink: r.header.flags.contains(RouteFlags::Onlink),
+            };
+            for a in &r.attributes {
+                match a {
+                    RouteAttribute::Destination(RouteAddress::Inet(ip)) => route.dst = *ip,
+                    RouteAttribute::Gateway(RouteAddress::Inet(ip)) => route.gateway = *ip,
+                    RouteAttribute::Oif(i) => route.dev = *i,
+                    _ => {}
+                }
+            }
+            out.push(route);
+        }
+        Ok(out)
+    }
+
+    async fn replace_route(&self, r: &Route) -> Result<(), NetError> {
+        let mut b = rtnetlink::RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(r.dst, r.prefix)
+            .gateway(r.gateway)
+            .output_interface(r.dev)
+            .protocol(RouteProtocol::Other(ROUTE_PROTOCOL))
+            .scope(RouteScope::Universe);
+        if r.onlink {
+            b = b.onlink();
+        }
+        self.handle
+            .route()
+            .add(b.build())
+            .replace()
+            .execute()
+            .await
+            .map_err(|e| refused(&format!("route to {}/{}", r.dst, r.prefix), e))
+    }
+
+    async fn delete_route(&self, r: &Route) -> Result<(), NetError> {
+        let msg = rtnetlink::RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(r.dst, r.prefix)
+            .gateway(r.gateway)
+            .output_interface(r.dev)
+            .protocol(RouteProtocol::Other(ROUTE_PROTOCOL))
+            .build();
+        match self.handle.route().del(msg).execute().await {
+            Ok(()) => Ok(()),
+            // ESRCH: already gone
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -3 => Ok(()),
+            Err(e) => Err(refused(
+                &format!("deleting the route to {}/{}", r.dst, r.prefix),
+                e,
+            )),
+        }
+    }
+
+    async fn neighbours(&self, dev: u32) -> Result<Vec<Neigh>, NetError> {
+        let mut out = Vec::new();
+        let mut req = self.handle.neighbours().get();
+        req.message_mut().header.family = AddressFamily::Inet;
+        req.message_mut().header.ifindex = dev;
+        let mut neighbours = req.execute();
+        while let Some(n) = neighbours
+            .try_next()
+            .await
+            .map_err(|e| refused("listing neighbours", e))?
+        {
+            if n.header.ifindex != dev || n.header.state != NeighbourState::Permanent {
+                continue;
+            }
+            let ip = n.attributes.iter().find_map(|a| match a {
+                NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => Some(*ip),
+                _ => None,
+            });
+            let mac = n.attributes.iter().find_map(|a| match a {
+                NeighbourAttribute::LinkLayerAddress(m) if m.len() == 6 => {
+                    let mut mac = [0u8; 6];
+                    mac.copy_from_slice(m);
+                    Some(mac)
+                }
+                _ => None,
+            });
+            if let (Some(ip), Some(mac)) = (ip, mac) {
+                out.push(Neigh { dev, ip, mac });
+            }
+        }
+        Ok(out)
+    }
+
+    async fn replace_neighbour(&self, n: &Neigh) -> Result<(), NetError> {
+        self.handle
+            .neighbours()
+            .add(n.dev, IpAddr::V4(n.ip))
+            .link_layer_address(&n.mac)
+            .state(NeighbourState::Permanent)
+            .replace()
+            .execute()
+            .await
+            .map_err(|e| refused(&format!("ARP entry for {}", n.ip), e))
+    }
+
+    async fn delete_neighbour(&self, n: &Neigh) -> Result<(), NetError> {
+        let mut req = self.handle.neighbours().add(n.dev, IpAddr::V4(n.ip));
+        let msg = req.message_mut().clone();
+        match self.handle.neighbours().del(msg).execute().await {
+            Ok(()) => Ok(()),
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -2 => Ok(()),
+            Err(e) => Err(refused(&format!("deleting the ARP entry {}", n.ip), e)),
+        }
+    }
+
+    async fn fdb(&self, dev: u32) -> Result<Vec<Fdb>, NetError> {
+        let mut out = Vec::new();
+        let mut req = self.handle.neighbours().get();
+        req.message_mut().header.family = AddressFamily::Bridge;
+        req.message_mut().header.ifindex = dev;
+        let mut entries = req.execute();
+        while let Some(n) = entries
+            .try_next()
+            .await
+            .map_err(|e| refused("listing forwarding entries", e))?
+        {
+            if n.header.ifindex != dev || n.header.state != NeighbourState::Permanent {
+                continue;
+            }
+            let dst = n.attributes.iter().find_map(|a| match a {
+                NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => Some(*ip),
+                _ => None,
+            });
+            let mac = n.attributes.iter().find_map(|a| match a {
+                NeighbourAttribute::LinkLayerAddress(m) if m.len() == 6 => {
+                    let mut mac = [0u8; 6];
+                    mac.copy_from_slice(m);
+                    Some(mac)
+                }
+                _ => None,
+            });
+            if let (Some(dst), Some(mac)) = (dst, mac) {
+                out.push(Fdb { dev, mac, dst });
+            }
+        }
+        Ok(out)
+    }
+
+    async fn replace_fdb(&self, f: &Fdb) -> Result<(), NetError> {
+        self.handle
+            .neighbours()
+            .add_bridge(f.dev, &f.mac)
+            .destination(IpAddr::V4(f.dst))
+            .flags(NeighbourFlags::Own)
+            .state(NeighbourState::Permanent)
+            .replace()
+            .execute()
+            .await
+            .map_err(|e| refused(&format!("forwarding entry to {}", f.dst), e))
+    }
+
+    async fn delete_fdb(&self, f: &Fdb) -> Result<(), NetError> {
+        let mut req = self
+            .handle
+            .neighbours()
+            .add_bridge(f.dev, &f.mac)
+            .destination(IpAddr::V4(f.dst))
+            .flags(NeighbourFlags::Own);
+        let msg = req.message_mut().clone();
+        match self.handle.neighbours().del(msg).execute().await {
+            Ok(()) => Ok(()),
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -2 => Ok(()),
+            Err(e) => Err(refused(
+                &format!("deleting the forwarding entry {}", f.dst),
+                e,
+            )),
+        }
+    }
+}
+
+/// Routing state in memory, for unit tests of the overlay's reconciliation.
+#[derive(Default)]
+pub struct FakeLinks {
+    pub ifaces: Mutex<Vec<Iface>>,
+    pub vxlan: Mutex<Option<(VxlanSpec, VxlanLink)>>,
+    pub routes: Mutex<BTreeSet<Route>>,
+    pub neighbours: Mutex<BTreeSet<Neigh>>,
+    pub fdb: Mutex<BTreeSet<Fdb>>,
+    /// Every change made, in order (`+route …`, `-neigh …`), for assertions.
+    pub log: Mutex<Vec<String>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl FakeLinks {
+    fn record(&self, s: String) {
+        lock(&self.log).push(s);
+    }
+}
+
+#[async_trait::async_trait]
+impl Links for FakeLinks {
+    async fn interfaces(&self) -> Result<Vec<Iface>, NetError> {
+        Ok(lock(&self.ifaces).clone())
+    }
+    async fn ensure_vxlan(&self, spec: &VxlanSpec) -> Result<VxlanLink, NetError> {
+        let mut v = lock(&self.vxlan);
+        if let Some((s, l)) = v.as_ref() {
+            if s == spec {
+                return Ok(l.clone());
+            }
+        }
+        let link = VxlanLink {
+            index: 100,
+            mac: [0x02, 0, 0, 0, 0, spec.local.octets()[3]],
+        };
+        *v = Some((spec.clone(), link.clone()));
+        self.record(format!("+vxlan {}", spec.name));
+        Ok(link)
+    }
+    async fn delete_link(&self, name: &str) -> Result<(), NetError> {
+        let mut v = lock(&self.vxlan);
+        if v.as_ref().is_some_and(|(s, _)| s.name == name) {
+            *v = None;
+            self.record(format!("-link {name}"));
+        }
+        Ok(())
+    }
+    async fn routes(&self) -> Result<Vec<Route>, NetError> {
+        Ok(lock(&self.routes).iter().cloned().collect())
+    }
+    async fn replace_route(&self, r: &Route) -> Result<(), NetError> {
+        let mut routes = lock(&self.routes);
+        routes.retain(|x| (x.dst, x.prefix) != (r.dst, r.prefix));
+        routes.insert(r.clone());
+        self.record(format!("+route {}/{} via {}", r.dst, r.prefix, r.gateway));
+        Ok(())
+    }
+    async fn delete_route(&self, r: &Route) -> Result<(), NetError> {
+        lock(&self.routes).remove(r);
+        self.record(format!("-route {}/{}", r.dst, r.prefix));
+        Ok(())
+    }
+    async fn neighbours(&self, dev: u32) -> Result<Vec<Neigh>, NetError> {
+        Ok(lock(&self.neighbours)
+            .iter()
+            .filter(|n| n.dev == dev)
+            .cloned()
+            .collect())
+    }
+    async fn replace_neighbour(&self, n: &Neigh) -> Result<(), NetError> {
+        let mut all = lock(&self.neighbours);
+        all.retain(|x| (x.dev, x.ip) != (n.dev, n.ip));
+        all.insert(n.clone());
+        self.record(format!("+neigh {}", n.ip));
+        Ok(())
+    }
+    async fn delete_neighbour(&self, n: &Neigh) -> Result<(), NetError> {
+        lock(&self.neighbours).remove(n);
+        self.record(format!("-neigh {}", n.ip));
+        Ok(())
+    }
+    async fn fdb(&self, dev: u32) -> Result<Vec<Fdb>, NetError> {
+        Ok(lock(&self.fdb)
+            .iter()
+            .filter(|f| f.dev == dev)
+            .cloned()
+            .collect())
+    }
+    async fn replace_fdb(&self, f: &Fdb) -> Result<(), NetError> {
+        let mut all = lock(&self.fdb);
+        all.retain(|x| (x.dev, x.mac) != (f.dev, f.mac));
+        all.insert(f.clone());
+        self.record(format!("+fdb {}", f.dst));
+        Ok(())
+    }
+    async fn delete_fdb(&self, f: &Fdb) -> Result<(), NetError> {
+        lock(&self.fdb).remove(f);
+        self.record(format!("-fdb {}", f.dst));
+        Ok(())
+    }
+}
+
+/// `aa:bb:cc:dd:ee:ff`.
+pub fn format_mac(mac: &[u8; 6]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// Parses `aa:bb:cc:dd:ee:ff`.
+pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let parts: Vec<u8> = s
+        .split(':')
+        .map(|p| u8::from_str_radix(p, 16))
+        .collect::<Result<_, _>>()
+        .ok()?;
+    parts.try_into().ok()
+}
