@@ -466,8 +466,12 @@ impl Links for RtNetlink {
             if n.header.ifindex != dev || n.header.state != NeighbourState::Permanent {
                 continue;
             }
+            // in a bridge-family message the destination comes as raw bytes
             let dst = n.attributes.iter().find_map(|a| match a {
                 NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => Some(*ip),
+                NeighbourAttribute::Destination(NeighbourAddress::Other(b)) if b.len() == 4 => {
+                    Some(Ipv4Addr::new(b[0], b[1], b[2], b[3]))
+                }
                 _ => None,
             });
             let mac = n.attributes.iter().find_map(|a| match a {

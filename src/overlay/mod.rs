@@ -151,6 +151,7 @@ pub async fn run(
         backend: cfg.backend,
         subnet,
         iface: iface.index,
+        public_ip,
         vxlan: vxlan.as_ref().map(|l| l.index),
     };
     for (key, value) in [
@@ -355,6 +356,7 @@ mod tests {
             backend: Backend::Vxlan,
             subnet: "10.250.0.0/24".parse().unwrap(),
             iface: 2,
+            public_ip: "10.250.0.11".parse().unwrap(),
             vxlan: Some(9),
         };
         // a route left by a node that went while the agent was down

@@ -170,6 +170,8 @@ pub struct Local {
     /// The subnet of the interface pod traffic leaves by (`--flannel-iface`).
     pub subnet: Net,
     pub iface: u32,
+    /// This node's address peers send to.
+    pub public_ip: Ipv4Addr,
     /// The VXLAN device's index, when there is one.
     pub vxlan: Option<u32>,
 }
@@ -184,10 +186,15 @@ pub struct Desired {
     pub problems: Vec<String>,
 }
 
-/// The overlay state for `peers` (this node itself is left out).
+/// The overlay state for `peers`. This node itself is left out, and so is a node
+/// announcing this node's own address: it shares this machine's network (agents
+/// side by side in one network namespace), so its pods are reached locally.
 pub fn desired(local: &Local, peers: &[Peer]) -> Desired {
     let mut d = Desired::default();
-    for p in peers.iter().filter(|p| p.name != local.name) {
+    for p in peers
+        .iter()
+        .filter(|p| p.name != local.name && p.public_ip != local.public_ip)
+    {
         let same_subnet = local.subnet.contains(p.public_ip);
         let direct = match local.backend {
             Backend::HostGw => {
@@ -301,6 +308,7 @@ mod tests {
             backend,
             subnet: "10.250.0.0/24".parse().unwrap(),
             iface: 2,
+            public_ip: "10.250.0.11".parse().unwrap(),
             vxlan: backend.uses_vxlan().then_some(9),
         }
     }
@@ -408,6 +416,15 @@ mod tests {
             "{}",
             d.problems[0]
         );
+    }
+
+    #[test]
+    fn a_node_on_this_nodes_own_address_is_local() {
+        let mut p = peers();
+        p[1].public_ip = "10.250.0.11".parse().unwrap();
+        let d = desired(&local(Backend::Vxlan), &p);
+        assert_eq!(d.routes.len(), 1);
+        assert!(d.routes.iter().all(|r| r.dst.octets()[2] == 2));
     }
 
     #[test]

@@ -27,6 +27,19 @@ fn run(cmd: &mut Command) {
 
 impl Netns {
     pub fn create() -> Netns {
+        let ns = Netns::bare();
+        for args in [
+            &["link", "add", "node0", "type", "bridge"][..],
+            &["addr", "add", "10.250.0.1/24", "dev", "node0"],
+            &["link", "set", "node0", "up"],
+        ] {
+            ns.ip(args);
+        }
+        ns
+    }
+
+    /// A namespace with only loopback (up).
+    pub fn bare() -> Netns {
         let name = format!(
             "skua-t{}-{}",
             std::process::id(),
@@ -34,15 +47,21 @@ impl Netns {
         );
         run(Command::new("ip").args(["netns", "add", &name]));
         let ns = Netns { name };
-        for args in [
-            &["link", "set", "lo", "up"][..],
-            &["link", "add", "node0", "type", "bridge"],
-            &["addr", "add", "10.250.0.1/24", "dev", "node0"],
-            &["link", "set", "node0", "up"],
-        ] {
-            run(Command::new("ip").args(["-n", &ns.name]).args(args));
-        }
+        ns.ip(&["link", "set", "lo", "up"]);
         ns
+    }
+
+    /// `ip -n <this> <args>`, which must succeed.
+    pub fn ip(&self, args: &[&str]) {
+        run(Command::new("ip").args(["-n", &self.name]).args(args));
+    }
+
+    /// A sysctl inside the namespace.
+    pub fn sysctl(&self, key: &str, value: &str) {
+        let path = format!("/proc/sys/{}", key.replace('.', "/"));
+        run(self
+            .command("sh")
+            .args(["-c", &format!("echo {value} > {path}")]));
     }
 
     /// A command run inside the namespace (`nsenter` enters only the network
@@ -83,6 +102,9 @@ pub struct Cluster {
     pub images: PathBuf,
     /// Extra flags for every agent this cluster starts.
     pub agent_args: Vec<String>,
+    /// Nodes with a network namespace of their own (`start_lab`): name, namespace,
+    /// address. Agents not named here run in the cluster's namespace.
+    pub lab_nodes: Vec<(String, Netns, String)>,
     // last: the namespace outlives everything in it
     pub netns: Netns,
 }
@@ -182,6 +204,7 @@ impl Cluster {
             kubeconfig,
             images,
             agent_args: agent_args.iter().map(|a| a.to_string()).collect(),
+            lab_nodes: Vec::new(),
             netns,
         };
         let _ = cluster.server.wait();
@@ -196,6 +219,81 @@ impl Cluster {
             cluster.add_agent("n1");
         }
         cluster
+    }
+
+    /// A lab of separate machines: the cluster's namespace is the lab's switch and
+    /// router (bridges `node0` = 10.250.0.0/24 and `node1` = 10.251.0.0/24, the
+    /// control plane on 10.250.0.1), and each of `nodes` (name, address in one of those
+    /// subnets) is a namespace of its own wired to its subnet's bridge by a veth pair,
+    /// with its own agent. Nothing in it has a route to the machine's real interfaces.
+    /// `server_args` go to `skua server` (e.g. the flannel backend).
+    pub fn start_lab(server_args: &[&str], nodes: &[(&str, &str)]) -> Cluster {
+        let netns = Netns::create();
+        netns.ip(&["link", "add", "node1", "type", "bridge"]);
+        netns.ip(&["addr", "add", "10.251.0.1/24", "dev", "node1"]);
+        netns.ip(&["link", "set", "node1", "up"]);
+        netns.sysctl("net.ipv4.ip_forward", "1");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let root = dir.path();
+        let images = root.join("images");
+        super::build_images(&images);
+        std::fs::write(root.join("none.yaml"), "").unwrap();
+        let kubeconfig = root.join("kubeconfig.yaml");
+        let mut cluster = Cluster {
+            dir,
+            server: Command::new("true").spawn().expect("true"),
+            agents: Vec::new(),
+            port: 6443,
+            kubeconfig,
+            images,
+            agent_args: Vec::new(),
+            lab_nodes: Vec::new(),
+            netns,
+        };
+        let _ = cluster.server.wait();
+        for (name, ip) in nodes {
+            cluster.add_lab_machine(name, ip);
+        }
+        cluster.server = cluster
+            .server_command(false)
+            .args(server_args)
+            .spawn()
+            .expect("start skua server");
+        cluster.wait_api();
+        for (name, _) in nodes {
+            cluster.add_agent(name);
+        }
+        cluster
+    }
+
+    /// A machine of the lab: namespace `name` with `eth0` at `ip`/24 on its subnet's
+    /// bridge, default route via the lab router.
+    pub fn add_lab_machine(&mut self, name: &str, ip: &str) {
+        let ns = Netns::bare();
+        let (bridge, gw) = if ip.starts_with("10.251.") {
+            ("node1", "10.251.0.1")
+        } else {
+            ("node0", "10.250.0.1")
+        };
+        let host_side = format!("v-{name}");
+        self.netns.ip(&[
+            "link", "add", &host_side, "type", "veth", "peer", "name", "eth0", "netns", &ns.name,
+        ]);
+        self.netns
+            .ip(&["link", "set", &host_side, "master", bridge, "up"]);
+        ns.ip(&["addr", "add", &format!("{ip}/24"), "dev", "eth0"]);
+        ns.ip(&["link", "set", "eth0", "up"]);
+        ns.ip(&["route", "add", "default", "via", gw]);
+        self.lab_nodes.push((name.to_string(), ns, ip.to_string()));
+    }
+
+    /// The namespace node `name` runs in.
+    pub fn node_netns(&self, name: &str) -> &Netns {
+        self.lab_nodes
+            .iter()
+            .find(|(n, _, _)| n == name)
+            .map(|(_, ns, _)| ns)
+            .unwrap_or(&self.netns)
     }
 
     /// Starts agent `name` (its data under `<dir>/<name>`) and waits for it to be Ready.
@@ -238,13 +336,17 @@ impl Cluster {
             .iter()
             .position(|(n, _)| n == name)
             .unwrap_or(self.agents.len());
-        self.netns
-            .command(env!("CARGO_BIN_EXE_skua"))
+        let lab = self.lab_nodes.iter().find(|(n, _, _)| n == name);
+        let (ns, server, ip) = match lab {
+            Some((_, ns, ip)) => (ns, "10.250.0.1", ip.as_str()),
+            None => (&self.netns, "127.0.0.1", "10.250.0.1"),
+        };
+        ns.command(env!("CARGO_BIN_EXE_skua"))
             .env("SKUA_LOG", "info,skua=debug")
             .args([
                 "agent",
                 "--server",
-                &format!("https://127.0.0.1:{}", self.port),
+                &format!("https://{server}:{}", self.port),
             ])
             .args([
                 "--token",
@@ -252,7 +354,7 @@ impl Cluster {
                 "--node-name",
                 name,
             ])
-            .args(["--node-ip", "10.250.0.1"])
+            .args(["--node-ip", ip])
             .args(["--kubelet-port", &(10250 + index).to_string()])
             .arg("--config")
             .arg(self.dir.path().join("none.yaml"))
