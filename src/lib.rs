@@ -10,6 +10,7 @@ pub mod cli;
 pub mod client;
 pub mod controllers;
 pub mod cri;
+pub mod dns;
 pub mod kubelet;
 pub mod net;
 pub mod overlay;

@@ -203,6 +203,9 @@ pub async fn start_api(store: Arc<dyn Store>, cfg: &ServerConfig) -> anyhow::Res
     )
     .await
     .map_err(|s| anyhow::anyhow!("creating the kubernetes service: {}", s.message))?;
+    apiserver::resources::bootstrap_dns_service(&*store, cfg.cluster_dns)
+        .await
+        .map_err(|s| anyhow::anyhow!("creating the kube-dns service: {}", s.message))?;
     let tokens =
         apiserver::tokens::TokenAuthority::new(&pki.service_account_key, &cfg.cluster_domain)
             .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -230,6 +233,8 @@ pub async fn start_api(store: Arc<dyn Store>, cfg: &ServerConfig) -> anyhow::Res
                 cluster_cidr: cfg.cluster_cidr.clone(),
                 service_cidr: cfg.service_cidr.clone(),
                 flannel_backend: cfg.flannel_backend.clone(),
+                cluster_dns: cfg.cluster_dns.to_string(),
+                cluster_domain: cfg.cluster_domain.clone(),
             },
         }),
     });
@@ -339,8 +344,8 @@ fn embedded_agent(
         token_file: None,
         node_ip: cfg.node_ips.clone(),
         node_external_ip: cfg.node_external_ips.clone(),
-        cluster_dns: cfg.cluster_dns,
-        cluster_domain: cfg.cluster_domain.clone(),
+        cluster_dns: Some(cfg.cluster_dns),
+        cluster_domain: Some(cfg.cluster_domain.clone()),
         node,
         control_plane: true,
     };

@@ -57,6 +57,19 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         "joined {server} as node {name} (certificates in {})",
         joined.dir.display()
     );
+    let cluster_dns: std::net::IpAddr = match args.cluster_dns {
+        Some(ip) => ip,
+        None => joined.config.cluster_dns.parse().map_err(|_| {
+            anyhow::anyhow!(
+                "the server's cluster DNS address {:?} is not an IP address",
+                joined.config.cluster_dns
+            )
+        })?,
+    };
+    let cluster_domain = args
+        .cluster_domain
+        .clone()
+        .unwrap_or_else(|| joined.config.cluster_domain.clone());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let registries = std::sync::Arc::new(
         crate::cri::registries::Registries::load(&args.node.private_registry)
@@ -190,8 +203,8 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         root_dir: dir.join("kubelet"),
         pod_log_dir: args.node.pod_log_dir.clone(),
         container_log_dir: args.node.container_log_dir.clone(),
-        cluster_dns: vec![args.cluster_dns.to_string()],
-        cluster_domain: args.cluster_domain.clone(),
+        cluster_dns: vec![cluster_dns.to_string()],
+        cluster_domain: cluster_domain.clone(),
         log_max_size: crate::api::quantity::parse(&args.node.container_log_max_size)
             .map(|b| b as u64)
             .ok_or_else(|| {
@@ -222,12 +235,33 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     ));
     let pods = tokio::spawn(kubelet.clone().run(stop_rx.clone()));
     // Services → this node's nftables table
-    let proxy = tokio::spawn(crate::proxy::run(
+    // one copy of the endpoint slices for the proxy and cluster DNS
+    let slices = crate::client::watch::Informer::start(
         client.clone(),
+        crate::controllers::resource("discovery.k8s.io", "endpointslices"),
+        None,
+    );
+    let links: std::sync::Arc<dyn crate::net::netlink::Links> =
+        std::sync::Arc::new(crate::net::netlink::RtNetlink::connect()?);
+    let dns = tokio::spawn(crate::dns::run(
+        crate::dns::DnsConfig {
+            listen: cluster_dns,
+            domain: cluster_domain.clone(),
+            resolv_conf: args.node.resolv_conf.clone(),
+        },
+        std::sync::Arc::new(crate::dns::InformerView {
+            services: kubelet.services.clone(),
+            slices: slices.clone(),
+        }),
+        links.clone(),
+        stop_rx.clone(),
+    ));
+    let proxy = tokio::spawn(crate::proxy::run(
         kubelet.services.clone(),
+        slices.clone(),
         crate::proxy::ProxyConfig {
             node: name.clone(),
-            cluster_dns: match args.cluster_dns {
+            cluster_dns: match cluster_dns {
                 std::net::IpAddr::V4(v4) => Some(v4),
                 std::net::IpAddr::V6(_) => None,
             },
@@ -295,6 +329,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let _ = stop_tx.send(true);
     let _ = pods.await;
     let _ = proxy.await;
+    let _ = dns.await;
     if let Some(s) = supervisor {
         s.await??;
     }

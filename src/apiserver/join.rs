@@ -42,6 +42,8 @@ pub struct AgentConfig {
     pub cluster_cidr: String,
     pub service_cidr: String,
     pub flannel_backend: String,
+    pub cluster_dns: String,
+    pub cluster_domain: String,
 }
 
 fn pem(body: String) -> Response<Body> {

@@ -192,12 +192,13 @@ pub struct AgentArgs {
     /// announces them).
     #[arg(long, env = "SKUA_NODE_EXTERNAL_IP", value_delimiter = ',')]
     pub node_external_ip: Vec<std::net::IpAddr>,
-    /// Cluster DNS service IP that pods resolve names with.
-    #[arg(long, env = "SKUA_CLUSTER_DNS", default_value = "10.43.0.10")]
-    pub cluster_dns: IpAddr,
-    /// Cluster domain.
-    #[arg(long, env = "SKUA_CLUSTER_DOMAIN", default_value = "cluster.local")]
-    pub cluster_domain: String,
+    /// Cluster DNS service IP that pods resolve names with (default: the server's
+    /// --cluster-dns, learned when joining).
+    #[arg(long, env = "SKUA_CLUSTER_DNS")]
+    pub cluster_dns: Option<IpAddr>,
+    /// Cluster domain (default: the server's --cluster-domain).
+    #[arg(long, env = "SKUA_CLUSTER_DOMAIN")]
+    pub cluster_domain: Option<String>,
     #[command(flatten)]
     pub node: NodeArgs,
     /// Set for the agent inside `skua server`: its node is labelled a control-plane node.

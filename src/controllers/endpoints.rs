@@ -172,8 +172,12 @@ async fn sync(
         if let Some(node) = pod["spec"]["nodeName"].as_str() {
             ep["nodeName"] = json!(node);
         }
+        // a pod's hostname names its endpoint only under the service its subdomain
+        // names (upstream's rule: how StatefulSet pods get their DNS names)
         if let Some(h) = pod["spec"]["hostname"].as_str() {
-            ep["hostname"] = json!(h);
+            if pod["spec"]["subdomain"].as_str() == Some(name.as_str()) {
+                ep["hostname"] = json!(h);
+            }
         }
         slice_endpoints.push(ep);
         slice_ports.get_or_insert(resolved);

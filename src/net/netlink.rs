@@ -87,6 +87,10 @@ pub trait Links: Send + Sync {
     async fn ensure_vxlan(&self, spec: &VxlanSpec) -> Result<VxlanLink, NetError>;
     /// Deletes a device by name; absent is fine.
     async fn delete_link(&self, name: &str) -> Result<(), NetError>;
+    /// A dummy device `name`, up, holding `addr` as a host address (/32 or /128): a
+    /// local address for a service this node answers itself (cluster DNS). On a
+    /// kernel without dummy devices the address goes on loopback instead.
+    async fn ensure_local_address(&self, name: &str, addr: IpAddr) -> Result<(), NetError>;
     /// The IPv4 routes of the main table that carry [`ROUTE_PROTOCOL`].
     async fn routes(&self) -> Result<Vec<Route>, NetError>;
     /// Adds or replaces a route (tagged with [`ROUTE_PROTOCOL`]).
@@ -324,6 +328,68 @@ impl Links for RtNetlink {
                 .map_err(|e| refused(&format!("deleting {name}"), e))?;
         }
         Ok(())
+    }
+
+    async fn ensure_local_address(&self, name: &str, addr: IpAddr) -> Result<(), NetError> {
+        let link = match self.link_by_name(name).await? {
+            Some(l) => l,
+            None => {
+                let msg = rtnetlink::LinkDummy::new(name).up().build();
+                match self.handle.link().add(msg).execute().await {
+                    Ok(()) => self
+                        .link_by_name(name)
+                        .await?
+                        .ok_or_else(|| refused(&format!("device {name}"), "gone after creation"))?,
+                    // EOPNOTSUPP: a kernel without dummy devices; loopback holds it
+                    Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -95 => {
+                        tracing::debug!(
+                            device = name,
+                            "no dummy devices in this kernel: the address goes on lo"
+                        );
+                        self.link_by_name("lo")
+                            .await?
+                            .ok_or_else(|| refused("device lo", "absent"))?
+                    }
+                    Err(e) => return Err(refused(&format!("creating device {name}"), e)),
+                }
+            }
+        };
+        let index = link.header.index;
+        let up = rtnetlink::LinkUnspec::new_with_index(index).up().build();
+        self.handle
+            .link()
+            .set(up)
+            .execute()
+            .await
+            .map_err(|e| refused(&format!("bringing up {name}"), e))?;
+        let prefix = if addr.is_ipv4() { 32 } else { 128 };
+        let mut addrs = self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(index)
+            .execute();
+        while let Some(a) = addrs
+            .try_next()
+            .await
+            .map_err(|e| refused("listing addresses", e))?
+        {
+            if a.attributes.contains(&AddressAttribute::Address(addr)) {
+                return Ok(());
+            }
+        }
+        match self
+            .handle
+            .address()
+            .add(index, addr, prefix)
+            .execute()
+            .await
+        {
+            Ok(()) => Ok(()),
+            // EEXIST: another agent on this machine added it a moment ago
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -17 => Ok(()),
+            Err(e) => Err(refused(&format!("adding {addr} to {name}"), e)),
+        }
     }
 
     async fn routes(&self) -> Result<Vec<Route>, NetError> {
@@ -569,6 +635,10 @@ impl Links for FakeLinks {
             *v = None;
             self.record(format!("-link {name}"));
         }
+        Ok(())
+    }
+    async fn ensure_local_address(&self, name: &str, addr: IpAddr) -> Result<(), NetError> {
+        self.record(format!("+local {name} {addr}"));
         Ok(())
     }
     async fn routes(&self) -> Result<Vec<Route>, NetError> {

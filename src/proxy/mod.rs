@@ -7,7 +7,6 @@
 pub mod model;
 pub mod rules;
 
-use crate::client::ApiClient;
 use crate::client::watch::{Change, Informer};
 use crate::net::{Conntrack, NetError, Nft};
 use model::ServicePort;
@@ -267,8 +266,8 @@ pub struct ProxyConfig {
 
 /// Runs the proxy until `stop`; then removes its table.
 pub async fn run(
-    client: ApiClient,
     services: Arc<Informer>,
+    slices_informer: Arc<Informer>,
     config: ProxyConfig,
     mut proxier: Proxier,
     mut stop: tokio::sync::watch::Receiver<bool>,
@@ -282,11 +281,6 @@ pub async fn run(
             tracing::warn!(sysctl = key, error = %e, "proxy: cannot set sysctl");
         }
     }
-    let slices_informer = Informer::start(
-        client,
-        crate::controllers::resource("discovery.k8s.io", "endpointslices"),
-        None,
-    );
     let mut service_changes = services.subscribe();
     let mut slice_changes = slices_informer.subscribe();
     services.synced().await;

@@ -152,6 +152,8 @@ impl Cluster {
             // only the workload image: the agent builds its own sandbox image
             std::fs::copy(self.images.join("busybox.tar"), images.join("busybox.tar")).unwrap();
             cmd.args(["--node-name", "s1"])
+                .arg("--resolv-conf")
+                .arg(root.join("resolv.conf"))
                 .arg("--node-password-file")
                 .arg(data.join("password"))
                 .arg("--pod-log-dir")
@@ -192,6 +194,8 @@ impl Cluster {
         let images = root.join("images");
         super::build_images(&images);
         std::fs::write(root.join("none.yaml"), "").unwrap();
+        // the nodes' upstream resolver is in the lab, never the machine's own
+        std::fs::write(root.join("resolv.conf"), "nameserver 10.250.0.1\n").unwrap();
         let port = 6443;
         let kubeconfig = root.join("kubeconfig.yaml");
         // a placeholder until the real server starts (the struct owns one child)
@@ -238,6 +242,8 @@ impl Cluster {
         let images = root.join("images");
         super::build_images(&images);
         std::fs::write(root.join("none.yaml"), "").unwrap();
+        // the nodes' upstream resolver is in the lab, never the machine's own
+        std::fs::write(root.join("resolv.conf"), "nameserver 10.250.0.1\n").unwrap();
         let kubeconfig = root.join("kubeconfig.yaml");
         let mut cluster = Cluster {
             dir,
@@ -368,6 +374,8 @@ impl Cluster {
             .arg(data.join("log/containers"))
             .arg("--private-registry")
             .arg(self.registries_file())
+            .arg("--resolv-conf")
+            .arg(self.dir.path().join("resolv.conf"))
             .args(&self.agent_args)
             .stdout(log.try_clone().unwrap())
             .stderr(log)

@@ -142,3 +142,51 @@ pub async fn bootstrap_kubernetes_service(
     }
     Ok(())
 }
+
+/// The `kube-dns` Service in `kube-system` on the cluster DNS address (as k3s ships
+/// it), so that address is held in the service range and `kubectl get svc -n
+/// kube-system` shows it. No selector: every node's agent answers it itself.
+pub async fn bootstrap_dns_service(
+    store: &dyn Store,
+    cluster_dns: std::net::IpAddr,
+) -> Result<(), ApiStatus> {
+    let actor = Actor {
+        manager: "skua".into(),
+        operation: Operation::Update,
+        subresource: String::new(),
+        api_version: "v1".into(),
+    };
+    let res = RESOURCES
+        .iter()
+        .find(|r| r.plural == "services" && r.group.is_empty())
+        .expect("a built-in resource");
+    if store
+        .get(&key(res, Some("kube-system"), "kube-dns"))
+        .await
+        .map_err(store_error)?
+        .kv
+        .is_some()
+    {
+        return Ok(());
+    }
+    let family = if cluster_dns.is_ipv4() {
+        "IPv4"
+    } else {
+        "IPv6"
+    };
+    let service = json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "kube-dns", "namespace": "kube-system",
+                     "labels": {"k8s-app": "kube-dns", "kubernetes.io/cluster-service": "true", "kubernetes.io/name": "skua-dns"}},
+        "spec": {"clusterIP": cluster_dns.to_string(), "clusterIPs": [cluster_dns.to_string()],
+                 "ipFamilies": [family], "ipFamilyPolicy": "SingleStack",
+                 "type": "ClusterIP", "sessionAffinity": "None",
+                 "ports": [{"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 53},
+                           {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": 53}]},
+    });
+    match create(store, res, Some("kube-system"), service, Some(&actor)).await {
+        Ok(_) => Ok(()),
+        Err(s) if s.reason == "AlreadyExists" => Ok(()),
+        Err(s) => Err(s),
+    }
+}

@@ -10,7 +10,7 @@ pub mod object;
 mod pods;
 pub mod reviews;
 pub mod watch;
-pub use bootstrap::{bootstrap, bootstrap_kubernetes_service};
+pub use bootstrap::{bootstrap, bootstrap_dns_service, bootstrap_kubernetes_service};
 pub use delete::delete;
 mod write;
 pub use write::guaranteed_update;
