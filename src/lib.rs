@@ -15,6 +15,7 @@ pub mod kubelet;
 pub mod net;
 pub mod overlay;
 pub mod pki;
+pub mod policy;
 pub mod proxy;
 pub mod scheduler;
 pub mod server;

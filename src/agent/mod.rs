@@ -235,6 +235,13 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     ));
     let pods = tokio::spawn(kubelet.clone().run(stop_rx.clone()));
     // Services → this node's nftables table
+    // NetworkPolicy for this node's pods
+    let policy = tokio::spawn(crate::policy::run(
+        client.clone(),
+        name.clone(),
+        std::sync::Arc::new(crate::net::NftCli::default()),
+        stop_rx.clone(),
+    ));
     // one copy of the endpoint slices for the proxy and cluster DNS
     let slices = crate::client::watch::Informer::start(
         client.clone(),
@@ -330,6 +337,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let _ = pods.await;
     let _ = proxy.await;
     let _ = dns.await;
+    let _ = policy.await;
     if let Some(s) = supervisor {
         s.await??;
     }

@@ -87,6 +87,9 @@ fn node_may(node: &str, r: &RequestInfo) -> bool {
         }
         ("", "services" | "endpoints", None) | ("discovery.k8s.io", "endpointslices", None) => read,
         ("node.k8s.io", "runtimeclasses", None) => read,
+        // skua's agent also enforces NetworkPolicy (k3s gives its policy controller
+        // these reads): policies, and the namespaces their selectors match
+        ("networking.k8s.io", "networkpolicies", None) | ("", "namespaces", None) => read,
         // what a pod on the node refers to: read one by name (upstream checks the pod
         // graph; here any name, and never a list)
         (
