@@ -366,3 +366,128 @@ fn auto_goes_direct_on_the_subnet_and_vxlan_beyond() {
     assert_pod_to_pod(&c, "client", "web2");
     assert_pod_to_pod(&c, "client", "web3");
 }
+
+/// The seed scenario: a "tomcat" Deployment with two replicas (one per node) reached
+/// from outside through a NodePort, talking to a "mysql" Service by its DNS name on
+/// the other node (busybox httpd standing in for both).
+const SEED: &str = r#"
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: tomcat-app}
+data:
+  app: |
+    #!/bin/sh
+    echo "Content-Type: text/plain"
+    echo
+    echo "tomcat $(hostname) -> $(printf 'GET / HTTP/1.0\r\n\r\n' | nc -w 3 mysql 3306 | tail -n 1)"
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: mysql}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: mysql}}
+  template:
+    metadata: {labels: {app: mysql}}
+    spec:
+      nodeSelector: {kubernetes.io/hostname: n1}
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: mysql
+        image: docker.io/library/busybox:latest
+        imagePullPolicy: IfNotPresent
+        command: ["sh", "-c", "mkdir -p /db && echo mysql-rows-42 > /db/index.html && exec httpd -f -p 3306 -h /db"]
+        ports: [{name: mysql, containerPort: 3306}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: mysql}
+spec:
+  selector: {app: mysql}
+  ports: [{name: mysql, port: 3306}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: tomcat}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: tomcat}}
+  template:
+    metadata: {labels: {app: tomcat}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      affinity:
+        podAntiAffinity:
+          requiredDuringSchedulingIgnoredDuringExecution:
+          - labelSelector: {matchLabels: {app: tomcat}}
+            topologyKey: kubernetes.io/hostname
+      containers:
+      - name: tomcat
+        image: docker.io/library/busybox:latest
+        imagePullPolicy: IfNotPresent
+        command: ["httpd", "-f", "-p", "8080", "-h", "/www"]
+        ports: [{name: http, containerPort: 8080}]
+        volumeMounts: [{name: app, mountPath: /www/cgi-bin}]
+      volumes:
+      - name: app
+        configMap: {name: tomcat-app, defaultMode: 0755}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: tomcat}
+spec:
+  type: NodePort
+  selector: {app: tomcat}
+  ports: [{name: http, port: 8080}]
+"#;
+
+#[test]
+fn seed_tomcat_behind_a_node_port_reaches_mysql_by_name_across_nodes() {
+    let c = Cluster::start_lab(&[], &[("n1", "10.250.0.11"), ("n2", "10.250.0.12")]);
+    c.apply(SEED);
+    eventually(120, "two tomcats and a mysql ready", || {
+        let ready = |d: &str| jsonpath(&c, &format!("deployment/{d}"), "{.status.readyReplicas}");
+        (ready("tomcat") == "2" && ready("mysql") == "1").then_some(())
+    });
+    let (_, nodes) = c.kubectl(
+        "1.33",
+        &[
+            "get",
+            "pods",
+            "-l",
+            "app=tomcat",
+            "-o",
+            "jsonpath={.items[*].spec.nodeName}",
+        ],
+    );
+    let mut nodes: Vec<&str> = nodes.split_whitespace().collect();
+    nodes.sort();
+    assert_eq!(nodes, ["n1", "n2"], "one tomcat per node");
+    let port = jsonpath(&c, "service/tomcat", "{.spec.ports[0].nodePort}");
+    let get = |ip: &str| -> Option<String> {
+        let out = c
+            .netns
+            .command("busybox")
+            .args(["sh", "-c", &http_get(ip, &port, "/cgi-bin/app")])
+            .output()
+            .unwrap();
+        let out = String::from_utf8_lossy(&out.stdout).into_owned();
+        out.contains("200 OK")
+            .then(|| out.trim().lines().last().unwrap_or("").trim().to_string())
+    };
+    let mut seen = std::collections::BTreeSet::new();
+    for ip in ["10.250.0.11", "10.250.0.12"] {
+        for _ in 0..40 {
+            let page = eventually(30, &format!("the app through {ip}:{port}"), || get(ip));
+            assert!(
+                page.ends_with("-> mysql-rows-42"),
+                "tomcat did not reach mysql: {page}"
+            );
+            seen.insert(page.split_whitespace().nth(1).unwrap_or("").to_string());
+            if seen.len() == 2 {
+                break;
+            }
+        }
+    }
+    assert_eq!(seen.len(), 2, "both tomcats answered: {seen:?}");
+}
