@@ -74,16 +74,19 @@ fn balance(sp: &ServicePort, eps: &[&Endpoint]) -> Vec<String> {
             ));
         }
     }
-    let arms: Vec<String> = eps
-        .iter()
-        .enumerate()
-        .map(|(i, ep)| format!("{i} : goto {}", endpoint_chain(&sp.key, ep)))
-        .collect();
-    rules.push(format!(
-        "numgen random mod {} vmap {{ {} }}",
-        eps.len(),
-        arms.join(" , ")
-    ));
+    // A cascade, each rule drawing anew: rule i takes 1/(n-i) of what reaches it, so
+    // every endpoint gets 1/n (iptables' kube-proxy does the same). Not an anonymous
+    // `numgen … vmap { … }`: the kernel names every anonymous set by scanning the
+    // table's sets, which made a full sync quadratic in the number of services.
+    let n = eps.len();
+    for (i, ep) in eps.iter().enumerate() {
+        let chain = endpoint_chain(&sp.key, ep);
+        if i + 1 == n {
+            rules.push(format!("goto {chain}"));
+        } else {
+            rules.push(format!("numgen random mod {} == 0 goto {chain}", n - i));
+        }
+    }
     rules
 }
 
@@ -484,7 +487,11 @@ mod tests {
         ]));
         let svc = rules_of(&r, "service-");
         assert!(svc[0].contains("ip daddr 10.43.0.20 tcp dport 80 iifname != \"skua0\""));
-        assert!(svc[1].starts_with("numgen random mod 2 vmap { 0 : goto endpoint-"));
+        assert!(
+            svc[1].starts_with("numgen random mod 2 == 0 goto endpoint-"),
+            "{svc:?}"
+        );
+        assert!(svc[2].starts_with("goto endpoint-"), "{svc:?}");
         // one endpoint chain each for the ready two; hairpin masquerade, then DNAT
         let eps: Vec<_> = r
             .chains
@@ -549,7 +556,9 @@ mod tests {
         assert!(ext[0].starts_with("iifname \"skua0\" goto service-"));
         assert!(ext.last().unwrap().starts_with("goto local-"));
         let local = rules_of(&r, "local-");
-        assert!(local[0].starts_with("numgen random mod 1 "));
+        // one local endpoint: straight to it
+        assert_eq!(local.len(), 1);
+        assert!(local[0].starts_with("goto endpoint-"), "{local:?}");
         assert!(r.elements.contains(&(
             "service-nodeports",
             "tcp . 30080".into(),
