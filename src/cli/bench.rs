@@ -21,6 +21,9 @@ pub enum BenchCommand {
     Pods(super::bench_pods::PodsBenchArgs),
     /// Service proxy: nftables full sync at 1k/5k/10k services, one incremental change.
     Proxy(super::bench_proxy::ProxyBenchArgs),
+    /// Data plane: first-packet latency to a service at 100 vs 10k services; pod-to-pod
+    /// throughput over host-gw and vxlan against the bare veth.
+    Net(super::bench_net::NetBenchArgs),
 }
 
 #[derive(Args, Debug)]
@@ -68,6 +71,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Scale(a) => super::bench_scale::run(a).await,
         BenchCommand::Pods(a) => super::bench_pods::run(a).await,
         BenchCommand::Proxy(a) => super::bench_proxy::run(a).await,
+        BenchCommand::Net(a) => super::bench_net::run(a).await,
     }
 }
 

@@ -14,6 +14,14 @@ pub enum DebugCommand {
     /// Write to a sled store until killed, printing `ack <key> <revision>` per
     /// durable create and `counter <value> <revision>` per durable increment.
     StoreWriter(StoreWriterArgs),
+    /// `skua bench net`: accept TCP connections and read them to their end.
+    NetSink(super::debug_net::SinkArgs),
+    /// `skua bench net`: time new TCP connections (median and p99, µs).
+    NetConnect(super::debug_net::ConnectArgs),
+    /// `skua bench net`: send TCP as fast as possible (bits per second).
+    NetBlast(super::debug_net::BlastArgs),
+    /// `skua bench net`: program the overlay for static peers, as the agent would.
+    OverlayApply(super::debug_net::OverlayApplyArgs),
 }
 
 #[derive(Args, Debug)]
@@ -42,6 +50,10 @@ pub fn crash_value(key: &str) -> Vec<u8> {
 pub async fn run(cmd: DebugCommand) -> anyhow::Result<()> {
     match cmd {
         DebugCommand::StoreWriter(a) => store_writer(a).await,
+        DebugCommand::NetSink(a) => super::debug_net::sink(a),
+        DebugCommand::NetConnect(a) => super::debug_net::connect(a),
+        DebugCommand::NetBlast(a) => super::debug_net::blast(a),
+        DebugCommand::OverlayApply(a) => super::debug_net::overlay_apply(a).await,
     }
 }
 

@@ -3,11 +3,13 @@
 
 mod bench;
 mod bench_api;
+mod bench_net;
 mod bench_pods;
 mod bench_proxy;
 mod bench_scale;
 pub mod config;
 pub mod debug;
+mod debug_net;
 
 use crate::server::ServerConfig;
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};

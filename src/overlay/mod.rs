@@ -96,6 +96,61 @@ fn pick_interface(
     Ok((chosen.clone(), ip, Net::new(ip, prefix)))
 }
 
+/// This node's side of the overlay once its device is set up.
+pub struct Device {
+    pub local: Local,
+    pub mtu: u32,
+    pub public_ip: Ipv4Addr,
+    pub iface: crate::net::netlink::Iface,
+    pub vxlan: Option<crate::net::netlink::VxlanLink>,
+}
+
+/// Picks the interface and, for vxlan and auto, makes the VXLAN device (a device left
+/// by an earlier backend goes otherwise).
+pub async fn setup_device(
+    links: &dyn Links,
+    node: &str,
+    backend: Backend,
+    iface: Option<&str>,
+    node_ip: Option<Ipv4Addr>,
+    pod_cidr: Net,
+) -> Result<Device, OverlayError> {
+    let ifaces = links.interfaces().await?;
+    let (iface, public_ip, subnet) = pick_interface(&ifaces, iface, node_ip)?;
+    let (vxlan, mtu) = if backend.uses_vxlan() {
+        let link = links
+            .ensure_vxlan(&VxlanSpec {
+                name: plan::VXLAN_DEVICE.into(),
+                vni: plan::VXLAN_VNI,
+                port: plan::VXLAN_PORT,
+                local: public_ip,
+                parent: iface.index,
+                mtu: iface.mtu.saturating_sub(plan::VXLAN_OVERHEAD),
+                addr: pod_cidr.addr,
+            })
+            .await?;
+        (Some(link), iface.mtu.saturating_sub(plan::VXLAN_OVERHEAD))
+    } else {
+        links.delete_link(plan::VXLAN_DEVICE).await?;
+        (None, iface.mtu)
+    };
+    let local = Local {
+        name: node.to_string(),
+        backend,
+        subnet,
+        iface: iface.index,
+        public_ip,
+        vxlan: vxlan.as_ref().map(|l| l.index),
+    };
+    Ok(Device {
+        local,
+        mtu,
+        public_ip,
+        iface,
+        vxlan,
+    })
+}
+
 /// Waits for node IPAM to give this node its pod range.
 async fn pod_cidr(client: &ApiClient, node: &str) -> Net {
     loop {
@@ -126,34 +181,17 @@ pub async fn run(
         c = pod_cidr(&client, &cfg.node) => c,
         _ = stop.changed() => return Ok(()),
     };
-    let ifaces = links.interfaces().await?;
-    let (iface, public_ip, subnet) = pick_interface(&ifaces, cfg.iface.as_deref(), cfg.node_ip)?;
-    let (vxlan, mtu) = if cfg.backend.uses_vxlan() {
-        let link = links
-            .ensure_vxlan(&VxlanSpec {
-                name: plan::VXLAN_DEVICE.into(),
-                vni: plan::VXLAN_VNI,
-                port: plan::VXLAN_PORT,
-                local: public_ip,
-                parent: iface.index,
-                mtu: iface.mtu.saturating_sub(plan::VXLAN_OVERHEAD),
-                addr: pod_cidr.addr,
-            })
-            .await?;
-        (Some(link), iface.mtu.saturating_sub(plan::VXLAN_OVERHEAD))
-    } else {
-        // a VXLAN device left from an earlier backend goes
-        links.delete_link(plan::VXLAN_DEVICE).await?;
-        (None, iface.mtu)
-    };
-    let local = Local {
-        name: cfg.node.clone(),
-        backend: cfg.backend,
-        subnet,
-        iface: iface.index,
-        public_ip,
-        vxlan: vxlan.as_ref().map(|l| l.index),
-    };
+    let dev = setup_device(
+        links.as_ref(),
+        &cfg.node,
+        cfg.backend,
+        cfg.iface.as_deref(),
+        cfg.node_ip,
+        pod_cidr,
+    )
+    .await?;
+    let (local, mtu, public_ip) = (dev.local.clone(), dev.mtu, dev.public_ip);
+    let (iface, vxlan) = (dev.iface, dev.vxlan);
     for (key, value) in [
         ("net.ipv4.ip_forward", "1"),
         // packets between pods on one bridge pass conntrack (service DNAT is undone)
