@@ -263,6 +263,30 @@ fn vxlan_carries_pods_services_and_follows_nodes() {
         "neigh: {neigh}"
     );
 
+    // a node joining: its route appears on the others within a second of its
+    // announcement (n2 comes back; its Node object is made again)
+    c.restart_agent_nowait("n2");
+    let mut announced = None;
+    let t0 = Instant::now();
+    let joined = loop {
+        let now = t0.elapsed();
+        if announced.is_none()
+            && jsonpath(&c, "node/n2", "{.metadata.annotations.flannel\\.alpha\\.coreos\\.com/public-ip}") == "10.250.0.12"
+        {
+            announced = Some(now);
+        }
+        let cidr = jsonpath(&c, "node/n2", "{.spec.podCIDR}");
+        if !cidr.is_empty() && overlay_routes(&c, "n1").contains(&cidr) {
+            break now;
+        }
+        assert!(now < Duration::from_secs(30), "n2's route never came back");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let since = joined.saturating_sub(announced.unwrap_or(joined));
+    c.wait_ready("n2");
+    eprintln!("route of the joining node within {since:?} of its announcement");
+    assert!(since < Duration::from_secs(2), "took {since:?}");
+
     // a restart reconciles: a stale route of skua's is removed, others are left alone
     c.stop_agent("n1");
     for args in [
@@ -490,4 +514,95 @@ fn seed_tomcat_behind_a_node_port_reaches_mysql_by_name_across_nodes() {
         }
     }
     assert_eq!(seen.len(), 2, "both tomcats answered: {seen:?}");
+}
+
+/// Session affinity and readiness across nodes: one backend per node; a client keeps
+/// its backend with ClientIP affinity; a backend failing readiness stops receiving
+/// traffic from the other node.
+const SPREAD: &str = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      affinity:
+        podAntiAffinity:
+          requiredDuringSchedulingIgnoredDuringExecution:
+          - labelSelector: {matchLabels: {app: web}}
+            topologyKey: kubernetes.io/hostname
+      containers:
+      - name: httpd
+        image: docker.io/library/busybox:latest
+        imagePullPolicy: IfNotPresent
+        command: ["sh", "-c", "mkdir -p /www && hostname > /www/index.html && touch /tmp/ready && exec httpd -f -p 8080 -h /www"]
+        readinessProbe:
+          exec: {command: ["cat", "/tmp/ready"]}
+          periodSeconds: 1
+          failureThreshold: 1
+---
+apiVersion: v1
+kind: Service
+metadata: {name: sticky}
+spec:
+  selector: {app: web}
+  sessionAffinity: ClientIP
+  ports: [{port: 80, targetPort: 8080}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: plain}
+spec:
+  selector: {app: web}
+  ports: [{port: 80, targetPort: 8080}]
+"#;
+
+#[test]
+fn affinity_and_readiness_hold_across_nodes() {
+    let c = Cluster::start_lab(&[], &[("n1", "10.250.0.11"), ("n2", "10.250.0.12")]);
+    c.apply(SPREAD);
+    c.apply(&client("client", "n1"));
+    c.wait_phase("client", "Running", 90);
+    eventually(90, "two ready backends", || {
+        (jsonpath(&c, "deployment/web", "{.status.readyReplicas}") == "2").then_some(())
+    });
+    let sticky = jsonpath(&c, "service/sticky", "{.spec.clusterIP}");
+    let plain = jsonpath(&c, "service/plain", "{.spec.clusterIP}");
+    let first = eventually(30, "the sticky service", || from_pod(&c, "client", &sticky, "80", "/"));
+    for _ in 0..10 {
+        assert_eq!(
+            from_pod(&c, "client", &sticky, "80", "/").as_deref(),
+            Some(first.as_str()),
+            "ClientIP affinity keeps one backend"
+        );
+    }
+    // the plain service reaches both, one on each node
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..40 {
+        seen.extend(from_pod(&c, "client", &plain, "80", "/"));
+        if seen.len() == 2 {
+            break;
+        }
+    }
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    // the backend on n2 fails readiness: traffic from n1 goes only to n1's
+    let (_, on_n2) = c.kubectl(
+        "1.33",
+        &["get", "pods", "-l", "app=web", "--field-selector", "spec.nodeName=n2", "-o", "jsonpath={.items[0].metadata.name}"],
+    );
+    let on_n2 = on_n2.trim().to_string();
+    let (ok, out) = c.kubectl("1.33", &["exec", &on_n2, "--", "rm", "/tmp/ready"]);
+    assert!(ok, "{out}");
+    eventually(30, "one endpoint left", || {
+        let ips = jsonpath(&c, "endpoints/plain", "{.subsets[0].addresses[*].ip}");
+        (ips.split_whitespace().count() == 1).then_some(())
+    });
+    for _ in 0..15 {
+        let page = eventually(10, "the plain service", || from_pod(&c, "client", &plain, "80", "/"));
+        assert_ne!(page, on_n2, "an unready endpoint got traffic");
+    }
 }

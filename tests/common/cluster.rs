@@ -458,7 +458,7 @@ impl Cluster {
         self.agent_log(name)
     }
 
-    fn wait_ready(&self, name: &str) {
+    pub fn wait_ready(&self, name: &str) {
         super::eventually(120, &format!("node {name} to be Ready"), || {
             let (ok, out) = self.kubectl(
                 "1.33",
@@ -482,6 +482,16 @@ impl Cluster {
                 let _ = child.wait();
             }
         }
+    }
+
+    /// Starts a stopped agent again without waiting for it.
+    pub fn restart_agent_nowait(&mut self, name: &str) {
+        let slot = self
+            .agents
+            .iter()
+            .position(|(n, _)| n == name)
+            .expect("a known agent");
+        self.agents[slot].1 = Some(self.spawn_agent(name, None));
     }
 
     /// Starts a stopped agent again.
