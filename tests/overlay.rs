@@ -271,7 +271,11 @@ fn vxlan_carries_pods_services_and_follows_nodes() {
     let joined = loop {
         let now = t0.elapsed();
         if announced.is_none()
-            && jsonpath(&c, "node/n2", "{.metadata.annotations.flannel\\.alpha\\.coreos\\.com/public-ip}") == "10.250.0.12"
+            && jsonpath(
+                &c,
+                "node/n2",
+                "{.metadata.annotations.flannel\\.alpha\\.coreos\\.com/public-ip}",
+            ) == "10.250.0.12"
         {
             announced = Some(now);
         }
@@ -572,7 +576,9 @@ fn affinity_and_readiness_hold_across_nodes() {
     });
     let sticky = jsonpath(&c, "service/sticky", "{.spec.clusterIP}");
     let plain = jsonpath(&c, "service/plain", "{.spec.clusterIP}");
-    let first = eventually(30, "the sticky service", || from_pod(&c, "client", &sticky, "80", "/"));
+    let first = eventually(30, "the sticky service", || {
+        from_pod(&c, "client", &sticky, "80", "/")
+    });
     for _ in 0..10 {
         assert_eq!(
             from_pod(&c, "client", &sticky, "80", "/").as_deref(),
@@ -592,7 +598,16 @@ fn affinity_and_readiness_hold_across_nodes() {
     // the backend on n2 fails readiness: traffic from n1 goes only to n1's
     let (_, on_n2) = c.kubectl(
         "1.33",
-        &["get", "pods", "-l", "app=web", "--field-selector", "spec.nodeName=n2", "-o", "jsonpath={.items[0].metadata.name}"],
+        &[
+            "get",
+            "pods",
+            "-l",
+            "app=web",
+            "--field-selector",
+            "spec.nodeName=n2",
+            "-o",
+            "jsonpath={.items[0].metadata.name}",
+        ],
     );
     let on_n2 = on_n2.trim().to_string();
     let (ok, out) = c.kubectl("1.33", &["exec", &on_n2, "--", "rm", "/tmp/ready"]);
@@ -602,7 +617,9 @@ fn affinity_and_readiness_hold_across_nodes() {
         (ips.split_whitespace().count() == 1).then_some(())
     });
     for _ in 0..15 {
-        let page = eventually(10, "the plain service", || from_pod(&c, "client", &plain, "80", "/"));
+        let page = eventually(10, "the plain service", || {
+            from_pod(&c, "client", &plain, "80", "/")
+        });
         assert_ne!(page, on_n2, "an unready endpoint got traffic");
     }
 }
