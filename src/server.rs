@@ -203,9 +203,11 @@ pub async fn start_api(store: Arc<dyn Store>, cfg: &ServerConfig) -> anyhow::Res
     )
     .await
     .map_err(|s| anyhow::anyhow!("creating the kubernetes service: {}", s.message))?;
-    apiserver::resources::bootstrap_dns_service(&*store, cfg.cluster_dns)
-        .await
-        .map_err(|s| anyhow::anyhow!("creating the kube-dns service: {}", s.message))?;
+    // a cluster whose DNS address some service already holds keeps running; DNS is
+    // still answered on the address, only the Service object is missing
+    if let Err(s) = apiserver::resources::bootstrap_dns_service(&*store, cfg.cluster_dns).await {
+        tracing::warn!(address = %cfg.cluster_dns, error = %s.message, "cannot create the kube-dns service");
+    }
     let tokens =
         apiserver::tokens::TokenAuthority::new(&pki.service_account_key, &cfg.cluster_domain)
             .map_err(|e| anyhow::anyhow!("{e}"))?;

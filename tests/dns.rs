@@ -227,8 +227,7 @@ fn pods_resolve_services_and_the_world_through_cluster_dns() {
             .unwrap();
         let out = String::from_utf8_lossy(&out.stdout).into_owned();
         out.lines()
-            .filter(|l| l.contains("Address") && l.contains("10.43."))
-            .last()
+            .rfind(|l| l.contains("Address") && l.contains("10.43."))
             .map(str::to_string)
     });
     let took = t.elapsed();

@@ -146,20 +146,35 @@ async fn check_password(ctx: &ApiContext, name: &str, password: &str) -> Result<
     }
 }
 
+/// The join settings, for a caller that shows the join secret; otherwise the refusal
+/// to send.
+fn joining<'a>(
+    ctx: &'a ApiContext,
+    headers: &HeaderMap,
+) -> Result<&'a JoinConfig, Box<Response<Body>>> {
+    let Some(join) = ctx.join.as_ref() else {
+        return Err(Box::new(ApiStatus::not_found("", "", "join").response()));
+    };
+    if !shows_secret(headers, &join.secret) {
+        return Err(Box::new(
+            ApiStatus::new(
+                StatusCode::UNAUTHORIZED,
+                "Unauthorized",
+                "the join token was refused: use the server's <data-dir>/server/node-token",
+            )
+            .response(),
+        ));
+    }
+    Ok(join)
+}
+
 /// `GET /v1-skua/client-ca.crt`: the client CA, with which a kubelet verifies who
 /// calls its API (the API server, proxying logs and exec). For the join secret only.
 pub fn client_ca(ctx: &ApiContext, headers: &HeaderMap) -> Response<Body> {
-    let Some(join) = ctx.join.as_ref() else {
-        return ApiStatus::not_found("", "", "join").response();
+    let join = match joining(ctx, headers) {
+        Ok(j) => j,
+        Err(refused) => return *refused,
     };
-    if !shows_secret(headers, &join.secret) {
-        return ApiStatus::new(
-            StatusCode::UNAUTHORIZED,
-            "Unauthorized",
-            "the join token was refused: use the server's <data-dir>/server/node-token",
-        )
-        .response();
-    }
     match std::fs::read_to_string(join.tls_dir.join("client-ca.crt")) {
         Ok(ca) => pem(ca),
         Err(e) => internal(format!("cannot read the client CA: {e}")).response(),
@@ -169,17 +184,10 @@ pub fn client_ca(ctx: &ApiContext, headers: &HeaderMap) -> Response<Body> {
 /// `GET /v1-skua/config`: the cluster-wide settings agents follow. For the join
 /// secret only.
 pub fn agent_config(ctx: &ApiContext, headers: &HeaderMap) -> Response<Body> {
-    let Some(join) = ctx.join.as_ref() else {
-        return ApiStatus::not_found("", "", "join").response();
+    let join = match joining(ctx, headers) {
+        Ok(j) => j,
+        Err(refused) => return *refused,
     };
-    if !shows_secret(headers, &join.secret) {
-        return ApiStatus::new(
-            StatusCode::UNAUTHORIZED,
-            "Unauthorized",
-            "the join token was refused: use the server's <data-dir>/server/node-token",
-        )
-        .response();
-    }
     let body = serde_json::to_vec(&join.agent_config).unwrap_or_default();
     let mut resp = Response::new(Full::new(Bytes::from(body)).boxed());
     resp.headers_mut().insert(

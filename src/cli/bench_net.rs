@@ -223,31 +223,6 @@ fn median_u64(mut v: Vec<u64>) -> u64 {
     v[v.len() / 2]
 }
 
-fn service(i: usize, endpoints: usize) -> ServicePort {
-    ServicePort {
-        key: format!("bench/svc{i}/tcp/http"),
-        protocol: "tcp",
-        cluster_ips: vec![[10, 43, (i / 250) as u8, (i % 250 + 1) as u8].into()],
-        port: 80,
-        node_port: None,
-        external_ips: vec![],
-        load_balancer_ips: vec![],
-        affinity_seconds: None,
-        external_local: false,
-        internal_local: false,
-        endpoints: (0..endpoints)
-            .map(|e| Endpoint {
-                ip: [10, 42, 100 + (i % 100) as u8, (e + 1) as u8].into(),
-                port: 8080,
-                ready: true,
-                serving: true,
-                terminating: false,
-                local: false,
-            })
-            .collect(),
-    }
-}
-
 pub async fn run(a: NetBenchArgs) -> anyhow::Result<()> {
     let mut lab = Lab {
         prefix: format!("skua-bench-net-{}", std::process::id()),
@@ -288,7 +263,7 @@ pub async fn run(a: NetBenchArgs) -> anyhow::Result<()> {
             terminating: false,
             local: false,
         }],
-        ..service(0, 0)
+        ..super::bench_proxy::port(0, 0, false)
     };
     for &n in &a.services {
         let mut p = Proxier::new(
@@ -296,7 +271,12 @@ pub async fn run(a: NetBenchArgs) -> anyhow::Result<()> {
             Arc::new(ConntrackCli(Netns(Some(lab.path("a"))))),
         );
         let mut updates: Vec<_> = (0..n)
-            .map(|i| (format!("bench/svc{i}"), vec![service(i, 10)]))
+            .map(|i| {
+                (
+                    format!("bench/svc{i}"),
+                    vec![super::bench_proxy::port(i, 10, false)],
+                )
+            })
             .collect();
         updates.push(("bench/target".into(), vec![target.clone()]));
         let t = Instant::now();

@@ -25,7 +25,9 @@ pub struct ProxyBenchArgs {
     pub rounds: usize,
 }
 
-fn port(i: usize, endpoints: usize, extra: bool) -> ServicePort {
+/// Service port `i` with `endpoints` endpoints (one more with `extra`); shared with
+/// `skua bench net`.
+pub(super) fn port(i: usize, endpoints: usize, extra: bool) -> ServicePort {
     let n = endpoints + usize::from(extra);
     ServicePort {
         key: format!("bench/svc{i}/tcp/http"),

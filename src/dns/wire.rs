@@ -333,8 +333,11 @@ pub mod tests {
         m
     }
 
+    /// One record read back: name, type, data.
+    pub type Rr = (String, u16, Vec<u8>);
+
     /// Reads an answer back: rcode, flags and the answer section's records.
-    pub fn decode(msg: &[u8]) -> (u8, u16, Vec<(String, u16, Vec<u8>)>) {
+    pub fn decode(msg: &[u8]) -> (u8, u16, Vec<Rr>) {
         let flags = u16::from_be_bytes([msg[2], msg[3]]);
         let an = u16::from_be_bytes([msg[6], msg[7]]);
         let (_, mut pos) = read_name(msg, 12).unwrap();

@@ -182,6 +182,18 @@ fn vxlan_matches(l: &LinkMessage, spec: &VxlanSpec) -> bool {
         && data.contains(&InfoVxlan::Link(spec.parent))
 }
 
+/// The link-layer address of a neighbour or forwarding entry.
+fn neighbour_mac(attrs: &[NeighbourAttribute]) -> Option<[u8; 6]> {
+    attrs.iter().find_map(|a| match a {
+        NeighbourAttribute::LinkLayerAddress(m) if m.len() == 6 => {
+            let mut mac = [0u8; 6];
+            mac.copy_from_slice(m);
+            Some(mac)
+        }
+        _ => None,
+    })
+}
+
 #[async_trait::async_trait]
 impl Links for RtNetlink {
     async fn interfaces(&self) -> Result<Vec<Iface>, NetError> {
@@ -481,14 +493,7 @@ impl Links for RtNetlink {
                 NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => Some(*ip),
                 _ => None,
             });
-            let mac = n.attributes.iter().find_map(|a| match a {
-                NeighbourAttribute::LinkLayerAddress(m) if m.len() == 6 => {
-                    let mut mac = [0u8; 6];
-                    mac.copy_from_slice(m);
-                    Some(mac)
-                }
-                _ => None,
-            });
+            let mac = neighbour_mac(&n.attributes);
             if let (Some(ip), Some(mac)) = (ip, mac) {
                 out.push(Neigh { dev, ip, mac });
             }
@@ -540,14 +545,7 @@ impl Links for RtNetlink {
                 }
                 _ => None,
             });
-            let mac = n.attributes.iter().find_map(|a| match a {
-                NeighbourAttribute::LinkLayerAddress(m) if m.len() == 6 => {
-                    let mut mac = [0u8; 6];
-                    mac.copy_from_slice(m);
-                    Some(mac)
-                }
-                _ => None,
-            });
+            let mac = neighbour_mac(&n.attributes);
             if let (Some(dst), Some(mac)) = (dst, mac) {
                 out.push(Fdb { dev, mac, dst });
             }

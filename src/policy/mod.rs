@@ -16,8 +16,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Runs until `stop`; then removes the table (pods keep running, unpoliced, while the
-/// agent is away, as with no policy controller).
+/// Runs until `stop`. The table stays when the agent stops: its pods keep running, so
+/// their policies keep being enforced until the next start rebuilds the table.
 pub async fn run(
     client: ApiClient,
     node: String,
@@ -92,12 +92,6 @@ pub async fn run(
         tokio::time::sleep(Duration::from_millis(50)).await;
         while policy_changes.try_recv().is_ok() {}
         while changed.try_recv().is_ok() {}
-    }
-    if let Err(e) = nft.apply(&format!(
-        "add table ip {t}\ndelete table ip {t}\n",
-        t = rules::TABLE
-    )) {
-        tracing::warn!(error = %e, "network policy: cannot remove its table");
     }
 }
 

@@ -153,8 +153,8 @@ fn peers<'a>(
             }
             continue;
         }
-        let pod_sel = peer.get("podSelector").map(|s| selector(s));
-        let ns_sel = peer.get("namespaceSelector").map(|s| selector(s));
+        let pod_sel = peer.get("podSelector").map(selector);
+        let ns_sel = peer.get("namespaceSelector").map(selector);
         // an unreadable selector selects nothing
         if matches!(pod_sel, Some(None)) || matches!(ns_sel, Some(None)) {
             continue;

@@ -60,6 +60,16 @@ pub async fn bootstrap(store: &dyn Store) -> Result<(), ApiStatus> {
     Ok(())
 }
 
+/// Who writes the bootstrap objects (their managedFields say "skua").
+fn system_actor() -> Actor {
+    Actor {
+        manager: "skua".into(),
+        operation: Operation::Update,
+        subresource: String::new(),
+        api_version: "v1".into(),
+    }
+}
+
 /// The `kubernetes` Service in `default` (the first service IP, port 443) and its
 /// Endpoints and EndpointSlice, pointing at this API server (as kube-apiserver keeps
 /// them).
@@ -69,12 +79,7 @@ pub async fn bootstrap_kubernetes_service(
     endpoint: std::net::IpAddr,
     port: u16,
 ) -> Result<(), ApiStatus> {
-    let actor = Actor {
-        manager: "skua".into(),
-        operation: Operation::Update,
-        subresource: String::new(),
-        api_version: "v1".into(),
-    };
+    let actor = system_actor();
     let find = |plural: &str, group: &str| {
         RESOURCES
             .iter()
@@ -150,12 +155,7 @@ pub async fn bootstrap_dns_service(
     store: &dyn Store,
     cluster_dns: std::net::IpAddr,
 ) -> Result<(), ApiStatus> {
-    let actor = Actor {
-        manager: "skua".into(),
-        operation: Operation::Update,
-        subresource: String::new(),
-        api_version: "v1".into(),
-    };
+    let actor = system_actor();
     let res = RESOURCES
         .iter()
         .find(|r| r.plural == "services" && r.group.is_empty())
