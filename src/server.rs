@@ -30,6 +30,10 @@ pub struct ServerConfig {
     pub node_external_ips: Vec<IpAddr>,
     /// `--flannel-backend`, which every agent learns when it joins.
     pub flannel_backend: String,
+    /// `--disable`: packaged components not to run.
+    pub disable: Vec<String>,
+    pub disable_kube_proxy: bool,
+    pub disable_network_policy: bool,
     pub write_kubeconfig: PathBuf,
     pub write_kubeconfig_mode: u32,
     pub disable_agent: bool,
@@ -79,18 +83,21 @@ impl TryFrom<ServerArgs> for ServerConfig {
             data_dir: a.common.data_dir,
             bind_address: a.bind_address,
             https_listen_port: a.https_listen_port,
-            cluster_cidr: a.cluster_cidr,
-            service_cidr: a.service_cidr,
+            cluster_cidr: a.cluster_cidr.clone(),
+            service_cidr: a.service_cidr.clone(),
             cluster_dns: a.cluster_dns,
             cluster_domain: a.cluster_domain,
             tls_san: a.tls_san,
             node_ips: if a.node_ip.is_empty() {
-                pki::local_addresses()
+                pki::node_addresses(&[&a.cluster_cidr, &a.service_cidr])
             } else {
                 a.node_ip
             },
             node_external_ips: a.node_external_ip,
             flannel_backend: a.flannel_backend,
+            disable: a.disable,
+            disable_kube_proxy: a.disable_kube_proxy,
+            disable_network_policy: a.disable_network_policy,
             write_kubeconfig: a.write_kubeconfig,
             write_kubeconfig_mode: kubeconfig::parse_mode(&a.write_kubeconfig_mode)
                 .map_err(|e| anyhow::anyhow!("--write-kubeconfig-mode: {e}"))?,
@@ -205,7 +212,12 @@ pub async fn start_api(store: Arc<dyn Store>, cfg: &ServerConfig) -> anyhow::Res
     .map_err(|s| anyhow::anyhow!("creating the kubernetes service: {}", s.message))?;
     // a cluster whose DNS address some service already holds keeps running; DNS is
     // still answered on the address, only the Service object is missing
-    if let Err(s) = apiserver::resources::bootstrap_dns_service(&*store, cfg.cluster_dns).await {
+    let dns_on = !cfg.disable.iter().any(|d| d == "coredns");
+    if !dns_on {
+        // --disable coredns: whoever brings DNS brings its Service
+    } else if let Err(s) =
+        apiserver::resources::bootstrap_dns_service(&*store, cfg.cluster_dns).await
+    {
         tracing::warn!(address = %cfg.cluster_dns, error = %s.message, "cannot create the kube-dns service");
     }
     let tokens =
@@ -237,6 +249,9 @@ pub async fn start_api(store: Arc<dyn Store>, cfg: &ServerConfig) -> anyhow::Res
                 flannel_backend: cfg.flannel_backend.clone(),
                 cluster_dns: cfg.cluster_dns.to_string(),
                 cluster_domain: cfg.cluster_domain.clone(),
+                disable_dns: cfg.disable.iter().any(|d| d == "coredns"),
+                disable_kube_proxy: cfg.disable_kube_proxy,
+                disable_network_policy: cfg.disable_network_policy,
             },
         }),
     });
@@ -255,6 +270,7 @@ pub async fn start_api(store: Arc<dyn Store>, cfg: &ServerConfig) -> anyhow::Res
             event_ttl: cfg.event_ttl,
             terminated_pod_gc_threshold: cfg.terminated_pod_gc_threshold,
             root_ca: pki.server_ca_cert.clone(),
+            servicelb: !cfg.disable.iter().any(|d| d == "servicelb"),
         },
     );
     let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();

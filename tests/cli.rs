@@ -127,6 +127,54 @@ fn bad_values_and_missing_files_are_errors() {
 }
 
 #[test]
+fn network_flags_take_k3s_values_and_name_what_is_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config.yaml");
+    write(
+        &cfg,
+        "disable: coredns,servicelb\nflannel-backend: host-gw\n",
+    );
+    let a = server(&[
+        "--config",
+        cfg.to_str().unwrap(),
+        "--disable-network-policy",
+    ])
+    .unwrap();
+    assert_eq!(a.disable, ["coredns", "servicelb"]);
+    assert_eq!(a.flannel_backend, "host-gw");
+    assert!(a.disable_network_policy && !a.disable_kube_proxy);
+    let d = server(&[
+        "--config",
+        cfg.to_str().unwrap(),
+        "--flannel-backend",
+        "vxlan",
+    ])
+    .unwrap();
+    assert_eq!(d.flannel_backend, "vxlan", "flag beats file");
+    let empty = dir.path().join("empty.yaml");
+    write(&empty, "");
+    let d = server(&["--config", empty.to_str().unwrap()]).unwrap();
+    assert_eq!(
+        (d.flannel_backend.as_str(), d.disable.len()),
+        ("vxlan", 0),
+        "k3s' defaults"
+    );
+    let err = server(&[
+        "--config",
+        empty.to_str().unwrap(),
+        "--flannel-backend",
+        "wireguard",
+    ])
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("vxlan, host-gw, auto or none"), "{err}");
+    let err = server(&["--config", empty.to_str().unwrap(), "--disable", "dns"])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("coredns") && err.contains("\"dns\""), "{err}");
+}
+
+#[test]
 fn the_binary_reports_its_version_and_fails_cleanly() {
     let bin = env!("CARGO_BIN_EXE_skua");
     let out = std::process::Command::new(bin)

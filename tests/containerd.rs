@@ -35,7 +35,8 @@ fn containerd_pid(config: &Path) -> Option<String> {
 
 #[test]
 fn the_agent_runs_its_own_containerd_restarts_it_and_imports_image_tarballs() {
-    let server = SkuaServer::start();
+    // the agent sets up its overlay, DNS and proxy: all inside the server's namespace
+    let server = SkuaServer::start_isolated();
     let root = server.dir.path().to_path_buf();
     let token = std::fs::read_to_string(root.join("data/server/node-token")).unwrap();
     // the test images, built from Debian's busybox-static
@@ -46,14 +47,19 @@ fn the_agent_runs_its_own_containerd_restarts_it_and_imports_image_tarballs() {
     std::fs::create_dir_all(&images).unwrap();
     std::fs::copy(built.join("pause.tar"), images.join("pause.tar")).unwrap();
     let log = std::fs::File::create(root.join("agent.log")).unwrap();
+    std::fs::write(root.join("resolv.conf"), "nameserver 10.250.0.1\n").unwrap();
     let mut agent = Agent(
-        Command::new(env!("CARGO_BIN_EXE_skua"))
+        server
+            .command(env!("CARGO_BIN_EXE_skua"))
             .args([
                 "agent",
                 "--server",
                 &format!("https://127.0.0.1:{}", server.port),
             ])
             .args(["--token", token.trim(), "--node-name", "c1"])
+            .args(["--node-ip", "10.250.0.1"])
+            .arg("--resolv-conf")
+            .arg(root.join("resolv.conf"))
             // no pods run here: any free kubelet port, and logs kept in the test's dir
             .args(["--kubelet-port", "0"])
             .arg("--pod-log-dir")

@@ -330,10 +330,30 @@ fn vxlan_carries_pods_services_and_follows_nodes() {
 
 #[test]
 fn host_gw_routes_via_nodes_and_refuses_other_subnets() {
+    // also: what the server --disables, its agents do not run
     let mut c = Cluster::start_lab(
-        &["--flannel-backend", "host-gw"],
+        &[
+            "--flannel-backend",
+            "host-gw",
+            "--disable-network-policy",
+            "--disable",
+            "coredns",
+        ],
         &[("n1", "10.250.0.11"), ("n2", "10.250.0.12")],
     );
+    let tables = in_node(&c, "n1", &["nft", "list", "tables"]);
+    assert!(
+        tables.contains("skua-overlay")
+            && tables.contains("table ip skua\n")
+            && !tables.contains("skua-policy"),
+        "{tables}"
+    );
+    assert!(
+        !in_node(&c, "n1", &["ip", "addr"]).contains("10.43.0.10"),
+        "no cluster DNS"
+    );
+    let (ok, _) = c.kubectl("1.33", &["get", "service", "-n", "kube-system", "kube-dns"]);
+    assert!(!ok, "no kube-dns Service with --disable coredns");
     let n2_cidr = jsonpath(&c, "node/n2", "{.spec.podCIDR}");
     let routes = overlay_routes(&c, "n1");
     assert!(

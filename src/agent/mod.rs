@@ -111,7 +111,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         "skua-agent",
     );
     let ips = if args.node_ip.is_empty() {
-        crate::pki::local_addresses()
+        crate::pki::node_addresses(&[&joined.config.cluster_cidr, &joined.config.service_cidr])
     } else {
         args.node_ip.clone()
     };
@@ -235,50 +235,65 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     ));
     let pods = tokio::spawn(kubelet.clone().run(stop_rx.clone()));
     // Services → this node's nftables table
-    // NetworkPolicy for this node's pods
-    let policy = tokio::spawn(crate::policy::run(
-        client.clone(),
-        name.clone(),
-        std::sync::Arc::new(crate::net::NftCli::default()),
-        stop_rx.clone(),
-    ));
+    // what the server did not --disable: NetworkPolicy, cluster DNS, the service proxy
+    let off = &joined.config;
+    let skipped = || tokio::spawn(async {});
+    let policy = if off.disable_network_policy {
+        skipped()
+    } else {
+        tokio::spawn(crate::policy::run(
+            client.clone(),
+            name.clone(),
+            std::sync::Arc::new(crate::net::NftCli::default()),
+            stop_rx.clone(),
+        ))
+    };
     // one copy of the endpoint slices for the proxy and cluster DNS
     let slices = crate::client::watch::Informer::start(
         client.clone(),
         crate::controllers::resource("discovery.k8s.io", "endpointslices"),
         None,
     );
-    let links: std::sync::Arc<dyn crate::net::netlink::Links> =
-        std::sync::Arc::new(crate::net::netlink::RtNetlink::connect()?);
-    let dns = tokio::spawn(crate::dns::run(
-        crate::dns::DnsConfig {
-            listen: cluster_dns,
-            domain: cluster_domain.clone(),
-            resolv_conf: args.node.resolv_conf.clone(),
-        },
-        std::sync::Arc::new(crate::dns::InformerView {
-            services: kubelet.services.clone(),
-            slices: slices.clone(),
-        }),
-        links.clone(),
-        stop_rx.clone(),
-    ));
-    let proxy = tokio::spawn(crate::proxy::run(
-        kubelet.services.clone(),
-        slices.clone(),
-        crate::proxy::ProxyConfig {
-            node: name.clone(),
-            cluster_dns: match cluster_dns {
-                std::net::IpAddr::V4(v4) => Some(v4),
-                std::net::IpAddr::V6(_) => None,
+    let dns = if off.disable_dns {
+        skipped()
+    } else {
+        let links: std::sync::Arc<dyn crate::net::netlink::Links> =
+            std::sync::Arc::new(crate::net::netlink::RtNetlink::connect()?);
+        tokio::spawn(crate::dns::run(
+            crate::dns::DnsConfig {
+                listen: cluster_dns,
+                domain: cluster_domain.clone(),
+                resolv_conf: args.node.resolv_conf.clone(),
             },
-        },
-        crate::proxy::Proxier::new(
-            std::sync::Arc::new(crate::net::NftCli::default()),
-            std::sync::Arc::new(crate::net::ConntrackCli::default()),
-        ),
-        stop_rx.clone(),
-    ));
+            std::sync::Arc::new(crate::dns::InformerView {
+                services: kubelet.services.clone(),
+                slices: slices.clone(),
+            }),
+            links,
+            stop_rx.clone(),
+        ))
+    };
+    let proxy = if off.disable_kube_proxy {
+        skipped()
+    } else {
+        tokio::spawn(crate::proxy::run(
+            kubelet.services.clone(),
+            slices.clone(),
+            crate::proxy::ProxyConfig {
+                node: name.clone(),
+                // the node answers the cluster DNS address itself, unless DNS is off
+                cluster_dns: match cluster_dns {
+                    std::net::IpAddr::V4(v4) if !off.disable_dns => Some(v4),
+                    _ => None,
+                },
+            },
+            crate::proxy::Proxier::new(
+                std::sync::Arc::new(crate::net::NftCli::default()),
+                std::sync::Arc::new(crate::net::ConntrackCli::default()),
+            ),
+            stop_rx.clone(),
+        ))
+    };
     let thresholds = crate::kubelet::eviction::Thresholds::parse(&args.node.eviction_hard)
         .map_err(|e| anyhow::anyhow!(e))?;
     let eviction = {

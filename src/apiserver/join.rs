@@ -44,6 +44,13 @@ pub struct AgentConfig {
     pub flannel_backend: String,
     pub cluster_dns: String,
     pub cluster_domain: String,
+    /// `--disable coredns`: agents answer no cluster DNS.
+    #[serde(default)]
+    pub disable_dns: bool,
+    #[serde(default)]
+    pub disable_kube_proxy: bool,
+    #[serde(default)]
+    pub disable_network_policy: bool,
 }
 
 fn pem(body: String) -> Response<Body> {

@@ -186,6 +186,25 @@ fn as_list(v: Value) -> Vec<Value> {
 }
 
 /// An IPv4 or IPv6 CIDR such as `10.42.0.0/16` (kept as text; parsed where used).
+/// `--disable`: a packaged component k3s knows.
+pub fn parse_disable(s: &str) -> Result<String, String> {
+    const KNOWN: [&str; 5] = [
+        "coredns",
+        "servicelb",
+        "traefik",
+        "local-storage",
+        "metrics-server",
+    ];
+    if KNOWN.contains(&s) {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "unknown component {s:?}: --disable takes {}",
+            KNOWN.join(", ")
+        ))
+    }
+}
+
 /// `--flannel-backend`: one of the backends the overlay knows.
 pub fn parse_flannel_backend(s: &str) -> Result<String, String> {
     s.parse::<crate::overlay::plan::Backend>()

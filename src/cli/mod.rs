@@ -91,6 +91,17 @@ pub struct ServerArgs {
     /// subnet, vxlan beyond) or none (bring your own CNI). Agents learn it when they join.
     #[arg(long, env = "SKUA_FLANNEL_BACKEND", default_value = "vxlan", value_parser = config::parse_flannel_backend)]
     pub flannel_backend: String,
+    /// Packaged components not to run (k3s' names): coredns (the agents' built-in
+    /// cluster DNS), servicelb; traefik, local-storage and metrics-server are accepted
+    /// and are never run by skua.
+    #[arg(long, env = "SKUA_DISABLE", value_delimiter = ',', value_parser = config::parse_disable)]
+    pub disable: Vec<String>,
+    /// Agents run no service proxy (bring your own, e.g. a CNI that replaces kube-proxy).
+    #[arg(long, env = "SKUA_DISABLE_KUBE_PROXY")]
+    pub disable_kube_proxy: bool,
+    /// Agents do not enforce NetworkPolicy.
+    #[arg(long, env = "SKUA_DISABLE_NETWORK_POLICY")]
+    pub disable_network_policy: bool,
     /// Address the API server listens on.
     #[arg(long, env = "SKUA_BIND_ADDRESS", default_value = "0.0.0.0")]
     pub bind_address: IpAddr,

@@ -79,6 +79,8 @@ pub struct Settings {
     pub terminated_pod_gc_threshold: usize,
     /// The CA bundle published to every namespace as `kube-root-ca.crt`.
     pub root_ca: String,
+    /// Whether ServiceLB serves LoadBalancer services (`--disable servicelb` turns it off).
+    pub servicelb: bool,
 }
 
 /// Starts the control loops under leader election; they stop when the returned task
@@ -126,7 +128,9 @@ pub fn start(
             loops.spawn(disruption::run(cx.clone()));
             loops.spawn(daemonset::run(cx.clone()));
             loops.spawn(endpoints::run(cx.clone()));
-            loops.spawn(servicelb::run(cx.clone()));
+            if settings.servicelb {
+                loops.spawn(servicelb::run(cx.clone()));
+            }
             loops.spawn(statefulset::run(cx.clone()));
             loops.spawn(cronjob::run(cx.clone(), settings.cronjob_clock_skew));
             loops.spawn(nodelifecycle::run(

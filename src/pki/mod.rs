@@ -160,7 +160,48 @@ pub fn first_ip(cidr: &str) -> Result<IpAddr, PkiError> {
 /// (`/proc/net/fib_trie`: every `/32 host LOCAL` entry): the node IPs when
 /// `--node-ip` is not given. Reading it sends nothing on the network.
 pub fn local_addresses() -> Vec<IpAddr> {
-    parse_fib_trie(&std::fs::read_to_string("/proc/net/fib_trie").unwrap_or_default())
+    let mut all =
+        parse_fib_trie(&std::fs::read_to_string("/proc/net/fib_trie").unwrap_or_default());
+    // the address the default route leaves from comes first (k3s picks that one): a
+    // route lookup only, a UDP socket's connect sends nothing (TEST-NET-1, RFC 5737)
+    let primary = std::net::UdpSocket::bind("0.0.0.0:0")
+        .and_then(|s| s.connect("192.0.2.1:9").and_then(|_| s.local_addr()))
+        .map(|a| a.ip())
+        .ok();
+    if let Some(p) = primary {
+        if let Some(i) = all.iter().position(|ip| *ip == p) {
+            all.remove(i);
+            all.insert(0, p);
+        }
+    }
+    all
+}
+
+/// This machine's addresses (as [`local_addresses`]) without those inside `cidrs`:
+/// the cluster's own (the pod bridge's gateway, the cluster DNS address an agent holds)
+/// are never a node's address.
+pub fn node_addresses(cidrs: &[&str]) -> Vec<IpAddr> {
+    let nets: Vec<(u32, u32)> = cidrs
+        .iter()
+        .filter_map(|c| {
+            let (ip, len) = c.split_once('/')?;
+            let ip: std::net::Ipv4Addr = ip.parse().ok()?;
+            let len: u32 = len.parse().ok().filter(|l| *l <= 32)?;
+            let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
+            Some((u32::from(ip) & mask, mask))
+        })
+        .collect();
+    outside(local_addresses(), &nets)
+}
+
+fn outside(addrs: Vec<IpAddr>, nets: &[(u32, u32)]) -> Vec<IpAddr> {
+    addrs
+        .into_iter()
+        .filter(|ip| match ip {
+            IpAddr::V4(v4) => !nets.iter().any(|(net, mask)| u32::from(*v4) & mask == *net),
+            IpAddr::V6(_) => true,
+        })
+        .collect()
 }
 
 fn parse_fib_trie(text: &str) -> Vec<IpAddr> {
@@ -334,6 +375,20 @@ pub fn ensure(opts: &PkiOptions) -> Result<ServerPki, PkiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn node_addresses_leave_out_the_clusters_own() {
+        let addrs: Vec<IpAddr> = ["10.43.0.10", "192.0.2.7", "10.42.3.1", "fe80::1"]
+            .iter()
+            .map(|a| a.parse().unwrap())
+            .collect();
+        let nets = [(0x0a2b_0000, 0xffff_0000), (0x0a2a_0000, 0xffff_0000)];
+        let kept: Vec<String> = outside(addrs, &nets)
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
+        assert_eq!(kept, ["192.0.2.7", "fe80::1"]);
+    }
 
     #[test]
     fn local_addresses_come_from_host_local_routes() {

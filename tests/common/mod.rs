@@ -91,6 +91,10 @@ pub struct SkuaServer {
     pub dir: TempDir,
     pub port: u16,
     pub kubeconfig: std::path::PathBuf,
+    /// Where it runs when an agent joins it (the network safety rule: agents run
+    /// their overlay, DNS and proxy only inside a namespace the test made); `None`:
+    /// this machine's loopback.
+    pub netns: Option<cluster::Netns>,
 }
 
 impl SkuaServer {
@@ -108,58 +112,99 @@ impl SkuaServer {
             .expect("free port")
             .port();
         let kubeconfig = dir.path().join("kubeconfig.yaml");
-        let child = Self::spawn(dir.path(), port, &kubeconfig);
+        let child = Self::spawn(dir.path(), port, &kubeconfig, None);
         let server = SkuaServer {
             child,
             dir,
             port,
             kubeconfig,
+            netns: None,
         };
         server.wait_ready();
         server
     }
 
-    fn spawn(dir: &Path, port: u16, kubeconfig: &Path) -> std::process::Child {
+    /// A server inside a fresh network namespace (`cluster::Netns`: loopback and
+    /// 10.250.0.1 on a bridge), for tests that join agents to it; `command` runs
+    /// programs (agents, kubectl) in there.
+    pub fn start_isolated() -> SkuaServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("config.yaml"), "").unwrap();
+        let netns = cluster::Netns::create();
+        let port = 6443;
+        let kubeconfig = dir.path().join("kubeconfig.yaml");
+        let child = Self::spawn(dir.path(), port, &kubeconfig, Some(&netns));
+        let server = SkuaServer {
+            child,
+            dir,
+            port,
+            kubeconfig,
+            netns: Some(netns),
+        };
+        server.wait_ready();
+        server
+    }
+
+    /// `program` where the server runs.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> std::process::Command {
+        match &self.netns {
+            Some(ns) => ns.command(program),
+            None => std::process::Command::new(program),
+        }
+    }
+
+    fn spawn(
+        dir: &Path,
+        port: u16,
+        kubeconfig: &Path,
+        netns: Option<&cluster::Netns>,
+    ) -> std::process::Child {
         let config = dir.join("config.yaml");
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(dir.join("server.log"))
             .unwrap();
-        std::process::Command::new(env!("CARGO_BIN_EXE_skua"))
-            .env(
-                "SKUA_LOG",
-                if std::env::var_os("SKUA_TEST_LOGS").is_some() {
-                    "skua=debug"
-                } else {
-                    "info"
-                },
-            )
-            .arg("server")
-            .arg("--disable-agent")
-            .arg("--config")
-            .arg(&config)
-            .arg("--data-dir")
-            .arg(dir.join("data"))
-            .arg("--write-kubeconfig")
-            .arg(kubeconfig)
-            .args([
-                "--bind-address",
-                "127.0.0.1",
-                "--https-listen-port",
-                &port.to_string(),
-            ])
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start skua server")
+        let exe = env!("CARGO_BIN_EXE_skua");
+        match netns {
+            Some(ns) => ns.command(exe),
+            None => std::process::Command::new(exe),
+        }
+        .env(
+            "SKUA_LOG",
+            if std::env::var_os("SKUA_TEST_LOGS").is_some() {
+                "skua=debug"
+            } else {
+                "info"
+            },
+        )
+        .arg("server")
+        .arg("--disable-agent")
+        .arg("--config")
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .arg("--write-kubeconfig")
+        .arg(kubeconfig)
+        .args([
+            "--bind-address",
+            "127.0.0.1",
+            "--https-listen-port",
+            &port.to_string(),
+        ])
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("start skua server")
     }
 
     fn wait_ready(&self) {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        while !(self.kubeconfig.exists()
-            && std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok())
-        {
+        let answers = || match &self.netns {
+            None => std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok(),
+            Some(_) => kubectl_run(self, "1.33", &["get", "--raw", "/readyz"]).0,
+        };
+        while !(self.kubeconfig.exists() && answers()) {
             assert!(
                 std::time::Instant::now() < deadline,
                 "skua server did not come up: {}",
@@ -187,7 +232,12 @@ impl SkuaServer {
 
     /// Starts a stopped server again on the same data, port and kubeconfig.
     pub fn start_again(&mut self) {
-        self.child = Self::spawn(self.dir.path(), self.port, &self.kubeconfig);
+        self.child = Self::spawn(
+            self.dir.path(),
+            self.port,
+            &self.kubeconfig,
+            self.netns.as_ref(),
+        );
         self.wait_ready();
     }
 
@@ -197,7 +247,12 @@ impl SkuaServer {
         let _ = self.child.kill(); // SIGKILL
         let _ = self.child.wait();
         let _ = std::fs::remove_file(&self.kubeconfig);
-        self.child = Self::spawn(self.dir.path(), self.port, &self.kubeconfig);
+        self.child = Self::spawn(
+            self.dir.path(),
+            self.port,
+            &self.kubeconfig,
+            self.netns.as_ref(),
+        );
         self.wait_ready();
     }
 
@@ -292,7 +347,8 @@ pub fn admin_request_as(
 
 /// Runs `kubectl.<version>` against `server`; returns success and stdout+stderr.
 pub fn kubectl_run(server: &SkuaServer, version: &str, args: &[&str]) -> (bool, String) {
-    let out = std::process::Command::new(kubectl(version))
+    let out = server
+        .command(kubectl(version))
         .args(args)
         .env("KUBECONFIG", &server.kubeconfig)
         .output()
