@@ -100,9 +100,19 @@ pub async fn overlay_apply(a: OverlayApplyArgs) -> anyhow::Result<()> {
     let backend: Backend = a.backend.parse().map_err(|e: String| anyhow::anyhow!(e))?;
     let pod_cidr: Net = a.pod_cidr.parse().map_err(|e: String| anyhow::anyhow!(e))?;
     let links = crate::net::netlink::RtNetlink::connect()?;
-    let dev =
-        crate::overlay::setup_device(&links, "bench", backend, None, Some(a.node_ip), pod_cidr)
-            .await?;
+    let cluster: Net = "10.42.0.0/16"
+        .parse()
+        .map_err(|e: String| anyhow::anyhow!(e))?;
+    let dev = crate::overlay::setup_device(
+        &links,
+        "bench",
+        backend,
+        None,
+        Some(a.node_ip),
+        pod_cidr,
+        cluster,
+    )
+    .await?;
     let mut peers = Vec::new();
     for p in &a.peer {
         let (name, rest) = p

@@ -73,9 +73,27 @@ pub fn upstreams(resolv_conf: &str, own: IpAddr) -> Vec<SocketAddr> {
                 .then(|| words.next())
                 .flatten()
         })
-        .filter_map(|ip| ip.split('%').next().and_then(|i| i.parse::<IpAddr>().ok()))
-        .filter(|ip| *ip != own)
-        .map(|ip| SocketAddr::new(ip, 53))
+        .filter_map(|text| {
+            let (ip, zone) = match text.split_once('%') {
+                Some((ip, zone)) => (ip, Some(zone)),
+                None => (text, None),
+            };
+            let ip: IpAddr = ip.parse().ok()?;
+            if ip == own {
+                return None;
+            }
+            Some(match (ip, zone) {
+                // a link-local upstream is reached through its interface
+                (IpAddr::V6(v6), Some(zone)) => {
+                    let index = std::fs::read_to_string(format!("/sys/class/net/{zone}/ifindex"))
+                        .ok()
+                        .and_then(|i| i.trim().parse().ok())
+                        .or_else(|| zone.parse().ok())?;
+                    SocketAddr::V6(std::net::SocketAddrV6::new(v6, 53, 0, index))
+                }
+                (ip, _) => SocketAddr::new(ip, 53),
+            })
+        })
         .collect()
 }
 
@@ -97,7 +115,7 @@ impl Resolver {
             }
         };
         if q.opcode != 0 {
-            return wire::error_reply(msg, wire::RCODE_NOTIMP);
+            return Some(wire::Answer::bare(&q, wire::RCODE_NOTIMP).encode(q.udp_size));
         }
         let resolution = if q.qclass == wire::CLASS_IN {
             records::resolve(self.view.as_ref(), &self.domain, &q.name, q.qtype)
@@ -128,7 +146,7 @@ impl Resolver {
             }
             Resolution::Forward => match self.forward(msg, udp).await {
                 Some(reply) => Some(reply),
-                None => wire::error_reply(msg, wire::RCODE_SERVFAIL),
+                None => Some(wire::Answer::bare(&q, wire::RCODE_SERVFAIL).encode(q.udp_size)),
             },
         }
     }
@@ -146,7 +164,8 @@ impl Resolver {
                     let sock = UdpSocket::bind(local).await.ok()?;
                     sock.connect(up).await.ok()?;
                     sock.send(msg).await.ok()?;
-                    let mut buf = vec![0u8; 65535];
+                    // the upstream answers within the size the query carries
+                    let mut buf = vec![0u8; 4096 + 512];
                     loop {
                         let n = sock.recv(&mut buf).await.ok()?;
                         // only the answer to this query (same id)
@@ -183,45 +202,76 @@ pub async fn run(
     links: Arc<dyn Links>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    if let Err(e) = links.ensure_local_address(DEVICE, cfg.listen).await {
-        tracing::error!(address = %cfg.listen, error = %e, "dns: cannot hold the cluster DNS address; pods on this node cannot resolve names");
-        return;
-    }
     let addr = SocketAddr::new(cfg.listen, 53);
-    let (udp, tcp) = match (UdpSocket::bind(addr).await, TcpListener::bind(addr).await) {
-        (Ok(u), Ok(t)) => (Arc::new(u), t),
-        (Err(e), _) | (_, Err(e)) => {
-            tracing::warn!(address = %addr, error = %e, "dns: cannot listen (another agent on this machine serves it?)");
-            return;
+    // the address and the port, retried until they can be had (another agent on this
+    // machine may hold them; a resolver of the machine may hold port 53 on all
+    // addresses for a while)
+    let mut backoff = Duration::from_secs(1);
+    let mut said = false;
+    let (udp, tcp) = loop {
+        let attempt = async {
+            links
+                .ensure_local_address(DEVICE, cfg.listen)
+                .await
+                .map_err(|e| e.to_string())?;
+            let udp = UdpSocket::bind(addr).await.map_err(|e| e.to_string())?;
+            let tcp = TcpListener::bind(addr).await.map_err(|e| e.to_string())?;
+            Ok::<_, String>((Arc::new(udp), tcp))
+        };
+        match attempt.await {
+            Ok(sockets) => break sockets,
+            Err(e) => {
+                if !said {
+                    tracing::warn!(address = %addr, error = %e, "dns: cannot serve the cluster DNS address yet (another agent on this machine serves it?); retrying");
+                    said = true;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = stop.changed() => return,
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
         }
     };
+    let domain = cfg.domain.trim_end_matches('.').to_ascii_lowercase();
     let resolv = std::fs::read_to_string(&cfg.resolv_conf).unwrap_or_default();
     let upstreams = upstreams(&resolv, cfg.listen);
     if upstreams.is_empty() {
         tracing::warn!(resolv_conf = %cfg.resolv_conf.display(), "dns: no upstream nameserver; names outside the cluster will fail");
     }
-    tracing::info!(address = %addr, domain = %cfg.domain, upstreams = ?upstreams, "dns: serving cluster DNS");
+    tracing::info!(address = %addr, domain = %domain, upstreams = ?upstreams, "dns: serving cluster DNS");
     let resolver = Arc::new(Resolver {
         view,
-        domain: cfg.domain.clone(),
+        domain,
         upstreams,
     });
+    // bounded work: queries beyond these wait in the socket or are dropped (resolvers
+    // ask again), so a flood cannot take the agent's memory
+    let udp_slots = Arc::new(tokio::sync::Semaphore::new(256));
+    let tcp_slots = Arc::new(tokio::sync::Semaphore::new(64));
     let mut buf = vec![0u8; 65535];
     loop {
         tokio::select! {
             r = udp.recv_from(&mut buf) => {
                 let Ok((n, peer)) = r else { continue };
+                let Ok(permit) = udp_slots.clone().try_acquire_owned() else { continue };
                 let msg = buf[..n].to_vec();
                 let (resolver, udp) = (resolver.clone(), udp.clone());
                 tokio::spawn(async move {
                     if let Some(reply) = resolver.handle(&msg, true).await {
                         let _ = udp.send_to(&reply, peer).await;
                     }
+                    drop(permit);
                 });
             }
             r = tcp.accept() => {
                 let Ok((stream, _)) = r else { continue };
-                tokio::spawn(serve_tcp(stream, resolver.clone()));
+                let Ok(permit) = tcp_slots.clone().try_acquire_owned() else { continue };
+                let resolver = resolver.clone();
+                tokio::spawn(async move {
+                    serve_tcp(stream, resolver).await;
+                    drop(permit);
+                });
             }
             _ = stop.changed() => break,
         }
@@ -231,14 +281,17 @@ pub async fn run(
 /// DNS over TCP: length-prefixed messages until the client closes or idles.
 async fn serve_tcp(mut s: TcpStream, resolver: Arc<Resolver>) {
     loop {
-        let len = match tokio::time::timeout(Duration::from_secs(10), s.read_u16()).await {
-            Ok(Ok(l)) => l as usize,
+        // a whole message within the idle time, or the connection goes
+        let read = async {
+            let len = s.read_u16().await? as usize;
+            let mut msg = vec![0u8; len];
+            s.read_exact(&mut msg).await?;
+            Ok::<_, std::io::Error>(msg)
+        };
+        let msg = match tokio::time::timeout(Duration::from_secs(10), read).await {
+            Ok(Ok(m)) => m,
             _ => return,
         };
-        let mut msg = vec![0u8; len];
-        if s.read_exact(&mut msg).await.is_err() {
-            return;
-        }
         let Some(reply) = resolver.handle(&msg, false).await else {
             return;
         };
@@ -273,13 +326,17 @@ mod tests {
     fn upstreams_come_from_resolv_conf_without_ourselves() {
         let conf = "# comment\nnameserver 10.43.0.10\nnameserver 192.0.2.53\nsearch example.org\nnameserver fe80::1%eth0\n";
         let up = upstreams(conf, "10.43.0.10".parse().unwrap());
+        assert_eq!(up[0], "192.0.2.53:53".parse::<SocketAddr>().unwrap());
         assert_eq!(
-            up,
-            vec![
-                "192.0.2.53:53".parse().unwrap(),
-                "[fe80::1]:53".parse().unwrap()
-            ]
+            up.len(),
+            1 + usize::from(std::path::Path::new("/sys/class/net/eth0").exists())
         );
+        // a link-local upstream keeps its interface (lo here: every machine has one)
+        let up = upstreams("nameserver fe80::1%lo\n", "10.43.0.10".parse().unwrap());
+        match up.as_slice() {
+            [SocketAddr::V6(v6)] => assert!(v6.scope_id() > 0, "{v6}"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[tokio::test]

@@ -40,6 +40,8 @@ pub struct Query {
     pub qclass: u16,
     /// The largest UDP answer the client takes (512 without EDNS).
     pub udp_size: usize,
+    /// The query carried an EDNS OPT record (the answer then carries one too).
+    pub edns: bool,
     /// The question as it was sent (echoed in the answer, case kept).
     pub raw_name: String,
 }
@@ -157,6 +159,7 @@ pub fn parse_query(msg: &[u8]) -> Result<Query, WireError> {
     let qclass = u16_at(msg, pos + 2)?;
     let mut pos = pos + 4;
     let mut udp_size = 512;
+    let mut edns = false;
     // skip answers and authorities, look for OPT among the additionals
     for i in 0..(an as usize + ns as usize + ar as usize) {
         let (_, p) = read_name(msg, pos)?;
@@ -165,6 +168,7 @@ pub fn parse_query(msg: &[u8]) -> Result<Query, WireError> {
         let rdlen = u16_at(msg, p + 8)? as usize;
         if i >= an as usize + ns as usize && rtype == TYPE_OPT {
             udp_size = (class as usize).clamp(512, 4096);
+            edns = true;
         }
         pos = p + 10 + rdlen;
         if pos > msg.len() {
@@ -179,6 +183,7 @@ pub fn parse_query(msg: &[u8]) -> Result<Query, WireError> {
         qtype,
         qclass,
         udp_size,
+        edns,
         raw_name,
     })
 }
@@ -249,8 +254,24 @@ pub struct Answer<'a> {
     pub additional: Vec<Record>,
 }
 
-impl Answer<'_> {
+impl<'a> Answer<'a> {
+    /// An answer with no records, e.g. SERVFAIL or NOTIMP (the question is echoed:
+    /// resolvers drop replies whose question does not match theirs).
+    pub fn bare(query: &'a Query, rcode: u8) -> Answer<'a> {
+        Answer {
+            query,
+            rcode,
+            authoritative: false,
+            answers: vec![],
+            authority: vec![],
+            additional: vec![],
+        }
+    }
+
     pub fn encode(&self, limit: usize) -> Vec<u8> {
+        // room for the OPT record an EDNS query gets back (RFC 6891 §7)
+        let opt_len = if self.query.edns { 11 } else { 0 };
+        let limit = limit.saturating_sub(opt_len);
         let mut out = Vec::with_capacity(512);
         out.extend_from_slice(&self.query.id.to_be_bytes());
         out.extend_from_slice(&[0, 0]); // flags, set below
@@ -291,6 +312,11 @@ impl Answer<'_> {
         out[2..4].copy_from_slice(&flags.to_be_bytes());
         out[6..8].copy_from_slice(&counts[0].to_be_bytes());
         out[8..10].copy_from_slice(&counts[1].to_be_bytes());
+        if self.query.edns {
+            // root name, OPT, our UDP size, extended rcode/version/flags 0, no options
+            out.extend_from_slice(&[0, 0, 41, 0x10, 0, 0, 0, 0, 0, 0, 0]);
+            counts[2] += 1;
+        }
         out[10..12].copy_from_slice(&counts[2].to_be_bytes());
         out
     }
@@ -429,6 +455,25 @@ pub mod tests {
         let (_, _, recs) = decode(&a.encode(512));
         assert_eq!(recs[0].1, TYPE_SRV);
         assert_eq!(&recs[0].2[..6], &[0, 0, 0, 100, 0, 80]);
+        // an EDNS query gets an OPT record back, within its size
+        let qe = parse_query(&query(4, "h.default.svc.cluster.local", TYPE_A, Some(1232))).unwrap();
+        let a = Answer {
+            query: &qe,
+            rcode: 0,
+            authoritative: true,
+            answers: vec![],
+            authority: vec![],
+            additional: vec![],
+        };
+        let m = a.encode(qe.udp_size);
+        assert_eq!(u16::from_be_bytes([m[10], m[11]]), 1);
+        assert_eq!(&m[m.len() - 11..m.len() - 8], &[0, 0, 41]);
+        // a bare SERVFAIL still carries the question
+        let b = Answer::bare(&q, RCODE_SERVFAIL).encode(512);
+        assert_eq!(
+            (u16::from_be_bytes([b[4], b[5]]), b[3] & 0xf),
+            (1, RCODE_SERVFAIL)
+        );
         let e = error_reply(&query(3, "x", TYPE_A, None), RCODE_SERVFAIL).unwrap();
         assert_eq!(
             (e[0], e[1], e[3] & 0xf, e[2] & 0x80),

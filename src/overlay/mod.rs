@@ -114,6 +114,7 @@ pub async fn setup_device(
     iface: Option<&str>,
     node_ip: Option<Ipv4Addr>,
     pod_cidr: Net,
+    cluster: Net,
 ) -> Result<Device, OverlayError> {
     let ifaces = links.interfaces().await?;
     let (iface, public_ip, subnet) = pick_interface(&ifaces, iface, node_ip)?;
@@ -141,6 +142,8 @@ pub async fn setup_device(
         iface: iface.index,
         public_ip,
         vxlan: vxlan.as_ref().map(|l| l.index),
+        cluster,
+        pod_cidr,
     };
     Ok(Device {
         local,
@@ -188,6 +191,7 @@ pub async fn run(
         cfg.iface.as_deref(),
         cfg.node_ip,
         pod_cidr,
+        cfg.cluster_cidr,
     )
     .await?;
     let (local, mtu, public_ip) = (dev.local.clone(), dev.mtu, dev.public_ip);
@@ -232,7 +236,14 @@ pub async fn run(
             first.problems.join("; ")
         )));
     }
-    reconcile(links.as_ref(), &local, &first).await?;
+    let mut pending = false;
+    if let Err(e) = reconcile(links.as_ref(), &local, &first).await {
+        tracing::error!(error = %e, "overlay: cannot program every route; retrying");
+        pending = true;
+    }
+    for p in &first.problems {
+        tracing::error!(problem = %p, "overlay: a node cannot be reached");
+    }
     tracing::info!(
         backend = cfg.backend.name(),
         interface = %iface.name,
@@ -243,7 +254,11 @@ pub async fn run(
         "overlay: up"
     );
     let _ = ready.send(Ready { pod_cidr, mtu });
-    let mut last = (peers, first.problems);
+    let mut last = if pending {
+        (Vec::new(), first.problems)
+    } else {
+        (peers, first.problems)
+    };
     let mut resync = tokio::time::interval(Duration::from_secs(30));
     resync.tick().await;
     loop {
@@ -295,23 +310,36 @@ pub async fn reconcile(links: &dyn Links, local: &Local, want: &Desired) -> Resu
         let fdb: BTreeSet<_> = links.fdb(dev).await?.into_iter().collect();
         (add_f, del_f) = plan::changes(&fdb, &want.fdb, |f| (f.dev, f.mac));
     }
+    // each entry on its own: one the kernel refuses does not hold up the others
+    let mut failed: Vec<String> = Vec::new();
+    let mut note = |r: Result<(), NetError>| {
+        if let Err(e) = r {
+            failed.push(e.to_string());
+        }
+    };
     for f in &add_f {
-        links.replace_fdb(f).await?;
+        note(links.replace_fdb(f).await);
     }
     for n in &add_n {
-        links.replace_neighbour(n).await?;
+        note(links.replace_neighbour(n).await);
     }
     for r in &add_routes {
-        links.replace_route(r).await?;
+        note(links.replace_route(r).await);
     }
     for r in &del_routes {
-        links.delete_route(r).await?;
+        note(links.delete_route(r).await);
     }
     for n in &del_n {
-        links.delete_neighbour(n).await?;
+        note(links.delete_neighbour(n).await);
     }
     for f in &del_f {
-        links.delete_fdb(f).await?;
+        note(links.delete_fdb(f).await);
+    }
+    if !failed.is_empty() {
+        return Err(NetError::Refused {
+            tool: "netlink",
+            message: failed.join("; "),
+        });
     }
     let changed =
         add_routes.len() + del_routes.len() + add_n.len() + del_n.len() + add_f.len() + del_f.len();
@@ -396,6 +424,8 @@ mod tests {
             iface: 2,
             public_ip: "10.250.0.11".parse().unwrap(),
             vxlan: Some(9),
+            cluster: "10.42.0.0/16".parse().unwrap(),
+            pod_cidr: "10.42.0.0/24".parse().unwrap(),
         };
         // a route left by a node that went while the agent was down
         links.routes.lock().unwrap().insert(Route {

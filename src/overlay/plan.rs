@@ -174,6 +174,10 @@ pub struct Local {
     pub public_ip: Ipv4Addr,
     /// The VXLAN device's index, when there is one.
     pub vxlan: Option<u32>,
+    /// The cluster's pod network (`--cluster-cidr`): every peer's range lies inside it.
+    pub cluster: Net,
+    /// This node's own pod range.
+    pub pod_cidr: Net,
 }
 
 /// What the kernel should hold for the overlay; `problems` are peers that cannot be
@@ -191,10 +195,20 @@ pub struct Desired {
 /// side by side in one network namespace), so its pods are reached locally.
 pub fn desired(local: &Local, peers: &[Peer]) -> Desired {
     let mut d = Desired::default();
+    let mut taken = vec![local.pod_cidr];
     for p in peers
         .iter()
         .filter(|p| p.name != local.name && p.public_ip != local.public_ip)
     {
+        // a Node object is not trusted blindly: a range outside the cluster's (or one
+        // that overlaps another) would replace this machine's own routes, and an
+        // address that is no host's would send tunnel traffic nowhere sensible
+        if let Some(why) = implausible(local, &taken, p) {
+            d.problems
+                .push(format!("node {} is ignored: {why}", p.name));
+            continue;
+        }
+        taken.push(p.pod_cidr);
         let same_subnet = local.subnet.contains(p.public_ip);
         let direct = match local.backend {
             Backend::HostGw => {
@@ -249,6 +263,35 @@ pub fn desired(local: &Local, peers: &[Peer]) -> Desired {
     d
 }
 
+fn overlaps(a: Net, b: Net) -> bool {
+    let p = a.prefix.min(b.prefix);
+    Net::new(a.addr, p) == Net::new(b.addr, p)
+}
+
+/// Why a peer's announcement cannot be routed, if it cannot.
+fn implausible(local: &Local, taken: &[Net], p: &Peer) -> Option<String> {
+    let cidr = p.pod_cidr;
+    if !local.cluster.contains(cidr.addr) || cidr.prefix <= local.cluster.prefix {
+        return Some(format!(
+            "its pod range {cidr} is not a part of the cluster's {}",
+            local.cluster
+        ));
+    }
+    if let Some(t) = taken.iter().find(|t| overlaps(**t, cidr)) {
+        return Some(format!("its pod range {cidr} overlaps {t}, already routed"));
+    }
+    let ip = p.public_ip;
+    if ip.is_unspecified()
+        || ip.is_loopback()
+        || ip.is_multicast()
+        || ip.is_broadcast()
+        || local.cluster.contains(ip)
+    {
+        return Some(format!("its address {ip} is not a node's address"));
+    }
+    None
+}
+
 /// The changes from `current` to `wanted`: what to add or replace, and what to remove.
 /// Entries with the same key (`key`) are replaced in place, not removed first, so a
 /// changed peer never loses its route for a moment.
@@ -266,9 +309,8 @@ pub fn changes<T: Ord + Clone, K: PartialEq>(
     (add, remove)
 }
 
-/// The nftables table that masquerades pod traffic leaving the cluster network (and
-/// lets pod traffic through a restrictive forward policy); pod-to-pod traffic keeps its
-/// addresses. Replaced whole in one transaction.
+/// The nftables table that masquerades pod traffic leaving the cluster network;
+/// pod-to-pod traffic keeps its addresses. Replaced whole in one transaction.
 pub fn masquerade_table(cluster: Net) -> String {
     format!(
         "add table ip skua-overlay\n\
@@ -278,11 +320,6 @@ pub fn masquerade_table(cluster: Net) -> String {
          \t\ttype nat hook postrouting priority srcnat + 10; policy accept;\n\
          \t\tip saddr {cluster} ip daddr {cluster} return\n\
          \t\tip saddr {cluster} ip daddr != 224.0.0.0/4 masquerade fully-random\n\
-         \t}}\n\
-         \tchain forward {{\n\
-         \t\ttype filter hook forward priority filter; policy accept;\n\
-         \t\tip saddr {cluster} accept\n\
-         \t\tip daddr {cluster} accept\n\
          \t}}\n\
          }}\n"
     )
@@ -310,6 +347,8 @@ mod tests {
             iface: 2,
             public_ip: "10.250.0.11".parse().unwrap(),
             vxlan: backend.uses_vxlan().then_some(9),
+            cluster: "10.42.0.0/16".parse().unwrap(),
+            pod_cidr: "10.42.0.0/24".parse().unwrap(),
         }
     }
 
@@ -425,6 +464,47 @@ mod tests {
         let d = desired(&local(Backend::Vxlan), &p);
         assert_eq!(d.routes.len(), 1);
         assert!(d.routes.iter().all(|r| r.dst.octets()[2] == 2));
+    }
+
+    #[test]
+    fn implausible_announcements_are_ignored_not_routed() {
+        let mut p = peers();
+        // a range that would replace the default route, one overlapping ours, one
+        // outside the cluster, and an address that is no host's
+        p[1].pod_cidr = "0.0.0.0/0".parse().unwrap();
+        p[2].pod_cidr = "10.42.0.128/25".parse().unwrap();
+        let mut outside = p[2].clone();
+        outside.name = "n4".into();
+        outside.pod_cidr = "192.168.0.0/24".parse().unwrap();
+        let mut bad_ip = p[2].clone();
+        bad_ip.name = "n5".into();
+        bad_ip.pod_cidr = "10.42.9.0/24".parse().unwrap();
+        bad_ip.public_ip = "127.0.0.1".parse().unwrap();
+        let mut fine = p[2].clone();
+        fine.name = "n6".into();
+        fine.pod_cidr = "10.42.8.0/24".parse().unwrap();
+        let mut twin = fine.clone();
+        twin.name = "n7".into();
+        twin.public_ip = "10.250.0.77".parse().unwrap();
+        p.extend([outside, bad_ip, fine, twin]);
+        let d = desired(&local(Backend::Vxlan), &p);
+        let routed: Vec<String> = d
+            .routes
+            .iter()
+            .map(|r| format!("{}/{}", r.dst, r.prefix))
+            .collect();
+        assert_eq!(routed, ["10.42.8.0/24"], "{:?}", d.problems);
+        assert_eq!(d.problems.len(), 5, "{:?}", d.problems);
+        assert!(
+            d.problems
+                .iter()
+                .any(|m| m.contains("n2") && m.contains("0.0.0.0/0"))
+        );
+        assert!(
+            d.problems
+                .iter()
+                .any(|m| m.contains("n7") && m.contains("overlaps"))
+        );
     }
 
     #[test]

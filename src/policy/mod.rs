@@ -30,7 +30,10 @@ pub async fn run(
         None,
     );
     let mut policy_changes = policies.subscribe();
-    policies.synced().await;
+    tokio::select! {
+        _ = policies.synced() => {}
+        _ = stop.changed() => return,
+    }
     let mut others: Option<(Arc<Informer>, Arc<Informer>)> = None;
     let (tx, mut changed) = tokio::sync::mpsc::unbounded_channel::<()>();
     let mut last: Option<String> = None;
@@ -58,14 +61,26 @@ pub async fn run(
                     }
                 });
             }
-            pods.synced().await;
-            namespaces.synced().await;
+            tokio::select! {
+                _ = async { pods.synced().await; namespaces.synced().await } => {}
+                _ = stop.changed() => return,
+            }
             tracing::info!("network policy: following pods and namespaces");
             others = Some((pods, namespaces));
         }
         let script = build(&policies, others.as_ref(), &node);
         if last.as_deref() != Some(script.as_str()) || retry {
-            match nft.apply(&script) {
+            // nft runs as a process: off the async workers
+            let (n, text) = (nft.clone(), script.clone());
+            let applied = tokio::task::spawn_blocking(move || n.apply(&text))
+                .await
+                .unwrap_or_else(|e| {
+                    Err(crate::net::NetError::Refused {
+                        tool: "nft",
+                        message: e.to_string(),
+                    })
+                });
+            match applied {
                 Ok(()) => {
                     tracing::debug!(bytes = script.len(), "network policy: table replaced");
                     last = Some(script);

@@ -116,7 +116,12 @@ impl Direction {
 fn has_type(policy: &Value, d: Direction) -> bool {
     match policy["spec"]["policyTypes"].as_array() {
         Some(types) if !types.is_empty() => types.iter().any(|t| t.as_str() == Some(d.title())),
-        _ => d == Direction::Ingress || policy["spec"]["egress"].is_array(),
+        _ => {
+            d == Direction::Ingress
+                || policy["spec"]["egress"]
+                    .as_array()
+                    .is_some_and(|e| !e.is_empty())
+        }
     }
 }
 
@@ -140,16 +145,19 @@ fn peers<'a>(
         pods: Vec::new(),
         blocks: Vec::new(),
     };
+    let mut seen = BTreeSet::new();
     for peer in list {
         if let Some(block) = peer.get("ipBlock") {
-            if let Some(cidr) = block["cidr"].as_str() {
+            // only what parses as an IPv4 CIDR reaches the ruleset (IPv6 blocks cannot
+            // match in this IPv4 table)
+            if let Some(cidr) = block["cidr"].as_str().and_then(v4_cidr) {
                 let except = block["except"]
                     .as_array()
                     .into_iter()
                     .flatten()
-                    .filter_map(|e| e.as_str().map(str::to_string))
+                    .filter_map(|e| e.as_str().and_then(v4_cidr))
                     .collect();
-                out.blocks.push((cidr.to_string(), except));
+                out.blocks.push((cidr, except));
             }
             continue;
         }
@@ -169,12 +177,25 @@ fn peers<'a>(
                 None => p.namespace == policy_ns,
             };
             let pod_ok = pod_sel.as_ref().is_none_or(|s| s.matches(Some(&p.labels)));
-            if ns_ok && pod_ok && !out.pods.iter().any(|x| x.ip == p.ip) {
+            if ns_ok && pod_ok && seen.insert(p.ip) {
                 out.pods.push(p);
             }
         }
     }
     Some(out)
+}
+
+/// `a.b.c.d/len` in canonical form, or `None` for anything else.
+fn v4_cidr(s: &str) -> Option<String> {
+    let (ip, len) = s.split_once('/')?;
+    let ip: Ipv4Addr = ip.parse().ok()?;
+    let len: u8 = len.parse().ok().filter(|l| *l <= 32)?;
+    let mask = if len == 0 {
+        0
+    } else {
+        u32::MAX << (32 - u32::from(len))
+    };
+    Some(format!("{}/{len}", Ipv4Addr::from(u32::from(ip) & mask)))
 }
 
 /// A rule's ports: (protocol, port or range, or a name to resolve).
@@ -189,8 +210,12 @@ fn ports(list: Option<&Vec<Value>>) -> Option<Vec<(String, PortRef)>> {
     let list = list.filter(|l| !l.is_empty())?;
     Some(
         list.iter()
-            .map(|p| {
+            .filter_map(|p| {
                 let proto = p["protocol"].as_str().unwrap_or("TCP").to_ascii_lowercase();
+                // the protocols NetworkPolicy knows; anything else matches nothing
+                if !matches!(proto.as_str(), "tcp" | "udp" | "sctp") {
+                    return None;
+                }
                 let port = match &p["port"] {
                     Value::Number(n) => PortRef::Number(
                         n.as_u64().unwrap_or(0) as u16,
@@ -202,7 +227,7 @@ fn ports(list: Option<&Vec<Value>>) -> Option<Vec<(String, PortRef)>> {
                     },
                     _ => PortRef::Any,
                 };
-                (proto, port)
+                Some((proto, port))
             })
             .collect(),
     )
@@ -303,11 +328,19 @@ fn chain_rules(inputs: &Inputs, pod: &PodInfo, d: Direction) -> Option<Vec<Strin
                             rules.push(format!("{field} {} {clause} {allow}", dest.ip));
                         }
                     }
-                    // numbered ports of the same rule still apply to ipBlocks
-                    if let Some(p) = &peers {
-                        for (cidr, except) in &p.blocks {
+                    // numbered ports of the same rule still apply to ipBlocks, or to
+                    // every destination when the rule names none
+                    match &peers {
+                        Some(p) => {
+                            for (cidr, except) in &p.blocks {
+                                for clause in port_clauses(pl, None) {
+                                    rules.push(block_rule(field, cidr, except, &clause, allow));
+                                }
+                            }
+                        }
+                        None => {
                             for clause in port_clauses(pl, None) {
-                                rules.push(block_rule(field, cidr, except, &clause, allow));
+                                rules.push(join(&[&clause, allow]));
                             }
                         }
                     }
@@ -378,7 +411,8 @@ fn block_rule(field: &str, cidr: &str, except: &[String], clause: &str, allow: &
 pub fn ruleset(inputs: &Inputs) -> String {
     let mut chains = String::new();
     let mut maps: [Vec<String>; 2] = [Vec::new(), Vec::new()];
-    for pod in inputs.local {
+    let mut done = BTreeSet::new();
+    for pod in inputs.local.iter().filter(|p| done.insert(p.ip)) {
         for (i, d) in [Direction::Egress, Direction::Ingress]
             .into_iter()
             .enumerate()
@@ -534,14 +568,49 @@ mod tests {
     }
 
     #[test]
+    fn only_well_formed_blocks_and_protocols_reach_the_ruleset() {
+        let p = policy(json!({"podSelector": {}, "ingress": [
+            {"from": [{"ipBlock": {"cidr": "10.0.0.0/8\n}\nflush ruleset"}}]},
+            {"from": [{"ipBlock": {"cidr": "::/0"}}]},
+            {"from": [{"ipBlock": {"cidr": "10.42.7.9/16", "except": ["bad", "10.42.1.0/24"]}}], "ports": [{"protocol": "ICMP\n", "port": 1}, {"protocol": "UDP", "port": 53}]},
+        ]}));
+        let s = script(&[p], &["web"]);
+        assert!(
+            !s.contains("flush") && !s.contains("::") && !s.contains("ICMP") && !s.contains("bad"),
+            "{s}"
+        );
+        assert!(s.contains("ip saddr 10.42.0.0/16 ip saddr != { 10.42.1.0/24 } meta l4proto udp th dport { 53 } accept"), "{s}");
+    }
+
+    #[test]
+    fn egress_named_ports_to_anywhere_keep_their_numbered_ports() {
+        let p = policy(
+            json!({"podSelector": {"matchLabels": {"role": "client"}}, "policyTypes": ["Egress"],
+            "egress": [{"ports": [{"port": "http"}, {"port": 443}]}]}),
+        );
+        let s = script(&[p], &["client"]);
+        assert!(
+            s.contains("meta l4proto tcp th dport { 443 } return"),
+            "{s}"
+        );
+        assert!(
+            s.contains("ip daddr 10.42.1.5 meta l4proto tcp th dport { 443, 8080 } return"),
+            "{s}"
+        );
+    }
+
+    #[test]
     fn policy_types_default_as_upstream() {
         let egress_only = json!({"spec": {"egress": [], "policyTypes": ["Egress"]}});
         assert!(
             has_type(&egress_only, Direction::Egress)
                 && !has_type(&egress_only, Direction::Ingress)
         );
-        let implicit = json!({"spec": {"egress": []}});
+        let implicit = json!({"spec": {"egress": [{}]}});
         assert!(has_type(&implicit, Direction::Egress) && has_type(&implicit, Direction::Ingress));
+        // upstream: egress is implied only by egress rules, not by an empty list
+        let empty = json!({"spec": {"egress": []}});
+        assert!(!has_type(&empty, Direction::Egress));
         let plain = json!({"spec": {}});
         assert!(has_type(&plain, Direction::Ingress) && !has_type(&plain, Direction::Egress));
         // finished and host-network pods take no part
