@@ -320,6 +320,20 @@ fn invalid_objects_are_refused_with_upstream_messages_and_not_stored() {
         !ok && out.contains("Pod \"p\" is invalid: spec.containers[0].image: Required value"),
         "{out}"
     );
+    // a NetworkPolicy whose ipBlock is no CIDR (it would otherwise reach every node's
+    // nftables) is refused with the field named
+    let (ok, out) = apply(
+        "netpol",
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: np}\nspec:\n  podSelector: {}\n  ingress:\n  - from: [{ipBlock: {cidr: not-a-cidr}}]\n    ports: [{protocol: ICMP}]\n",
+    );
+    assert!(
+        !ok && out.contains("The NetworkPolicy \"np\" is invalid")
+            && out.contains("spec.ingress[0].from[0].ipBlock.cidr: Invalid value: \"not-a-cidr\"")
+            && out.contains("spec.ingress[0].ports[0].protocol: Unsupported value: \"ICMP\""),
+        "{out}"
+    );
+    let (ok, _) = k(&server, "1.33", &["get", "networkpolicy", "np"]);
+    assert!(!ok, "nothing stored");
     let (ok, out) = apply(
         "dep",
         &APP.replace(

@@ -188,6 +188,155 @@ fn immutable(obj: &Value, old: &Value, pointer: &str, field: &str, out: &mut Vec
     }
 }
 
+/// An IP network `a.b.c.d/n` or `x::/n`, as (address bits, prefix, width).
+fn cidr(s: &str) -> Option<(u128, u32, u32)> {
+    let (ip, len) = s.split_once('/')?;
+    let ip: std::net::IpAddr = ip.parse().ok()?;
+    let len: u32 = len.parse().ok()?;
+    let (bits, width) = match ip {
+        std::net::IpAddr::V4(v4) => (u128::from(u32::from(v4)), 32),
+        std::net::IpAddr::V6(v6) => (u128::from(v6), 128),
+    };
+    (len <= width).then_some((bits, len, width))
+}
+
+/// Upstream's NetworkPolicy validation: selectors, peers (one kind each), ipBlocks with
+/// exceptions inside them, protocols, ports and port ranges, policy types.
+fn network_policy(obj: &Value, out: &mut Vec<Cause>) {
+    let selector_ok = |v: &Value, field: &str, out: &mut Vec<Cause>| {
+        if let Err(e) = crate::api::selector::LabelSelector::from_object(v) {
+            out.push(Cause::invalid(field, &v.to_string(), &e));
+        }
+    };
+    match obj.pointer("/spec/podSelector") {
+        Some(sel) => selector_ok(sel, "spec.podSelector", out),
+        None => out.push(Cause::required("spec.podSelector")),
+    }
+    for (i, t) in obj
+        .pointer("/spec/policyTypes")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        if !matches!(t.as_str(), Some("Ingress" | "Egress")) {
+            out.push(Cause {
+                field: format!("spec.policyTypes[{i}]"),
+                reason: "FieldValueNotSupported",
+                message: format!(
+                    "Unsupported value: {t}: supported values: \"Egress\", \"Ingress\""
+                ),
+            });
+        }
+    }
+    for (dir, peers_key) in [("ingress", "from"), ("egress", "to")] {
+        let rules = obj
+            .pointer(&format!("/spec/{dir}"))
+            .and_then(Value::as_array);
+        for (i, rule) in rules.into_iter().flatten().enumerate() {
+            let base = format!("spec.{dir}[{i}]");
+            for (j, port) in rule["ports"].as_array().into_iter().flatten().enumerate() {
+                let f = format!("{base}.ports[{j}]");
+                if let Some(proto) = port.get("protocol").and_then(Value::as_str) {
+                    if !matches!(proto, "TCP" | "UDP" | "SCTP") {
+                        out.push(Cause {
+                            field: format!("{f}.protocol"),
+                            reason: "FieldValueNotSupported",
+                            message: format!("Unsupported value: \"{proto}\": supported values: \"SCTP\", \"TCP\", \"UDP\""),
+                        });
+                    }
+                }
+                let number = port.get("port").and_then(Value::as_i64);
+                if let Some(n) = number.filter(|n| !(1..=65535).contains(n)) {
+                    out.push(Cause::invalid(
+                        &format!("{f}.port"),
+                        &n.to_string(),
+                        "must be between 1 and 65535, inclusive",
+                    ));
+                }
+                if let Some(end) = port.get("endPort").and_then(Value::as_i64) {
+                    match number {
+                        None => out.push(Cause {
+                            field: format!("{f}.endPort"),
+                            reason: "FieldValueInvalid",
+                            message: format!("Invalid value: {end}: may not be specified when `port` is non-numeric"),
+                        }),
+                        Some(n) if end < n => out.push(Cause {
+                            field: format!("{f}.endPort"),
+                            reason: "FieldValueInvalid",
+                            message: format!("Invalid value: {end}: must be greater than or equal to `port`"),
+                        }),
+                        _ => {}
+                    }
+                }
+            }
+            for (j, peer) in rule[peers_key].as_array().into_iter().flatten().enumerate() {
+                let f = format!("{base}.{peers_key}[{j}]");
+                let has = |k: &str| peer.get(k).is_some_and(|v| !v.is_null());
+                let selectors = has("podSelector") || has("namespaceSelector");
+                if has("ipBlock") && selectors {
+                    out.push(Cause {
+                        field: f.clone(),
+                        reason: "FieldValueForbidden",
+                        message: "Forbidden: may not specify both ipBlock and another peer".into(),
+                    });
+                } else if !has("ipBlock") && !selectors {
+                    out.push(Cause {
+                        field: f.clone(),
+                        reason: "FieldValueRequired",
+                        message: "Required value: must specify a peer".into(),
+                    });
+                }
+                for k in ["podSelector", "namespaceSelector"] {
+                    if let Some(sel) = peer.get(k).filter(|v| !v.is_null()) {
+                        selector_ok(sel, &format!("{f}.{k}"), out);
+                    }
+                }
+                let Some(block) = peer.get("ipBlock").filter(|v| !v.is_null()) else {
+                    continue;
+                };
+                let text = block["cidr"].as_str().unwrap_or("");
+                let Some((net, len, width)) = cidr(text) else {
+                    out.push(if text.is_empty() {
+                        Cause::required(&format!("{f}.ipBlock.cidr"))
+                    } else {
+                        Cause::invalid(
+                            &format!("{f}.ipBlock.cidr"),
+                            text,
+                            "must be a valid CIDR value, (e.g. 10.9.8.0/24 or 2001:db8::/64)",
+                        )
+                    });
+                    continue;
+                };
+                for (k, e) in block["except"].as_array().into_iter().flatten().enumerate() {
+                    let ef = format!("{f}.ipBlock.except[{k}]");
+                    let et = e.as_str().unwrap_or("");
+                    match cidr(et) {
+                        None => out.push(Cause::invalid(
+                            &ef,
+                            et,
+                            "must be a valid CIDR value, (e.g. 10.9.8.0/24 or 2001:db8::/64)",
+                        )),
+                        Some((enet, elen, ewidth)) => {
+                            let shift = width - len;
+                            let inside = ewidth == width
+                                && elen > len
+                                && (shift >= 128 || (enet >> shift) == (net >> shift));
+                            if !inside {
+                                out.push(Cause::invalid(
+                                    &ef,
+                                    et,
+                                    "must be a strict subset of `cidr`",
+                                ));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Problems with `obj` (of `kind`); `old` is the stored version on updates.
 pub fn validate(kind: &str, obj: &Value, old: Option<&Value>) -> Vec<Cause> {
     let mut out = Vec::new();
@@ -260,6 +409,7 @@ pub fn validate(kind: &str, obj: &Value, old: Option<&Value>) -> Vec<Cause> {
                 out.push(Cause::required("spec.ports"));
             }
         }
+        "NetworkPolicy" => network_policy(obj, &mut out),
         "ConfigMap" | "Secret" => {
             if let Some(old) = old {
                 if old.get("immutable") == Some(&Value::Bool(true)) {
@@ -302,6 +452,37 @@ mod tests {
         assert_eq!(
             validate("ConfigMap", &big, None)[0].reason,
             "FieldValueTooLong"
+        );
+    }
+
+    #[test]
+    fn network_policies_are_checked_as_upstream_checks_them() {
+        let ok = json!({"spec": {"podSelector": {}, "ingress": [{"from": [{"ipBlock": {"cidr": "10.0.0.0/8", "except": ["10.1.0.0/16"]}}], "ports": [{"protocol": "UDP", "port": 53, "endPort": 60}]}]}});
+        assert!(validate("NetworkPolicy", &ok, None).is_empty());
+        let bad = json!({"spec": {"podSelector": {}, "policyTypes": ["Sideways"], "ingress": [{
+            "from": [{"ipBlock": {"cidr": "10.0.0.0/8\nflush ruleset"}}, {"ipBlock": {"cidr": "10.0.0.0/8", "except": ["192.168.0.0/16"]}, "podSelector": {}}, {}],
+            "ports": [{"protocol": "ICMP", "port": 70000}, {"port": "http", "endPort": 90}]}]}});
+        let causes = validate("NetworkPolicy", &bad, None);
+        let fields: Vec<&str> = causes.iter().map(|c| c.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "spec.policyTypes[0]",
+                "spec.ingress[0].ports[0].protocol",
+                "spec.ingress[0].ports[0].port",
+                "spec.ingress[0].ports[1].endPort",
+                "spec.ingress[0].from[0].ipBlock.cidr",
+                "spec.ingress[0].from[1]",
+                "spec.ingress[0].from[1].ipBlock.except[0]",
+                "spec.ingress[0].from[2]",
+            ],
+            "{causes:?}"
+        );
+        assert!(causes[7].message.contains("must specify a peer"));
+        assert!(
+            causes[6]
+                .message
+                .ends_with("must be a strict subset of `cidr`")
         );
     }
 
