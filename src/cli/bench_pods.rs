@@ -206,6 +206,8 @@ async fn inside(a: &PodsBenchArgs, images: &Path, _ns: &str) -> anyhow::Result<(
         std::fs::copy(images.join(f), node.join("agent/images").join(f))?;
     }
     let token = std::fs::read_to_string(scratch.join("server/server/node-token"))?;
+    // cluster DNS relays only to the bench's own namespace, never the machine's resolver
+    std::fs::write(scratch.join("resolv.conf"), "nameserver 10.250.0.1\n")?;
     let agent = start(
         &scratch,
         "agent",
@@ -231,6 +233,8 @@ async fn inside(a: &PodsBenchArgs, images: &Path, _ns: &str) -> anyhow::Result<(
             s(&node.join("log/containers")),
             "--private-registry".into(),
             s(&node.join("registries.yaml")),
+            "--resolv-conf".into(),
+            s(&scratch.join("resolv.conf")),
         ],
     )?;
     let client = ApiClient::remote(
