@@ -152,6 +152,9 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         .flannel_backend
         .parse()
         .map_err(|e: String| anyhow::anyhow!("the server's flannel backend: {e}"))?;
+    // one netlink socket for the overlay and cluster DNS
+    let links: std::sync::Arc<dyn crate::net::netlink::Links> =
+        std::sync::Arc::new(crate::net::netlink::RtNetlink::connect()?);
     let (overlay_ready, overlay_ready_rx) =
         tokio::sync::oneshot::channel::<crate::overlay::Ready>();
     let mut overlay = if backend == crate::overlay::plan::Backend::None {
@@ -187,11 +190,10 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
                 }
             }
         });
-        let links = std::sync::Arc::new(crate::net::netlink::RtNetlink::connect()?);
         tokio::spawn(crate::overlay::run(
             client.clone(),
             cfg,
-            links,
+            links.clone(),
             std::sync::Arc::new(crate::net::NftCli::default()),
             overlay_ready,
             stop_rx.clone(),
@@ -257,8 +259,6 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let dns = if off.disable_dns {
         skipped()
     } else {
-        let links: std::sync::Arc<dyn crate::net::netlink::Links> =
-            std::sync::Arc::new(crate::net::netlink::RtNetlink::connect()?);
         tokio::spawn(crate::dns::run(
             crate::dns::DnsConfig {
                 listen: cluster_dns,
