@@ -237,16 +237,11 @@ pub async fn run(a: NetBenchArgs) -> anyhow::Result<()> {
         a.connections
     );
     println!("path                                   services  sync      connect p50  connect p99");
-    let direct = lab.run(
-        "pa",
-        &[
-            "net-connect",
-            "--to",
-            "10.42.1.2:8080",
-            "--count",
-            &a.connections.to_string(),
-        ],
-    )?;
+    let connect = |to: &str| {
+        let count = a.connections.to_string();
+        lab.run("pa", &["net-connect", "--to", to, "--count", &count])
+    };
+    let direct = connect("10.42.1.2:8080")?;
     let (p50, p99) = direct.split_once(' ').unwrap_or(("?", "?"));
     println!(
         "direct to the pod IP                   {:>8}  {:>8}  {p50:>9} µs  {p99:>9} µs",
@@ -282,16 +277,7 @@ pub async fn run(a: NetBenchArgs) -> anyhow::Result<()> {
         let t = Instant::now();
         p.sync(updates)?;
         let sync = t.elapsed();
-        let out = lab.run(
-            "pa",
-            &[
-                "net-connect",
-                "--to",
-                "10.43.255.1:80",
-                "--count",
-                &a.connections.to_string(),
-            ],
-        )?;
+        let out = connect("10.43.255.1:80")?;
         let (p50, p99) = out.split_once(' ').unwrap_or(("?", "?"));
         println!(
             "cluster IP through the proxy           {n:>8}  {:>8.1?}  {p50:>9} µs  {p99:>9} µs",

@@ -162,14 +162,16 @@ pub fn resolve(view: &dyn ClusterView, domain: &str, name: &str, qtype: u16) -> 
             if !is_headless(&s) {
                 return nxdomain();
             }
-            let found: Vec<Record> = endpoints(view, ns, svc)
+            let named: Vec<String> = endpoints(view, ns, svc)
                 .into_iter()
                 .filter(|(label, _, _)| label == endpoint)
-                .filter_map(|(_, ip, _)| address_record(name, &ip, qtype))
+                .map(|(_, ip, _)| ip)
                 .collect();
-            let exists = endpoints(view, ns, svc)
+            let exists = !named.is_empty();
+            let found: Vec<Record> = named
                 .iter()
-                .any(|(l, _, _)| l == endpoint);
+                .filter_map(|ip| address_record(name, ip, qtype))
+                .collect();
             if exists {
                 answer(found, vec![])
             } else {

@@ -187,8 +187,9 @@ impl Cluster {
         });
     }
 
-    fn start_with(embedded: bool, agent_args: &[&str]) -> Cluster {
-        let netns = Netns::create();
+    /// The cluster's files (images, an empty config, the lab's resolv.conf) in a new
+    /// temp dir, before any process starts.
+    fn prepare(netns: Netns, agent_args: &[&str]) -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let root = dir.path();
         let images = root.join("images");
@@ -196,22 +197,25 @@ impl Cluster {
         std::fs::write(root.join("none.yaml"), "").unwrap();
         // the nodes' upstream resolver is in the lab, never the machine's own
         std::fs::write(root.join("resolv.conf"), "nameserver 10.250.0.1\n").unwrap();
-        let port = 6443;
         let kubeconfig = root.join("kubeconfig.yaml");
         // a placeholder until the real server starts (the struct owns one child)
-        let placeholder = Command::new("true").spawn().expect("true");
-        let mut cluster = Cluster {
+        let mut server = Command::new("true").spawn().expect("true");
+        let _ = server.wait();
+        Cluster {
             dir,
-            server: placeholder,
+            server,
             agents: Vec::new(),
-            port,
+            port: 6443,
             kubeconfig,
             images,
             agent_args: agent_args.iter().map(|a| a.to_string()).collect(),
             lab_nodes: Vec::new(),
             netns,
-        };
-        let _ = cluster.server.wait();
+        }
+    }
+
+    fn start_with(embedded: bool, agent_args: &[&str]) -> Cluster {
+        let mut cluster = Self::prepare(Netns::create(), agent_args);
         cluster.server = cluster
             .server_command(embedded)
             .spawn()
@@ -237,26 +241,7 @@ impl Cluster {
         netns.ip(&["addr", "add", "10.251.0.1/24", "dev", "node1"]);
         netns.ip(&["link", "set", "node1", "up"]);
         netns.sysctl("net.ipv4.ip_forward", "1");
-        let dir = tempfile::tempdir().expect("temp dir");
-        let root = dir.path();
-        let images = root.join("images");
-        super::build_images(&images);
-        std::fs::write(root.join("none.yaml"), "").unwrap();
-        // the nodes' upstream resolver is in the lab, never the machine's own
-        std::fs::write(root.join("resolv.conf"), "nameserver 10.250.0.1\n").unwrap();
-        let kubeconfig = root.join("kubeconfig.yaml");
-        let mut cluster = Cluster {
-            dir,
-            server: Command::new("true").spawn().expect("true"),
-            agents: Vec::new(),
-            port: 6443,
-            kubeconfig,
-            images,
-            agent_args: Vec::new(),
-            lab_nodes: Vec::new(),
-            netns,
-        };
-        let _ = cluster.server.wait();
+        let mut cluster = Self::prepare(netns, &[]);
         for (name, ip) in nodes {
             cluster.add_lab_machine(name, ip);
         }

@@ -147,6 +147,40 @@ impl RtNetlink {
     }
 }
 
+impl RtNetlink {
+    /// The permanent entries of `dev` in a neighbour table (`Inet`: ARP; `Bridge`: the
+    /// forwarding database) that have an IPv4 address and a MAC.
+    async fn permanent(
+        &self,
+        dev: u32,
+        family: AddressFamily,
+        what: &str,
+    ) -> Result<Vec<(Ipv4Addr, [u8; 6])>, NetError> {
+        let mut out = Vec::new();
+        let mut req = self.handle.neighbours().get();
+        req.message_mut().header.family = family;
+        req.message_mut().header.ifindex = dev;
+        let mut entries = req.execute();
+        while let Some(n) = entries.try_next().await.map_err(|e| refused(what, e))? {
+            if n.header.ifindex != dev || n.header.state != NeighbourState::Permanent {
+                continue;
+            }
+            // in a bridge-family message the address comes as raw bytes
+            let ip = n.attributes.iter().find_map(|a| match a {
+                NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => Some(*ip),
+                NeighbourAttribute::Destination(NeighbourAddress::Other(b)) if b.len() == 4 => {
+                    Some(Ipv4Addr::new(b[0], b[1], b[2], b[3]))
+                }
+                _ => None,
+            });
+            if let (Some(ip), Some(mac)) = (ip, neighbour_mac(&n.attributes)) {
+                out.push((ip, mac));
+            }
+        }
+        Ok(out)
+    }
+}
+
 fn link_mac(l: &LinkMessage) -> [u8; 6] {
     l.attributes
         .iter()
@@ -477,29 +511,12 @@ impl Links for RtNetlink {
     }
 
     async fn neighbours(&self, dev: u32) -> Result<Vec<Neigh>, NetError> {
-        let mut out = Vec::new();
-        let mut req = self.handle.neighbours().get();
-        req.message_mut().header.family = AddressFamily::Inet;
-        req.message_mut().header.ifindex = dev;
-        let mut neighbours = req.execute();
-        while let Some(n) = neighbours
-            .try_next()
-            .await
-            .map_err(|e| refused("listing neighbours", e))?
-        {
-            if n.header.ifindex != dev || n.header.state != NeighbourState::Permanent {
-                continue;
-            }
-            let ip = n.attributes.iter().find_map(|a| match a {
-                NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => Some(*ip),
-                _ => None,
-            });
-            let mac = neighbour_mac(&n.attributes);
-            if let (Some(ip), Some(mac)) = (ip, mac) {
-                out.push(Neigh { dev, ip, mac });
-            }
-        }
-        Ok(out)
+        Ok(self
+            .permanent(dev, AddressFamily::Inet, "listing neighbours")
+            .await?
+            .into_iter()
+            .map(|(ip, mac)| Neigh { dev, ip, mac })
+            .collect())
     }
 
     async fn replace_neighbour(&self, n: &Neigh) -> Result<(), NetError> {
@@ -525,33 +542,12 @@ impl Links for RtNetlink {
     }
 
     async fn fdb(&self, dev: u32) -> Result<Vec<Fdb>, NetError> {
-        let mut out = Vec::new();
-        let mut req = self.handle.neighbours().get();
-        req.message_mut().header.family = AddressFamily::Bridge;
-        req.message_mut().header.ifindex = dev;
-        let mut entries = req.execute();
-        while let Some(n) = entries
-            .try_next()
-            .await
-            .map_err(|e| refused("listing forwarding entries", e))?
-        {
-            if n.header.ifindex != dev || n.header.state != NeighbourState::Permanent {
-                continue;
-            }
-            // in a bridge-family message the destination comes as raw bytes
-            let dst = n.attributes.iter().find_map(|a| match a {
-                NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => Some(*ip),
-                NeighbourAttribute::Destination(NeighbourAddress::Other(b)) if b.len() == 4 => {
-                    Some(Ipv4Addr::new(b[0], b[1], b[2], b[3]))
-                }
-                _ => None,
-            });
-            let mac = neighbour_mac(&n.attributes);
-            if let (Some(dst), Some(mac)) = (dst, mac) {
-                out.push(Fdb { dev, mac, dst });
-            }
-        }
-        Ok(out)
+        Ok(self
+            .permanent(dev, AddressFamily::Bridge, "listing forwarding entries")
+            .await?
+            .into_iter()
+            .map(|(dst, mac)| Fdb { dev, mac, dst })
+            .collect())
     }
 
     async fn replace_fdb(&self, f: &Fdb) -> Result<(), NetError> {
