@@ -1,14 +1,17 @@
-//! Crash test: acknowledged writes survive SIGKILL at random moments.
+//! Crash test: acknowledged writes survive SIGKILL at random moments, and nothing
+//! deleted before the crash is readable after it, across compactions (issue 14).
 //!
-//! sled: a child `skua debug store-writer` writes as fast as it can and prints every
-//! acknowledgement; it is SIGKILLed, the store is reopened and checked, again and again.
+//! sled: a child `skua debug store-writer` creates, deletes (a third of its own keys,
+//! and a quarter of the keys earlier cycles left, which lived across compactions) and
+//! compacts as fast as it can and prints every acknowledgement; it is SIGKILLed (often
+//! in the middle of a purge), the store is reopened and checked, again and again.
 //! etcd: the same against a real etcd that is SIGKILLed under load and restarted.
 
 mod common;
 
-use skua::cli::debug::crash_value;
+use skua::cli::debug::{compact_continually, crash_value};
 use skua::store::{ListOptions, Revision, Store, StoreError};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -37,27 +40,63 @@ impl Rng {
     }
 }
 
+/// What a writer reported, in the order it happened.
+enum Report {
+    /// A create, acknowledged at a revision.
+    Ack(String, Revision),
+    /// A delete was sent: until it is acknowledged the key may or may not exist.
+    DeleteStarted(String),
+    /// A delete, acknowledged at a revision.
+    Deleted(String, Revision),
+    /// A compaction to a revision, done.
+    Compacted(Revision),
+}
+
 /// Everything acknowledged so far, and the checks made after each restart.
 #[derive(Default)]
 struct Ledger {
     acked: BTreeMap<String, Revision>,
+    /// Keys whose deletion was acknowledged: they must never be readable again.
+    deleted: BTreeSet<String>,
     max_revision: Revision,
+    compactions: usize,
+    /// The highest acknowledged compaction.
+    compacted: Revision,
     counters: BTreeMap<String, u64>,
     lost: usize,
+    resurrected: usize,
 }
 
 impl Ledger {
     /// Records one cycle's acknowledgements; they must all be newer than any before.
-    fn record(&mut self, cycle: usize, acks: Vec<(String, Revision)>, counter: u64) {
+    fn record(&mut self, cycle: usize, reports: Vec<Report>, counter: u64) {
         let counter_key = format!("/crash/{cycle}/counter");
         let floor = self.max_revision;
-        for (key, rev) in acks {
+        let acknowledged = |key: &str, rev: Revision, max: &mut Revision| {
             assert!(
                 rev > floor,
                 "cycle {cycle}: revision {rev} of {key} is not above {floor}, acknowledged before the crash: a revision was reused"
             );
-            self.max_revision = self.max_revision.max(rev);
-            self.acked.insert(key, rev);
+            *max = (*max).max(rev);
+        };
+        for report in reports {
+            match report {
+                Report::Ack(key, rev) => {
+                    acknowledged(&key, rev, &mut self.max_revision);
+                    self.acked.insert(key, rev);
+                }
+                Report::DeleteStarted(key) => {
+                    self.acked.remove(&key);
+                }
+                Report::Deleted(key, rev) => {
+                    acknowledged(&key, rev, &mut self.max_revision);
+                    self.deleted.insert(key);
+                }
+                Report::Compacted(rev) => {
+                    self.compactions += 1;
+                    self.compacted = self.compacted.max(rev);
+                }
+            }
         }
         let c = self.counters.entry(counter_key).or_default();
         *c = (*c).max(counter);
@@ -66,14 +105,18 @@ impl Ledger {
     /// The test's verdict, in the words the issue asks for.
     fn finish(&self) {
         println!(
-            "lost acknowledged writes: {} in {CYCLES} cycles ({} acknowledged writes, last revision {})",
+            "lost acknowledged writes: {}, deleted keys readable again: {} in {CYCLES} cycles ({} live and {} deleted keys acknowledged, {} compactions, last revision {})",
             self.lost,
+            self.resurrected,
             self.acked.len(),
+            self.deleted.len(),
+            self.compactions,
             self.max_revision
         );
         assert_eq!(self.lost, 0);
+        assert_eq!(self.resurrected, 0);
         assert!(
-            self.acked.len() > CYCLES,
+            self.acked.len() > CYCLES && self.deleted.len() > CYCLES,
             "too little progress to prove anything"
         );
     }
@@ -89,6 +132,36 @@ impl Ledger {
                     self.lost += 1;
                     eprintln!("cycle {cycle}: acknowledged {key}@{rev} came back as {other:?}");
                 }
+            }
+        }
+        // an acknowledged compaction survived the crash too
+        if self.compacted > 1 {
+            let older = ListOptions {
+                revision: self.compacted - 1,
+                ..Default::default()
+            };
+            match store.list("/crash/", older).await {
+                Err(StoreError::Compacted {
+                    compact_revision, ..
+                }) => assert!(compact_revision >= self.compacted),
+                other => panic!(
+                    "cycle {cycle}: a read below the acknowledged compaction {} must be refused, got {:?}",
+                    self.compacted,
+                    other.map(|l| l.revision)
+                ),
+            }
+        }
+        // nothing deleted before the crash is readable, by a list or a point read
+        for key in &self.deleted {
+            let listed = stored.get(key.as_str());
+            let read = store.get(key).await.unwrap().kv;
+            if listed.is_some() || read.is_some() {
+                self.resurrected += 1;
+                eprintln!(
+                    "cycle {cycle}: {key} was deleted before the crash and came back: listed at {:?}, read at {:?}",
+                    listed.map(|kv| kv.mod_revision),
+                    read.map(|kv| kv.mod_revision)
+                );
             }
         }
         // a point read agrees with the list
@@ -168,22 +241,34 @@ async fn sled_acknowledged_writes_survive_sigkill() {
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
         reader.join().unwrap();
-        // `lines()` yields a final line without newline too; only complete reports count
-        let mut acks = Vec::new();
+        // `lines()` yields a final line without newline too; only complete reports
+        // count (a torn `del-start` line is harmless: its delete was never sent)
+        let mut reports = Vec::new();
         let mut counter = 0;
         for line in rx.try_iter() {
             let parts: Vec<&str> = line.split(' ').collect();
             match parts.as_slice() {
                 ["ack", key, rev] => {
                     if let Ok(rev) = rev.parse() {
-                        acks.push((key.to_string(), rev));
+                        reports.push(Report::Ack(key.to_string(), rev));
+                    }
+                }
+                ["del-start", key] => reports.push(Report::DeleteStarted(key.to_string())),
+                ["del", key, rev] => {
+                    if let Ok(rev) = rev.parse() {
+                        reports.push(Report::Deleted(key.to_string(), rev));
+                    }
+                }
+                ["compact", rev] => {
+                    if let Ok(rev) = rev.parse() {
+                        reports.push(Report::Compacted(rev));
                     }
                 }
                 ["counter", n, _] => counter = counter.max(n.parse().unwrap_or(0)),
                 _ => {}
             }
         }
-        ledger.record(cycle, acks, counter);
+        ledger.record(cycle, reports, counter);
         let store = common::open_sled(dir.path());
         store.check_integrity().unwrap();
         ledger.verify(cycle, &store).await;
@@ -214,7 +299,14 @@ async fn etcd_acknowledged_writes_survive_sigkill() {
                 for i in 0u64.. {
                     let key = format!("{prefix}/{w}/{i}");
                     let rev = store.create(&key, crash_value(&key)).await?;
-                    acks.lock().unwrap().push((key, rev));
+                    acks.lock().unwrap().push(Report::Ack(key.clone(), rev));
+                    if i % 3 == 1 {
+                        acks.lock()
+                            .unwrap()
+                            .push(Report::DeleteStarted(key.clone()));
+                        let rev = store.delete(&key, rev).await?;
+                        acks.lock().unwrap().push(Report::Deleted(key, rev));
+                    }
                     if i % 4 == 0 {
                         let kv = store.get(&format!("{prefix}/counter")).await?.kv.unwrap();
                         let n: u64 = String::from_utf8_lossy(&kv.value).parse().unwrap();
@@ -233,6 +325,12 @@ async fn etcd_acknowledged_writes_survive_sigkill() {
                 }
                 Ok::<(), StoreError>(())
             }));
+        }
+        {
+            let acks = acks.clone();
+            tasks.push(tokio::spawn(compact_continually(store.clone(), move |r| {
+                acks.lock().unwrap().push(Report::Compacted(r))
+            })));
         }
         let started = Instant::now();
         tokio::time::sleep(rng.millis(30, 400)).await;

@@ -53,6 +53,18 @@ macro_rules! every_backend {
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn deleted_keys_stay_deleted_across_compactions() {
+                let b = Backend::$backend().await;
+                conformance::deleted_keys_stay_deleted_across_compactions(&b).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn updates_never_fall_back_across_compactions() {
+                let b = Backend::$backend().await;
+                conformance::updates_never_fall_back_across_compactions(&b).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn watch_resumes_exactly_after_its_revision() {
                 let b = Backend::$backend().await;
                 conformance::watch_resumes_exactly_after(&*b.store).await;

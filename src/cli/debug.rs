@@ -1,19 +1,30 @@
 //! Hidden helpers for tests. `store-writer` is the child process of the crash test:
 //! it does acknowledged writes as fast as it can and reports each acknowledgement on
-//! stdout, so the test knows exactly what must survive a SIGKILL.
+//! stdout, so the test knows exactly what must survive a SIGKILL. `store-serve` runs a
+//! sled store in a process of its own and answers one [`StoreRequest`] per line of
+//! stdin, so the model-based store test can SIGKILL it between (or during) operations.
 
 use crate::store::sled::{SledOptions, SledStore};
-use crate::store::{Store, StoreError};
+use crate::store::{
+    Event, GetResult, ListOptions, ListResult, Revision, Store, StoreError, WatchMessage,
+};
 use clap::{Args, Subcommand};
+use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 #[derive(Subcommand, Debug)]
 pub enum DebugCommand {
     /// Write to a sled store until killed, printing `ack <key> <revision>` per
-    /// durable create and `counter <value> <revision>` per durable increment.
+    /// durable create, `counter <value> <revision>` per durable increment,
+    /// `del-start <key>` before and `del <key> <revision>` after each durable delete
+    /// (of a third of its own keys, and of a quarter of the keys earlier runs left),
+    /// and `compact <revision>` per compaction (it compacts all the time).
     StoreWriter(StoreWriterArgs),
+    /// Serve a sled store over stdin/stdout, one JSON request and reply per line.
+    StoreServe(StoreServeArgs),
     /// `skua bench net`: accept TCP connections and read them to their end.
     NetSink(super::debug_net::SinkArgs),
     /// `skua bench net`: time new TCP connections (median and p99, µs).
@@ -37,19 +48,234 @@ pub struct StoreWriterArgs {
     pub writers: usize,
 }
 
+#[derive(Args, Debug)]
+pub struct StoreServeArgs {
+    /// Directory of the sled store.
+    #[arg(long)]
+    pub data_dir: PathBuf,
+}
+
+/// One operation of `skua debug store-serve`, as a line of JSON on its stdin.
+#[derive(Serialize, Deserialize, Debug, Clone)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum StoreRequest {
+    Get {
+        key: String,
+    },
+    List {
+        prefix: String,
+        revision: Revision,
+        limit: usize,
+        continue_from: Option<String>,
+    },
+    Create {
+        key: String,
+        value: Vec<u8>,
+    },
+    Update {
+        key: String,
+        value: Vec<u8>,
+        expected: Revision,
+    },
+    Delete {
+        key: String,
+        expected: Revision,
+    },
+    Compact {
+        revision: Revision,
+    },
+    Current,
+    /// See [`collect_watch`].
+    Watch {
+        prefix: String,
+        since: Revision,
+        upto: Revision,
+        timeout_ms: u64,
+    },
+    /// Waits until the background purge of the last compaction is done.
+    WaitPurged,
+    /// Every stored version (`SledStore::retained_versions`).
+    Retained,
+    /// `SledStore::check_integrity`.
+    Integrity,
+    /// Closes the store cleanly and exits.
+    Shutdown,
+}
+
+/// The answer to a [`StoreRequest`], as one line of JSON on stdout.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreReply {
+    Get(GetResult),
+    List(ListResult),
+    Revision(Revision),
+    Events(Vec<Event>),
+    Versions(Vec<(String, Revision, bool)>),
+    Done,
+    Error(StoreError),
+}
+
+/// Watches `prefix` from `since` and collects the events up to and including revision
+/// `upto` (none when `upto <= since`: only the start is checked). Gives up after
+/// `timeout` and returns what came; a failed start or stream is the error.
+pub async fn collect_watch(
+    store: &dyn Store,
+    prefix: &str,
+    since: Revision,
+    upto: Revision,
+    timeout: Duration,
+) -> Result<Vec<Event>, StoreError> {
+    let mut w = store.watch(prefix, since).await?;
+    let mut events = Vec::new();
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut last = since;
+    while last < upto {
+        match tokio::time::timeout_at(deadline, w.next()).await {
+            Ok(Some(Ok(WatchMessage::Event(e)))) => {
+                last = e.revision();
+                events.push(e);
+            }
+            Ok(Some(Ok(WatchMessage::Progress(_)))) => {}
+            Ok(Some(Err(e))) => return Err(e),
+            Ok(None) => return Err(StoreError::Unavailable("the watch ended".into())),
+            Err(_) => break,
+        }
+    }
+    Ok(events)
+}
+
+/// Applies one request to `store`.
+pub async fn serve_one(store: &dyn Store, req: StoreRequest) -> StoreReply {
+    let reply = match req {
+        StoreRequest::Get { key } => store.get(&key).await.map(StoreReply::Get),
+        StoreRequest::List {
+            prefix,
+            revision,
+            limit,
+            continue_from,
+        } => {
+            let opts = ListOptions {
+                revision,
+                limit,
+                continue_from,
+            };
+            store.list(&prefix, opts).await.map(StoreReply::List)
+        }
+        StoreRequest::Create { key, value } => {
+            store.create(&key, value).await.map(StoreReply::Revision)
+        }
+        StoreRequest::Update {
+            key,
+            value,
+            expected,
+        } => store
+            .update(&key, value, expected)
+            .await
+            .map(StoreReply::Revision),
+        StoreRequest::Delete { key, expected } => {
+            store.delete(&key, expected).await.map(StoreReply::Revision)
+        }
+        StoreRequest::Compact { revision } => {
+            store.compact(revision).await.map(|()| StoreReply::Done)
+        }
+        StoreRequest::Current => store.current_revision().await.map(StoreReply::Revision),
+        StoreRequest::Watch {
+            prefix,
+            since,
+            upto,
+            timeout_ms,
+        } => collect_watch(
+            store,
+            &prefix,
+            since,
+            upto,
+            Duration::from_millis(timeout_ms),
+        )
+        .await
+        .map(StoreReply::Events),
+        StoreRequest::WaitPurged
+        | StoreRequest::Retained
+        | StoreRequest::Integrity
+        | StoreRequest::Shutdown => Err(StoreError::Unsupported(format!(
+            "{req:?} needs the sled store itself"
+        ))),
+    };
+    reply.unwrap_or_else(StoreReply::Error)
+}
+
+async fn store_serve(a: StoreServeArgs) -> anyhow::Result<()> {
+    let sled = Arc::new(SledStore::open(SledOptions::new(&a.data_dir))?);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<String>(1);
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lines() {
+            let Ok(line) = line else { break };
+            if tx.blocking_send(line).is_err() {
+                break;
+            }
+        }
+    });
+    report("ready\n".into());
+    while let Some(line) = rx.recv().await {
+        let req: StoreRequest = serde_json::from_str(&line)?;
+        let reply = match req {
+            StoreRequest::WaitPurged => {
+                let sled = sled.clone();
+                tokio::task::spawn_blocking(move || sled.wait_purged()).await?;
+                StoreReply::Done
+            }
+            StoreRequest::Retained => sled
+                .retained_versions()
+                .map_or_else(StoreReply::Error, StoreReply::Versions),
+            StoreRequest::Integrity => sled
+                .check_integrity()
+                .map_or_else(StoreReply::Error, |()| StoreReply::Done),
+            StoreRequest::Shutdown => break,
+            req => serve_one(&*sled, req).await,
+        };
+        report(format!("{}\n", serde_json::to_string(&reply)?));
+    }
+    drop(sled);
+    report(format!("{}\n", serde_json::to_string(&StoreReply::Done)?));
+    Ok(())
+}
+
+/// Compacts `store` every 15 ms to 40 revisions before the latest, calling `done` with
+/// each revision compacted to; runs until a compaction fails. The crash tests' load.
+pub async fn compact_continually(
+    store: Arc<dyn Store>,
+    mut done: impl FnMut(Revision) + Send,
+) -> Result<(), StoreError> {
+    let mut last = 0;
+    loop {
+        tokio::time::sleep(Duration::from_millis(15)).await;
+        let target = store.current_revision().await? - 40;
+        if target > last {
+            match store.compact(target).await {
+                Ok(()) => done(target),
+                Err(StoreError::Compacted { .. }) => {}
+                Err(e) => return Err(e),
+            }
+            last = target;
+        }
+    }
+}
+
 /// The value stored under `key` by the writer: self-describing, so a torn or foreign
 /// value is recognised.
 pub fn crash_value(key: &str) -> Vec<u8> {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in key.bytes() {
-        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-    }
-    format!("{key}|{h:016x}|{}", "x".repeat(200)).into_bytes()
+    format!("{key}|{:016x}|{}", fnv1a(key), "x".repeat(200)).into_bytes()
+}
+
+fn fnv1a(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 pub async fn run(cmd: DebugCommand) -> anyhow::Result<()> {
     match cmd {
         DebugCommand::StoreWriter(a) => store_writer(a).await,
+        DebugCommand::StoreServe(a) => store_serve(a).await,
         DebugCommand::NetSink(a) => super::debug_net::sink(a),
         DebugCommand::NetConnect(a) => super::debug_net::connect(a),
         DebugCommand::NetBlast(a) => super::debug_net::blast(a),
@@ -73,6 +299,28 @@ async fn store_writer(a: StoreWriterArgs) -> anyhow::Result<()> {
     }
     report("ready\n".into());
     let mut tasks = Vec::new();
+    // delete some of what earlier runs left: keys that lived across their compactions
+    {
+        let store = store.clone();
+        let prefix = format!("{}/", a.prefix);
+        tasks.push(tokio::spawn(async move {
+            let earlier = store.list("/crash/", ListOptions::default()).await?;
+            for kv in earlier.kvs {
+                let pick = fnv1a(&format!("{}{prefix}", kv.key)) % 4;
+                if kv.key.starts_with(&prefix) || kv.key.ends_with("/counter") || pick != 0 {
+                    continue;
+                }
+                report(format!("del-start {}\n", kv.key));
+                let rev = store.delete(&kv.key, kv.mod_revision).await?;
+                report(format!("del {} {rev}\n", kv.key));
+            }
+            Ok::<(), StoreError>(())
+        }));
+    }
+    // compact all the time, keeping a little history, so crashes hit purges
+    tasks.push(tokio::spawn(compact_continually(store.clone(), |r| {
+        report(format!("compact {r}\n"))
+    })));
     for w in 0..a.writers {
         let store = store.clone();
         let prefix = a.prefix.clone();
@@ -82,6 +330,11 @@ async fn store_writer(a: StoreWriterArgs) -> anyhow::Result<()> {
                 let key = format!("{prefix}/{w}/{i}");
                 let rev = store.create(&key, crash_value(&key)).await?;
                 report(format!("ack {key} {rev}\n"));
+                if i % 3 == 1 {
+                    report(format!("del-start {key}\n"));
+                    let rev = store.delete(&key, rev).await?;
+                    report(format!("del {key} {rev}\n"));
+                }
                 if i % 4 == 0 {
                     loop {
                         let Some(kv) = store.get(&counter).await?.kv else {

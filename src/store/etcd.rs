@@ -318,10 +318,12 @@ impl Store for EtcdStore {
             end => options.with_range(end),
         };
         if since != 0 {
-            // Refuse a compacted start at once, like the embedded backends do.
-            let probe = GetOptions::new().with_revision(since + 1).with_count_only();
+            // Refuse a compacted start at once, like the embedded backends do: events
+            // after a revision below the compact revision C are not all kept (etcd's
+            // compaction removes the deletions and superseded versions at C too).
+            let probe = GetOptions::new().with_revision(since).with_count_only();
             if let Err(e) = self.kv().get(prefix, Some(probe)).await {
-                match self.revision_error(e, since + 1).await {
+                match self.revision_error(e, since).await {
                     err @ StoreError::Compacted { .. } => return Err(err),
                     StoreError::FutureRevision { .. } => {}
                     err => return Err(err),
@@ -404,7 +406,7 @@ impl WatchStream for EtcdWatch {
                 self.finished = true;
                 return Some(Err(if resp.compact_revision() > 0 {
                     StoreError::Compacted {
-                        requested: self.since + 1,
+                        requested: self.since,
                         compact_revision: resp.compact_revision(),
                     }
                 } else {

@@ -105,6 +105,20 @@ impl MemoryStore {
         self.state.lock()
     }
 
+    /// Every version the store keeps, in key and revision order, with `true` for a
+    /// deletion: tests compare it with what etcd's compaction keeps.
+    pub fn retained_versions(&self) -> Vec<(String, Revision, bool)> {
+        let st = self.lock();
+        st.versions
+            .iter()
+            .flat_map(|(key, versions)| {
+                versions
+                    .iter()
+                    .map(|v| (key.clone(), v.revision, v.value.is_none()))
+            })
+            .collect()
+    }
+
     /// Applies one write under the lock and publishes it before releasing the lock, so
     /// watchers see writes in revision order.
     fn write(
@@ -150,9 +164,10 @@ impl History for Shared {
         max: usize,
     ) -> Result<Vec<Event>> {
         let st = self.lock();
-        if after + 1 < st.compact_revision {
+        // events after a revision below C are not all kept (see `compact`)
+        if after < st.compact_revision {
             return Err(StoreError::Compacted {
-                requested: after + 1,
+                requested: after,
                 compact_revision: st.compact_revision,
             });
         }
@@ -245,9 +260,9 @@ impl Store for MemoryStore {
 
     async fn watch(&self, prefix: &str, since: Revision) -> Result<Watch> {
         let compact_revision = self.lock().compact_revision;
-        if since != 0 && since + 1 < compact_revision {
+        if since != 0 && since < compact_revision {
             return Err(StoreError::Compacted {
-                requested: since + 1,
+                requested: since,
                 compact_revision,
             });
         }
@@ -272,14 +287,15 @@ impl Store for MemoryStore {
         }
         st.check_readable(revision)?;
         st.compact_revision = revision;
-        st.log = st.log.split_off(&revision);
+        st.log = st.log.split_off(&(revision + 1));
         st.versions.retain(|_, versions| {
-            // Keep every version at or after `revision`, plus the latest one before it
-            // if that one is a value (reads at `revision` still need it).
-            let first_kept = versions.partition_point(|v| v.revision < revision);
-            let keep_from = match first_kept.checked_sub(1) {
+            // What etcd's compaction keeps: every version after `revision`, and the
+            // newest one at or below it if that one is a value (reads at `revision`
+            // need it); a deletion at or below it goes with everything before it.
+            let after = versions.partition_point(|v| v.revision <= revision);
+            let keep_from = match after.checked_sub(1) {
                 Some(i) if versions[i].value.is_some() => i,
-                _ => first_kept,
+                _ => after,
             };
             versions.drain(..keep_from);
             !versions.is_empty()

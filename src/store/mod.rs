@@ -25,7 +25,7 @@ use std::fmt;
 pub type Revision = i64;
 
 /// One key and the version of its value that a read or an event saw.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct KeyValue {
     /// The key, e.g. `/registry/pods/default/web-0`.
     pub key: String,
@@ -50,7 +50,7 @@ impl fmt::Debug for KeyValue {
 
 /// The answer to a single-key read: the version (if the key exists) and the store
 /// revision the read was served at, so a caller can watch from there without a gap.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct GetResult {
     pub kv: Option<KeyValue>,
     pub revision: Revision,
@@ -70,7 +70,7 @@ pub struct ListOptions {
 }
 
 /// One page of a list, consistent at `revision`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ListResult {
     /// Items in key order.
     pub kvs: Vec<KeyValue>,
@@ -95,14 +95,14 @@ impl ListResult {
 }
 
 /// What a write did to a key.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum EventKind {
     Put,
     Delete,
 }
 
 /// One change, as a watcher sees it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Event {
     pub kind: EventKind,
     /// The new version; for a delete, the key with an empty value and `mod_revision`
@@ -192,7 +192,7 @@ pub(crate) trait WatchStream: Send {
 }
 
 /// Everything that can go wrong in the store, in terms a caller can act on.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum StoreError {
     #[error("key {key:?} already exists")]
     AlreadyExists { key: String },
@@ -221,7 +221,10 @@ pub enum StoreError {
     )]
     Expired { revision: Revision },
     #[error("invalid key {key:?}: {reason}")]
-    InvalidKey { key: String, reason: &'static str },
+    InvalidKey {
+        key: String,
+        reason: std::borrow::Cow<'static, str>,
+    },
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
     /// The data directory cannot be used as it is; the message names the path and what
@@ -292,13 +295,13 @@ pub(crate) fn validate_key(key: &str) -> Result<()> {
     if key.is_empty() {
         return Err(StoreError::InvalidKey {
             key: key.to_string(),
-            reason: "a key must not be empty",
+            reason: "a key must not be empty".into(),
         });
     }
     if key.as_bytes().contains(&0) {
         return Err(StoreError::InvalidKey {
             key: key.to_string(),
-            reason: "a key must not contain a NUL byte",
+            reason: "a key must not contain a NUL byte".into(),
         });
     }
     Ok(())

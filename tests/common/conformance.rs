@@ -1,6 +1,7 @@
 //! The `Store` contract, checked the same way against every backend.
 
 use skua::store::{EventKind, ListOptions, Revision, Store, StoreError, WatchMessage};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -336,10 +337,20 @@ pub async fn compaction_discards_history(store: &dyn Store) {
         },
         Err(e) => panic!("unexpected error {e}"),
     }
-    // a watch from just before the compact revision still works, with previous values
-    let mut w = store.watch("/x/", r3 - 1).await.unwrap();
-    let e = next_event(&mut w).await;
-    assert_eq!((e.kind, e.revision()), (EventKind::Put, r3));
+    // a watch from the compact revision works, with previous values; from just before
+    // it, the events at the compact revision may be gone (etcd removes a deletion
+    // there), so it is refused
+    match store.watch("/x/", r3 - 1).await {
+        Err(StoreError::Compacted {
+            requested,
+            compact_revision,
+        }) => assert_eq!((requested, compact_revision), (r3 - 1, r3)),
+        other => panic!(
+            "a watch from before the compact revision must be refused, got {:?}",
+            other.map(|_| ())
+        ),
+    }
+    let mut w = store.watch("/x/", r3).await.unwrap();
     let e = next_event(&mut w).await;
     assert_eq!((e.kind, e.revision()), (EventKind::Delete, r4));
     assert_eq!(e.prev.unwrap().value, b"b1");
@@ -442,4 +453,271 @@ pub async fn watched_writes_are_readable(store: Arc<dyn Store>) {
         );
     }
     writer.await.unwrap();
+}
+
+fn at(revision: Revision) -> ListOptions {
+    ListOptions {
+        revision,
+        ..Default::default()
+    }
+}
+
+/// Every key under `prefix` with its value and revisions, as a list at `revision`
+/// (0: the latest) returns them.
+async fn snapshot(
+    store: &dyn Store,
+    prefix: &str,
+    revision: Revision,
+) -> (Revision, BTreeMap<String, (Vec<u8>, Revision, Revision)>) {
+    let list = store.list(prefix, at(revision)).await.unwrap();
+    let items = list
+        .kvs
+        .into_iter()
+        .map(|kv| (kv.key, (kv.value, kv.create_revision, kv.mod_revision)))
+        .collect();
+    (list.revision, items)
+}
+
+/// The list at the latest revision, each key's point read, and the list at `from`
+/// followed by a watch from `from` up to `last_write` (the last write under `prefix`)
+/// all say the same: what `expected` holds (key → value, mod revision).
+async fn assert_reads_agree(
+    store: &dyn Store,
+    prefix: &str,
+    from: Revision,
+    last_write: Revision,
+    expected: &[(&str, &str, Revision)],
+    context: &str,
+) {
+    let (_, latest) = snapshot(store, prefix, 0).await;
+    let want: BTreeMap<String, (Vec<u8>, Revision)> = expected
+        .iter()
+        .map(|(k, v, r)| (k.to_string(), (v.as_bytes().to_vec(), *r)))
+        .collect();
+    let got: BTreeMap<String, (Vec<u8>, Revision)> = latest
+        .iter()
+        .map(|(k, (v, _, r))| (k.clone(), (v.clone(), *r)))
+        .collect();
+    assert_eq!(got, want, "{context}: the list at the latest revision");
+    for key in ["a", "b", "c", "d"].map(|k| format!("{prefix}{k}")) {
+        let kv = store.get(&key).await.unwrap().kv;
+        assert_eq!(
+            kv.map(|kv| (kv.value, kv.mod_revision)),
+            want.get(&key).cloned(),
+            "{context}: a point read of {key}"
+        );
+    }
+    // replaying the watch from `from` onto the list at `from` gives the latest list
+    let (_, mut replayed) = snapshot(store, prefix, from).await;
+    if last_write > from {
+        let mut w = store.watch(prefix, from).await.unwrap();
+        let mut last = from;
+        while last < last_write {
+            match tokio::time::timeout(TIMEOUT, w.next()).await {
+                Ok(Some(Ok(WatchMessage::Event(e)))) => {
+                    assert!(e.revision() > last, "{context}: watch out of order");
+                    last = e.revision();
+                    match e.kind {
+                        EventKind::Put => {
+                            replayed.insert(
+                                e.kv.key.clone(),
+                                (e.kv.value, e.kv.create_revision, e.kv.mod_revision),
+                            );
+                        }
+                        EventKind::Delete => {
+                            assert!(
+                                replayed.remove(&e.kv.key).is_some(),
+                                "{context}: a deletion of {} the list did not hold",
+                                e.kv.key
+                            );
+                        }
+                    }
+                }
+                Ok(Some(Ok(WatchMessage::Progress(_)))) => {}
+                other => panic!("{context}: watch from {from} failed: {other:?}"),
+            }
+        }
+    }
+    assert_eq!(
+        replayed, latest,
+        "{context}: the list at {from} plus the watch from {from} disagree with the latest list"
+    );
+}
+
+/// Issue 14: a key that lived across one compaction and was then updated and deleted
+/// must stay deleted after the next compaction (sled's purge brought the version the
+/// first compaction kept back to life). Lists, point reads and watches agree.
+pub async fn deleted_keys_stay_deleted_across_compactions(b: &super::Backend) {
+    let store = &*b.store;
+    let r1 = store.create("/z/a", b"a1".to_vec()).await.unwrap();
+    let r2 = store.create("/z/b", b"b1".to_vec()).await.unwrap();
+    let r3 = store.create("/z/c", b"c1".to_vec()).await.unwrap();
+    // first compaction: past every creation, so each key's only version is the one
+    // reads at r3 need
+    store.compact(r3).await.unwrap();
+    b.settle().await;
+    assert_reads_agree(
+        store,
+        "/z/",
+        r3,
+        r3,
+        &[("/z/a", "a1", r1), ("/z/b", "b1", r2), ("/z/c", "c1", r3)],
+        "after the first compaction",
+    )
+    .await;
+    let r4 = store.update("/z/a", b"a2".to_vec(), r1).await.unwrap();
+    let r5 = store.delete("/z/a", r4).await.unwrap();
+    let r6 = store.delete("/z/b", r2).await.unwrap();
+    assert_reads_agree(
+        store,
+        "/z/",
+        r3,
+        r6,
+        &[("/z/c", "c1", r3)],
+        "after the deletions",
+    )
+    .await;
+    // second compaction: past the deletions
+    store.compact(r6).await.unwrap();
+    b.settle().await;
+    for key in ["/z/a", "/z/b"] {
+        assert_eq!(
+            store.get(key).await.unwrap().kv,
+            None,
+            "{key} was deleted before the second compaction and must stay deleted"
+        );
+    }
+    assert_reads_agree(
+        store,
+        "/z/",
+        r6,
+        r6,
+        &[("/z/c", "c1", r3)],
+        "after the second compaction",
+    )
+    .await;
+    assert_eq!(snapshot(store, "/z/", r6).await.1.len(), 1);
+    assert!(r5 < r6);
+    // a deleted key can be created again, as a new object, and a create is not
+    // refused as AlreadyExists by a stale version
+    let r7 = store.create("/z/a", b"a3".to_vec()).await.unwrap();
+    match store.create("/z/b", b"b2".to_vec()).await {
+        Ok(_) => {}
+        Err(e) => panic!("creating the deleted /z/b again must work, got {e}"),
+    }
+    let r8 = store.current_revision().await.unwrap();
+    // a third compaction, and a write outside the prefix to compact past
+    let r9 = store.create("/y/other", b"x".to_vec()).await.unwrap();
+    store.compact(r9).await.unwrap();
+    b.settle().await;
+    let a = store.get("/z/a").await.unwrap().kv.unwrap();
+    assert_eq!(
+        (a.value.as_slice(), a.create_revision, a.mod_revision),
+        (&b"a3"[..], r7, r7)
+    );
+    assert_reads_agree(
+        store,
+        "/z/",
+        r9,
+        r8,
+        &[("/z/a", "a3", r7), ("/z/b", "b2", r8), ("/z/c", "c1", r3)],
+        "after the third compaction",
+    )
+    .await;
+    // deleting again after yet another compaction: gone for good
+    let r10 = store.delete("/z/c", r3).await.unwrap();
+    let r11 = store.delete("/z/a", r7).await.unwrap();
+    assert_reads_agree(
+        store,
+        "/z/",
+        r9,
+        r11,
+        &[("/z/b", "b2", r8)],
+        "after the last deletions",
+    )
+    .await;
+    store.compact(r11).await.unwrap();
+    b.settle().await;
+    assert!(r10 < r11);
+    assert_reads_agree(
+        store,
+        "/z/",
+        r11,
+        r11,
+        &[("/z/b", "b2", r8)],
+        "after the fourth compaction",
+    )
+    .await;
+}
+
+/// Issue 14, update-only histories: whatever the compactions, reads return the newest
+/// version, a list at the compact revision returns the version of that moment, and a
+/// watch from the compact revision delivers the later updates with their previous
+/// values.
+pub async fn updates_never_fall_back_across_compactions(b: &super::Backend) {
+    let store = &*b.store;
+    let mut rev = store.create("/u/a", b"0".to_vec()).await.unwrap();
+    let mut history = vec![(rev, 0u32)];
+    let other = store.create("/u/b", b"fixed".to_vec()).await.unwrap();
+    let mut compacted = 0;
+    for round in 0..6u32 {
+        for i in 1..=3u32 {
+            let n = round * 3 + i;
+            rev = store
+                .update("/u/a", n.to_string().into_bytes(), rev)
+                .await
+                .unwrap();
+            history.push((rev, n));
+        }
+        // compact to the middle of this round's updates, or to its end
+        let (target, value_then) = if round % 2 == 0 {
+            history[history.len() - 2]
+        } else {
+            history[history.len() - 1]
+        };
+        if target > compacted {
+            store.compact(target).await.unwrap();
+            compacted = target;
+        }
+        b.settle().await;
+        let newest = history.last().unwrap();
+        let kv = store.get("/u/a").await.unwrap().kv.unwrap();
+        assert_eq!(
+            (kv.value, kv.mod_revision),
+            (newest.1.to_string().into_bytes(), newest.0),
+            "round {round}: a point read returns the newest version"
+        );
+        let (_, latest) = snapshot(store, "/u/", 0).await;
+        assert_eq!(
+            latest.get("/u/a").map(|(v, _, r)| (v.clone(), *r)),
+            Some((newest.1.to_string().into_bytes(), newest.0)),
+            "round {round}: a list returns the newest version"
+        );
+        assert_eq!(latest.get("/u/b").map(|(_, _, r)| *r), Some(other));
+        let (_, then) = snapshot(store, "/u/", compacted).await;
+        assert_eq!(
+            then.get("/u/a").map(|(v, _, _)| v.clone()),
+            Some(value_then.to_string().into_bytes()),
+            "round {round}: a list at the compact revision {compacted}"
+        );
+        // the watch from the compact revision delivers each later update once, with
+        // the version it replaced
+        let later: Vec<_> = history.iter().filter(|(r, _)| *r > compacted).collect();
+        let mut w = store.watch("/u/", compacted).await.unwrap();
+        let mut prev_value = value_then;
+        for (r, n) in later {
+            let e = next_event(&mut w).await;
+            assert_eq!(
+                (e.kind, e.revision(), e.kv.value.clone()),
+                (EventKind::Put, *r, n.to_string().into_bytes()),
+                "round {round}: watch from {compacted}"
+            );
+            assert_eq!(
+                e.prev.map(|p| p.value),
+                Some(prev_value.to_string().into_bytes()),
+                "round {round}: previous value of the event at {r}"
+            );
+            prev_value = *n;
+        }
+    }
 }

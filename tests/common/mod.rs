@@ -41,6 +41,8 @@ pub struct Backend {
     pub store: Arc<dyn Store>,
     pub dir: Option<TempDir>,
     pub etcd: Option<EtcdServer>,
+    /// The same store when it is sled, whose compaction finishes in the background.
+    pub sled: Option<Arc<SledStore>>,
 }
 
 /// Watch buffer of the embedded backends under test: larger than any run here, so a
@@ -54,6 +56,7 @@ impl Backend {
             store: Arc::new(MemoryStore::with_watch_buffer(TEST_WATCH_BUFFER)),
             dir: None,
             etcd: None,
+            sled: None,
         }
     }
 
@@ -61,11 +64,12 @@ impl Backend {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut opts = SledOptions::new(dir.path().join("db"));
         opts.watch_buffer = TEST_WATCH_BUFFER;
-        let store = SledStore::open(opts).expect("open sled store");
+        let store = Arc::new(SledStore::open(opts).expect("open sled store"));
         Backend {
-            store: Arc::new(store),
+            store: store.clone(),
             dir: Some(dir),
             etcd: None,
+            sled: Some(store),
         }
     }
 
@@ -76,6 +80,18 @@ impl Backend {
             store: Arc::new(store),
             dir: None,
             etcd: Some(etcd),
+            sled: None,
+        }
+    }
+
+    /// Waits until a compaction has removed everything it made unreachable (sled does
+    /// that in the background; memory at once; etcd's reads go through its index,
+    /// which compaction updates before it answers).
+    pub async fn settle(&self) {
+        if let Some(sled) = self.sled.clone() {
+            tokio::task::spawn_blocking(move || sled.wait_purged())
+                .await
+                .unwrap();
         }
     }
 }

@@ -1,4 +1,6 @@
-//! The on-disk layout of the sled backend (format 1).
+//! The on-disk layout of the sled backend (format 2; format 1 is the same layout,
+//! compacted by an algorithm that could leave superseded versions behind, and is
+//! repaired at open — see `purge.rs`).
 //!
 //! * tree `versions`: `key ++ 0x00 ++ revision (8 bytes, big-endian)` →
 //!   `kind (1 byte: 1 put, 2 delete) ++ create_revision (8 bytes BE) ++ value`.
@@ -15,7 +17,9 @@
 use crate::store::{Result, Revision, StoreError};
 
 /// The format this build writes and reads.
-pub(crate) const FORMAT: u32 = 1;
+pub(crate) const FORMAT: u32 = 2;
+/// The oldest format this build opens, after repairing it.
+pub(crate) const FORMAT_REPAIRABLE: u32 = 1;
 pub(crate) const META_FORMAT: &[u8] = b"format";
 pub(crate) const META_COMPACT: &[u8] = b"compact_revision";
 

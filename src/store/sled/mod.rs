@@ -33,7 +33,7 @@ use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::thread::JoinHandle;
 use tokio::sync::watch;
 
@@ -95,6 +95,9 @@ struct Inner {
     compact_revision: AtomicI64,
     compact_lock: Mutex<()>,
     purge: purge::PurgeSignal,
+    /// Read by scans that look at several entries (lists, watch replay), written by
+    /// each purge chunk: a scan never sees half of a chunk (see `purge.rs`).
+    purge_gate: RwLock<()>,
 }
 
 impl SledStore {
@@ -107,7 +110,7 @@ impl SledStore {
                 .map_err(|e| data_dir_error(&path, &format!("cannot open tree {name}: {e}")))
         };
         let (versions, log, meta) = (tree("versions")?, tree("log")?, tree("meta")?);
-        check_format(&path, &db, &versions, &log, &meta)?;
+        let found_format = check_format(&path, &db, &versions, &log, &meta)?;
 
         let compact_revision = match meta.get(META_COMPACT).map_err(backend)? {
             Some(raw) => decode_rev(&raw)?,
@@ -143,12 +146,22 @@ impl SledStore {
             compact_revision: AtomicI64::new(compact_revision),
             compact_lock: Mutex::new(()),
             purge: purge::PurgeSignal::default(),
+            purge_gate: RwLock::new(()),
         });
         // Establish a durable baseline (a previous run may have died between its
         // writes reaching the page cache and its fsync).
         inner
             .make_durable()
             .map_err(|e| data_dir_error(&inner.path, &format!("cannot sync the database: {e}")))?;
+        if found_format < FORMAT {
+            let removed = inner.repair_format1()?;
+            tracing::warn!(
+                path = %inner.path.display(),
+                removed,
+                compact_revision,
+                "repaired a datastore written by an earlier skua, whose compaction could bring deleted or replaced versions back; it is now format {FORMAT} (older skua builds refuse it)"
+            );
+        }
         let flusher = {
             let inner = inner.clone();
             std::thread::Builder::new()
@@ -186,6 +199,32 @@ impl SledStore {
     /// has its version and vice versa). Used by the crash test after each restart.
     pub fn check_integrity(&self) -> Result<()> {
         self.inner.check_integrity()
+    }
+
+    /// Every version the store keeps, in key and revision order, with `true` for a
+    /// deletion: tests compare it with what etcd's compaction keeps.
+    pub fn retained_versions(&self) -> Result<Vec<(String, Revision, bool)>> {
+        let _gate = self
+            .inner
+            .purge_gate
+            .read()
+            .unwrap_or_else(|e| e.into_inner());
+        let mut out = Vec::new();
+        for entry in self.inner.versions.iter() {
+            let (raw_key, raw) = entry.map_err(backend)?;
+            let (key, revision) = split_version_key(&raw_key)?;
+            out.push((
+                key.to_string(),
+                revision,
+                decode_version(&raw)?.kind == KIND_DELETE,
+            ));
+        }
+        Ok(out)
+    }
+
+    /// The revision the last compaction recorded (0 if none).
+    pub fn compact_revision(&self) -> Revision {
+        self.inner.compact_revision.load(Ordering::SeqCst)
     }
 }
 
@@ -236,14 +275,14 @@ fn open_db(opts: &SledOptions) -> Result<sled::Db> {
 }
 
 /// Refuses data written by a newer skua, damaged data and foreign data; initialises an
-/// empty directory.
+/// empty directory. Returns the format found (this build's for a new directory).
 fn check_format(
     path: &Path,
     db: &sled::Db,
     versions: &sled::Tree,
     log: &sled::Tree,
     meta: &sled::Tree,
-) -> Result<()> {
+) -> Result<u32> {
     let marker = path.join(MARKER_FILE);
     let format = meta.get(META_FORMAT).map_err(backend)?;
     match format {
@@ -261,13 +300,13 @@ fn check_format(
                     ),
                 ));
             }
-            if found != FORMAT {
+            if !(FORMAT_REPAIRABLE..=FORMAT).contains(&found) {
                 return Err(data_dir_error(
                     path,
                     &format!("it has an unknown datastore format {found}"),
                 ));
             }
-            Ok(())
+            Ok(found)
         }
         None if marker.exists() => Err(data_dir_error(
             path,
@@ -283,7 +322,7 @@ fn check_format(
             db.flush().map_err(backend)?;
             durability::write_synced(&marker, b"skua datastore; do not delete\n")
                 .map_err(|e| data_dir_error(path, &format!("cannot write {MARKER_FILE}: {e}")))?;
-            Ok(())
+            Ok(FORMAT)
         }
     }
 }
@@ -449,6 +488,7 @@ impl Inner {
             });
         }
         self.check_readable(at)?;
+        let _gate = self.purge_gate.read().unwrap_or_else(|e| e.into_inner());
         let lower = scan_lower_bound(start);
         let upper = prefix_end(prefix.as_bytes());
         let iter = if upper.is_empty() {
@@ -507,7 +547,7 @@ impl Inner {
             let revision = decode_rev(&raw_rev)?;
             let key = std::str::from_utf8(&raw_key)
                 .map_err(|_| StoreError::Backend("corrupt datastore: log key".into()))?;
-            if revision >= compact_revision
+            if revision > compact_revision
                 && self
                     .versions
                     .get(version_key(key, revision))
@@ -523,7 +563,7 @@ impl Inner {
             let (raw_key, raw) = entry.map_err(backend)?;
             let (key, revision) = split_version_key(&raw_key)?;
             decode_version(&raw)?;
-            if revision >= compact_revision {
+            if revision > compact_revision {
                 let logged = self.log.get(rev_bytes(revision)).map_err(backend)?;
                 if logged.as_deref() != Some(key.as_bytes()) {
                     return Err(StoreError::Backend(format!(
@@ -544,7 +584,10 @@ impl History for Inner {
         upto: Revision,
         max: usize,
     ) -> Result<Vec<Event>> {
-        self.check_readable(after + 1)?;
+        // events after a revision below C are not all kept: a purge removed the
+        // deletions and superseded versions at or below C
+        self.check_readable(after)?;
+        let _gate = self.purge_gate.read().unwrap_or_else(|e| e.into_inner());
         let mut events = Vec::new();
         for entry in self.log.range(rev_bytes(after + 1)..=rev_bytes(upto)) {
             let (raw_rev, raw_key) = entry.map_err(backend)?;
@@ -575,7 +618,7 @@ impl History for Inner {
                 break;
             }
         }
-        self.check_readable(after + 1)?;
+        self.check_readable(after)?;
         Ok(events)
     }
 }
@@ -624,7 +667,7 @@ impl Store for SledStore {
 
     async fn watch(&self, prefix: &str, since: Revision) -> Result<Watch> {
         if since != 0 {
-            self.inner.check_readable(since + 1)?;
+            self.inner.check_readable(since)?;
         }
         // "from now on" is from the durable revision: a write already acknowledged
         // may not have reached the hub yet, and must not show up as new

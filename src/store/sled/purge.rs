@@ -1,17 +1,41 @@
 //! Compaction: record the compact revision durably, then remove in the background what
 //! it made unreachable, walking the change log from its start in bounded chunks.
 //!
-//! A version older than the compact revision `C` is removed when a newer version of its
-//! key older than `C` exists, or when it is a deletion; the newest value before `C`
-//! stays (reads at `C` need it). Log entries before `C` go. Every step is idempotent,
-//! so a purge a crash interrupted simply runs again at the next start.
+//! What goes is exactly what etcd's compaction at `C` removes: every version at or
+//! below `C` that a newer version at or below `C` supersedes, and the newest version at
+//! or below `C` too when it is a deletion (the key is then gone entirely from `C` on).
+//!
+//! Each change-log entry at revision `R <= C` of a key says that every older version of
+//! that key is superseded at `R`; so processing it removes *all* versions of the key
+//! below `R` (not only the one the entry names — an earlier compaction may have kept a
+//! version whose log entry it already dropped, and that version must go once it is
+//! superseded), and the version at `R` as well when it is a deletion. Then the entry
+//! goes. By induction every version at or below `C` that has a newer one at or below
+//! `C` was removed with that newer one's entry, whichever compaction processed it.
+//!
+//! Every step is idempotent (the version removals are applied before the log entries
+//! that caused them), so a purge a crash interrupted simply runs again at the next
+//! start. Readers that scan several entries (lists, watch replay) hold the read side of
+//! `purge_gate`, and each chunk is applied under its write side, so no scan sees an old
+//! value without the deletion that ends it.
+//!
+//! Data directories of format 1 were purged by an earlier algorithm that processed
+//! only the versions its log entries named (and kept tombstones at `C`): versions it
+//! kept lost their log entries, so later purges never found them again and a deleted
+//! or updated key could fall back to one of them. [`Inner::repair_format1`] scans every
+//! version once at open and removes what the compaction should have, then marks the
+//! directory format 2.
 
-use super::codec::{KIND_DELETE, META_COMPACT, decode_rev, decode_version, rev_bytes, version_key};
+use super::codec::{
+    FORMAT, KIND_DELETE, META_COMPACT, META_FORMAT, decode_rev, decode_version, rev_bytes,
+    split_version_key, version_key, version_prefix,
+};
 use super::{Inner, Result, Revision, StoreError, backend};
 use std::sync::atomic::Ordering;
 use std::sync::{Condvar, Mutex};
 
-/// Log entries examined per chunk: bounds the work between checks for shutdown.
+/// Log entries (or versions, for the repair) examined per chunk: bounds the work
+/// between checks for shutdown and the time the purge gate is held.
 const PURGE_CHUNK: usize = 1000;
 
 #[derive(Default)]
@@ -111,7 +135,7 @@ impl Inner {
             }
             let chunk: Vec<(sled::IVec, sled::IVec)> = self
                 .log
-                .range(..rev_bytes(compact_revision))
+                .range(..=rev_bytes(compact_revision))
                 .take(PURGE_CHUNK)
                 .collect::<std::result::Result<_, _>>()
                 .map_err(backend)?;
@@ -124,14 +148,125 @@ impl Inner {
                 let revision = decode_rev(raw_rev)?;
                 let key = std::str::from_utf8(raw_key)
                     .map_err(|_| StoreError::Backend("corrupt datastore: log key".into()))?;
+                // every older version of the key is superseded at `revision <= C`
+                for older in self
+                    .versions
+                    .range(version_prefix(key)..version_key(key, revision))
+                {
+                    let (older, _) = older.map_err(backend)?;
+                    versions.remove(older);
+                }
                 let this = version_key(key, revision);
-                let superseded = self
+                if let Some(raw) = self.versions.get(&this).map_err(backend)? {
+                    if decode_version(&raw)?.kind == KIND_DELETE {
+                        versions.remove(this);
+                    }
+                }
+                log.remove(raw_rev.clone());
+            }
+            let _gate = self.purge_gate.write().unwrap_or_else(|e| e.into_inner());
+            self.versions.apply_batch(versions).map_err(backend)?;
+            self.log.apply_batch(log).map_err(backend)?;
+        }
+    }
+
+    /// Repairs a format-1 directory (see the module documentation): of every key, the
+    /// versions at or below the compact revision are reduced to the newest one, and to
+    /// none when that one is a deletion. Versions above the compact revision and every
+    /// live value are untouched. Idempotent; the directory becomes format 2 only once
+    /// the repair is durable.
+    pub(super) fn repair_format1(&self) -> Result<usize> {
+        let compact_revision = self.compact_revision.load(Ordering::SeqCst);
+        let mut removed = 0usize;
+        let mut batch = sled::Batch::default();
+        let mut in_batch = 0usize;
+        // the versions of the key being scanned that are at or below C, oldest first
+        let mut group: Option<(String, Vec<(sled::IVec, bool)>)> = None;
+        let mut settle = |group: Option<(String, Vec<(sled::IVec, bool)>)>,
+                          batch: &mut sled::Batch,
+                          in_batch: &mut usize| {
+            if let Some((_, mut below)) = group {
+                if let Some((last, is_delete)) = below.pop() {
+                    if is_delete {
+                        below.push((last, true));
+                    }
+                }
+                for (raw_key, _) in below {
+                    batch.remove(raw_key);
+                    *in_batch += 1;
+                    removed += 1;
+                }
+            }
+        };
+        for entry in self.versions.iter() {
+            let (raw_key, raw) = entry.map_err(backend)?;
+            let (key, revision) = split_version_key(&raw_key)?;
+            if group.as_ref().is_none_or(|(k, _)| k != key) {
+                settle(group.take(), &mut batch, &mut in_batch);
+                group = Some((key.to_string(), Vec::new()));
+                if in_batch >= PURGE_CHUNK {
+                    let _gate = self.purge_gate.write().unwrap_or_else(|e| e.into_inner());
+                    self.versions
+                        .apply_batch(std::mem::take(&mut batch))
+                        .map_err(backend)?;
+                    in_batch = 0;
+                }
+            }
+            if revision <= compact_revision {
+                let is_delete = decode_version(&raw)?.kind == KIND_DELETE;
+                if let Some((_, below)) = group.as_mut() {
+                    below.push((raw_key, is_delete));
+                }
+            }
+        }
+        settle(group.take(), &mut batch, &mut in_batch);
+        {
+            let _gate = self.purge_gate.write().unwrap_or_else(|e| e.into_inner());
+            self.versions.apply_batch(batch).map_err(backend)?;
+        }
+        self.make_durable()
+            .map_err(|e| StoreError::Backend(format!("repairing the datastore: {e}")))?;
+        self.meta
+            .insert(META_FORMAT, &FORMAT.to_be_bytes())
+            .map_err(backend)?;
+        self.make_durable()
+            .map_err(|e| StoreError::Backend(format!("repairing the datastore: {e}")))?;
+        Ok(removed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{SledOptions, SledStore};
+    use super::*;
+    use crate::store::Store;
+
+    /// The purge of format 1, kept as a test fixture: it builds the damaged
+    /// directories that the repair at open must handle.
+    fn legacy_purge_to(inner: &Inner, compact_revision: Revision) {
+        loop {
+            let chunk: Vec<(sled::IVec, sled::IVec)> = inner
+                .log
+                .range(..rev_bytes(compact_revision))
+                .take(PURGE_CHUNK)
+                .collect::<std::result::Result<_, _>>()
+                .unwrap();
+            if chunk.is_empty() {
+                return;
+            }
+            let mut versions = sled::Batch::default();
+            let mut log = sled::Batch::default();
+            for (raw_rev, raw_key) in &chunk {
+                let revision = decode_rev(raw_rev).unwrap();
+                let key = std::str::from_utf8(raw_key).unwrap();
+                let this = version_key(key, revision);
+                let superseded = inner
                     .versions
                     .range(version_key(key, revision + 1)..version_key(key, compact_revision))
                     .next()
                     .is_some();
-                let is_delete = match self.versions.get(&this).map_err(backend)? {
-                    Some(raw) => decode_version(&raw)?.kind == KIND_DELETE,
+                let is_delete = match inner.versions.get(&this).unwrap() {
+                    Some(raw) => decode_version(&raw).unwrap().kind == KIND_DELETE,
                     None => false,
                 };
                 if superseded || is_delete {
@@ -139,8 +274,154 @@ impl Inner {
                 }
                 log.remove(raw_rev.clone());
             }
-            self.versions.apply_batch(versions).map_err(backend)?;
-            self.log.apply_batch(log).map_err(backend)?;
+            inner.versions.apply_batch(versions).unwrap();
+            inner.log.apply_batch(log).unwrap();
         }
+    }
+
+    fn legacy_compact(store: &SledStore, revision: Revision) {
+        let inner = &store.inner;
+        inner
+            .meta
+            .insert(META_COMPACT, &rev_bytes(revision))
+            .unwrap();
+        inner.compact_revision.store(revision, Ordering::SeqCst);
+        legacy_purge_to(inner, revision);
+    }
+
+    fn versions_of(store: &SledStore, key: &str) -> Vec<(Revision, bool)> {
+        store
+            .retained_versions()
+            .unwrap()
+            .into_iter()
+            .filter(|(k, _, _)| k == key)
+            .map(|(_, r, d)| (r, d))
+            .collect()
+    }
+
+    async fn value_of(store: &SledStore, key: &str) -> Option<(Vec<u8>, Revision)> {
+        store
+            .get(key)
+            .await
+            .unwrap()
+            .kv
+            .map(|kv| (kv.value, kv.mod_revision))
+    }
+
+    /// A directory written and compacted by the format-1 purge: the repair at open
+    /// removes what etcd's compaction would have (stale versions it orphaned, a
+    /// deletion at the compact revision and what it deleted), keeps every live value,
+    /// marks the directory format 2, and later compactions finish the keys whose
+    /// deletion the old purge had not yet reached.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_directory_compacted_by_the_format1_purge_is_repaired_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let store = SledStore::open(SledOptions::new(&path)).unwrap();
+        let live = store.create("/r/live", b"live".to_vec()).await.unwrap();
+        let pending = store.create("/r/pending", b"p1".to_vec()).await.unwrap();
+        let zombie = store.create("/r/zombie", b"z1".to_vec()).await.unwrap();
+        let stale1 = store.create("/r/stale", b"s1".to_vec()).await.unwrap();
+        let c1 = store.create("/r/dummy", b"d".to_vec()).await.unwrap();
+        legacy_compact(&store, c1);
+        let zombie2 = store
+            .update("/r/zombie", b"z2".to_vec(), zombie)
+            .await
+            .unwrap();
+        store.delete("/r/zombie", zombie2).await.unwrap();
+        let stale2 = store
+            .update("/r/stale", b"s2".to_vec(), stale1)
+            .await
+            .unwrap();
+        let stale3 = store
+            .update("/r/stale", b"s3".to_vec(), stale2)
+            .await
+            .unwrap();
+        let tomb = store.create("/r/tomb", b"t1".to_vec()).await.unwrap();
+        let c2 = store.delete("/r/tomb", tomb).await.unwrap();
+        legacy_compact(&store, c2);
+        // the fixture is the old code path: it brought the deleted /r/zombie back
+        assert_eq!(
+            value_of(&store, "/r/zombie").await,
+            Some((b"z1".to_vec(), zombie))
+        );
+        // and left an orphaned version of /r/stale and a deletion at C behind
+        assert_eq!(
+            versions_of(&store, "/r/stale"),
+            vec![(stale1, false), (stale3, false)]
+        );
+        assert_eq!(
+            versions_of(&store, "/r/tomb"),
+            vec![(tomb, false), (c2, true)]
+        );
+        // deleted after the old purge's last run: its next purge would have brought
+        // p1 back
+        let deleted = store.delete("/r/pending", pending).await.unwrap();
+        store
+            .inner
+            .meta
+            .insert(META_FORMAT, &1u32.to_be_bytes())
+            .unwrap();
+        drop(store);
+
+        let store = SledStore::open(SledOptions::new(&path)).unwrap();
+        assert_eq!(
+            store.inner.meta.get(META_FORMAT).unwrap().as_deref(),
+            Some(&FORMAT.to_be_bytes()[..])
+        );
+        store.check_integrity().unwrap();
+        assert_eq!(
+            value_of(&store, "/r/live").await,
+            Some((b"live".to_vec(), live))
+        );
+        assert_eq!(versions_of(&store, "/r/live"), vec![(live, false)]);
+        assert_eq!(versions_of(&store, "/r/stale"), vec![(stale3, false)]);
+        assert_eq!(
+            value_of(&store, "/r/stale").await,
+            Some((b"s3".to_vec(), stale3))
+        );
+        assert_eq!(versions_of(&store, "/r/tomb"), vec![]);
+        assert_eq!(value_of(&store, "/r/tomb").await, None);
+        assert_eq!(value_of(&store, "/r/pending").await, None);
+        // the next compactions (the new purge) keep /r/pending deleted
+        store.compact(deleted).await.unwrap();
+        store.wait_purged();
+        assert_eq!(versions_of(&store, "/r/pending"), vec![]);
+        assert_eq!(value_of(&store, "/r/pending").await, None);
+        let later = store.create("/r/later", b"x".to_vec()).await.unwrap();
+        store.compact(later).await.unwrap();
+        store.wait_purged();
+        assert_eq!(value_of(&store, "/r/pending").await, None);
+        assert_eq!(
+            value_of(&store, "/r/live").await,
+            Some((b"live".to_vec(), live))
+        );
+        store.check_integrity().unwrap();
+        drop(store);
+        // repaired once: a clean reopen changes nothing
+        let store = SledStore::open(SledOptions::new(&path)).unwrap();
+        assert_eq!(versions_of(&store, "/r/live"), vec![(live, false)]);
+        assert_eq!(value_of(&store, "/r/pending").await, None);
+    }
+
+    /// The new purge over the same history: nothing stale is left, whatever the order
+    /// of compactions, and every removal is what etcd's compaction would do.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_version_kept_by_one_compaction_goes_when_a_later_one_passes_its_successor() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(SledOptions::new(dir.path().join("db"))).unwrap();
+        let a1 = store.create("/k/a", b"1".to_vec()).await.unwrap();
+        let c1 = store.create("/k/other", b"x".to_vec()).await.unwrap();
+        store.compact(c1).await.unwrap();
+        store.wait_purged();
+        // a1 is the newest at or below c1: kept, though its log entry is gone
+        assert_eq!(versions_of(&store, "/k/a"), vec![(a1, false)]);
+        let a2 = store.update("/k/a", b"2".to_vec(), a1).await.unwrap();
+        let gone = store.delete("/k/a", a2).await.unwrap();
+        store.compact(gone).await.unwrap();
+        store.wait_purged();
+        assert_eq!(versions_of(&store, "/k/a"), vec![]);
+        assert_eq!(value_of(&store, "/k/a").await, None);
+        assert!(store.inner.log.is_empty());
     }
 }
