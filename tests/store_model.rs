@@ -309,15 +309,18 @@ impl Model {
 /// sled in a child process (`skua debug store-serve`).
 struct SledChild {
     dir: std::path::PathBuf,
+    purge_chunk: usize,
     child: Child,
     stdin: ChildStdin,
     stdout: BufReader<ChildStdout>,
 }
 
 impl SledChild {
-    fn start(dir: &std::path::Path) -> SledChild {
+    fn start(dir: &std::path::Path, purge_chunk: usize) -> SledChild {
         let mut child = Command::new(env!("CARGO_BIN_EXE_skua"))
-            .args(["debug", "store-serve", "--data-dir"])
+            .args(["debug", "store-serve", "--purge-chunk"])
+            .arg(purge_chunk.to_string())
+            .arg("--data-dir")
             .arg(dir)
             .env("SKUA_LOG", "warn")
             .stdin(Stdio::piped())
@@ -332,6 +335,7 @@ impl SledChild {
         assert_eq!(line.trim(), "ready", "store-serve did not start");
         SledChild {
             dir: dir.to_path_buf(),
+            purge_chunk,
             child,
             stdin,
             stdout,
@@ -352,14 +356,14 @@ impl SledChild {
     fn kill(&mut self) {
         self.child.kill().unwrap(); // SIGKILL
         self.child.wait().unwrap();
-        *self = SledChild::start(&self.dir.clone());
+        *self = SledChild::start(&self.dir.clone(), self.purge_chunk);
     }
 
     fn restart(&mut self) {
         assert_eq!(self.call(&StoreRequest::Shutdown), StoreReply::Done);
         let status = self.child.wait().unwrap();
         assert!(status.success(), "store-serve exited with {status}");
-        *self = SledChild::start(&self.dir.clone());
+        *self = SledChild::start(&self.dir.clone(), self.purge_chunk);
     }
 }
 
@@ -615,8 +619,13 @@ impl Run {
             .build()
             .unwrap();
         let dir = tempfile::tempdir().unwrap();
+        let mut rng = Rng(seed);
+        // purges in steps of one to three log entries most of the time, so that reads
+        // and SIGKILLs land between the steps
+        let purge_chunk = [1, 2, 3, 1000][rng.below(4) as usize];
+        println!("seed {seed}: sled purges {purge_chunk} log entries per step");
         let memory = Kind::Memory(Arc::new(MemoryStore::new()));
-        let sled = Kind::Sled(SledChild::start(&dir.path().join("sled")));
+        let sled = Kind::Sled(SledChild::start(&dir.path().join("sled"), purge_chunk));
         let server = common::EtcdServer::start();
         let store: Arc<dyn Store> = Arc::new(rt.block_on(server.connect()));
         let etcd = Kind::Etcd { server, store };
@@ -627,7 +636,7 @@ impl Run {
         ];
         Run {
             seed,
-            rng: Rng(seed),
+            rng,
             model: Model::new(),
             subjects,
             rt,

@@ -4,7 +4,7 @@
 //! sled store in a process of its own and answers one [`StoreRequest`] per line of
 //! stdin, so the model-based store test can SIGKILL it between (or during) operations.
 
-use crate::store::sled::{SledOptions, SledStore};
+use crate::store::sled::{DEFAULT_PURGE_CHUNK, SledOptions, SledStore};
 use crate::store::{
     Event, GetResult, ListOptions, ListResult, Revision, Store, StoreError, WatchMessage,
 };
@@ -46,6 +46,15 @@ pub struct StoreWriterArgs {
     /// Concurrent writers.
     #[arg(long, default_value_t = 8)]
     pub writers: usize,
+    /// Change-log entries a compaction's purge handles per step.
+    #[arg(long, default_value_t = DEFAULT_PURGE_CHUNK)]
+    pub purge_chunk: usize,
+}
+
+fn sled_options(data_dir: &std::path::Path, purge_chunk: usize) -> SledOptions {
+    let mut opts = SledOptions::new(data_dir);
+    opts.purge_chunk = purge_chunk;
+    opts
 }
 
 #[derive(Args, Debug)]
@@ -53,6 +62,9 @@ pub struct StoreServeArgs {
     /// Directory of the sled store.
     #[arg(long)]
     pub data_dir: PathBuf,
+    /// Change-log entries a compaction's purge handles per step.
+    #[arg(long, default_value_t = DEFAULT_PURGE_CHUNK)]
+    pub purge_chunk: usize,
 }
 
 /// One operation of `skua debug store-serve`, as a line of JSON on its stdin.
@@ -204,7 +216,7 @@ pub async fn serve_one(store: &dyn Store, req: StoreRequest) -> StoreReply {
 }
 
 async fn store_serve(a: StoreServeArgs) -> anyhow::Result<()> {
-    let sled = Arc::new(SledStore::open(SledOptions::new(&a.data_dir))?);
+    let sled = Arc::new(SledStore::open(sled_options(&a.data_dir, a.purge_chunk))?);
     let (tx, mut rx) = tokio::sync::mpsc::channel::<String>(1);
     std::thread::spawn(move || {
         for line in std::io::stdin().lines() {
@@ -290,7 +302,8 @@ fn report(line: String) {
 }
 
 async fn store_writer(a: StoreWriterArgs) -> anyhow::Result<()> {
-    let store: Arc<dyn Store> = Arc::new(SledStore::open(SledOptions::new(&a.data_dir))?);
+    let store: Arc<dyn Store> =
+        Arc::new(SledStore::open(sled_options(&a.data_dir, a.purge_chunk))?);
     let counter = format!("{}/counter", a.prefix);
     if let Err(e) = store.create(&counter, b"0".to_vec()).await {
         if !matches!(e, StoreError::AlreadyExists { .. }) {

@@ -109,6 +109,21 @@ impl EtcdStore {
         Ok(0)
     }
 
+    /// Refuses a watch from below the compact revision C at once, like the embedded
+    /// backends do: the events after such a revision are not all kept (a deletion or
+    /// superseded version at C may be gone), and etcd itself only refuses starts
+    /// below C.
+    async fn refuse_compacted_start(&self, prefix: &str, since: Revision) -> Result<()> {
+        let probe = GetOptions::new().with_revision(since).with_count_only();
+        match self.kv().get(prefix, Some(probe)).await {
+            Ok(_) => Ok(()),
+            Err(e) => match self.revision_error(e, since).await {
+                StoreError::FutureRevision { .. } => Ok(()),
+                err => Err(err),
+            },
+        }
+    }
+
     /// Turns etcd's revision errors into the contract's, with the revisions filled in.
     async fn revision_error(&self, e: etcd_client::Error, requested: Revision) -> StoreError {
         let text = e.to_string();
@@ -318,17 +333,7 @@ impl Store for EtcdStore {
             end => options.with_range(end),
         };
         if since != 0 {
-            // Refuse a compacted start at once, like the embedded backends do: events
-            // after a revision below the compact revision C are not all kept (etcd's
-            // compaction removes the deletions and superseded versions at C too).
-            let probe = GetOptions::new().with_revision(since).with_count_only();
-            if let Err(e) = self.kv().get(prefix, Some(probe)).await {
-                match self.revision_error(e, since).await {
-                    err @ StoreError::Compacted { .. } => return Err(err),
-                    StoreError::FutureRevision { .. } => {}
-                    err => return Err(err),
-                }
-            }
+            self.refuse_compacted_start(prefix, since).await?;
             options = options.with_start_revision(since + 1);
         }
         let stream = self
@@ -337,6 +342,12 @@ impl Store for EtcdStore {
             .watch(prefix, Some(options))
             .await
             .map_err(map_err)?;
+        if since != 0 {
+            // a compaction to `since + 1` between the check and the watch: etcd
+            // accepts a start at the compact revision, but may have dropped a deletion
+            // there (etcd#18089)
+            self.refuse_compacted_start(prefix, since).await?;
+        }
         Ok(Watch::new(Box::new(EtcdWatch {
             stream,
             pending: VecDeque::new(),

@@ -587,6 +587,13 @@ pub async fn deleted_keys_stay_deleted_across_compactions(b: &super::Backend) {
             "{key} was deleted before the second compaction and must stay deleted"
         );
     }
+    if let Some(kept) = b.retained("/z/").await {
+        assert_eq!(
+            kept,
+            vec![("/z/c".to_string(), r3, false)],
+            "the versions kept after the second compaction"
+        );
+    }
     assert_reads_agree(
         store,
         "/z/",
@@ -648,6 +655,13 @@ pub async fn deleted_keys_stay_deleted_across_compactions(b: &super::Backend) {
         "after the fourth compaction",
     )
     .await;
+    if let Some(kept) = b.retained("/z/").await {
+        assert_eq!(
+            kept,
+            vec![("/z/b".to_string(), r8, false)],
+            "the versions kept after the fourth compaction"
+        );
+    }
 }
 
 /// Issue 14, update-only histories: whatever the compactions, reads return the newest
@@ -680,6 +694,16 @@ pub async fn updates_never_fall_back_across_compactions(b: &super::Backend) {
             compacted = target;
         }
         b.settle().await;
+        // exactly what etcd keeps: the version of the compact revision and later ones
+        if let Some(kept) = b.retained("/u/").await {
+            let mut want: Vec<_> = history
+                .iter()
+                .filter(|(r, _)| *r >= target)
+                .map(|(r, _)| ("/u/a".to_string(), *r, false))
+                .collect();
+            want.push(("/u/b".to_string(), other, false));
+            assert_eq!(kept, want, "round {round}: the versions kept");
+        }
         let newest = history.last().unwrap();
         let kv = store.get("/u/a").await.unwrap().kv.unwrap();
         assert_eq!(

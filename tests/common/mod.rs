@@ -43,6 +43,8 @@ pub struct Backend {
     pub etcd: Option<EtcdServer>,
     /// The same store when it is sled, whose compaction finishes in the background.
     pub sled: Option<Arc<SledStore>>,
+    /// The same store when it is memory.
+    pub memory: Option<Arc<MemoryStore>>,
 }
 
 /// Watch buffer of the embedded backends under test: larger than any run here, so a
@@ -52,11 +54,13 @@ const TEST_WATCH_BUFFER: usize = 1 << 16;
 
 impl Backend {
     pub async fn memory() -> Backend {
+        let memory = Arc::new(MemoryStore::with_watch_buffer(TEST_WATCH_BUFFER));
         Backend {
-            store: Arc::new(MemoryStore::with_watch_buffer(TEST_WATCH_BUFFER)),
+            store: memory.clone(),
             dir: None,
             etcd: None,
             sled: None,
+            memory: Some(memory),
         }
     }
 
@@ -70,6 +74,7 @@ impl Backend {
             dir: Some(dir),
             etcd: None,
             sled: Some(store),
+            memory: None,
         }
     }
 
@@ -81,12 +86,33 @@ impl Backend {
             dir: None,
             etcd: Some(etcd),
             sled: None,
+            memory: None,
         }
     }
 
     /// Waits until a compaction has removed everything it made unreachable (sled does
     /// that in the background; memory at once; etcd's reads go through its index,
     /// which compaction updates before it answers).
+    /// The versions the store keeps of keys under `prefix` as (key, revision,
+    /// deletion), once compaction has settled; `None` for etcd, which does not show
+    /// them.
+    pub async fn retained(
+        &self,
+        prefix: &str,
+    ) -> Option<Vec<(String, skua::store::Revision, bool)>> {
+        self.settle().await;
+        let all = match (&self.sled, &self.memory) {
+            (Some(sled), _) => sled.retained_versions().unwrap(),
+            (_, Some(memory)) => memory.retained_versions(),
+            _ => return None,
+        };
+        Some(
+            all.into_iter()
+                .filter(|(k, _, _)| k.starts_with(prefix))
+                .collect(),
+        )
+    }
+
     pub async fn settle(&self) {
         if let Some(sled) = self.sled.clone() {
             tokio::task::spawn_blocking(move || sled.wait_purged())

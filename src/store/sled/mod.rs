@@ -20,6 +20,8 @@ mod codec;
 mod durability;
 mod purge;
 
+pub use purge::DEFAULT_PURGE_CHUNK;
+
 use super::hub::{DEFAULT_WATCH_BUFFER, History, Hub};
 use super::{
     Event, GetResult, KeyValue, ListOptions, ListResult, Result, Revision, Store, StoreError,
@@ -54,6 +56,9 @@ pub struct SledOptions {
     pub cache_bytes: u64,
     /// How many messages a watcher may fall behind before it is cut off.
     pub watch_buffer: usize,
+    /// Change-log entries a compaction's purge handles per step (tests make it tiny,
+    /// so crashes and reads land between steps).
+    pub purge_chunk: usize,
 }
 
 impl SledOptions {
@@ -62,6 +67,7 @@ impl SledOptions {
             path: path.into(),
             cache_bytes: DEFAULT_CACHE_BYTES,
             watch_buffer: DEFAULT_WATCH_BUFFER,
+            purge_chunk: purge::DEFAULT_PURGE_CHUNK,
         }
     }
 }
@@ -98,6 +104,7 @@ struct Inner {
     /// Read by scans that look at several entries (lists, watch replay), written by
     /// each purge chunk: a scan never sees half of a chunk (see `purge.rs`).
     purge_gate: RwLock<()>,
+    purge_chunk: usize,
 }
 
 impl SledStore {
@@ -147,6 +154,7 @@ impl SledStore {
             compact_lock: Mutex::new(()),
             purge: purge::PurgeSignal::default(),
             purge_gate: RwLock::new(()),
+            purge_chunk: opts.purge_chunk.max(1),
         });
         // Establish a durable baseline (a previous run may have died between its
         // writes reaching the page cache and its fsync).
@@ -154,6 +162,10 @@ impl SledStore {
             .make_durable()
             .map_err(|e| data_dir_error(&inner.path, &format!("cannot sync the database: {e}")))?;
         if found_format < FORMAT {
+            // first what the change log still names (the old purge may have died
+            // between removing versions and removing their log entries), then the
+            // versions no log entry names any more
+            inner.purge_to(compact_revision)?;
             let removed = inner.repair_format1()?;
             tracing::warn!(
                 path = %inner.path.display(),
@@ -473,7 +485,18 @@ impl Inner {
         }
     }
 
+    /// A list at `opts.revision`; one at the latest revision is retried when a
+    /// compaction passes it while it is read (it asked for no particular revision).
     fn list_at(&self, prefix: &str, opts: &ListOptions) -> Result<ListResult> {
+        loop {
+            match self.list_once(prefix, opts) {
+                Err(StoreError::Compacted { .. }) if opts.revision == 0 => continue,
+                other => return other,
+            }
+        }
+    }
+
+    fn list_once(&self, prefix: &str, opts: &ListOptions) -> Result<ListResult> {
         let start = list_start(prefix, opts)?;
         let durable = self.durable_revision();
         let at = if opts.revision == 0 {
@@ -588,6 +611,21 @@ impl History for Inner {
         // deletions and superseded versions at or below C
         self.check_readable(after)?;
         let _gate = self.purge_gate.read().unwrap_or_else(|e| e.into_inner());
+        let events = self.replay(prefix, after, upto, max);
+        // a compaction recorded meanwhile is the reason for any gap: say that first
+        self.check_readable(after)?;
+        events
+    }
+}
+
+impl Inner {
+    fn replay(
+        &self,
+        prefix: &str,
+        after: Revision,
+        upto: Revision,
+        max: usize,
+    ) -> Result<Vec<Event>> {
         let mut events = Vec::new();
         for entry in self.log.range(rev_bytes(after + 1)..=rev_bytes(upto)) {
             let (raw_rev, raw_key) = entry.map_err(backend)?;
@@ -601,11 +639,19 @@ impl History for Inner {
                 .versions
                 .range(version_prefix(key)..=version_key(key, revision))
                 .rev();
-            let (_, raw) = older.next().transpose().map_err(backend)?.ok_or_else(|| {
+            let missing = || {
                 StoreError::Backend(format!(
                     "corrupt datastore: revision {revision} of {key:?} is missing"
                 ))
-            })?;
+            };
+            let (this_key, raw) = older
+                .next()
+                .transpose()
+                .map_err(backend)?
+                .ok_or_else(missing)?;
+            if split_version_key(&this_key)?.1 != revision {
+                return Err(missing());
+            }
             let prev = match older.next().transpose().map_err(backend)? {
                 Some((prev_key, prev_raw)) => {
                     let (_, prev_rev) = split_version_key(&prev_key)?;
@@ -618,7 +664,6 @@ impl History for Inner {
                 break;
             }
         }
-        self.check_readable(after)?;
         Ok(events)
     }
 }
@@ -627,11 +672,15 @@ impl History for Inner {
 impl Store for SledStore {
     async fn get(&self, key: &str) -> Result<GetResult> {
         validate_key(key)?;
-        let at = self.inner.durable_revision();
-        Ok(GetResult {
-            kv: self.inner.visible(key, at)?,
-            revision: at,
-        })
+        loop {
+            let at = self.inner.durable_revision();
+            let kv = self.inner.visible(key, at)?;
+            // a compaction past `at` (newer writes became durable meanwhile) may have
+            // purged the version `at` needed: read again at the newer revision
+            if self.inner.check_readable(at).is_ok() {
+                return Ok(GetResult { kv, revision: at });
+            }
+        }
     }
 
     async fn list(&self, prefix: &str, opts: ListOptions) -> Result<ListResult> {

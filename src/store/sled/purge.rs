@@ -31,12 +31,18 @@ use super::codec::{
     split_version_key, version_key, version_prefix,
 };
 use super::{Inner, Result, Revision, StoreError, backend};
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
-use std::sync::{Condvar, Mutex};
+use std::sync::{Condvar, Mutex, RwLockWriteGuard};
+use std::time::{Duration, Instant};
 
-/// Log entries (or versions, for the repair) examined per chunk: bounds the work
-/// between checks for shutdown and the time the purge gate is held.
-const PURGE_CHUNK: usize = 1000;
+/// Log entries (or versions, for the repair) examined per chunk by default: bounds
+/// the work between checks for shutdown and the time the purge gate is held.
+pub const DEFAULT_PURGE_CHUNK: usize = 1000;
+
+/// How long a purge chunk waits for readers to leave the gate before it queues for
+/// it (and new readers queue behind it).
+const GATE_PATIENCE: Duration = Duration::from_secs(1);
 
 #[derive(Default)]
 struct PurgeState {
@@ -122,13 +128,41 @@ impl Inner {
 
     pub(super) fn run_purger(&self) {
         while self.purge.next() {
-            if let Err(e) = self.purge_to(self.compact_revision.load(Ordering::SeqCst)) {
-                tracing::error!(error = %e, "datastore compaction failed; it will be retried at the next compaction");
+            let revision = self.compact_revision.load(Ordering::SeqCst);
+            let outcome =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.purge_to(revision)));
+            match outcome {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "datastore compaction failed; it will be retried at the next compaction")
+                }
+                Err(_) => tracing::error!(
+                    "datastore compaction panicked; it will be retried at the next compaction"
+                ),
             }
         }
     }
 
-    fn purge_to(&self, compact_revision: Revision) -> Result<()> {
+    /// The write side of the purge gate. Readers are let go first: while one holds
+    /// the gate a waiting writer would make every new reader (watch replays run on the
+    /// async workers) wait too, so the purge only queues after [`GATE_PATIENCE`].
+    fn gate_for_purge(&self) -> RwLockWriteGuard<'_, ()> {
+        let started = Instant::now();
+        loop {
+            match self.purge_gate.try_write() {
+                Ok(guard) => return guard,
+                Err(std::sync::TryLockError::Poisoned(e)) => return e.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) if started.elapsed() < GATE_PATIENCE => {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(std::sync::TryLockError::WouldBlock) => {
+                    return self.purge_gate.write().unwrap_or_else(|e| e.into_inner());
+                }
+            }
+        }
+    }
+
+    pub(super) fn purge_to(&self, compact_revision: Revision) -> Result<()> {
         loop {
             if self.purge.is_shutdown() {
                 return Ok(());
@@ -136,18 +170,26 @@ impl Inner {
             let chunk: Vec<(sled::IVec, sled::IVec)> = self
                 .log
                 .range(..=rev_bytes(compact_revision))
-                .take(PURGE_CHUNK)
+                .take(self.purge_chunk)
                 .collect::<std::result::Result<_, _>>()
                 .map_err(backend)?;
             if chunk.is_empty() {
                 return Ok(());
             }
-            let mut versions = sled::Batch::default();
+            // per key, the newest revision this chunk logs: its entry supersedes every
+            // older version, those the chunk's other entries of the key name included
+            let mut newest: HashMap<&str, Revision> = HashMap::new();
             let mut log = sled::Batch::default();
             for (raw_rev, raw_key) in &chunk {
                 let revision = decode_rev(raw_rev)?;
                 let key = std::str::from_utf8(raw_key)
                     .map_err(|_| StoreError::Backend("corrupt datastore: log key".into()))?;
+                let r = newest.entry(key).or_insert(revision);
+                *r = (*r).max(revision);
+                log.remove(raw_rev.clone());
+            }
+            let mut versions = sled::Batch::default();
+            for (key, revision) in newest {
                 // every older version of the key is superseded at `revision <= C`
                 for older in self
                     .versions
@@ -162,9 +204,8 @@ impl Inner {
                         versions.remove(this);
                     }
                 }
-                log.remove(raw_rev.clone());
             }
-            let _gate = self.purge_gate.write().unwrap_or_else(|e| e.into_inner());
+            let _gate = self.gate_for_purge();
             self.versions.apply_batch(versions).map_err(backend)?;
             self.log.apply_batch(log).map_err(backend)?;
         }
@@ -204,8 +245,8 @@ impl Inner {
             if group.as_ref().is_none_or(|(k, _)| k != key) {
                 settle(group.take(), &mut batch, &mut in_batch);
                 group = Some((key.to_string(), Vec::new()));
-                if in_batch >= PURGE_CHUNK {
-                    let _gate = self.purge_gate.write().unwrap_or_else(|e| e.into_inner());
+                if in_batch >= self.purge_chunk {
+                    let _gate = self.gate_for_purge();
                     self.versions
                         .apply_batch(std::mem::take(&mut batch))
                         .map_err(backend)?;
@@ -221,7 +262,7 @@ impl Inner {
         }
         settle(group.take(), &mut batch, &mut in_batch);
         {
-            let _gate = self.purge_gate.write().unwrap_or_else(|e| e.into_inner());
+            let _gate = self.gate_for_purge();
             self.versions.apply_batch(batch).map_err(backend)?;
         }
         self.make_durable()
@@ -242,13 +283,14 @@ mod tests {
     use crate::store::Store;
 
     /// The purge of format 1, kept as a test fixture: it builds the damaged
-    /// directories that the repair at open must handle.
-    fn legacy_purge_to(inner: &Inner, compact_revision: Revision) {
+    /// directories that the repair at open must handle. `torn`: it dies after
+    /// applying its first chunk's version removals, before their log removals.
+    fn legacy_purge_to(inner: &Inner, compact_revision: Revision, torn: bool) {
         loop {
             let chunk: Vec<(sled::IVec, sled::IVec)> = inner
                 .log
                 .range(..rev_bytes(compact_revision))
-                .take(PURGE_CHUNK)
+                .take(DEFAULT_PURGE_CHUNK)
                 .collect::<std::result::Result<_, _>>()
                 .unwrap();
             if chunk.is_empty() {
@@ -275,18 +317,35 @@ mod tests {
                 log.remove(raw_rev.clone());
             }
             inner.versions.apply_batch(versions).unwrap();
+            if torn {
+                return;
+            }
             inner.log.apply_batch(log).unwrap();
         }
     }
 
     fn legacy_compact(store: &SledStore, revision: Revision) {
+        legacy_compact_with(store, revision, false)
+    }
+
+    fn legacy_compact_with(store: &SledStore, revision: Revision, torn: bool) {
+        // the purge requested when the store opened must not run alongside
+        store.wait_purged();
         let inner = &store.inner;
         inner
             .meta
             .insert(META_COMPACT, &rev_bytes(revision))
             .unwrap();
         inner.compact_revision.store(revision, Ordering::SeqCst);
-        legacy_purge_to(inner, revision);
+        legacy_purge_to(inner, revision, torn);
+    }
+
+    fn mark_format1(store: &SledStore) {
+        store
+            .inner
+            .meta
+            .insert(META_FORMAT, &1u32.to_be_bytes())
+            .unwrap();
     }
 
     fn versions_of(store: &SledStore, key: &str) -> Vec<(Revision, bool)> {
@@ -357,11 +416,7 @@ mod tests {
         // deleted after the old purge's last run: its next purge would have brought
         // p1 back
         let deleted = store.delete("/r/pending", pending).await.unwrap();
-        store
-            .inner
-            .meta
-            .insert(META_FORMAT, &1u32.to_be_bytes())
-            .unwrap();
+        mark_format1(&store);
         drop(store);
 
         let store = SledStore::open(SledOptions::new(&path)).unwrap();
@@ -383,6 +438,12 @@ mod tests {
         assert_eq!(versions_of(&store, "/r/tomb"), vec![]);
         assert_eq!(value_of(&store, "/r/tomb").await, None);
         assert_eq!(value_of(&store, "/r/pending").await, None);
+        // a deletion the old purge already lost is not recorded anywhere: the object
+        // it brought back stays (it must be deleted again)
+        assert_eq!(
+            value_of(&store, "/r/zombie").await,
+            Some((b"z1".to_vec(), zombie))
+        );
         // the next compactions (the new purge) keep /r/pending deleted
         store.compact(deleted).await.unwrap();
         store.wait_purged();
@@ -397,11 +458,55 @@ mod tests {
             Some((b"live".to_vec(), live))
         );
         store.check_integrity().unwrap();
+        let before = store.retained_versions().unwrap();
+        // the repair is idempotent: a directory marked format 1 again (a crash before
+        // the mark was durable) comes out the same
+        mark_format1(&store);
         drop(store);
-        // repaired once: a clean reopen changes nothing
         let store = SledStore::open(SledOptions::new(&path)).unwrap();
-        assert_eq!(versions_of(&store, "/r/live"), vec![(live, false)]);
+        assert_eq!(store.retained_versions().unwrap(), before);
+        assert_eq!(
+            value_of(&store, "/r/live").await,
+            Some((b"live".to_vec(), live))
+        );
         assert_eq!(value_of(&store, "/r/pending").await, None);
+    }
+
+    /// The old purge applied its version removals before its log removals: a crash
+    /// in between left log entries naming versions already gone, while the version
+    /// an earlier compaction had orphaned was visible again. The open runs the purge
+    /// those entries still ask for before it serves anything.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_directory_whose_format1_purge_died_midway_is_repaired_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let store = SledStore::open(SledOptions::new(&path)).unwrap();
+        let a = store.create("/t/a", b"a1".to_vec()).await.unwrap();
+        let c1 = store.create("/t/dummy", b"d".to_vec()).await.unwrap();
+        legacy_compact(&store, c1);
+        let b = store.update("/t/a", b"a2".to_vec(), a).await.unwrap();
+        let d = store.delete("/t/a", b).await.unwrap();
+        let live = store.create("/t/live", b"l".to_vec()).await.unwrap();
+        legacy_compact_with(&store, live, true);
+        // the torn purge removed b and d but not their log entries: a1 shows again
+        assert_eq!(versions_of(&store, "/t/a"), vec![(a, false)]);
+        assert_eq!(value_of(&store, "/t/a").await, Some((b"a1".to_vec(), a)));
+        assert!(store.inner.log.get(rev_bytes(d)).unwrap().is_some());
+        mark_format1(&store);
+        drop(store);
+
+        let store = SledStore::open(SledOptions::new(&path)).unwrap();
+        assert_eq!(value_of(&store, "/t/a").await, None);
+        assert_eq!(versions_of(&store, "/t/a"), vec![]);
+        assert_eq!(
+            value_of(&store, "/t/live").await,
+            Some((b"l".to_vec(), live))
+        );
+        assert_eq!(
+            value_of(&store, "/t/dummy").await,
+            Some((b"d".to_vec(), c1))
+        );
+        store.check_integrity().unwrap();
     }
 
     /// The new purge over the same history: nothing stale is left, whatever the order
