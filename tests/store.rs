@@ -53,6 +53,12 @@ macro_rules! every_backend {
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn compacting_the_first_revision_twice() {
+                let b = Backend::$backend().await;
+                conformance::compacting_the_first_revision_twice(&*b.store).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn deleted_keys_stay_deleted_across_compactions() {
                 let b = Backend::$backend().await;
                 conformance::deleted_keys_stay_deleted_across_compactions(&b).await;

@@ -88,8 +88,20 @@ impl EtcdStore {
     }
 
     /// etcd's compacted-read error does not say which revision is the oldest kept; a
-    /// watch from revision 1 is refused with exactly that number.
+    /// watch from revision 1 is refused with exactly that number. Only called after
+    /// etcd reported a compaction.
     async fn compact_revision(&self) -> Result<Revision> {
+        // etcd refuses a watch from 1 only when the compact revision is above 1: when
+        // a read at 1 still works, the compaction it reported is the one at 1
+        let at_one = GetOptions::new().with_revision(1).with_count_only();
+        if self
+            .kv()
+            .get("\u{1}skua-compaction-probe", Some(at_one))
+            .await
+            .is_ok()
+        {
+            return Ok(1);
+        }
         let mut stream = self
             .client
             .watch_client()
@@ -100,7 +112,12 @@ impl EtcdStore {
             .await
             .map_err(map_err)?;
         for _ in 0..3 {
-            match stream.message().await.map_err(map_err)? {
+            let message = tokio::time::timeout(Duration::from_secs(10), stream.message())
+                .await
+                .map_err(|_| {
+                    StoreError::Unavailable("etcd did not say its compact revision".into())
+                })?;
+            match message.map_err(map_err)? {
                 Some(resp) if resp.canceled() => return Ok(resp.compact_revision()),
                 Some(_) => continue,
                 None => break,
