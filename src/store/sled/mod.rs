@@ -233,11 +233,6 @@ impl SledStore {
         }
         Ok(out)
     }
-
-    /// The revision the last compaction recorded (0 if none).
-    pub fn compact_revision(&self) -> Revision {
-        self.inner.compact_revision.load(Ordering::SeqCst)
-    }
 }
 
 impl Drop for SledStore {
