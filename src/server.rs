@@ -43,6 +43,7 @@ pub struct ServerConfig {
     pub service_node_port_range: (u16, u16),
     pub cronjob_clock_skew: i64,
     pub event_ttl: Duration,
+    pub service_account_max_token_expiration: Option<Duration>,
     pub terminated_pod_gc_threshold: usize,
     /// `--token`: the join secret (or a whole K10 token) agents must present.
     pub token: Option<String>,
@@ -108,6 +109,7 @@ impl TryFrom<ServerArgs> for ServerConfig {
             service_node_port_range: a.service_node_port_range,
             cronjob_clock_skew: a.debug_cronjob_clock_skew,
             event_ttl: a.event_ttl,
+            service_account_max_token_expiration: a.service_account_max_token_expiration,
             terminated_pod_gc_threshold: a.terminated_pod_gc_threshold,
             token: a.common.token,
             node_name: a.common.node_name,
@@ -145,6 +147,8 @@ pub async fn open_store(cfg: &DatastoreConfig) -> anyhow::Result<Arc<dyn Store>>
 pub struct ApiHandle {
     pub addr: std::net::SocketAddr,
     pub pki: pki::ServerPki,
+    /// The running API, for the server's own in-process calls.
+    pub ctx: Arc<apiserver::ApiContext>,
     stop: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<()>,
     controllers: tokio::task::JoinHandle<()>,
@@ -220,9 +224,12 @@ pub async fn start_api(store: Arc<dyn Store>, cfg: &ServerConfig) -> anyhow::Res
     {
         tracing::warn!(address = %cfg.cluster_dns, error = %s.message, "cannot create the kube-dns service");
     }
-    let tokens =
+    let mut tokens =
         apiserver::tokens::TokenAuthority::new(&pki.service_account_key, &cfg.cluster_domain)
             .map_err(|e| anyhow::anyhow!("{e}"))?;
+    tokens.max_expiration = cfg
+        .service_account_max_token_expiration
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
     let metrics = Arc::new(apiserver::metrics::Metrics::default());
     let host = if cfg.bind_address.is_unspecified() {
         "127.0.0.1".to_string()
@@ -239,6 +246,7 @@ pub async fn start_api(store: Arc<dyn Store>, cfg: &ServerConfig) -> anyhow::Res
         metrics,
         server_address: format!("{host}:{}", addr.port()),
         watch_memo: Default::default(),
+        node_graph: Default::default(),
         join: Some(apiserver::join::JoinConfig {
             secret: join_secret,
             server_ca: pki.server_ca_cert.clone(),
@@ -277,7 +285,7 @@ pub async fn start_api(store: Arc<dyn Store>, cfg: &ServerConfig) -> anyhow::Res
     let task = tokio::spawn(apiserver::serve(
         listener,
         apiserver::tls_config(&pki)?,
-        ctx,
+        ctx.clone(),
         async {
             let _ = stop_rx.await;
         },
@@ -286,6 +294,7 @@ pub async fn start_api(store: Arc<dyn Store>, cfg: &ServerConfig) -> anyhow::Res
     Ok(ApiHandle {
         addr,
         pki,
+        ctx,
         stop,
         task,
         controllers,
@@ -319,13 +328,20 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
         &kubeconfig_text,
     )?;
     tracing::info!(path = %cfg.write_kubeconfig.display(), "wrote admin kubeconfig");
-    let agent = if cfg.disable_agent {
-        None
+    let (agent, labeller) = if cfg.disable_agent {
+        (None, None)
     } else {
-        Some(tokio::spawn(embedded_agent(&cfg)?))
+        let labeller = tokio::spawn(label_control_plane(
+            crate::client::ApiClient::local(api.ctx.clone(), "system:skua-server", "skua-server"),
+            crate::agent::node_name(cfg.node_name.as_deref()),
+        ));
+        (Some(tokio::spawn(embedded_agent(&cfg)?)), Some(labeller))
     };
     wait_for_shutdown().await?;
     tracing::info!("shutting down");
+    if let Some(labeller) = labeller {
+        labeller.abort();
+    }
     if let Some(agent) = agent {
         // the agent heard the same signal: it stops its containerd (containers run on)
         let _ = tokio::time::timeout(Duration::from_secs(20), agent).await;
@@ -337,9 +353,32 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The role label of the embedded agent's node. The server sets it, as k3s' server
+/// does: a node's own credentials may not (NodeRestriction), so a worker cannot
+/// make itself look like a control-plane node.
+async fn label_control_plane(client: crate::client::ApiClient, node: String) {
+    let patch = serde_json::json!({"metadata": {"labels": {
+        crate::agent::node::CONTROL_PLANE_LABEL: "true",
+    }}});
+    let path = format!("/api/v1/nodes/{node}");
+    loop {
+        match client.patch(&path, &patch).await {
+            Ok(_) => {
+                tracing::debug!(%node, "labelled the control-plane node");
+                return;
+            }
+            Err(e) if e.is_not_found() => {} // the agent has not registered yet
+            Err(e) => {
+                tracing::warn!(%node, error = %e, "cannot label the control-plane node; retrying")
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
 /// The agent `skua server` runs by default (k3s' embedded agent): it joins this
-/// server over loopback with the server's own token, as any agent would, and its node
-/// carries the control-plane role label.
+/// server over loopback with the server's own token, as any agent would; the server
+/// labels its node a control-plane node ([`label_control_plane`]).
 fn embedded_agent(
     cfg: &ServerConfig,
 ) -> anyhow::Result<impl std::future::Future<Output = ()> + use<>> {
@@ -365,7 +404,6 @@ fn embedded_agent(
         cluster_dns: Some(cfg.cluster_dns),
         cluster_domain: Some(cfg.cluster_domain.clone()),
         node,
-        control_plane: true,
     };
     Ok(async move {
         if let Err(e) = crate::agent::run(args).await {

@@ -36,6 +36,8 @@ pub enum JoinError {
 pub struct Joined {
     pub dir: PathBuf,
     pub kubeconfig: PathBuf,
+    /// The kubeconfig of the agent's network functions (`system:skua-controller`).
+    pub controller_kubeconfig: PathBuf,
     /// The server's cluster-wide settings.
     pub config: crate::apiserver::join::AgentConfig,
 }
@@ -313,7 +315,11 @@ pub async fn join(
     std::fs::create_dir_all(dir)
         .map_err(|e| JoinError::Config(format!("cannot create {}: {e}", dir.display())))?;
     let mut issued = Vec::new();
-    for which in ["client-kubelet", "serving-kubelet"] {
+    for which in [
+        "client-kubelet",
+        "serving-kubelet",
+        "client-skua-controller",
+    ] {
         let (status, _, body) =
             get_retrying(server, &pinned, &format!("/v1-skua/{which}.crt"), &headers).await?;
         let text = String::from_utf8_lossy(&body).into_owned();
@@ -363,9 +369,15 @@ pub async fn join(
     let text = crate::pki::kubeconfig::render(server, &ca, &issued[0].0, &issued[0].1);
     crate::pki::write_private(&kubeconfig, text.as_bytes(), 0o600)
         .map_err(|e| JoinError::Config(e.to_string()))?;
+    // NetworkPolicy runs under its own identity, not the node's (k3s-controller)
+    let controller_kubeconfig = dir.join("skua-controller.kubeconfig");
+    let text = crate::pki::kubeconfig::render(server, &ca, &issued[2].0, &issued[2].1);
+    crate::pki::write_private(&controller_kubeconfig, text.as_bytes(), 0o600)
+        .map_err(|e| JoinError::Config(e.to_string()))?;
     Ok(Joined {
         dir: dir.to_path_buf(),
         kubeconfig,
+        controller_kubeconfig,
         config,
     })
 }

@@ -20,6 +20,14 @@ fn hostname() -> String {
         .unwrap_or_else(|_| "skua-agent".into())
 }
 
+/// The node name an agent registers: `--node-name`, else the host name, lower case.
+pub fn node_name(given: Option<&str>) -> String {
+    given
+        .map(str::to_string)
+        .unwrap_or_else(hostname)
+        .to_ascii_lowercase()
+}
+
 /// Runs `skua agent`.
 pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let server = args.server.clone().ok_or_else(|| {
@@ -36,12 +44,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         ),
     };
     let token = crate::pki::join::Token::parse(&token_text).map_err(|e| anyhow::anyhow!(e))?;
-    let name = args
-        .common
-        .node_name
-        .clone()
-        .unwrap_or_else(hostname)
-        .to_ascii_lowercase();
+    let name = node_name(args.common.node_name.as_deref());
     let dir = args.common.data_dir.join("agent");
     let joined = join::join(
         &server,
@@ -128,14 +131,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let facts = node::Facts::read(&args.common.data_dir);
     let (health_tx, ready_rx) = tokio::sync::watch::channel(node::Health::starting());
     let health = std::sync::Arc::new(health_tx);
-    let mut node_object = node::node_object(
-        &name,
-        &ips,
-        &facts,
-        &runtime,
-        kubelet_port,
-        args.control_plane,
-    );
+    let mut node_object = node::node_object(&name, &ips, &facts, &runtime, kubelet_port);
     if let Some(addresses) = node_object["status"]["addresses"].as_array_mut() {
         for (i, ip) in args.node_external_ip.iter().enumerate() {
             addresses.insert(
@@ -243,8 +239,14 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let policy = if off.disable_network_policy {
         skipped()
     } else {
+        let controller = crate::client::ApiClient::remote(
+            std::sync::Arc::new(crate::client::Remote::from_kubeconfig(
+                &joined.controller_kubeconfig,
+            )?),
+            "skua-network-policy",
+        );
         tokio::spawn(crate::policy::run(
-            client.clone(),
+            controller,
             name.clone(),
             std::sync::Arc::new(crate::net::NftCli::default()),
             stop_rx.clone(),

@@ -84,6 +84,9 @@ pub fn arch() -> String {
         .replace("aarch64", "arm64")
 }
 
+/// The role label the server puts on its own (embedded agent's) node.
+pub const CONTROL_PLANE_LABEL: &str = "node-role.kubernetes.io/control-plane";
+
 /// The Node this agent registers and keeps current.
 pub fn node_object(
     name: &str,
@@ -91,7 +94,6 @@ pub fn node_object(
     facts: &Facts,
     runtime: &RuntimeVersion,
     kubelet_port: u16,
-    control_plane: bool,
 ) -> Value {
     let now = crate::api::meta::now_rfc3339();
     let mut resources = json!({
@@ -108,7 +110,7 @@ pub fn node_object(
         .map(|ip| json!({"type": "InternalIP", "address": ip.to_string()}))
         .collect();
     addresses.push(json!({"type": "Hostname", "address": name}));
-    let mut node = json!({
+    let node = json!({
         "apiVersion": "v1", "kind": "Node",
         "metadata": {"name": name, "labels": {
             "kubernetes.io/hostname": name, "kubernetes.io/os": "linux",
@@ -135,9 +137,6 @@ pub fn node_object(
             "daemonEndpoints": {"kubeletEndpoint": {"Port": kubelet_port}},
         },
     });
-    if control_plane {
-        node["metadata"]["labels"]["node-role.kubernetes.io/control-plane"] = json!("true");
-    }
     node
 }
 
@@ -249,7 +248,6 @@ mod tests {
             &facts,
             &runtime,
             10250,
-            true,
         );
         assert_eq!(
             n["status"]["nodeInfo"]["containerRuntimeVersion"],
@@ -261,9 +259,7 @@ mod tests {
         );
         assert_eq!(n["status"]["capacity"]["cpu"], facts.cpus.to_string());
         assert_eq!(n["metadata"]["labels"]["kubernetes.io/hostname"], "n1");
-        assert_eq!(
-            n["metadata"]["labels"]["node-role.kubernetes.io/control-plane"],
-            "true"
-        );
+        // the role label is the server's to set (NodeRestriction refuses it)
+        assert!(n["metadata"]["labels"].get(CONTROL_PLANE_LABEL).is_none());
     }
 }

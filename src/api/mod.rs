@@ -10,6 +10,7 @@ pub mod managed;
 pub mod merge_keys;
 pub mod meta;
 pub mod patch;
+pub mod pod_refs;
 pub mod printers;
 pub mod quantity;
 pub mod quota;

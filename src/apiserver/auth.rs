@@ -62,8 +62,11 @@ pub fn node_of(user: &UserInfo) -> Option<&str> {
 
 /// What a kubelet may do, as upstream's Node authorizer with the `system:node` role
 /// and the part of NodeRestriction that the request itself shows: its own Node and
-/// Lease only; pods, their status and evictions; reading what pods need; events;
-/// tokens for service accounts; reviews for its own API's authentication.
+/// Lease only; its own pods (listed with `spec.nodeName=<itself>`, as
+/// `AuthorizeNodeWithSelectors`), their status and evictions; reading what its pods
+/// need; events; tokens for its pods' service accounts; reviews for its own API's
+/// authentication. What needs a stored object (whose pod, which pod refers to what)
+/// is checked next, in `node_authz`.
 fn node_may(node: &str, r: &RequestInfo) -> bool {
     let verb = r.verb.as_str();
     let read = matches!(verb, "get" | "list" | "watch");
@@ -79,7 +82,12 @@ fn node_may(node: &str, r: &RequestInfo) -> bool {
                 && own
                 && matches!(verb, "get" | "create" | "update" | "patch" | "delete")
         }
-        ("", "pods", None) => read || matches!(verb, "create" | "delete"),
+        // create: mirror pods only (admission); delete: its own pods (node_authz)
+        ("", "pods", None) => match verb {
+            "get" | "create" | "delete" => true,
+            "list" | "watch" => selects_node(r.field_selector.as_deref(), node),
+            _ => false,
+        },
         ("", "pods", Some("status")) => matches!(verb, "get" | "update" | "patch"),
         ("", "pods", Some("eviction")) => verb == "create",
         ("", "events", None) | ("events.k8s.io", "events", None) => {
@@ -87,11 +95,8 @@ fn node_may(node: &str, r: &RequestInfo) -> bool {
         }
         ("", "services" | "endpoints", None) | ("discovery.k8s.io", "endpointslices", None) => read,
         ("node.k8s.io", "runtimeclasses", None) => read,
-        // skua's agent also enforces NetworkPolicy (k3s gives its policy controller
-        // these reads): policies, and the namespaces their selectors match
-        ("networking.k8s.io", "networkpolicies", None) | ("", "namespaces", None) => read,
-        // what a pod on the node refers to: read one by name (upstream checks the pod
-        // graph; here any name, and never a list)
+        // what a pod on the node refers to: one by name, and only through a pod bound
+        // to the node (node_authz's graph); never a list
         (
             "",
             "configmaps"
@@ -100,13 +105,42 @@ fn node_may(node: &str, r: &RequestInfo) -> bool {
             | "persistentvolumes"
             | "serviceaccounts",
             None,
-        ) => verb == "get",
+        ) => verb == "get" && r.name.is_some(),
         ("", "serviceaccounts", Some("token")) => verb == "create",
         ("storage.k8s.io", "csinodes" | "csidrivers" | "volumeattachments", None) => read,
         ("authentication.k8s.io", "tokenreviews", None)
         | ("authorization.k8s.io", "subjectaccessreviews", None) => verb == "create",
         _ => false,
     }
+}
+
+/// Whether a field selector limits a list to `node`'s pods (`spec.nodeName=<node>`
+/// among its requirements).
+fn selects_node(selector: Option<&str>, node: &str) -> bool {
+    selector.is_some_and(|s| {
+        s.split(',').any(|req| {
+            let req = req.trim();
+            req.strip_prefix("spec.nodeName")
+                .and_then(|rest| rest.strip_prefix("==").or_else(|| rest.strip_prefix('=')))
+                .is_some_and(|value| value.trim() == node)
+        })
+    })
+}
+
+/// The identity agents run their network functions under (k3s' `system:k3s-controller`):
+/// NetworkPolicy needs every pod's labels and address, and the namespaces' labels,
+/// which a node credential must not give.
+pub const AGENT_CONTROLLER_USER: &str = "system:skua-controller";
+
+/// What [`AGENT_CONTROLLER_USER`] may do: read nodes, namespaces, pods and
+/// NetworkPolicies, as k3s' `system:k3s-controller` ClusterRole.
+fn agent_controller_may(r: &RequestInfo) -> bool {
+    matches!(r.verb.as_str(), "get" | "list" | "watch")
+        && r.subresource.is_none()
+        && matches!(
+            (r.group.as_str(), r.resource.as_str()),
+            ("", "nodes" | "namespaces" | "pods") | ("networking.k8s.io", "networkpolicies")
+        )
 }
 
 /// Members of `system:masters` may do everything, nodes what kubelets need; nobody
@@ -122,6 +156,12 @@ impl Authorizer for MastersOnly {
             if request.is_resource_request && node_may(node, request) {
                 return Decision::Allow;
             }
+        }
+        if user.name == AGENT_CONTROLLER_USER
+            && request.is_resource_request
+            && agent_controller_may(request)
+        {
+            return Decision::Allow;
         }
         // upstream's system:discovery and system:public-info-viewer roles, bound to
         // every authenticated user
@@ -210,9 +250,53 @@ mod tests {
             Method::PUT,
             "/apis/coordination.k8s.io/v1/namespaces/default/leases/n1"
         ));
-        let watch = RequestInfo::parse(&Method::GET, "/api/v1/pods", "watch=1");
+        // its own pods only: a list or watch must select spec.nodeName=<itself>
+        let watch = RequestInfo::parse(
+            &Method::GET,
+            "/api/v1/pods",
+            "watch=1&fieldSelector=spec.nodeName%3Dn1",
+        );
         assert_eq!(watch.verb, "watch");
         assert_eq!(MastersOnly.authorize(&node, &watch), Decision::Allow);
+        for query in [
+            "watch=1",
+            "fieldSelector=spec.nodeName%3Dn2",
+            "fieldSelector=spec.nodeName%21%3Dn1",
+            "fieldSelector=spec.nodeName%3Dn1x",
+            "fieldSelector=metadata.name%3Dn1",
+        ] {
+            let r = RequestInfo::parse(&Method::GET, "/api/v1/pods", query);
+            assert_eq!(MastersOnly.authorize(&node, &r), Decision::Deny, "{query}");
+        }
+        let r = RequestInfo::parse(
+            &Method::GET,
+            "/api/v1/pods",
+            "fieldSelector=status.phase%3DRunning,spec.nodeName%3D%3Dn1",
+        );
+        assert_eq!(MastersOnly.authorize(&node, &r), Decision::Allow);
+        // nothing cluster-wide beyond its pods' needs: no namespaces, no policies
+        assert!(!may(Method::GET, "/api/v1/namespaces"));
+        assert!(!may(
+            Method::GET,
+            "/apis/networking.k8s.io/v1/networkpolicies"
+        ));
+        let controller = UserInfo {
+            name: AGENT_CONTROLLER_USER.into(),
+            groups: vec!["system:authenticated".into()],
+        };
+        let ctl = |method: Method, path: &str| {
+            MastersOnly.authorize(&controller, &RequestInfo::parse(&method, path, ""))
+                == Decision::Allow
+        };
+        assert!(ctl(Method::GET, "/api/v1/pods"));
+        assert!(ctl(Method::GET, "/api/v1/namespaces"));
+        assert!(ctl(
+            Method::GET,
+            "/apis/networking.k8s.io/v1/networkpolicies"
+        ));
+        assert!(!ctl(Method::DELETE, "/api/v1/namespaces/default/pods/x"));
+        assert!(!ctl(Method::GET, "/api/v1/namespaces/default/secrets/x"));
+        assert!(!ctl(Method::GET, "/api/v1/namespaces/default/pods/x/log"));
         assert!(may(
             Method::PATCH,
             "/api/v1/namespaces/default/pods/web/status"

@@ -9,6 +9,9 @@
 //!   of a name stores the password's hash in the Secret
 //!   `kube-system/<name>.node-password.skua`; later joins must show the same password,
 //!   so another machine cannot take over an existing node's name.
+//! - `GET /v1-skua/client-skua-controller.crt`, for the join secret: the identity
+//!   agents run NetworkPolicy under (k3s' `client-k3s-controller.crt`), which may read
+//!   every pod and namespace, as a node credential may not.
 //! - `GET /v1-skua/client-ca.crt`, for the join secret: the client CA, so a kubelet
 //!   can verify the API server's client certificate.
 
@@ -185,6 +188,23 @@ pub fn client_ca(ctx: &ApiContext, headers: &HeaderMap) -> Response<Body> {
     match std::fs::read_to_string(join.tls_dir.join("client-ca.crt")) {
         Ok(ca) => pem(ca),
         Err(e) => internal(format!("cannot read the client CA: {e}")).response(),
+    }
+}
+
+/// `GET /v1-skua/client-skua-controller.crt`: the agents' network-function identity
+/// (certificate, then key). For the join secret only.
+pub async fn controller_cert(ctx: &ApiContext, headers: &HeaderMap) -> Response<Body> {
+    let join = match joining(ctx, headers) {
+        Ok(j) => j,
+        Err(refused) => return *refused,
+    };
+    let dir = join.tls_dir.clone();
+    let issued =
+        tokio::task::spawn_blocking(move || crate::pki::join::agent_controller_cert(&dir)).await;
+    match issued {
+        Ok(Ok((cert, key))) => pem(format!("{cert}{key}")),
+        Ok(Err(e)) => internal(format!("cannot issue the controller certificate: {e}")).response(),
+        Err(e) => internal(format!("certificate task failed: {e}")).response(),
     }
 }
 

@@ -7,6 +7,8 @@ pub mod body;
 mod discovery;
 pub mod join;
 pub mod metrics;
+pub mod node_authz;
+pub mod node_restriction;
 pub mod openapi;
 mod openapi_v2;
 pub mod protobuf;
@@ -58,6 +60,9 @@ pub struct ApiContext {
     pub watch_memo: resources::watch::EventMemo,
     /// What agents joining this server need (absent: joining is off).
     pub join: Option<join::JoinConfig>,
+    /// Which objects each node's pods refer to (the Node authorizer's graph), kept
+    /// by a watch that [`serve`] runs.
+    pub node_graph: Arc<node_authz::NodeGraph>,
 }
 
 /// Builds the TLS configuration: the serving certificate, ALPN h2 then http/1.1, and
@@ -102,6 +107,14 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     let acceptor = TlsAcceptor::from(tls);
+    let graph = tokio::spawn(node_authz::follow(
+        ctx.store.clone(),
+        ctx.node_graph.clone(),
+    ));
+    let shutdown = async move {
+        shutdown.await;
+        graph.abort();
+    };
     tokio::pin!(shutdown);
     loop {
         let (tcp, peer) = tokio::select! {

@@ -17,6 +17,9 @@ pub struct RequestInfo {
     pub resource: String,
     pub name: Option<String>,
     pub subresource: Option<String>,
+    /// The `fieldSelector` of a list or watch (upstream's authorizer attributes carry
+    /// it since 1.31: a node may list only its own pods).
+    pub field_selector: Option<String>,
 }
 
 /// Query parameter value, if present (no percent-decoding needed for the flags read here).
@@ -53,6 +56,10 @@ impl RequestInfo {
                 Method::GET | Method::HEAD => "get".into(),
                 _ => lower,
             },
+            field_selector: query_pairs(query)
+                .into_iter()
+                .find(|(k, _)| k == "fieldSelector")
+                .map(|(_, v)| v),
             ..Default::default()
         };
         let parts: Vec<&str> = path

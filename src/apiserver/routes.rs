@@ -87,6 +87,9 @@ where
         "/v1-skua/client-ca.crt" if read => {
             return Ok(super::join::client_ca(&ctx, req.headers()));
         }
+        "/v1-skua/client-skua-controller.crt" if read => {
+            return Ok(super::join::controller_cert(&ctx, req.headers()).await);
+        }
         "/v1-skua/config" if read => {
             return Ok(super::join::agent_config(&ctx, req.headers()));
         }
@@ -130,6 +133,11 @@ where
             "Forbidden",
             &forbidden_message(&caller, &info),
         ));
+    }
+    if let Some(node) = super::auth::node_of(&caller) {
+        if let Err(status) = super::node_authz::authorize(&ctx, &caller, node, &info).await {
+            return Ok(status.response());
+        }
     }
     if !info.is_resource_request {
         if !read {

@@ -27,6 +27,8 @@ pub struct TokenAuthority {
     rng: SystemRandom,
     /// `iss` of every token, and the default audience.
     pub issuer: String,
+    /// `--service-account-max-token-expiration`: longer requests are cut to this.
+    pub max_expiration: Option<i64>,
 }
 
 /// What a valid token says.
@@ -37,6 +39,9 @@ pub struct TokenClaims {
     pub service_account_uid: String,
     pub audiences: Vec<String>,
     pub expires: i64,
+    /// The pod the token is bound to (`kubernetes.io/pod`): name and uid. The token
+    /// stops working when that pod is gone.
+    pub pod: Option<(String, String)>,
 }
 
 impl TokenClaims {
@@ -76,6 +81,7 @@ impl TokenAuthority {
             key,
             rng,
             issuer: format!("https://kubernetes.default.svc.{cluster_domain}"),
+            max_expiration: None,
         })
     }
 
@@ -83,7 +89,7 @@ impl TokenAuthority {
     pub fn issue(&self, claims: &TokenClaims) -> Result<String, String> {
         let now = now_secs();
         let header = json!({"alg": "ES256", "kid": self.key_id});
-        let body = json!({
+        let mut body = json!({
             "aud": claims.audiences,
             "exp": claims.expires,
             "iat": now,
@@ -96,6 +102,9 @@ impl TokenAuthority {
                 "serviceaccount": {"name": claims.service_account, "uid": claims.service_account_uid},
             },
         });
+        if let Some((name, uid)) = &claims.pod {
+            body["kubernetes.io"]["pod"] = json!({"name": name, "uid": uid});
+        }
         let signing_input = format!(
             "{}.{}",
             B64.encode(header.to_string()),
@@ -164,6 +173,12 @@ impl TokenAuthority {
                 .into(),
             audiences: token_aud,
             expires: exp,
+            pod: k8s["pod"]["name"].as_str().map(|name| {
+                (
+                    name.to_string(),
+                    k8s["pod"]["uid"].as_str().unwrap_or_default().to_string(),
+                )
+            }),
         })
     }
 }
@@ -184,7 +199,19 @@ mod tests {
             service_account_uid: "u-1".into(),
             audiences: vec![aud.into()],
             expires,
+            pod: None,
         }
+    }
+
+    #[test]
+    fn a_pod_bound_token_names_its_pod() {
+        let a = authority();
+        let mut c = claims(now_secs() + 600, &a.issuer);
+        c.pod = Some(("web-1".into(), "pod-uid".into()));
+        let got = a.verify(&a.issue(&c).unwrap(), &[]).unwrap();
+        assert_eq!(got.pod, Some(("web-1".into(), "pod-uid".into())));
+        let unbound = a.verify(&a.issue(&claims(now_secs() + 600, &a.issuer)).unwrap(), &[]);
+        assert_eq!(unbound.unwrap().pod, None);
     }
 
     #[test]

@@ -237,6 +237,7 @@ pub async fn run(a: ApiBenchArgs) -> anyhow::Result<()> {
         service_node_port_range: (30000, 32767),
         cronjob_clock_skew: 0,
         event_ttl: std::time::Duration::from_secs(3600),
+        service_account_max_token_expiration: None,
         terminated_pod_gc_threshold: 12500,
         token: None,
         node_name: None,

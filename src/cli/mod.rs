@@ -162,6 +162,11 @@ pub struct ServerArgs {
     /// kube-controller-manager flag of the same name).
     #[arg(long, env = "SKUA_NODE_MONITOR_GRACE_PERIOD", default_value = "40s", value_parser = config::parse_duration)]
     pub node_monitor_grace_period: std::time::Duration,
+    /// The longest lifetime a service-account token may be issued for; longer
+    /// TokenRequests are cut to it (upstream's kube-apiserver flag of the same name;
+    /// default: no limit below the 2^32 s that validation allows).
+    #[arg(long, env = "SKUA_SERVICE_ACCOUNT_MAX_TOKEN_EXPIRATION", value_parser = config::parse_duration)]
+    pub service_account_max_token_expiration: Option<std::time::Duration>,
     /// How long events are kept (upstream's kube-apiserver flag of the same name).
     #[arg(long, env = "SKUA_EVENT_TTL", default_value = "1h", value_parser = config::parse_duration)]
     pub event_ttl: std::time::Duration,
@@ -214,9 +219,6 @@ pub struct AgentArgs {
     pub cluster_domain: Option<String>,
     #[command(flatten)]
     pub node: NodeArgs,
-    /// Set for the agent inside `skua server`: its node is labelled a control-plane node.
-    #[arg(skip)]
-    pub control_plane: bool,
 }
 
 /// Flags of the node side, shared by `skua agent` and the agent inside `skua server`.

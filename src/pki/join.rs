@@ -127,6 +127,20 @@ pub fn node_client_cert(tls_dir: &Path, name: &str) -> Result<(String, String), 
     )
 }
 
+/// The client certificate agents run their network functions under (k3s'
+/// `client-k3s-controller.crt`): CN `system:skua-controller`, no group, from the
+/// client CA. It may read pods, namespaces, nodes and NetworkPolicies, nothing more.
+pub fn agent_controller_cert(tls_dir: &Path) -> Result<(String, String), PkiError> {
+    let client_ca: Ca = load_or_make_ca(tls_dir, "client-ca", "skua-client-ca")?;
+    leaf(
+        &client_ca,
+        crate::apiserver::auth::AGENT_CONTROLLER_USER,
+        None,
+        Vec::new(),
+        ExtendedKeyUsagePurpose::ClientAuth,
+    )
+}
+
 /// The API server's client certificate for calling kubelets (logs, exec, port
 /// forwarding): CN `kube-apiserver-kubelet-client`, O `system:masters`, from the
 /// client CA; kept in `client-kube-apiserver-kubelet.{crt,key}` and reused.

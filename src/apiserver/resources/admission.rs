@@ -51,7 +51,14 @@ pub async fn admit(
         )
     };
     if res.kind == "Pod" {
-        service_account(store, ns, obj).await?;
+        // as upstream, a mirror pod (a static pod's API copy) gets no service account
+        let mirror = obj
+            .pointer("/metadata/annotations")
+            .and_then(Value::as_object)
+            .is_some_and(|a| a.contains_key(crate::apiserver::node_restriction::MIRROR_ANNOTATION));
+        if !mirror {
+            service_account(store, ns, obj).await?;
+        }
         prioritise(store, obj).await?.map_err(forbidden)?;
         let ranges: Vec<Value> = list(store, "limitranges", ns)
             .await?

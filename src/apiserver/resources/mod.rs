@@ -227,33 +227,6 @@ where
     Ok((media, buf))
 }
 
-/// Upstream's NodeRestriction for creates: a node registers only itself and takes
-/// only its own lease (the name is in the body, so the authorizer cannot see it).
-fn node_restriction(caller: &UserInfo, res: &Resource, obj: &Value) -> Result<(), ApiStatus> {
-    let Some(node) = crate::apiserver::auth::node_of(caller) else {
-        return Ok(());
-    };
-    let name = obj
-        .pointer("/metadata/name")
-        .and_then(Value::as_str)
-        .unwrap_or("");
-    let message = match res.plural {
-        "nodes" if name != node => format!("node {node:?} is not allowed to modify node {name:?}"),
-        "leases" if name != node => {
-            "can only access node lease with the same name as the requesting node".to_string()
-        }
-        _ => return Ok(()),
-    };
-    Err(ApiStatus::new(
-        StatusCode::FORBIDDEN,
-        "Forbidden",
-        format!(
-            "{} {name:?} is forbidden: {message}",
-            crate::apiserver::status::qualified(res.plural, res.group)
-        ),
-    ))
-}
-
 /// Serves a resource request (authentication and authorization are done).
 pub async fn handle<B>(
     ctx: &Arc<ApiContext>,
@@ -295,7 +268,7 @@ where
         return Err(not_found());
     }
     if let Some(sub) = info.subresource.as_deref() {
-        return subresource(ctx, res, namespace, info, sub, req).await;
+        return subresource(ctx, caller, res, namespace, info, sub, req).await;
     }
     match (res.plural, info.verb.as_str()) {
         ("tokenreviews", "create") => {
@@ -396,7 +369,7 @@ where
             let (media, body) = read_body(req, OBJECT_TYPES).await?;
             let obj = decode(res, &media, &body)?;
             let warnings = check(&obj)?;
-            node_restriction(caller, res, &obj)?;
+            crate::apiserver::node_restriction::on_create(caller, res, &obj)?;
             let obj = create(&*ctx.store, res, namespace, obj, Some(&actor)).await?;
             Ok(with_warnings(json(StatusCode::CREATED, &obj), &warnings))
         }
@@ -405,7 +378,8 @@ where
             let (media, body) = read_body(req, OBJECT_TYPES).await?;
             let obj = decode(res, &media, &body)?;
             let warnings = check(&obj)?;
-            let obj = write::update(&*ctx.store, res, namespace, &name, obj, &actor).await?;
+            let obj =
+                write::update(&*ctx.store, res, namespace, &name, obj, &actor, caller).await?;
             Ok(with_warnings(json(StatusCode::OK, &obj), &warnings))
         }
         "delete" => {
@@ -448,6 +422,7 @@ where
                     &check,
                     &actor,
                     force == Some("true"),
+                    caller,
                 )
                 .await?;
                 let code = if created {
@@ -476,6 +451,7 @@ where
                 &body,
                 &check,
                 &actor,
+                caller,
             )
             .await?;
             Ok(with_warnings(json(StatusCode::OK, &obj), &warnings))
@@ -487,6 +463,7 @@ where
 /// `status` and `scale`; the node-side subresources answer 503 until the kubelet exists.
 async fn subresource<B>(
     ctx: &Arc<ApiContext>,
+    caller: &UserInfo,
     res: &'static Resource,
     namespace: Option<&str>,
     info: &RequestInfo,
@@ -579,7 +556,7 @@ where
         }
         ("token", "create") => {
             let (_, body) = read_body(req, OBJECT_TYPES).await?;
-            reviews::token_request(ctx, namespace.unwrap_or_default(), &name, &body)
+            reviews::token_request(ctx, caller, namespace.unwrap_or_default(), &name, &body)
                 .await
                 .map(|o| json(StatusCode::CREATED, &o))
         }

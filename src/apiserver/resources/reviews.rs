@@ -54,6 +54,22 @@ pub async fn authenticate(
     audiences: &[String],
 ) -> Result<(TokenClaims, UserInfo), String> {
     let claims = ctx.tokens.verify(token, audiences)?;
+    if let Some((pod, uid)) = &claims.pod {
+        // a token bound to a pod dies with it (upstream's bound-object check)
+        let current = pod_of(ctx, &claims.namespace, pod)
+            .await
+            .map_err(|e| e.message)?;
+        if current
+            .as_ref()
+            .and_then(|p| p.pointer("/metadata/uid")?.as_str())
+            != Some(uid)
+        {
+            return Err(format!(
+                "pod {}/{pod} that the token is bound to has been deleted or replaced",
+                claims.namespace
+            ));
+        }
+    }
     match service_account_uid(ctx, &claims.namespace, &claims.service_account).await {
         Ok(Some(uid)) if uid == claims.service_account_uid => {
             let user = claims.user();
@@ -67,9 +83,119 @@ pub async fn authenticate(
     }
 }
 
+/// A pod, if it exists.
+async fn pod_of(ctx: &ApiContext, namespace: &str, name: &str) -> Result<Option<Value>, ApiStatus> {
+    let pods = registry::find("", "v1", "pods").expect("pods are in the registry");
+    let got = ctx
+        .store
+        .get(&key(pods, Some(namespace), name))
+        .await
+        .map_err(store_error)?;
+    got.kv.map(|kv| from_store(&kv)).transpose()
+}
+
+/// Upstream's longest token lifetime (validation): 2^32 seconds.
+const MAX_EXPIRATION_SECONDS: i64 = 1 << 32;
+
+fn invalid_request(name: &str, field: &str, detail: String) -> ApiStatus {
+    ApiStatus::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "Invalid",
+        format!("TokenRequest.authentication.k8s.io \"{name}\" is invalid: {field}: {detail}"),
+    )
+    .with_details(json!({
+        "name": name, "group": "authentication.k8s.io", "kind": "TokenRequest",
+        "causes": [{"reason": "FieldValueInvalid", "message": detail, "field": field}],
+    }))
+}
+
+/// The pod a token request binds its token to (`spec.boundObjectRef`), checked as
+/// upstream's token REST does: it exists, has the uid given, and runs as the account.
+async fn bound_pod(
+    ctx: &ApiContext,
+    namespace: &str,
+    account: &str,
+    req: &Value,
+) -> Result<Option<(String, String, Value)>, ApiStatus> {
+    let Some(bound) = req.pointer("/spec/boundObjectRef").filter(|b| !b.is_null()) else {
+        return Ok(None);
+    };
+    let kind = bound["kind"].as_str().unwrap_or("");
+    let api_version = bound["apiVersion"].as_str().unwrap_or("v1");
+    if kind != "Pod" || api_version != "v1" {
+        return Err(ApiStatus::bad_request(format!(
+            "cannot bind token to object of type {api_version}, Kind={kind}"
+        )));
+    }
+    let name = bound["name"].as_str().unwrap_or("");
+    let pod = pod_of(ctx, namespace, name)
+        .await?
+        .ok_or_else(|| ApiStatus::not_found("", "pods", name))?;
+    let uid = pod
+        .pointer("/metadata/uid")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    if let Some(want) = bound["uid"].as_str().filter(|u| !u.is_empty()) {
+        if want != uid {
+            return Err(ApiStatus::new(
+                StatusCode::CONFLICT,
+                "Conflict",
+                format!(
+                    "Operation cannot be fulfilled on pods \"{name}\": the UID in the bound object reference ({want}) does not match the UID in record. The object might have been deleted and then recreated"
+                ),
+            ));
+        }
+    }
+    let runs_as = pod
+        .pointer("/spec/serviceAccountName")
+        .and_then(Value::as_str)
+        .unwrap_or("default");
+    if runs_as != account {
+        return Err(ApiStatus::bad_request(format!(
+            "cannot bind token for serviceaccount \"{account}\" to pod running with different serviceaccount name."
+        )));
+    }
+    Ok(Some((name.to_string(), uid, pod)))
+}
+
+/// NodeRestriction for token requests: a node asks only for tokens bound to a pod
+/// scheduled on it (the account is one of its pods' already, by the authorizer).
+fn node_may_request(
+    caller: &UserInfo,
+    req: &Value,
+    bound: Option<&(String, String, Value)>,
+) -> Result<(), ApiStatus> {
+    let Some(node) = crate::apiserver::auth::node_of(caller) else {
+        return Ok(());
+    };
+    let forbidden = |m: String| ApiStatus::new(StatusCode::FORBIDDEN, "Forbidden", m);
+    let Some((_, _, pod)) = bound else {
+        return Err(forbidden(format!(
+            "node {node:?} requested token not bound to a pod"
+        )));
+    };
+    if req
+        .pointer("/spec/boundObjectRef/uid")
+        .and_then(Value::as_str)
+        .is_none_or(str::is_empty)
+    {
+        return Err(forbidden(format!(
+            "node {node:?} requested token with a pod binding without a uid"
+        )));
+    }
+    if pod.pointer("/spec/nodeName").and_then(Value::as_str) != Some(node) {
+        return Err(forbidden(format!(
+            "node {node:?} requested token bound to a pod scheduled on a different node"
+        )));
+    }
+    Ok(())
+}
+
 /// `POST .../serviceaccounts/<name>/token`.
 pub async fn token_request(
     ctx: &ApiContext,
+    caller: &UserInfo,
     namespace: &str,
     name: &str,
     body: &[u8],
@@ -77,22 +203,41 @@ pub async fn token_request(
     let req: Value = serde_json::from_slice(body).map_err(|e| {
         ApiStatus::bad_request(format!("couldn't get version/kind; json parse error: {e}"))
     })?;
-    let uid = service_account_uid(ctx, namespace, name)
-        .await?
-        .ok_or_else(|| ApiStatus::not_found("", "serviceaccounts", name))?;
-    let expiration = req
-        .pointer("/spec/expirationSeconds")
-        .and_then(Value::as_i64)
-        .unwrap_or(DEFAULT_EXPIRATION_SECONDS);
+    let expiration = match req.pointer("/spec/expirationSeconds") {
+        None | Some(Value::Null) => DEFAULT_EXPIRATION_SECONDS,
+        Some(v) => v.as_i64().ok_or_else(|| {
+            invalid_request(
+                name,
+                "spec.expirationSeconds",
+                format!("Invalid value: {v}: must be an integer number of seconds"),
+            )
+        })?,
+    };
     if expiration < MIN_EXPIRATION_SECONDS {
-        return Err(ApiStatus::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "Invalid",
+        return Err(invalid_request(
+            name,
+            "spec.expirationSeconds",
+            format!("Invalid value: {expiration}: may not specify a duration less than 10 minutes"),
+        ));
+    }
+    if expiration > MAX_EXPIRATION_SECONDS {
+        return Err(invalid_request(
+            name,
+            "spec.expirationSeconds",
             format!(
-                "TokenRequest.authentication.k8s.io \"{name}\" is invalid: spec.expirationSeconds: Invalid value: {expiration}: may not specify a duration less than 10 minutes"
+                "Invalid value: {expiration}: may not specify a duration larger than 2^32 seconds"
             ),
         ));
     }
+    let expiration = ctx
+        .tokens
+        .max_expiration
+        .map_or(expiration, |max| expiration.min(max));
+    let uid = service_account_uid(ctx, namespace, name)
+        .await?
+        .ok_or_else(|| ApiStatus::not_found("", "serviceaccounts", name))?;
+    let bound = bound_pod(ctx, namespace, name, &req).await?;
+    node_may_request(caller, &req, bound.as_ref())?;
     let mut audiences = string_list(req.pointer("/spec/audiences"));
     if audiences.is_empty() {
         audiences.push(ctx.tokens.issuer.clone());
@@ -104,6 +249,7 @@ pub async fn token_request(
         service_account_uid: uid,
         audiences: audiences.clone(),
         expires,
+        pod: bound.map(|(name, uid, _)| (name, uid)),
     };
     let token = ctx
         .tokens
@@ -202,6 +348,7 @@ pub fn access_review(
             resource: s(&attrs["resource"]).unwrap_or_default(),
             name: s(&attrs["name"]),
             subresource: s(&attrs["subresource"]),
+            field_selector: s(&attrs["fieldSelector"]["rawSelector"]),
         }
     } else {
         RequestInfo {
@@ -215,6 +362,7 @@ pub fn access_review(
             resource: String::new(),
             name: None,
             subresource: None,
+            field_selector: None,
         }
     };
     let subject = if kind == "SelfSubjectAccessReview" {

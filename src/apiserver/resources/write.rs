@@ -11,6 +11,8 @@ use crate::api::managed::{self, Actor, Scope};
 use crate::api::meta::now_rfc3339;
 use crate::api::patch::{PatchError, json_patch, merge_patch};
 use crate::api::registry::Resource;
+use crate::apiserver::auth::UserInfo;
+use crate::apiserver::node_restriction;
 use crate::apiserver::status::ApiStatus;
 use crate::store::{Revision, Store, StoreError};
 use http::StatusCode;
@@ -107,6 +109,7 @@ pub async fn update(
     name: &str,
     obj: Value,
     actor: &Actor,
+    caller: &UserInfo,
 ) -> Result<Value, ApiStatus> {
     let sent = sent_resource_version(&obj)?;
     guaranteed_update(store, res, namespace, name, sent, &|cur| {
@@ -114,6 +117,7 @@ pub async fn update(
         if has_status(res) {
             next["status"] = cur.get("status").cloned().unwrap_or(Value::Null);
         }
+        node_restriction::on_update(caller, res, cur, &next)?;
         managed::track_update(Some(cur), &mut next, actor, scope_of(res), &now_rfc3339());
         Ok(next)
     })
@@ -164,6 +168,7 @@ pub async fn patch(
     body: &[u8],
     check: &(dyn Fn(&Value) -> Result<Vec<String>, ApiStatus> + Sync),
     actor: &Actor,
+    caller: &UserInfo,
 ) -> Result<(Value, Vec<String>), ApiStatus> {
     let doc = decode_patch(body)?;
     let warnings = std::sync::Mutex::new(Vec::new());
@@ -178,6 +183,7 @@ pub async fn patch(
         if has_status(res) {
             next["status"] = cur.get("status").cloned().unwrap_or(Value::Null);
         }
+        node_restriction::on_update(caller, res, cur, &next)?;
         managed::track_update(Some(cur), &mut next, actor, scope_of(res), &now_rfc3339());
         Ok(next)
     })
@@ -389,6 +395,7 @@ pub async fn apply(
     check: &(dyn Fn(&Value) -> Result<Vec<String>, ApiStatus> + Sync),
     actor: &Actor,
     force: bool,
+    caller: &UserInfo,
 ) -> Result<(Value, Vec<String>, bool), ApiStatus> {
     let config = decode_apply(res, name, body)?;
     let warnings = check(&config)?;
@@ -400,6 +407,7 @@ pub async fn apply(
         if !exists {
             let obj = managed::apply(None, &config, actor, force, scope, &now_rfc3339())
                 .map_err(|c| apply_conflict(&c))?;
+            node_restriction::on_create(caller, res, &obj)?;
             match super::create(store, res, namespace, obj, None).await {
                 Ok(created) => return Ok((created, warnings, true)),
                 Err(s) if s.reason == "AlreadyExists" => continue,
@@ -413,6 +421,7 @@ pub async fn apply(
             if has_status(res) {
                 next["status"] = cur.get("status").cloned().unwrap_or(Value::Null);
             }
+            node_restriction::on_update(caller, res, cur, &next)?;
             Ok(next)
         })
         .await;

@@ -337,6 +337,52 @@ fn network_policy(obj: &Value, out: &mut Vec<Cause>) {
     }
 }
 
+/// Upstream's `ValidateNodeUpdate`: a pod range, once assigned, and a provider ID,
+/// once set, never change (the overlay routes a node's pods by its range).
+fn node_update(obj: &Value, old: &Value, out: &mut Vec<Cause>) {
+    let ranges = |v: &Value| -> Vec<String> {
+        let list: Vec<String> = v
+            .pointer("/spec/podCIDRs")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c.as_str().map(str::to_string))
+            .collect();
+        if list.is_empty() {
+            v.pointer("/spec/podCIDR")
+                .and_then(Value::as_str)
+                .filter(|c| !c.is_empty())
+                .map(|c| vec![c.to_string()])
+                .unwrap_or_default()
+        } else {
+            list
+        }
+    };
+    let was = ranges(old);
+    if !was.is_empty() && was != ranges(obj) {
+        out.push(Cause {
+            field: "spec.podCIDRs".into(),
+            reason: "FieldValueForbidden",
+            message: "Forbidden: node updates may not change podCIDR except from \"\" to valid"
+                .into(),
+        });
+    }
+    let provider = |v: &Value| {
+        v.pointer("/spec/providerID")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    };
+    if !provider(old).is_empty() && provider(old) != provider(obj) {
+        out.push(Cause {
+            field: "spec.providerID".into(),
+            reason: "FieldValueForbidden",
+            message: "Forbidden: node updates may not change providerID except from \"\" to valid"
+                .into(),
+        });
+    }
+}
+
 /// Problems with `obj` (of `kind`); `old` is the stored version on updates.
 pub fn validate(kind: &str, obj: &Value, old: Option<&Value>) -> Vec<Cause> {
     let mut out = Vec::new();
@@ -410,6 +456,11 @@ pub fn validate(kind: &str, obj: &Value, old: Option<&Value>) -> Vec<Cause> {
             }
         }
         "NetworkPolicy" => network_policy(obj, &mut out),
+        "Node" => {
+            if let Some(old) = old {
+                node_update(obj, old, &mut out);
+            }
+        }
         "ConfigMap" | "Secret" => {
             if let Some(old) = old {
                 if old.get("immutable") == Some(&Value::Bool(true)) {
@@ -435,6 +486,24 @@ pub fn validate(kind: &str, obj: &Value, old: Option<&Value>) -> Vec<Cause> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_node_keeps_its_pod_range_once_assigned() {
+        let old = json!({"spec": {"podCIDR": "10.42.1.0/24", "podCIDRs": ["10.42.1.0/24"]}});
+        assert!(validate("Node", &old, Some(&old)).is_empty());
+        let unassigned = json!({"spec": {}});
+        assert!(validate("Node", &old, Some(&unassigned)).is_empty());
+        for moved in [
+            json!({"spec": {"podCIDR": "10.42.0.0/24", "podCIDRs": ["10.42.0.0/24"]}}),
+            json!({"spec": {}}),
+            json!({"spec": {"podCIDR": "10.42.1.0/24", "podCIDRs": ["10.42.1.0/24", "fd00::/64"]}}),
+        ] {
+            let causes = validate("Node", &moved, Some(&old));
+            assert_eq!(causes.len(), 1, "{moved}");
+            assert_eq!(causes[0].field, "spec.podCIDRs");
+            assert_eq!(causes[0].reason, "FieldValueForbidden");
+        }
+    }
 
     #[test]
     fn labels_and_annotations() {
