@@ -8,7 +8,12 @@
 #   INSTALL_SKUA_BIN_DIR=/usr/local/bin   where the binary goes
 #   INSTALL_SKUA_SKIP_START=true          install only, do not start
 #   INSTALL_SKUA_EXEC="server --debug"    command and flags to run (default: server)
+#   SKUA_TOKEN, SKUA_URL, ...             any SKUA_* variable is kept for the service
 #   Arguments to this script are added to the command, e.g. ./install.sh --tls-san my.host
+#
+# Secrets (--token, --agent-token, --datastore-endpoint and every SKUA_* variable) go
+# into /etc/systemd/system/skua.service.env, mode 0600, as k3s does: never into the
+# world-readable unit, and never onto a command line that `ps` shows.
 set -eu
 
 info() { echo "[INFO]  $*"; }
@@ -41,7 +46,36 @@ stop_running() {
     fi
 }
 
+ENV_FILE=/etc/systemd/system/skua.service.env
+
+# the arguments without their secrets; the secrets as SKUA_* variables
+secrets=""
+add_secret() {
+    export "$1=$2"
+    escaped=$(printf '%s' "$2" | sed -e 's/\\/\\\\/g' -e 's/"/\\"/g')
+    secrets="${secrets}$1=\"$escaped\"
+"
+}
+args_file=$(mktemp)
+trap 'rm -f "$args_file"' EXIT
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --token|-t) [ $# -ge 2 ] || fatal "$1 needs a value"; add_secret SKUA_TOKEN "$2"; shift 2 ;;
+        --token=*) add_secret SKUA_TOKEN "${1#*=}"; shift ;;
+        --agent-token) [ $# -ge 2 ] || fatal "$1 needs a value"; add_secret SKUA_AGENT_TOKEN "$2"; shift 2 ;;
+        --agent-token=*) add_secret SKUA_AGENT_TOKEN "${1#*=}"; shift ;;
+        --datastore-endpoint) [ $# -ge 2 ] || fatal "$1 needs a value"; add_secret SKUA_DATASTORE_ENDPOINT "$2"; shift 2 ;;
+        --datastore-endpoint=*) add_secret SKUA_DATASTORE_ENDPOINT "${1#*=}"; shift ;;
+        *) printf '%s\n' "$1" >> "$args_file"; shift ;;
+    esac
+done
+set --
+while IFS= read -r a; do set -- "$@" "$a"; done < "$args_file"
+
+# the data directory holds the datastore, the CAs' keys and the token: root only
+# (k3s and CIS 1.1.11); an existing install is tightened too
 mkdir -p "$BIN_DIR" /etc/skua /var/lib/skua
+chmod 0700 /var/lib/skua
 stop_running
 install -m 0755 "$src_dir/target/release/skua" "$BIN_DIR/skua.new"
 mv -f "$BIN_DIR/skua.new" "$BIN_DIR/skua"
@@ -52,8 +86,23 @@ if [ "${INSTALL_SKUA_SKIP_START:-false}" = true ]; then
     exit 0
 fi
 
+write_env() {
+    old_umask=$(umask)
+    umask 077
+    {
+        # SKUA_* from the caller's environment (those from arguments are below)
+        env | grep -E '^SKUA_' | grep -vE "^($(printf '%s' "$secrets" | sed -n 's/=.*//p' | tr '\n' '|')NONE)=" \
+            | sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' -e 's/=\(.*\)/="\1"/' || true
+        printf '%s' "$secrets"
+    } > "$1.tmp"
+    chmod 0600 "$1.tmp"
+    mv -f "$1.tmp" "$1"
+    umask "$old_umask"
+}
+
 if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
-    info "writing systemd unit /etc/systemd/system/skua.service"
+    info "writing $ENV_FILE (0600) and the systemd unit /etc/systemd/system/skua.service"
+    write_env "$ENV_FILE"
     cat > /etc/systemd/system/skua.service <<UNIT
 [Unit]
 Description=skua - lightweight Kubernetes
@@ -63,6 +112,7 @@ After=network-online.target
 
 [Service]
 Type=simple
+EnvironmentFile=-$ENV_FILE
 ExecStart=$BIN_DIR/skua $EXEC $*
 KillMode=process
 Restart=always
@@ -81,6 +131,7 @@ fi
 
 info "no systemd here: starting skua in the background (log: $LOG)"
 : > "$LOG"
+# the secrets reach skua through its environment (exported above), not its command line
 # shellcheck disable=SC2086
 nohup "$BIN_DIR/skua" $EXEC "$@" >> "$LOG" 2>&1 &
 echo $! > "$PID_FILE"

@@ -44,6 +44,9 @@ pub struct ServerConfig {
     pub cronjob_clock_skew: i64,
     pub event_ttl: Duration,
     pub service_account_max_token_expiration: Option<Duration>,
+    pub anonymous_auth: bool,
+    pub max_requests_inflight: usize,
+    pub max_mutating_requests_inflight: usize,
     pub terminated_pod_gc_threshold: usize,
     /// `--token`: the join secret (or a whole K10 token) agents must present.
     pub token: Option<String>,
@@ -110,6 +113,9 @@ impl TryFrom<ServerArgs> for ServerConfig {
             cronjob_clock_skew: a.debug_cronjob_clock_skew,
             event_ttl: a.event_ttl,
             service_account_max_token_expiration: a.service_account_max_token_expiration,
+            anonymous_auth: a.anonymous_auth,
+            max_requests_inflight: a.max_requests_inflight,
+            max_mutating_requests_inflight: a.max_mutating_requests_inflight,
             terminated_pod_gc_threshold: a.terminated_pod_gc_threshold,
             token: a.common.token,
             node_name: a.common.node_name,
@@ -247,6 +253,11 @@ pub async fn start_api(store: Arc<dyn Store>, cfg: &ServerConfig) -> anyhow::Res
         server_address: format!("{host}:{}", addr.port()),
         watch_memo: Default::default(),
         node_graph: Default::default(),
+        inflight: apiserver::inflight::Inflight::new(
+            cfg.max_requests_inflight,
+            cfg.max_mutating_requests_inflight,
+        ),
+        anonymous_auth: cfg.anonymous_auth,
         join: Some(apiserver::join::JoinConfig {
             secret: join_secret,
             server_ca: pki.server_ca_cert.clone(),
@@ -304,6 +315,10 @@ pub async fn start_api(store: Arc<dyn Store>, cfg: &ServerConfig) -> anyhow::Res
 /// Runs `skua server` until SIGINT or SIGTERM.
 pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
     tracing::info!(version = crate::cli::VERSION, data_dir = %cfg.data_dir.display(), "starting skua server");
+    // the datastore, the CAs' keys and the token: root only, also for older installs
+    for dir in [cfg.data_dir.clone(), cfg.data_dir.join("server")] {
+        crate::pki::private_dir(&dir).map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
     let store = open_store(&cfg.datastore).await?;
     let revision = store.current_revision().await?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

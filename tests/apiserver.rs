@@ -22,8 +22,9 @@ fn curl(server: &SkuaServer, args: &[&str], path: &str) -> (String, String) {
 }
 
 #[test]
-fn health_and_version_are_open_and_the_rest_needs_credentials() {
-    let server = SkuaServer::start();
+fn health_and_version_are_open_only_with_anonymous_auth_and_the_rest_needs_credentials() {
+    // --anonymous-auth=true: health and version for anyone (upstream's default)
+    let server = SkuaServer::start_with_config("anonymous-auth: true\n");
     // the serving certificate verifies against the server CA for 127.0.0.1
     let (body, meta) = curl(&server, &["--http1.1"], "/healthz");
     assert_eq!(
@@ -47,6 +48,88 @@ fn health_and_version_are_open_and_the_rest_needs_credentials() {
     assert_eq!(status["kind"], "Status");
     assert_eq!(status["reason"], "Unauthorized");
     assert_eq!(status["code"], 401);
+    drop(server);
+
+    // the default, as k3s and CIS 1.2.1: only /ping and /cacerts without credentials
+    let server = SkuaServer::start();
+    for path in ["/healthz", "/readyz", "/version", "/metrics"] {
+        let (_, meta) = curl(&server, &[], path);
+        assert!(meta.starts_with("401 "), "{path}: {meta}");
+    }
+    let (body, meta) = curl(&server, &[], "/ping");
+    assert_eq!((body.as_str(), &meta[..4]), ("pong", "200 "));
+    let (_, meta) = curl(&server, &[], "/cacerts");
+    assert!(meta.starts_with("200 "), "{meta}");
+    let tls = server.dir.path().join("data/server/tls");
+    let cert = [
+        "--cert",
+        tls.join("client-admin.crt").to_str().unwrap(),
+        "--key",
+        tls.join("client-admin.key").to_str().unwrap(),
+    ]
+    .map(String::from);
+    let cert: Vec<&str> = cert.iter().map(String::as_str).collect();
+    let (body, meta) = curl(&server, &cert, "/readyz");
+    assert_eq!((body.as_str(), &meta[..4]), ("ok", "200 "));
+}
+
+#[test]
+fn nothing_before_authentication_costs_the_server() {
+    let server = SkuaServer::start();
+    // unauthenticated requests with random paths and big bodies: 401, and no new
+    // metric series (the labels come only from known resources)
+    let big = server.dir.path().join("big");
+    std::fs::write(&big, "x".repeat(2_000_000)).unwrap();
+    let big = format!("@{}", big.display());
+    for i in 0..200 {
+        let out = Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"])
+            .arg(server.server_ca())
+            .args([
+                "-X",
+                "POST",
+                "--data-binary",
+                if i % 50 == 0 { &big } else { "small" },
+            ])
+            .arg(format!(
+                "https://127.0.0.1:{}/apis/g{i}/v{i}/r{i}",
+                server.port
+            ))
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "401");
+    }
+    let tls = server.dir.path().join("data/server/tls");
+    let out = Command::new("curl")
+        .args(["-s", "--cacert"])
+        .arg(server.server_ca())
+        .arg("--cert")
+        .arg(tls.join("client-admin.crt"))
+        .arg("--key")
+        .arg(tls.join("client-admin.key"))
+        .arg(format!("https://127.0.0.1:{}/metrics", server.port))
+        .output()
+        .unwrap();
+    let metrics = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !metrics.contains("g17") && !metrics.contains("r42"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("authentication_attempts{result=\"error\"} 200"),
+        "{metrics}"
+    );
+    // a client that never finishes its TLS handshake is dropped after a while; one
+    // that never sends its headers too
+    use std::io::Read;
+    let mut idle = std::net::TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    idle.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut buf = [0u8; 16];
+    let n = idle.read(&mut buf).unwrap_or(0);
+    assert_eq!(n, 0, "the server closes a silent connection");
+    assert!(started.elapsed() < std::time::Duration::from_secs(25));
 }
 
 #[test]

@@ -243,3 +243,41 @@ fn a_table_changed_behind_the_proxys_back_is_rebuilt() {
     let d = differences(&canonical(&ns), &canonical(&scratch));
     assert!(d.is_empty(), "{}", d.join("\n"));
 }
+
+#[test]
+fn hostile_port_names_cannot_reach_nft_and_other_tables_survive() {
+    let ns = Netns::create();
+    // the host's own firewall: a table skua must never touch
+    let out = ns
+        .command("nft")
+        .args(["add", "table", "inet", "keepme"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let mut p = proxier(&ns);
+    let mut rng = Rng(11);
+    let mut ports = Vec::new();
+    for (i, evil) in [
+        "a\nflush ruleset\n",
+        "b; flush ruleset",
+        "c } flush ruleset { ",
+        "d\" include \"/etc/shadow",
+        "e flush ruleset",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let mut sp = random_port(&mut rng, 2, i);
+        sp.key = format!("ns2/svc2/tcp/{evil}");
+        sp.affinity_seconds = Some(30);
+        ports.push(sp);
+    }
+    p.sync(vec![("ns2/svc2".into(), ports)])
+        .expect("the proxy programs hostile names as plain, safe identifiers");
+    let out = ns.command("nft").args(["list", "tables"]).output().unwrap();
+    let tables = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        tables.contains("table inet keepme") && tables.contains("table ip skua"),
+        "{tables}"
+    );
+}

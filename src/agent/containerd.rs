@@ -96,7 +96,8 @@ state = "{d}/state"
     ) -> anyhow::Result<()> {
         std::fs::create_dir_all(&self.dir)?;
         std::fs::create_dir_all(&self.cni_conf_dir)?;
-        std::fs::write(self.config_path(), self.config())?;
+        // registry credentials from registries.yaml are in it: owner only
+        crate::pki::write_private(&self.config_path(), self.config().as_bytes(), 0o600)?;
         let mut backoff = Duration::from_secs(1);
         loop {
             let log = std::fs::OpenOptions::new()

@@ -46,6 +46,10 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let token = crate::pki::join::Token::parse(&token_text).map_err(|e| anyhow::anyhow!(e))?;
     let name = node_name(args.common.node_name.as_deref());
     let dir = args.common.data_dir.join("agent");
+    // node credentials, pod volumes and registry passwords: root only
+    for d in [&args.common.data_dir, &dir] {
+        crate::pki::private_dir(d).map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
     let joined = join::join(
         &server,
         &token,

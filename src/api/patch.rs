@@ -6,6 +6,65 @@ use serde_json::Value;
 /// kube-apiserver's limit on JSON patch operations.
 pub const MAX_JSON_PATCH_OPERATIONS: usize = 10_000;
 
+/// kube-apiserver's `JSONPatchMaxCopyBytes` (its `MaxRequestBodyBytes`, 3 MiB): the
+/// most a JSON patch's `copy` operations may copy in total.
+pub const MAX_JSON_PATCH_COPY_BYTES: usize = 3 << 20;
+
+/// How deeply an object may nest (objects and arrays). Stored objects are read back
+/// with serde_json's limit of 128, and lists and watch events wrap them a few levels
+/// more, so nothing deeper than this is ever stored.
+pub const MAX_DEPTH: usize = 100;
+
+/// How deeply `v` nests (a scalar is 0, `{}` 1), without recursion.
+pub fn depth(v: &Value) -> usize {
+    let mut deepest = 0;
+    let mut stack = vec![(v, 0usize)];
+    while let Some((v, d)) = stack.pop() {
+        match v {
+            Value::Object(m) => {
+                deepest = deepest.max(d + 1);
+                stack.extend(m.values().map(|c| (c, d + 1)));
+            }
+            Value::Array(a) => {
+                deepest = deepest.max(d + 1);
+                stack.extend(a.iter().map(|c| (c, d + 1)));
+            }
+            _ => {}
+        }
+    }
+    deepest
+}
+
+/// The serialized size of `v`, without building the text.
+fn size(v: &Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0 += b.len();
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut c = Count(0);
+    let _ = serde_json::to_writer(&mut c, v);
+    c.0
+}
+
+/// Refuses a value that, put at `path`, would nest the document deeper than
+/// [`MAX_DEPTH`] (checked per operation, so no operation builds a document that
+/// cannot be cloned, dropped or stored).
+fn fits(path: &str, value: &Value) -> Result<(), PatchError> {
+    let at = path.matches('/').count();
+    if at + depth(value) > MAX_DEPTH {
+        return Err(PatchError::Unapplicable(format!(
+            "the patched object would be nested more than {MAX_DEPTH} levels deep at {path}"
+        )));
+    }
+    Ok(())
+}
+
 /// Why a patch could not be applied.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PatchError {
@@ -155,6 +214,7 @@ pub fn json_patch(doc: &Value, ops: &Value) -> Result<Value, PatchError> {
         )));
     }
     let mut out = doc.clone();
+    let mut copied = 0usize;
     for op in ops {
         let field = |name: &str| {
             op.get(name)
@@ -167,13 +227,18 @@ pub fn json_patch(doc: &Value, ops: &Value) -> Result<Value, PatchError> {
                 .ok_or_else(|| PatchError::Malformed(format!("operation {op} lacks \"value\"")))
         };
         match field("op")? {
-            "add" => add(&mut out, field("path")?, value()?)?,
+            "add" => {
+                let (path, v) = (field("path")?, value()?);
+                fits(path, &v)?;
+                add(&mut out, path, v)?
+            }
             "remove" => {
                 remove(&mut out, field("path")?)?;
             }
             "replace" => {
                 let path = field("path")?;
                 get(&out, path)?;
+                fits(path, &value()?)?;
                 if path.is_empty() {
                     out = value()?;
                 } else {
@@ -182,12 +247,23 @@ pub fn json_patch(doc: &Value, ops: &Value) -> Result<Value, PatchError> {
                 }
             }
             "move" => {
-                let v = remove(&mut out, field("from")?)?;
-                add(&mut out, field("path")?, v)?;
+                let (from, path) = (field("from")?, field("path")?);
+                fits(path, get(&out, from)?)?;
+                let v = remove(&mut out, from)?;
+                add(&mut out, path, v)?;
             }
             "copy" => {
-                let v = get(&out, field("from")?)?.clone();
-                add(&mut out, field("path")?, v)?;
+                let (from, path) = (field("from")?, field("path")?);
+                let source = get(&out, from)?;
+                fits(path, source)?;
+                copied += size(source);
+                if copied > MAX_JSON_PATCH_COPY_BYTES {
+                    return Err(PatchError::TooLarge(format!(
+                        "Unable to copy, the accumulated size increase of copy is {copied}, exceeding the limit {MAX_JSON_PATCH_COPY_BYTES}"
+                    )));
+                }
+                let v = source.clone();
+                add(&mut out, path, v)?;
             }
             "test" => {
                 let path = field("path")?;
@@ -211,6 +287,58 @@ pub fn json_patch(doc: &Value, ops: &Value) -> Result<Value, PatchError> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn json_patch_cannot_nest_deeper_than_can_be_read_or_copy_without_bound() {
+        let deep = |n: usize| {
+            let mut v = json!(1);
+            for _ in 0..n {
+                v = json!({"a": v});
+            }
+            v
+        };
+        let doc = json!({"status": {}});
+        // two nested adds (the review's attack): the second one is refused
+        let first = json!([{"op": "add", "path": "/status/x", "value": deep(90)}]);
+        let mid = json_patch(&doc, &first).unwrap();
+        assert!(depth(&mid) <= MAX_DEPTH);
+        let path = format!("/status/x{}", "/a".repeat(89));
+        let second = json!([{"op": "add", "path": path, "value": deep(90)}]);
+        assert!(matches!(
+            json_patch(&mid, &second),
+            Err(PatchError::Unapplicable(_))
+        ));
+        // copying a value into its own subtree, again and again
+        let mut ops = vec![json!({"op": "add", "path": "/status/x", "value": {"a": 1}})];
+        for _ in 0..120 {
+            ops.push(json!({"op": "copy", "from": "/status/x", "path": "/status/x/b"}));
+        }
+        match json_patch(&doc, &Value::Array(ops)) {
+            Err(PatchError::Unapplicable(m)) => assert!(m.contains("levels deep"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        // and doubling it each time: the copied bytes hit the limit
+        let mut ops =
+            vec![json!({"op": "add", "path": "/status/x", "value": {"a": "x".repeat(1000)}})];
+        for i in 0..30 {
+            ops.push(json!({"op": "copy", "from": "/status/x", "path": format!("/status/x/b{i}")}));
+        }
+        match json_patch(&doc, &Value::Array(ops)) {
+            Err(PatchError::TooLarge(m)) => assert!(m.starts_with("Unable to copy"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        // many wide copies side by side: the copied bytes add up to the limit
+        let mut ops = vec![json!({"op": "add", "path": "/status/x", "value": "y".repeat(100_000)})];
+        for i in 0..40 {
+            ops.push(json!({"op": "copy", "from": "/status/x", "path": format!("/status/c{i}")}));
+        }
+        match json_patch(&doc, &Value::Array(ops)) {
+            Err(PatchError::TooLarge(m)) => assert!(m.starts_with("Unable to copy"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(depth(&json!({"a": [1, {"b": []}]})), 4);
+        assert_eq!(depth(&json!(1)), 0);
+    }
 
     #[test]
     fn merge_patch_follows_rfc_7386() {

@@ -15,6 +15,32 @@ pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
 /// is dropped.
 const DRAIN_CAP_BYTES: usize = 32 * 1024 * 1024;
 
+/// Reads and discards at most `limit` bytes of a body nobody will handle (an
+/// unauthenticated request's), so a small one leaves the connection clean. A longer
+/// one is left unread, but kept a moment: over HTTP/2 dropping it resets the stream,
+/// and the reset must not overtake the answer.
+pub async fn drain<B>(body: B, limit: usize)
+where
+    B: http_body::Body + Send + 'static,
+{
+    let mut body = Box::pin(body);
+    let mut seen = 0usize;
+    while seen <= limit {
+        match body.frame().await {
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    seen += data.remaining();
+                }
+            }
+            _ => return,
+        }
+    }
+    tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        drop(body);
+    });
+}
+
 pub async fn collect<B>(body: B) -> Result<Bytes, ApiStatus>
 where
     B: http_body::Body,

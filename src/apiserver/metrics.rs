@@ -62,6 +62,7 @@ struct State {
     durations: BTreeMap<Labels, Histogram>,
     watches: BTreeMap<Labels, i64>,
     store: BTreeMap<Labels, Histogram>,
+    authentications: BTreeMap<&'static str, u64>,
 }
 
 /// The server's metrics.
@@ -80,7 +81,61 @@ pub struct RequestLabels<'a> {
     pub scope: &'a str,
 }
 
+impl<'a> RequestLabels<'a> {
+    /// The labels of `info`'s request, only from what the server knows: an unknown
+    /// group, version or resource is `""`, an unknown subresource `""`, an unknown
+    /// verb `other` (upstream's `cleanVerb`), so no client can invent series.
+    pub fn of(info: &'a super::request_info::RequestInfo) -> RequestLabels<'a> {
+        let known = crate::api::registry::find(&info.group, &info.version, &info.resource)
+            .filter(|_| info.is_resource_request);
+        let subresource = match (known, info.subresource.as_deref()) {
+            (Some(res), Some(sub)) if res.subresources.iter().any(|s| s.name == sub) => sub,
+            _ => "",
+        };
+        let verb = match info.verb.as_str() {
+            "get" => "GET",
+            "list" => "LIST",
+            "watch" => "WATCH",
+            "create" => "POST",
+            "update" => "PUT",
+            "patch" => "PATCH",
+            "delete" => "DELETE",
+            "deletecollection" => "DELETECOLLECTION",
+            _ => "other",
+        };
+        let scope = match (&info.name, &info.namespace) {
+            _ if known.is_none() => "",
+            (Some(_), _) => "resource",
+            (None, Some(_)) => "namespace",
+            _ => "cluster",
+        };
+        let (group, version, resource) = match known {
+            Some(_) => (
+                info.group.as_str(),
+                info.version.as_str(),
+                info.resource.as_str(),
+            ),
+            None => ("", "", ""),
+        };
+        RequestLabels {
+            verb,
+            group,
+            version,
+            resource,
+            subresource,
+            scope,
+        }
+    }
+}
+
 impl Metrics {
+    /// One authentication of a request without a client certificate: `success`,
+    /// `failure` (a token was refused) or `error` (no credentials), as upstream's
+    /// `authentication_attempts`; nothing from the request becomes a label.
+    pub fn authentication(&self, result: &'static str) {
+        *self.lock().authentications.entry(result).or_default() += 1;
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -155,6 +210,13 @@ impl Metrics {
                 let _ = writeln!(out, "{name}_count{l} {}", h.count);
             }
         };
+        let _ = writeln!(
+            out,
+            "# HELP authentication_attempts Counter of authenticated attempts.\n# TYPE authentication_attempts counter"
+        );
+        for (result, v) in &st.authentications {
+            let _ = writeln!(out, "authentication_attempts{{result=\"{result}\"}} {v}");
+        }
         let _ = writeln!(
             out,
             "# HELP apiserver_request_total Counter of apiserver requests broken out for each verb, dry run value, group, version, resource, scope, component, and HTTP response code.\n# TYPE apiserver_request_total counter"
@@ -251,6 +313,32 @@ impl Store for InstrumentedStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn request_labels_come_only_from_known_resources_and_verbs() {
+        use crate::apiserver::request_info::RequestInfo;
+        use http::Method;
+        let info = RequestInfo::parse(&Method::GET, "/apis/zzz-random/v9/things-xyz", "");
+        let l = RequestLabels::of(&info);
+        assert_eq!((l.group, l.version, l.resource, l.scope), ("", "", "", ""));
+        let weird = Method::from_bytes(b"FROBNICATE").unwrap();
+        let info = RequestInfo::parse(&weird, "/api/v1/namespaces/default/pods/x/bogus", "");
+        let l = RequestLabels::of(&info);
+        assert_eq!((l.verb, l.resource, l.subresource), ("other", "pods", ""));
+        let info = RequestInfo::parse(&Method::GET, "/api/v1/namespaces/default/pods", "watch=1");
+        let l = RequestLabels::of(&info);
+        assert_eq!(
+            (l.verb, l.resource, l.scope),
+            ("WATCH", "pods", "namespace")
+        );
+        // ten thousand random paths make no new series
+        let m = Metrics::default();
+        for i in 0..10_000 {
+            let info = RequestInfo::parse(&Method::GET, &format!("/apis/g{i}/v{i}/r{i}"), "");
+            m.request(&RequestLabels::of(&info), 404, Duration::from_millis(1));
+        }
+        assert_eq!(m.lock().requests.len(), 1);
+    }
 
     #[test]
     fn renders_prometheus_text() {

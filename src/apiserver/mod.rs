@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod body;
 mod discovery;
+pub mod inflight;
 pub mod join;
 pub mod metrics;
 pub mod node_authz;
@@ -63,6 +64,10 @@ pub struct ApiContext {
     /// Which objects each node's pods refer to (the Node authorizer's graph), kept
     /// by a watch that [`serve`] runs.
     pub node_graph: Arc<node_authz::NodeGraph>,
+    /// `--max-requests-inflight` and `--max-mutating-requests-inflight`.
+    pub inflight: inflight::Inflight,
+    /// `--anonymous-auth`: whether health and version answer without credentials.
+    pub anonymous_auth: bool,
 }
 
 /// Builds the TLS configuration: the serving certificate, ALPN h2 then http/1.1, and
@@ -99,6 +104,15 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ApiError> {
         .map_err(|source| ApiError::Listen { addr, source })
 }
 
+/// How long a client has to finish its TLS handshake.
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long a client has to send a request's headers (Go's `ReadHeaderTimeout`).
+const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// HTTP/2 streams per connection (upstream sets 100 too, below Go's default 250).
+const MAX_STREAMS: u32 = 100;
+/// Connections served at once.
+const MAX_CONNECTIONS: usize = 10_000;
+
 /// Serves connections until `shutdown` resolves.
 pub async fn serve(
     listener: TcpListener,
@@ -107,6 +121,7 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     let acceptor = TlsAcceptor::from(tls);
+    let connections = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     let graph = tokio::spawn(node_authz::follow(
         ctx.store.clone(),
         ctx.node_graph.clone(),
@@ -129,11 +144,21 @@ pub async fn serve(
         };
         let acceptor = acceptor.clone();
         let ctx = ctx.clone();
+        // a cap on connections: beyond it, new ones wait in the listen backlog
+        let Ok(permit) = connections.clone().acquire_owned().await else {
+            return;
+        };
         tokio::spawn(async move {
-            let stream = match acceptor.accept(tcp).await {
-                Ok(s) => s,
-                Err(e) => {
+            let _permit = permit;
+            // a client that never finishes its handshake is dropped
+            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
                     tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake timed out");
                     return;
                 }
             };
@@ -145,8 +170,22 @@ pub async fn serve(
                 .and_then(|certs| certs.first())
                 .and_then(|leaf| auth::UserInfo::from_certificate(leaf.as_ref()))
                 .unwrap_or_else(auth::UserInfo::anonymous);
+            let anonymous = caller.is_anonymous();
             let service = service_fn(move |req| routes::handle(req, caller.clone(), ctx.clone()));
-            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            // hyper's header-read timeout works only with a timer; slow-loris
+            // connections are dropped after it
+            builder
+                .http1()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT);
+            builder
+                .http2()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .max_concurrent_streams(MAX_STREAMS)
+                // rapid reset: a client without a certificate gets few resets
+                .max_pending_accept_reset_streams(if anonymous { 2 } else { 20 })
+                .keep_alive_interval(Some(std::time::Duration::from_secs(30)));
             if let Err(e) = builder
                 .serve_connection_with_upgrades(TokioIo::new(stream), service)
                 .await

@@ -13,6 +13,10 @@ fn not_found() -> Response<Body> {
     super::status::ApiStatus::unknown_path().response()
 }
 
+/// How much of an unauthenticated request's body is read before the 401, so the
+/// client gets the answer rather than a reset connection; the rest is never read.
+const ANONYMOUS_DRAIN_BYTES: usize = 64 * 1024;
+
 pub(crate) async fn handle<B>(
     req: Request<B>,
     caller: UserInfo,
@@ -28,44 +32,116 @@ where
         req.uri().path(),
         req.uri().query().unwrap_or(""),
     );
-    let metrics = ctx.metrics.clone();
-    // the whole body first, so no handler can answer with it unread (see body.rs)
+    // 1. what anyone may ask: no body is read, nothing is recorded
+    if let Some(resp) = public(&req, &caller, &ctx).await {
+        return Ok(resp);
+    }
+    // 2. who is calling, before any of the body is read
+    let caller = match authenticate(&ctx, caller, req.headers()).await {
+        Ok(caller) => caller,
+        Err(resp) => {
+            super::body::drain(req.into_body(), ANONYMOUS_DRAIN_BYTES).await;
+            return Ok(*resp);
+        }
+    };
+    // 3. at most --max-requests-inflight / --max-mutating-requests-inflight at once
+    //    (long-running requests aside), as upstream: 429 with Retry-After beyond
+    let _slot = match ctx.inflight.admit(&info) {
+        Ok(slot) => slot,
+        Err(resp) => return Ok(*resp),
+    };
+    // 4. the whole body, so no handler can answer with it unread (see body.rs)
     let (parts, body) = req.into_parts();
     let resp = match super::body::collect(body).await {
         Ok(bytes) => {
             let req = Request::from_parts(parts, http_body_util::Full::new(bytes));
-            serve(req, caller, ctx).await?
+            serve(req, caller, ctx.clone()).await?
         }
         Err(status) => status.response(),
     };
-    let verb = match info.verb.as_str() {
-        "create" => "POST".to_string(),
-        "update" => "PUT".to_string(),
-        other => other.to_ascii_uppercase(),
-    };
-    let scope = match (&info.name, &info.namespace) {
-        (Some(_), _) => "resource",
-        (None, Some(_)) => "namespace",
-        _ => "cluster",
-    };
-    metrics.request(
-        &super::metrics::RequestLabels {
-            verb: &verb,
-            group: &info.group,
-            version: &info.version,
-            resource: &info.resource,
-            subresource: info.subresource.as_deref().unwrap_or(""),
-            scope,
-        },
+    // 5. metrics after authentication, with labels only from known resources and verbs
+    ctx.metrics.request(
+        &super::metrics::RequestLabels::of(&info),
         resp.status().as_u16(),
         started.elapsed(),
     );
     Ok(resp)
 }
 
+/// Answers what needs no authentication: the join endpoints (which check the join
+/// secret themselves), `/cacerts` and `/ping`; health and version too when
+/// `--anonymous-auth` is on (k3s turns it off, so they need credentials there).
+async fn public<B>(
+    req: &Request<B>,
+    caller: &UserInfo,
+    ctx: &ApiContext,
+) -> Option<Response<Body>> {
+    if !matches!(*req.method(), Method::GET | Method::HEAD) {
+        return None;
+    }
+    let open = ctx.anonymous_auth || !caller.is_anonymous();
+    let headers = req.headers();
+    match req.uri().path() {
+        "/ping" => Some(text(StatusCode::OK, "pong")),
+        "/healthz" | "/livez" | "/readyz" if open => Some(text(StatusCode::OK, "ok")),
+        "/version" if open => Some(json(StatusCode::OK, &version())),
+        // joining agents: the CA for anyone; certificates for the join secret
+        "/cacerts" => ctx.join.as_ref().map(super::join::cacerts),
+        "/v1-skua/client-ca.crt" => Some(super::join::client_ca(ctx, headers)),
+        "/v1-skua/client-skua-controller.crt" => {
+            Some(super::join::controller_cert(ctx, headers).await)
+        }
+        "/v1-skua/config" => Some(super::join::agent_config(ctx, headers)),
+        path @ ("/v1-skua/client-kubelet.crt" | "/v1-skua/serving-kubelet.crt") => {
+            let serving = path.ends_with("serving-kubelet.crt");
+            Some(super::join::node_cert(ctx, headers, serving).await)
+        }
+        _ => None,
+    }
+}
+
+/// The caller: its client certificate's user, else its bearer token's service
+/// account; anybody else is refused with 401 (a failed token is logged).
+async fn authenticate(
+    ctx: &ApiContext,
+    caller: UserInfo,
+    headers: &http::HeaderMap,
+) -> Result<UserInfo, Box<Response<Body>>> {
+    if !caller.is_anonymous() {
+        return Ok(caller);
+    }
+    let unauthorized = || {
+        Box::new(failure(
+            StatusCode::UNAUTHORIZED,
+            "Unauthorized",
+            "Unauthorized",
+        ))
+    };
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let Some(token) = bearer else {
+        ctx.metrics.authentication("error");
+        return Err(unauthorized());
+    };
+    match super::resources::reviews::authenticate(ctx, token, &[]).await {
+        Ok((_, user)) => {
+            ctx.metrics.authentication("success");
+            Ok(user)
+        }
+        Err(e) => {
+            ctx.metrics.authentication("failure");
+            tracing::info!(error = %e, "bearer token refused");
+            Err(unauthorized())
+        }
+    }
+}
+
 async fn serve<B>(
     req: Request<B>,
-    mut caller: UserInfo,
+    caller: UserInfo,
     ctx: Arc<ApiContext>,
 ) -> Result<Response<Body>, Infallible>
 where
@@ -75,57 +151,28 @@ where
     let path = req.uri().path().to_string();
     let read = matches!(*req.method(), Method::GET | Method::HEAD);
     let info = RequestInfo::parse(req.method(), &path, req.uri().query().unwrap_or(""));
+    // upstream's system:public-info-viewer: every authenticated user
     match path.as_str() {
         "/healthz" | "/livez" | "/readyz" if read => return Ok(text(StatusCode::OK, "ok")),
         "/version" if read => return Ok(json(StatusCode::OK, &version())),
-        // joining agents: the CA for anyone; certificates for the join secret
-        "/cacerts" if read => {
-            if let Some(join) = &ctx.join {
-                return Ok(super::join::cacerts(join));
-            }
-        }
-        "/v1-skua/client-ca.crt" if read => {
-            return Ok(super::join::client_ca(&ctx, req.headers()));
-        }
-        "/v1-skua/client-skua-controller.crt" if read => {
-            return Ok(super::join::controller_cert(&ctx, req.headers()).await);
-        }
-        "/v1-skua/config" if read => {
-            return Ok(super::join::agent_config(&ctx, req.headers()));
-        }
-        "/v1-skua/client-kubelet.crt" | "/v1-skua/serving-kubelet.crt" if read => {
-            let serving = path.ends_with("serving-kubelet.crt");
-            return Ok(super::join::node_cert(&ctx, req.headers(), serving).await);
-        }
         _ => {}
     }
-    if caller.is_anonymous() {
-        let bearer = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim);
-        match bearer {
-            Some(token) => match super::resources::reviews::authenticate(&ctx, token, &[]).await {
-                Ok((_, user)) => caller = user,
-                Err(e) => {
-                    tracing::debug!(error = %e, "bearer token refused");
-                    return Ok(failure(
-                        StatusCode::UNAUTHORIZED,
-                        "Unauthorized",
-                        "Unauthorized",
-                    ));
-                }
-            },
-            None => {
-                return Ok(failure(
-                    StatusCode::UNAUTHORIZED,
-                    "Unauthorized",
-                    "Unauthorized",
-                ));
-            }
-        }
+    // upstream's impersonation filter acts as the named user or refuses; skua cannot
+    // act as another user yet, so it refuses: running `kubectl --as=jane` as the real
+    // (usually admin) caller would turn a test of fewer rights into more
+    if let Some(h) = req
+        .headers()
+        .keys()
+        .find(|k| k.as_str().starts_with("impersonate-"))
+    {
+        return Ok(failure(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            &format!(
+                "impersonation is not supported by this skua server yet (header {h}): the request was refused rather than run as {:?}",
+                caller.name
+            ),
+        ));
     }
     if MastersOnly.authorize(&caller, &info) == Decision::Deny {
         return Ok(failure(

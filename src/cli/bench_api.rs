@@ -238,6 +238,10 @@ pub async fn run(a: ApiBenchArgs) -> anyhow::Result<()> {
         cronjob_clock_skew: 0,
         event_ttl: std::time::Duration::from_secs(3600),
         service_account_max_token_expiration: None,
+        anonymous_auth: false,
+        max_requests_inflight: crate::apiserver::inflight::DEFAULT_MAX_REQUESTS_INFLIGHT,
+        max_mutating_requests_inflight:
+            crate::apiserver::inflight::DEFAULT_MAX_MUTATING_REQUESTS_INFLIGHT,
         terminated_pod_gc_threshold: 12500,
         token: None,
         node_name: None,

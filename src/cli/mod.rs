@@ -162,6 +162,19 @@ pub struct ServerArgs {
     /// kube-controller-manager flag of the same name).
     #[arg(long, env = "SKUA_NODE_MONITOR_GRACE_PERIOD", default_value = "40s", value_parser = config::parse_duration)]
     pub node_monitor_grace_period: std::time::Duration,
+    /// Whether `/healthz`, `/livez`, `/readyz` and `/version` answer clients without
+    /// credentials (upstream's kube-apiserver flag; k3s and the CIS benchmark turn it
+    /// off, and so does skua). `/ping` and `/cacerts` are always open.
+    #[arg(long, env = "SKUA_ANONYMOUS_AUTH", default_value_t = false, action = clap::ArgAction::Set)]
+    pub anonymous_auth: bool,
+    /// Read-only requests served at once; more get 429 (upstream's kube-apiserver
+    /// flag; 0: no limit).
+    #[arg(long, env = "SKUA_MAX_REQUESTS_INFLIGHT", default_value_t = crate::apiserver::inflight::DEFAULT_MAX_REQUESTS_INFLIGHT)]
+    pub max_requests_inflight: usize,
+    /// Mutating requests served at once; more get 429 (upstream's kube-apiserver
+    /// flag; 0: no limit).
+    #[arg(long, env = "SKUA_MAX_MUTATING_REQUESTS_INFLIGHT", default_value_t = crate::apiserver::inflight::DEFAULT_MAX_MUTATING_REQUESTS_INFLIGHT)]
+    pub max_mutating_requests_inflight: usize,
     /// The longest lifetime a service-account token may be issued for; longer
     /// TokenRequests are cut to it (upstream's kube-apiserver flag of the same name;
     /// default: no limit below the 2^32 s that validation allows).

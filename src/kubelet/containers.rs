@@ -42,7 +42,22 @@ impl Kubelet {
                 return;
             }
         };
-        let config = spec::container_config(
+        // the security context's confinement, and runAsNonRoot against the image
+        let checked =
+            match super::security::profiles(pod, c, &self.settings.root_dir.join("seccomp")) {
+                Ok(p) => self.non_root_check(pod, c).await.map(|()| p),
+                Err(message) => Err(message),
+            };
+        let profiles = match checked {
+            Ok(p) => p,
+            Err(message) => {
+                self.event(pod, true, "Failed", format!("Error: {message}"));
+                seen.waiting
+                    .insert(name, ("CreateContainerConfigError".into(), message));
+                return;
+            }
+        };
+        let mut config = spec::container_config(
             pod,
             c,
             &self.effective_image(c["image"].as_str().unwrap_or("")),
@@ -51,6 +66,7 @@ impl Kubelet {
             mounts,
             self.settings.node_memory,
         );
+        super::security::apply(&mut config, profiles);
         let sandbox_config = spec::sandbox_config(pod, &self.settings, 0, &self.host_resolv());
         let created = self
             .cri()
@@ -147,6 +163,35 @@ impl Kubelet {
         let _ = pod;
     }
 
+    /// `runAsNonRoot`: the image's user, from the runtime, when the pod gives none.
+    async fn non_root_check(&self, pod: &Value, c: &Value) -> Result<(), String> {
+        if super::security::non_root_problem(pod, c, Some(0), "").is_none() {
+            return Ok(()); // not asked, or runAsUser decides
+        }
+        let image = self.effective_image(c["image"].as_str().unwrap_or(""));
+        let status = self
+            .cri()
+            .images
+            .image_status(ImageStatusRequest {
+                image: Some(ImageSpec {
+                    image,
+                    ..Default::default()
+                }),
+                verbose: false,
+            })
+            .await
+            .map_err(|e| format!("cannot read the image's user: {}", e.message()))?
+            .into_inner();
+        let image = status
+            .image
+            .ok_or_else(|| "cannot read the image's user: the image is gone".to_string())?;
+        match super::security::non_root_problem(pod, c, image.uid.map(|u| u.value), &image.username)
+        {
+            Some(problem) => Err(problem),
+            None => Ok(()),
+        }
+    }
+
     /// The image, present or pulled as `imagePullPolicy` says.
     pub(super) async fn ensure_image(
         &self,
@@ -220,28 +265,52 @@ impl Kubelet {
     ) -> Result<(Vec<(String, String)>, Vec<Mount>), String> {
         let envs = super::env::resolve(self, pod, c, &memory.pod_ip).await?;
         let volumes = memory.volumes.clone().unwrap_or_default();
+        let cname = c["name"].as_str().unwrap_or("");
+        // a container's mounts of the API's data are read-only whatever the manifest
+        // says (upstream since CVE-2017-1002102): the kubelet rewrites them
+        let projected: std::collections::HashSet<&str> = pod["spec"]["volumes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|v| {
+                ["configMap", "secret", "downwardAPI", "projected"]
+                    .iter()
+                    .any(|k| v[*k].is_object())
+            })
+            .filter_map(|v| v["name"].as_str())
+            .collect();
         let mut mounts = Vec::new();
-        for vm in c["volumeMounts"].as_array().into_iter().flatten() {
+        for (index, vm) in c["volumeMounts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
             let vname = vm["name"].as_str().unwrap_or("");
             let mut host: PathBuf = volumes
                 .get(vname)
                 .cloned()
                 .ok_or_else(|| format!("volume {vname:?} is not among the pod's volumes"))?;
             if let Some(sub) = vm["subPath"].as_str().filter(|s| !s.is_empty()) {
-                if sub.split('/').any(|p| p == "..") || sub.starts_with('/') {
-                    return Err(format!(
-                        "subPath {sub:?} must be a relative path without '..'"
-                    ));
+                if !volumes::is_dns_label(cname) {
+                    return Err(format!("container name {cname:?} is not a DNS-1123 label"));
                 }
-                host = host.join(sub);
-                if !host.exists() {
-                    std::fs::create_dir_all(&host).map_err(|e| e.to_string())?;
-                }
+                // opened beneath the volume and bind-mounted by fd: a link a container
+                // planted never leads out of it
+                let target = volumes::pod_dir(
+                    &self.settings.root_dir,
+                    pod["metadata"]["uid"].as_str().unwrap_or(""),
+                )
+                .join("volume-subpaths")
+                .join(vname)
+                .join(cname)
+                .join(index.to_string());
+                host = super::subpath::bind(&host, sub, &target).map_err(|e| e.to_string())?;
             }
             mounts.push(Mount {
                 container_path: vm["mountPath"].as_str().unwrap_or("").to_string(),
                 host_path: host.to_string_lossy().into_owned(),
-                readonly: vm["readOnly"] == true,
+                readonly: vm["readOnly"] == true || projected.contains(vname),
                 ..Default::default()
             });
         }

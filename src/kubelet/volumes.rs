@@ -13,7 +13,7 @@ use crate::client::ApiClient;
 use base64::Engine as _;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// Why a pod's volume could not be set up (the pod waits in ContainerCreating).
@@ -56,6 +56,14 @@ pub async fn set_up(env: &Env<'_>, pod: &Value) -> Result<HashMap<String, PathBu
     let mut paths = HashMap::new();
     for v in pod["spec"]["volumes"].as_array().into_iter().flatten() {
         let name = v["name"].as_str().unwrap_or("");
+        // the name becomes a directory: a stored object from before validation could
+        // say `/etc` or `../../..`
+        if !is_dns_label(name) {
+            return Err(fail(
+                name,
+                "the volume name is not a DNS-1123 label: refused",
+            ));
+        }
         let at = |plugin: &str| base.join(plugin).join(name);
         let io = |e: std::io::Error| fail(name, e.to_string());
         let path = if v["emptyDir"].is_object() {
@@ -64,8 +72,11 @@ pub async fn set_up(env: &Env<'_>, pod: &Value) -> Result<HashMap<String, PathBu
             std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).map_err(io)?;
             if v["emptyDir"]["medium"] == "Memory" && !is_mount(&dir) {
                 let mut opts = "mode=0777".to_string();
-                if let Some(size) = v["emptyDir"]["sizeLimit"].as_str() {
-                    opts.push_str(&format!(",size={}", size.trim_end_matches('i')));
+                if let Some(size) = v["emptyDir"].get("sizeLimit").filter(|s| !s.is_null()) {
+                    let bytes = crate::api::quantity::of(size)
+                        .filter(|b| b.is_finite() && *b > 0.0)
+                        .ok_or_else(|| fail(name, format!("sizeLimit {size} is not a quantity")))?;
+                    opts.push_str(&format!(",size={}", bytes.ceil() as u64));
                 }
                 run_mount(&["-t", "tmpfs", "-o", &opts, "tmpfs"], &dir)
                     .map_err(|m| fail(name, m))?;
@@ -86,6 +97,9 @@ pub async fn set_up(env: &Env<'_>, pod: &Value) -> Result<HashMap<String, PathBu
                 )
             };
             let dir = at(plugin);
+            if plugin == "kubernetes.io~secret" {
+                memory_backed(&dir, 1).map_err(|m| fail(name, m))?;
+            }
             write_atomic(&dir, &files).map_err(io)?;
             dir
         } else if v["downwardAPI"].is_object() {
@@ -96,6 +110,8 @@ pub async fn set_up(env: &Env<'_>, pod: &Value) -> Result<HashMap<String, PathBu
         } else if v["projected"].is_object() {
             let files = projected(env, pod, name, &v["projected"]).await?;
             let dir = at("kubernetes.io~projected");
+            let sources = v["projected"]["sources"].as_array().map_or(1, Vec::len);
+            memory_backed(&dir, sources).map_err(|m| fail(name, m))?;
             write_atomic(&dir, &files).map_err(io)?;
             dir
         } else if v["persistentVolumeClaim"].is_object() {
@@ -111,16 +127,21 @@ pub async fn set_up(env: &Env<'_>, pod: &Value) -> Result<HashMap<String, PathBu
     Ok(paths)
 }
 
-/// Unmounts and removes every volume of the pod `uid`.
+/// Unmounts and removes every volume of the pod `uid`: its tmpfs volumes and subPath
+/// binds first, deepest first; if one stays mounted nothing is removed, since a
+/// removal would go through the mount.
 pub fn tear_down(root: &Path, uid: &str) {
     let dir = pod_dir(root, uid);
-    let empty = dir.join("volumes/kubernetes.io~empty-dir");
-    for entry in std::fs::read_dir(&empty).into_iter().flatten().flatten() {
-        if is_mount(&entry.path()) {
-            let _ = std::process::Command::new("umount")
-                .arg(entry.path())
-                .status();
+    let mut mounted = mounts_under(&dir);
+    mounted.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    for m in &mounted {
+        if let Err(e) = rustix::mount::unmount(m, rustix::mount::UnmountFlags::DETACH) {
+            tracing::warn!(mount = %m.display(), error = %e, "cannot unmount a pod's volume");
         }
+    }
+    if !mounts_under(&dir).is_empty() {
+        tracing::warn!(dir = %dir.display(), "a pod's volume is still mounted: its directory is kept");
+        return;
     }
     if let Err(e) = std::fs::remove_dir_all(&dir) {
         if e.kind() != std::io::ErrorKind::NotFound {
@@ -129,14 +150,124 @@ pub fn tear_down(root: &Path, uid: &str) {
     }
 }
 
-fn is_mount(path: &Path) -> bool {
+/// Mount points, as `/proc/self/mountinfo` writes them (octal escapes decoded).
+fn mount_points() -> Vec<PathBuf> {
     let Ok(mounts) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return false;
+        return Vec::new();
     };
-    let p = path.to_string_lossy();
     mounts
         .lines()
-        .any(|l| l.split_whitespace().nth(4) == Some(p.as_ref()))
+        .filter_map(|l| l.split_whitespace().nth(4))
+        .map(|p| {
+            let mut out = Vec::new();
+            let b = p.as_bytes();
+            let mut i = 0;
+            while i < b.len() {
+                let octal = b
+                    .get(i + 1..i + 4)
+                    .filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
+                match octal {
+                    Some(d) if b[i] == b'\\' => {
+                        out.push((d[0] - b'0') * 64 + (d[1] - b'0') * 8 + (d[2] - b'0'));
+                        i += 4;
+                    }
+                    _ => {
+                        out.push(b[i]);
+                        i += 1;
+                    }
+                }
+            }
+            PathBuf::from(<std::ffi::OsString as std::os::unix::ffi::OsStringExt>::from_vec(out))
+        })
+        .collect()
+}
+
+pub(super) fn is_mount(path: &Path) -> bool {
+    mount_points().iter().any(|m| m == path)
+}
+
+fn mounts_under(dir: &Path) -> Vec<PathBuf> {
+    mount_points()
+        .into_iter()
+        .filter(|m| m.starts_with(dir))
+        .collect()
+}
+
+/// Upstream's limit on one stored object, which bounds what one source projects.
+const OBJECT_BYTES: u64 = 3 << 19;
+
+/// Puts a secret or projected volume on its own tmpfs (as upstream), so its contents
+/// never reach the node's disk; sized for two versions of `sources` objects (the
+/// atomic writer keeps the old one until the new one is in place). A directory that
+/// already holds files from an older skua is left as it is: its containers have it
+/// mounted.
+fn memory_backed(dir: &Path, sources: usize) -> Result<(), String> {
+    if is_mount(dir) {
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    let used = std::fs::read_dir(dir)
+        .map_err(|e| e.to_string())?
+        .next()
+        .is_some();
+    if used {
+        return Ok(());
+    }
+    let size = 2 * OBJECT_BYTES * (sources.max(1) as u64) + (1 << 20);
+    run_mount(
+        &[
+            "-t",
+            "tmpfs",
+            "-o",
+            &format!("mode=0755,size={size}"),
+            "tmpfs",
+        ],
+        dir,
+    )
+}
+
+/// A lowercase RFC 1123 label, as upstream requires of volume and container names.
+pub(super) fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+/// Upstream's atomic writer's `validatePath`: a payload path is relative, has no `..`
+/// element, does not start with `..` (those names are the writer's own), has no
+/// empty element and no NUL, and is at most 4096 bytes with elements of at most 255.
+pub fn check_payload_path(path: &str) -> Result<(), String> {
+    let bad = |why: &str| Err(format!("invalid path {path:?}: {why}"));
+    if path.is_empty() {
+        return bad("must not be empty");
+    }
+    if path.len() > 4096 {
+        return bad("must be at most 4096 bytes");
+    }
+    if path.starts_with('/') {
+        return bad("must be relative");
+    }
+    if path.contains('\0') {
+        return bad("must not contain NUL");
+    }
+    if path.starts_with("..") {
+        return bad("must not start with '..'");
+    }
+    for part in path.split('/') {
+        if part == ".." {
+            return bad("must not contain '..'");
+        }
+        if part.is_empty() || part == "." {
+            return bad("must not contain empty or '.' elements");
+        }
+        if part.len() > 255 {
+            return bad("elements must be at most 255 bytes");
+        }
+    }
+    Ok(())
 }
 
 fn run_mount(args: &[&str], target: &Path) -> Result<(), String> {
@@ -489,12 +620,41 @@ async fn claim(env: &Env<'_>, ns: &str, volume: &str, src: &Value) -> Result<Pat
     ))
 }
 
+/// The timestamped directory `..data` names, if it is one this writer made: a single
+/// `..`-prefixed name, a real directory (not a link) inside `dir`. Anything else (a
+/// link a container planted when the volume was writable, an absolute or `../` target)
+/// is treated as absent and never followed.
+fn current_version(dir: &Path) -> Option<PathBuf> {
+    let target = std::fs::read_link(dir.join("..data")).ok()?;
+    let name = target.to_str()?;
+    if !name.starts_with("..") || name.contains('/') || name == ".." || name == "..data" {
+        return None;
+    }
+    let path = dir.join(name);
+    std::fs::symlink_metadata(&path)
+        .ok()
+        .filter(|m| m.file_type().is_dir())
+        .map(|_| path)
+}
+
 /// Writes `files` into `dir` the way upstream's atomic writer does; returns whether
-/// anything changed.
+/// anything changed. Every path is checked first (objects stored before validation
+/// existed may carry `../`), nothing in `dir` is followed through a link, and only
+/// this writer's own entries are removed.
 pub fn write_atomic(dir: &Path, files: &Files) -> std::io::Result<bool> {
+    for path in files.keys() {
+        check_payload_path(path)
+            .map_err(|m| std::io::Error::new(std::io::ErrorKind::InvalidInput, m))?;
+    }
     std::fs::create_dir_all(dir)?;
+    if std::fs::symlink_metadata(dir)?.file_type().is_symlink() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{} is a symlink", dir.display()),
+        ));
+    }
     let data_link = dir.join("..data");
-    let current = std::fs::read_link(&data_link).ok().map(|t| dir.join(t));
+    let current = current_version(dir);
     if let Some(cur) = &current {
         if same(cur, files) {
             return Ok(false);
@@ -508,13 +668,20 @@ pub fn write_atomic(dir: &Path, files: &Files) -> std::io::Result<bool> {
             .unwrap_or(0)
     );
     let fresh = dir.join(&stamp);
-    std::fs::create_dir_all(&fresh)?;
+    // a new directory of our own: nothing planted can be in it
+    std::fs::create_dir(&fresh)?;
     for (path, (bytes, mode)) in files {
         let target = fresh.join(path);
         if let Some(parent) = target.parent() {
             std::fs::create_dir_all(parent)?;
         }
-        std::fs::write(&target, bytes)?;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+            .mode(*mode & 0o777)
+            .open(&target)?;
+        std::io::Write::write_all(&mut file, bytes)?;
         std::fs::set_permissions(&target, std::fs::Permissions::from_mode(*mode & 0o777))?;
     }
     let tmp = dir.join("..data_tmp");
@@ -528,41 +695,80 @@ pub fn write_atomic(dir: &Path, files: &Files) -> std::io::Result<bool> {
         .collect();
     for top in &tops {
         let link = dir.join(top);
-        if std::fs::symlink_metadata(&link).is_err() {
-            std::os::unix::fs::symlink(format!("..data/{top}"), &link)?;
+        let want = PathBuf::from(format!("..data/{top}"));
+        match std::fs::symlink_metadata(&link) {
+            Ok(m) if m.file_type().is_symlink() => {
+                if std::fs::read_link(&link).ok().as_ref() != Some(&want) {
+                    std::fs::remove_file(&link)?;
+                    std::os::unix::fs::symlink(&want, &link)?;
+                }
+            }
+            Ok(_) => {
+                // not ours (a file a container left when the volume was writable)
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::AlreadyExists,
+                    format!(
+                        "{} is in the way and not a link this writer made",
+                        link.display()
+                    ),
+                ));
+            }
+            Err(_) => std::os::unix::fs::symlink(&want, &link)?,
         }
     }
+    // links of removed keys go: only links, only at the top
     for entry in std::fs::read_dir(dir)?.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        if !name.starts_with("..") && !tops.contains(&name) {
+        let is_link = entry.file_type().is_ok_and(|t| t.is_symlink());
+        if !name.starts_with("..") && !tops.contains(&name) && is_link {
             let _ = std::fs::remove_file(entry.path());
         }
     }
-    if let Some(old) = current {
-        let _ = std::fs::remove_dir_all(old);
+    // older versions go: real directories with this writer's `..<digits>` names only
+    // (remove_dir_all does not follow links inside them); a version orphaned by a
+    // planted `..data` goes too
+    let _ = current;
+    for entry in std::fs::read_dir(dir)?.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let ours = name
+            .strip_prefix("..")
+            .is_some_and(|rest| !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_digit()));
+        let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+        if ours && is_dir && name != stamp {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
     }
     Ok(true)
 }
 
+/// Whether the version in `dir` holds exactly `files`: walked without following
+/// links, and at most as many entries as expected are looked at.
 fn same(dir: &Path, files: &Files) -> bool {
     let mut count = 0;
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
         for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let p = entry.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
+            let Ok(kind) = entry.file_type() else {
+                return false;
+            };
+            if kind.is_dir() {
+                stack.push(entry.path());
+            } else if kind.is_file() {
                 count += 1;
+            } else {
+                return false; // a link or device: not something this writer made
+            }
+            if count > files.len() || stack.len() > files.len() + 1 {
+                return false;
             }
         }
     }
     count == files.len()
         && files.iter().all(|(path, (bytes, mode))| {
             let p = dir.join(path);
-            std::fs::read(&p).is_ok_and(|b| &b == bytes)
-                && std::fs::metadata(&p)
-                    .is_ok_and(|m| m.permissions().mode() & 0o777 == *mode & 0o777)
+            std::fs::symlink_metadata(&p).is_ok_and(|m| {
+                m.file_type().is_file() && m.permissions().mode() & 0o777 == *mode & 0o777
+            }) && std::fs::read(&p).is_ok_and(|b| &b == bytes)
         })
 }
 
@@ -596,6 +802,55 @@ mod tests {
             "removed key's link is gone"
         );
         assert!(!d.join(first).exists(), "the old version is removed");
+    }
+
+    #[test]
+    fn the_writer_never_follows_what_a_container_planted() {
+        let root = tempfile::tempdir().unwrap();
+        let victim = root.path().join("victim");
+        std::fs::create_dir(&victim).unwrap();
+        std::fs::write(victim.join("precious"), "keep").unwrap();
+        let d = root.path().join("vol");
+        let files = Files::from([("key".to_string(), (b"v1".to_vec(), 0o644))]);
+        write_atomic(&d, &files).unwrap();
+        // ..data to the victim, absolute and relative; a loop; a key's link elsewhere
+        for target in [
+            victim.clone(),
+            PathBuf::from("../victim"),
+            PathBuf::from("..data"),
+        ] {
+            std::fs::remove_file(d.join("..data")).unwrap();
+            std::os::unix::fs::symlink(&target, d.join("..data")).unwrap();
+            std::fs::remove_file(d.join("key")).unwrap();
+            std::os::unix::fs::symlink(victim.join("precious"), d.join("key")).unwrap();
+            let next = Files::from([(
+                "key".to_string(),
+                (format!("{target:?}").into_bytes(), 0o644),
+            )]);
+            assert!(write_atomic(&d, &next).unwrap());
+            assert_eq!(
+                std::fs::read_to_string(victim.join("precious")).unwrap(),
+                "keep"
+            );
+            assert_eq!(
+                std::fs::read_to_string(d.join("key")).unwrap(),
+                format!("{target:?}"),
+                "the key reads the new version through ..data again"
+            );
+        }
+        // paths from objects stored before validation are refused, nothing written
+        for bad in ["../../victim/x", "/etc/x", "..data/x", "a/../../x", ""] {
+            let files = Files::from([(bad.to_string(), (b"x".to_vec(), 0o644))]);
+            assert!(write_atomic(&d, &files).is_err(), "{bad:?}");
+        }
+        assert_eq!(std::fs::read_dir(&victim).unwrap().count(), 1);
+        // one version directory is left: older ones (also orphaned) are gone
+        let versions = std::fs::read_dir(&d)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_type().unwrap().is_dir())
+            .count();
+        assert_eq!(versions, 1);
     }
 
     #[test]

@@ -48,18 +48,35 @@ fn hash(s: &str) -> String {
         .collect()
 }
 
+/// The readable tail of an nftables name: user text (namespace, service and port
+/// names) reduced to characters nft takes in a bare identifier — no newline, `;`,
+/// brace, quote or space can reach the script, whatever the API let through — and
+/// cut short. The hash before it is of the whole text, so names stay unique.
+fn readable(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_./".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(160)
+        .collect()
+}
+
 fn chain_name(prefix: &str, key: &str) -> String {
-    format!("{prefix}-{}-{key}", hash(key))
+    format!("{prefix}-{}-{}", hash(key), readable(key))
 }
 
 fn endpoint_chain(key: &str, ep: &Endpoint) -> String {
     let id = format!("{key}__{}/{}", ep.ip, ep.port);
-    format!("endpoint-{}-{id}", hash(&id))
+    format!("endpoint-{}-{}", hash(&id), readable(&id))
 }
 
 fn affinity_set(key: &str, ep: &Endpoint) -> String {
     let id = format!("{key}__{}/{}", ep.ip, ep.port);
-    format!("affinity-{}-{id}", hash(&id))
+    format!("affinity-{}-{}", hash(&id), readable(&id))
 }
 
 /// The chain that picks one of `eps` (with session affinity first, when asked).
@@ -465,6 +482,40 @@ mod tests {
             .find(|(k, _)| k.starts_with(prefix))
             .map(|(_, v)| v)
             .unwrap_or_else(|| panic!("no {prefix} chain in {:?}", r.chains.keys()))
+    }
+
+    #[test]
+    fn hostile_names_never_reach_the_script() {
+        // names from before validation, or that validation missed: newline, `;`,
+        // braces, quotes, `flush ruleset`
+        let mut p = sp(vec![ep("10.42.0.5", true, true)]);
+        p.key = "default/web/tcp/a\nflush ruleset\n;}{\"x\" include \"/etc/shadow\"".into();
+        p.affinity_seconds = Some(10);
+        let r = service_rules(&p);
+        let services = HashMap::from([(p.key.clone(), r)]);
+        let script = full(&services, []);
+        assert!(!script.contains("flush ruleset"), "{script}");
+        assert!(!script.contains("/etc/shadow\""), "{script}");
+        assert!(
+            !script.contains(" include ") && !script.contains(";}{"),
+            "{script}"
+        );
+        for line in script.lines().filter(|l| l.contains("default/web")) {
+            // the user text is one bare identifier of safe characters
+            let name = line
+                .split_whitespace()
+                .find(|w| w.contains("default/web"))
+                .unwrap();
+            assert!(
+                name.trim_start_matches(['@'])
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c)),
+                "{line}"
+            );
+        }
+        // the names differ from an honest port's even so: the hash is of the whole text
+        let honest = chain_name("service", "default/web/tcp/a_flush_ruleset_");
+        assert!(!script.contains(&honest));
     }
 
     #[test]

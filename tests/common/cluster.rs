@@ -294,7 +294,7 @@ impl Cluster {
         self.wait_ready(name);
     }
 
-    fn node_dir(&self, name: &str) -> PathBuf {
+    pub fn node_dir(&self, name: &str) -> PathBuf {
         // the embedded agent keeps its data with the server's
         self.dir
             .path()

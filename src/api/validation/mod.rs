@@ -2,8 +2,11 @@
 //! label and annotation syntax and size, required fields, the selector/template match
 //! of workloads, and fields that may not change after creation.
 
+mod pod;
+
+use pod::pod_spec;
+pub use pod::{dns_label_problem, port_name_problem};
 use serde_json::{Map, Value};
-use std::ops::Not;
 
 /// One problem, as a `StatusCause`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -15,7 +18,7 @@ pub struct Cause {
 }
 
 impl Cause {
-    fn required(field: &str) -> Cause {
+    pub(crate) fn required(field: &str) -> Cause {
         Cause {
             field: field.into(),
             reason: "FieldValueRequired",
@@ -23,7 +26,7 @@ impl Cause {
         }
     }
 
-    fn invalid(field: &str, value: &str, detail: &str) -> Cause {
+    pub(crate) fn invalid(field: &str, value: &str, detail: &str) -> Cause {
         Cause {
             field: field.into(),
             reason: "FieldValueInvalid",
@@ -106,41 +109,6 @@ fn metadata(obj: &Value, out: &mut Vec<Cause>) {
                 reason: "FieldValueTooLong",
                 message: format!("Too long: must have at most {TOTAL_ANNOTATION_BYTES} bytes"),
             });
-        }
-    }
-}
-
-fn pod_spec(spec: Option<&Value>, field: &str, out: &mut Vec<Cause>) {
-    let containers = spec
-        .and_then(|s| s.get("containers"))
-        .and_then(Value::as_array);
-    match containers {
-        None => out.push(Cause::required(&format!("{field}.containers"))),
-        Some(list) if list.is_empty() => out.push(Cause::required(&format!("{field}.containers"))),
-        Some(list) => {
-            for (i, c) in list.iter().enumerate() {
-                let f = format!("{field}.containers[{i}]");
-                match c.get("name").and_then(Value::as_str) {
-                    None | Some("") => out.push(Cause::required(&format!("{f}.name"))),
-                    Some(n)
-                        if crate::api::meta::name_problems(
-                            crate::api::meta::NameRule::Label,
-                            n,
-                        )
-                        .is_empty()
-                        .not() =>
-                    {
-                        out.push(Cause::invalid(&format!("{f}.name"), n, "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')"));
-                    }
-                    _ => {}
-                }
-                if c.get("image")
-                    .and_then(Value::as_str)
-                    .is_none_or(str::is_empty)
-                {
-                    out.push(Cause::required(&format!("{f}.image")));
-                }
-            }
         }
     }
 }
@@ -454,14 +422,29 @@ pub fn validate(kind: &str, obj: &Value, old: Option<&Value>) -> Vec<Cause> {
             {
                 out.push(Cause::required("spec.ports"));
             }
+            pod::service_ports(obj, &mut out);
         }
         "NetworkPolicy" => network_policy(obj, &mut out),
+        "EndpointSlice" => pod::endpoint_slice_ports(obj, &mut out),
+        "PodTemplate" => pod_spec(obj.pointer("/template/spec"), "template.spec", &mut out),
+        "ReplicationController" => pod_spec(
+            obj.pointer("/spec/template/spec"),
+            "spec.template.spec",
+            &mut out,
+        ),
         "Node" => {
             if let Some(old) = old {
                 node_update(obj, old, &mut out);
             }
         }
         "ConfigMap" | "Secret" => {
+            if kind == "Secret" {
+                // stringData may repeat a key of data (it wins), as upstream
+                pod::config_keys(obj, &["data"], &mut out);
+                pod::config_keys(obj, &["stringData"], &mut out);
+            } else {
+                pod::config_keys(obj, &["data", "binaryData"], &mut out);
+            }
             if let Some(old) = old {
                 if old.get("immutable") == Some(&Value::Bool(true)) {
                     for field in ["data", "binaryData", "stringData"] {

@@ -70,7 +70,26 @@ pub async fn delete(
         let kv = current
             .kv
             .ok_or_else(|| ApiStatus::not_found(res.group, res.plural, name))?;
-        let mut obj = crate::api::convert::to_version(from_store(&kv)?, res);
+        let decoded = match from_store(&kv) {
+            Ok(obj) => obj,
+            Err(e) => {
+                // unreadable (written before the depth limit, or damaged): nothing
+                // can be honoured on it, so it goes as it is, as upstream's
+                // unsafe deletion of corrupt objects does
+                tracing::warn!(key = %k, error = %e.message, "deleting an unreadable stored object without decoding it");
+                match store.delete(&k, kv.mod_revision).await {
+                    Ok(_) => {
+                        return Ok(
+                            json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+                            "details": {"name": name, "group": res.group, "kind": res.plural}}),
+                        );
+                    }
+                    Err(StoreError::Conflict { .. }) => continue,
+                    Err(e) => return Err(store_error(e)),
+                }
+            }
+        };
+        let mut obj = crate::api::convert::to_version(decoded, res);
         let uid = obj
             .pointer("/metadata/uid")
             .and_then(Value::as_str)

@@ -173,7 +173,16 @@ pub async fn read(
             })?;
         revision = page.revision;
         for (i, kv) in page.kvs.iter().enumerate() {
-            let obj = from_store(kv)?;
+            // one unreadable stored object (written before the depth limit, or damaged
+            // on disk) must not make the whole resource unlistable: it is skipped and
+            // reported, and can still be deleted by name
+            let obj = match from_store(kv) {
+                Ok(obj) => obj,
+                Err(e) => {
+                    tracing::warn!(key = %kv.key, error = %e.message, "list: skipping an unreadable stored object; delete it by name");
+                    continue;
+                }
+            };
             if !selection.matches(&obj) {
                 continue;
             }

@@ -54,6 +54,19 @@ pub fn to_store(obj: &Value) -> Result<Vec<u8>, ApiStatus> {
     if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
         meta.remove("resourceVersion");
     }
+    let depth = crate::api::patch::depth(&obj);
+    if depth > crate::api::patch::MAX_DEPTH {
+        // what is stored must read back (serde_json reads 128 levels; lists and
+        // watch events add a few)
+        return Err(ApiStatus::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Invalid",
+            format!(
+                "the object is nested {depth} levels deep; at most {} are allowed",
+                crate::api::patch::MAX_DEPTH
+            ),
+        ));
+    }
     let bytes = serde_json::to_vec(&obj).map_err(|e| {
         ApiStatus::new(
             StatusCode::INTERNAL_SERVER_ERROR,

@@ -260,6 +260,8 @@ fn open_db(opts: &SledOptions) -> Result<sled::Db> {
     }
     std::fs::create_dir_all(path)
         .map_err(|e| data_dir_error(path, &format!("cannot create it: {e}")))?;
+    // every Secret is in here: owner only, also for an older install's files
+    crate::pki::restrict_tree(path).map_err(|e| data_dir_error(path, &e.to_string()))?;
     let config = sled::Config::new()
         .path(path)
         .cache_capacity(opts.cache_bytes)
