@@ -7,7 +7,8 @@
 # Environment (k3s' installer names, with SKUA):
 #   INSTALL_SKUA_BIN_DIR=/usr/local/bin   where the binary goes
 #   INSTALL_SKUA_SKIP_START=true          install only, do not start
-#   INSTALL_SKUA_EXEC="server --debug"    command and flags to run (default: server)
+#   INSTALL_SKUA_EXEC="server --debug"    command and flags to run (default: server); put no
+#                                         secret here: it is written into the unit as it is
 #   SKUA_TOKEN, SKUA_URL, ...             any SKUA_* variable is kept for the service
 #   Arguments to this script are added to the command, e.g. ./install.sh --tls-san my.host
 #
@@ -51,6 +52,8 @@ ENV_FILE=/etc/systemd/system/skua.service.env
 # the arguments without their secrets; the secrets as SKUA_* variables
 secrets=""
 add_secret() {
+    case "$2" in *"
+"*) fatal "$1 must not contain a newline" ;; esac
     export "$1=$2"
     escaped=$(printf '%s' "$2" | sed -e 's/\\/\\\\/g' -e 's/"/\\"/g')
     secrets="${secrets}$1=\"$escaped\"

@@ -45,11 +45,14 @@ pub struct ServerConfig {
     pub event_ttl: Duration,
     pub service_account_max_token_expiration: Option<Duration>,
     pub anonymous_auth: bool,
+    pub audit: Option<apiserver::audit::AuditConfig>,
     pub max_requests_inflight: usize,
     pub max_mutating_requests_inflight: usize,
     pub terminated_pod_gc_threshold: usize,
     /// `--token`: the join secret (or a whole K10 token) agents must present.
     pub token: Option<String>,
+    /// `--agent-token`: a second secret that lets agents (only) join.
+    pub agent_token: Option<String>,
     /// `--node-name` of the embedded agent.
     pub node_name: Option<String>,
     /// The embedded agent's node flags.
@@ -114,10 +117,25 @@ impl TryFrom<ServerArgs> for ServerConfig {
             event_ttl: a.event_ttl,
             service_account_max_token_expiration: a.service_account_max_token_expiration,
             anonymous_auth: a.anonymous_auth,
+            audit: a.audit_log_path.map(|path| apiserver::audit::AuditConfig {
+                path,
+                max_size_mib: a.audit_log_maxsize,
+                max_backups: a.audit_log_maxbackup,
+            }),
             max_requests_inflight: a.max_requests_inflight,
             max_mutating_requests_inflight: a.max_mutating_requests_inflight,
             terminated_pod_gc_threshold: a.terminated_pod_gc_threshold,
             token: a.common.token,
+            agent_token: match (a.agent_token, a.agent_token_file) {
+                (Some(t), _) => Some(t),
+                (None, Some(file)) => Some(
+                    std::fs::read_to_string(&file)
+                        .map_err(|e| anyhow::anyhow!("--agent-token-file {}: {e}", file.display()))?
+                        .trim()
+                        .to_string(),
+                ),
+                (None, None) => None,
+            },
             node_name: a.common.node_name,
             node: Some(a.node),
             config_file: a.common.config,
@@ -201,6 +219,15 @@ pub async fn start_api(store: Arc<dyn Store>, cfg: &ServerConfig) -> anyhow::Res
         cfg.token.as_deref(),
         &pki.server_ca_cert,
     )?;
+    // --agent-token (k3s): agents may join with it or with the server token
+    let mut join_secrets = vec![join_secret];
+    if let Some(agent) = pki::join::ensure_agent_token(
+        &cfg.data_dir.join("server"),
+        cfg.agent_token.as_deref(),
+        &pki.server_ca_cert,
+    )? {
+        join_secrets.push(agent);
+    }
     let listener = apiserver::bind(std::net::SocketAddr::new(
         cfg.bind_address,
         cfg.https_listen_port,
@@ -258,8 +285,16 @@ pub async fn start_api(store: Arc<dyn Store>, cfg: &ServerConfig) -> anyhow::Res
             cfg.max_mutating_requests_inflight,
         ),
         anonymous_auth: cfg.anonymous_auth,
+        audit: match &cfg.audit {
+            Some(a) => Some(
+                apiserver::audit::AuditLog::start(a.clone())
+                    .map_err(|e| anyhow::anyhow!("--audit-log-path {}: {e}", a.path.display()))?,
+            ),
+            None => None,
+        },
         join: Some(apiserver::join::JoinConfig {
-            secret: join_secret,
+            secrets: join_secrets,
+            failures: Default::default(),
             server_ca: pki.server_ca_cert.clone(),
             tls_dir: cfg.data_dir.join("server").join("tls"),
             agent_config: apiserver::join::AgentConfig {
@@ -316,7 +351,9 @@ pub async fn start_api(store: Arc<dyn Store>, cfg: &ServerConfig) -> anyhow::Res
 pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
     tracing::info!(version = crate::cli::VERSION, data_dir = %cfg.data_dir.display(), "starting skua server");
     // the datastore, the CAs' keys and the token: root only, also for older installs
-    for dir in [cfg.data_dir.clone(), cfg.data_dir.join("server")] {
+    // the data dir itself may be a link the operator made (/var/lib/skua -> /data)
+    let data_dir = std::fs::canonicalize(&cfg.data_dir).unwrap_or_else(|_| cfg.data_dir.clone());
+    for dir in [data_dir.clone(), data_dir.join("server")] {
         crate::pki::private_dir(&dir).map_err(|e| anyhow::anyhow!("{e}"))?;
     }
     let store = open_store(&cfg.datastore).await?;

@@ -566,3 +566,50 @@ fn quick_answers_to_requests_with_bodies_reach_the_client_over_http2() {
         );
     }
 }
+
+#[test]
+fn the_audit_log_records_who_did_what() {
+    let log = std::env::temp_dir().join(format!("skua-audit-{}.log", std::process::id()));
+    let _ = std::fs::remove_file(&log);
+    let server = SkuaServer::start_with_config(&format!("audit-log-path: {}\n", log.display()));
+    let (ok, out) = common::kubectl_run(&server, "1.33", &["get", "pods", "-n", "kube-system"]);
+    assert!(ok, "{out}");
+    let (_, meta) = curl(&server, &[], "/api/v1/secrets");
+    assert!(meta.starts_with("401 "), "{meta}");
+    let events: Vec<serde_json::Value> = common::eventually(10, "the events are written", || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let events: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        events
+            .iter()
+            .any(|e| e["user"]["username"] == "system:anonymous")
+            .then_some(events)
+    });
+    assert!(
+        events
+            .iter()
+            .any(|e| e["user"]["username"] == "system:admin"
+                && e["verb"] == "list"
+                && e["objectRef"]["resource"] == "pods"
+                && e["objectRef"]["namespace"] == "kube-system"
+                && e["responseStatus"]["code"] == 200
+                && e["sourceIPs"][0] == "127.0.0.1"),
+        "{events:#?}"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e["user"]["username"] == "system:anonymous"
+                && e["requestURI"] == "/api/v1/secrets"
+                && e["responseStatus"]["code"] == 401),
+        "{events:#?}"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&log).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let _ = std::fs::remove_file(&log);
+}

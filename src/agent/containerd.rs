@@ -6,6 +6,7 @@
 //! start and whenever new ones appear, for air-gapped nodes.
 
 use std::collections::HashMap;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 use tokio::process::Command;
@@ -66,7 +67,7 @@ state = "{d}/state"
   path = "{d}/opt"
 
 [plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "{sandbox}"
+  sandbox_image = {sandbox}
   restrict_oom_score_adj = {restrict}
   [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = "overlayfs"
@@ -80,7 +81,7 @@ state = "{d}/state"
     bin_dir = "{cni_bin}"
     conf_dir = "{cni_conf}"
 {registries}"#,
-            sandbox = self.sandbox_image,
+            sandbox = crate::cri::registries::toml(&self.sandbox_image),
             restrict = !can_lower_oom_score(),
             cni_bin = self.cni_bin_dir.display(),
             cni_conf = self.cni_conf_dir.display(),
@@ -199,14 +200,44 @@ pub async fn import_images(socket: &Path, dir: &Path, done: &mut Imported) {
     }
 }
 
-/// Kills every process whose command line names `dir` (containerd, its shims and their
-/// containers) and unmounts whatever is mounted below it, deepest first: what a
-/// crashed agent, test or benchmark leaves behind.
+/// Whether a process's command line (`argv`, NUL-separated) is containerd's, a
+/// shim's or runc's, with an argument inside `dir`: compared as paths, not as a
+/// pattern, and never another program (an operator's `tail -f` of a log there).
+fn ours(cmdline: &[u8], dir: &Path) -> bool {
+    let args: Vec<&[u8]> = cmdline
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .collect();
+    let Some(program) = args.first() else {
+        return false;
+    };
+    let name = Path::new(std::ffi::OsStr::from_bytes(program))
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let runtime = name.starts_with("containerd") || name == "runc";
+    runtime
+        && args[1..]
+            .iter()
+            .any(|a| Path::new(std::ffi::OsStr::from_bytes(a)).starts_with(dir))
+}
+
+/// Kills containerd, its shims and runc where they run on `dir`, and unmounts
+/// whatever is mounted below it, deepest first: what a crashed agent, test or
+/// benchmark leaves behind.
 pub fn remove_leftovers(dir: &Path) {
     let marker = dir.to_string_lossy().into_owned();
-    let _ = std::process::Command::new("pkill")
-        .args(["-9", "-f", &marker])
-        .status();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        if pid != std::process::id() as i32 && ours(&cmdline, dir) {
+            let _ = std::process::Command::new("kill")
+                .args(["-9", &pid.to_string()])
+                .status();
+        }
+    }
     std::thread::sleep(std::time::Duration::from_millis(300));
     if let Ok(mounts) = std::fs::read_to_string("/proc/self/mountinfo") {
         let mut points: Vec<&str> = mounts
@@ -226,6 +257,55 @@ pub fn remove_leftovers(dir: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn leftovers_are_found_by_path_not_by_pattern() {
+        let dir = Path::new("/var/lib/skua/agent/containerd");
+        let cmd = |args: &[&str]| args.join("\0").into_bytes();
+        assert!(ours(
+            &cmd(&[
+                "/usr/bin/containerd",
+                "--config",
+                "/var/lib/skua/agent/containerd/config.toml"
+            ]),
+            dir
+        ));
+        assert!(ours(
+            &cmd(&[
+                "containerd-shim-runc-v2",
+                "-namespace",
+                "k8s.io",
+                "-address",
+                "/var/lib/skua/agent/containerd/containerd.sock"
+            ]),
+            dir
+        ));
+        // an operator reading a log there is not killed; nor a look-alike path
+        assert!(!ours(
+            &cmd(&[
+                "tail",
+                "-f",
+                "/var/lib/skua/agent/containerd/containerd.log"
+            ]),
+            dir
+        ));
+        assert!(!ours(
+            &cmd(&[
+                "/usr/bin/containerd",
+                "--config",
+                "/var/lib/skua/agent/containerd2/config.toml"
+            ]),
+            dir
+        ));
+        assert!(!ours(
+            &cmd(&[
+                "/usr/bin/containerd",
+                "--root",
+                "/var/lib/skua/agent/containerd.*"
+            ]),
+            Path::new("/var/lib/skua/agent/containerd.x")
+        ));
+    }
 
     #[test]
     fn every_path_of_the_config_is_under_the_agents_directory() {

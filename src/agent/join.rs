@@ -147,6 +147,9 @@ fn tls_pinned(ca_pem: &str) -> Result<Arc<rustls::ClientConfig>, JoinError> {
     Ok(Arc::new(cfg))
 }
 
+/// The most a join answer (a CA bundle, a certificate and key, the config) may be.
+const MAX_ANSWER_BYTES: usize = 1 << 20;
+
 /// One HTTPS GET; `Err` is a transport failure (worth retrying).
 async fn get(
     host: &str,
@@ -183,11 +186,11 @@ async fn get(
         .get(http::header::DATE)
         .and_then(|d| d.to_str().ok())
         .map(str::to_string);
-    let body = resp
-        .into_body()
+    // the server is not trusted yet when /cacerts is read: its answer is bounded
+    let body = http_body_util::Limited::new(resp.into_body(), MAX_ANSWER_BYTES)
         .collect()
         .await
-        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("reading the answer: {e}"))?
         .to_bytes();
     Ok((status, date, body))
 }
@@ -203,6 +206,12 @@ async fn get_retrying(
     let mut backoff = Duration::from_secs(1);
     loop {
         match get(&host, port, tls.clone(), path, headers).await {
+            // the server is slowing down join attempts from this address (someone
+            // else here tried wrong tokens): wait, and ask again
+            Ok((StatusCode::TOO_MANY_REQUESTS, _, _)) => {
+                tracing::warn!(server, retry_in = ?Duration::from_secs(10), "the server is limiting join attempts from this address; retrying");
+                tokio::time::sleep(Duration::from_secs(10)).await;
+            }
             Ok(r) => return Ok(r),
             Err(e) if e.starts_with("TLS: ") && e.contains("certificate") => {
                 return Err(JoinError::Refused(format!(

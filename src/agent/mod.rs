@@ -47,8 +47,11 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let name = node_name(args.common.node_name.as_deref());
     let dir = args.common.data_dir.join("agent");
     // node credentials, pod volumes and registry passwords: root only
-    for d in [&args.common.data_dir, &dir] {
-        crate::pki::private_dir(d).map_err(|e| anyhow::anyhow!("{e}"))?;
+    // the data dir itself may be a link the operator made (/var/lib/skua -> /data)
+    let data_dir = std::fs::canonicalize(&args.common.data_dir)
+        .unwrap_or_else(|_| args.common.data_dir.clone());
+    for d in [data_dir.clone(), data_dir.join("agent")] {
+        crate::pki::private_dir(&d).map_err(|e| anyhow::anyhow!("{e}"))?;
     }
     let joined = join::join(
         &server,

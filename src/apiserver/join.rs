@@ -27,8 +27,11 @@ use std::path::PathBuf;
 
 /// What the join endpoints need.
 pub struct JoinConfig {
-    /// The secret part of the join token.
-    pub secret: String,
+    /// The secret parts of the tokens that may join: the server token's, and
+    /// `--agent-token`'s when given (k3s: agents may use either).
+    pub secrets: Vec<String>,
+    /// Refused join attempts by source address, to slow down guessing.
+    pub failures: FailureLimiter,
     /// The server CA bundle (PEM) that `/cacerts` serves.
     pub server_ca: String,
     /// Where the CAs' keys are.
@@ -78,7 +81,42 @@ fn header_text<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .filter(|v| !v.is_empty())
 }
 
-fn shows_secret(headers: &HeaderMap, secret: &str) -> bool {
+/// How many refused join attempts an address may make in [`FAILURE_WINDOW`]; after
+/// that it is answered 429 until the window ends, right secret or not.
+const MAX_FAILURES: u32 = 10;
+const FAILURE_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Refused join attempts per source address (a bounded table: the oldest entries go).
+#[derive(Default)]
+pub struct FailureLimiter {
+    seen: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, (u32, std::time::Instant)>>,
+}
+
+impl FailureLimiter {
+    fn blocked(&self, ip: std::net::IpAddr) -> bool {
+        let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        seen.get(&ip)
+            .is_some_and(|(n, since)| *n >= MAX_FAILURES && since.elapsed() < FAILURE_WINDOW)
+    }
+
+    fn failed(&self, ip: std::net::IpAddr) {
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        if seen.len() > 10_000 {
+            seen.retain(|_, (_, since)| since.elapsed() < FAILURE_WINDOW);
+        }
+        if seen.len() > 10_000 {
+            // a flood from more addresses than that: start again rather than grow
+            seen.clear();
+        }
+        let entry = seen.entry(ip).or_insert((0, std::time::Instant::now()));
+        if entry.1.elapsed() >= FAILURE_WINDOW {
+            *entry = (0, std::time::Instant::now());
+        }
+        entry.0 += 1;
+    }
+}
+
+fn shows_secret(headers: &HeaderMap, secrets: &[String]) -> bool {
     let Some(basic) = header_text(headers, "authorization").and_then(|v| v.strip_prefix("Basic "))
     else {
         return false;
@@ -88,17 +126,19 @@ fn shows_secret(headers: &HeaderMap, secret: &str) -> bool {
     };
     let text = String::from_utf8_lossy(&decoded);
     let given = text.split_once(':').map_or(text.as_ref(), |(_, s)| s);
-    same(given, secret)
+    // every secret is compared, so the time does not say which one matched
+    secrets
+        .iter()
+        .fold(false, |found, secret| same(given, secret) | found)
 }
 
-/// Compares in time independent of where the texts differ: the secret is what
-/// guards the cluster's certificates.
+/// Compares in time independent of the texts, their lengths included: the SHA-256
+/// digests are compared in constant time (`subtle`), since the secret is what guards
+/// the cluster's certificates.
 fn same(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
+    use subtle::ConstantTimeEq;
+    let digest = |s: &str| ring::digest::digest(&ring::digest::SHA256, s.as_bytes());
+    digest(a).as_ref().ct_eq(digest(b).as_ref()).into()
 }
 
 fn internal(message: impl Into<String>) -> ApiStatus {
@@ -156,6 +196,41 @@ async fn check_password(ctx: &ApiContext, name: &str, password: &str) -> Result<
     }
 }
 
+/// Whether the caller shows a join secret: a refusal is logged with the caller's
+/// address, and an address refused too often is answered 429 for a while.
+fn check_secret(join: &JoinConfig, headers: &HeaderMap) -> Result<(), ApiStatus> {
+    let peer = headers_peer(headers);
+    if peer.is_some_and(|ip| join.failures.blocked(ip)) {
+        tracing::warn!(peer = ?peer, "join attempt refused: too many wrong tokens from this address");
+        return Err(ApiStatus::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "TooManyRequests",
+            "too many refused join attempts from this address; try again in a minute",
+        ));
+    }
+    if shows_secret(headers, &join.secrets) {
+        return Ok(());
+    }
+    if let Some(ip) = peer {
+        join.failures.failed(ip);
+    }
+    tracing::warn!(peer = ?peer, node = header_text(headers, "skua-node-name").unwrap_or(""), "join attempt with a wrong token refused");
+    Err(ApiStatus::new(
+        StatusCode::UNAUTHORIZED,
+        "Unauthorized",
+        "the join token was refused: use the server's <data-dir>/server/node-token",
+    ))
+}
+
+/// The caller's address, as `serve` records it in the request (a header the server
+/// sets itself; a client's own `skua-peer` header is overwritten there).
+fn headers_peer(headers: &HeaderMap) -> Option<std::net::IpAddr> {
+    header_text(headers, PEER_HEADER).and_then(|v| v.parse().ok())
+}
+
+/// The internal header carrying the caller's address to the join handlers.
+pub const PEER_HEADER: &str = "skua-peer";
+
 /// The join settings, for a caller that shows the join secret; otherwise the refusal
 /// to send.
 fn joining<'a>(
@@ -165,16 +240,7 @@ fn joining<'a>(
     let Some(join) = ctx.join.as_ref() else {
         return Err(Box::new(ApiStatus::not_found("", "", "join").response()));
     };
-    if !shows_secret(headers, &join.secret) {
-        return Err(Box::new(
-            ApiStatus::new(
-                StatusCode::UNAUTHORIZED,
-                "Unauthorized",
-                "the join token was refused: use the server's <data-dir>/server/node-token",
-            )
-            .response(),
-        ));
-    }
+    check_secret(join, headers).map_err(|s| Box::new(s.response()))?;
     Ok(join)
 }
 
@@ -237,13 +303,7 @@ async fn issue(ctx: &ApiContext, headers: &HeaderMap, serving: bool) -> Result<S
     let Some(join) = ctx.join.as_ref() else {
         return Err(ApiStatus::not_found("", "", "join"));
     };
-    if !shows_secret(headers, &join.secret) {
-        return Err(ApiStatus::new(
-            StatusCode::UNAUTHORIZED,
-            "Unauthorized",
-            "the join token was refused: use the server's <data-dir>/server/node-token",
-        ));
-    }
+    check_secret(join, headers)?;
     let name = header_text(headers, "skua-node-name")
         .ok_or_else(|| ApiStatus::bad_request("the Skua-Node-Name header is missing"))?
         .to_ascii_lowercase();
@@ -258,6 +318,20 @@ async fn issue(ctx: &ApiContext, headers: &HeaderMap, serving: bool) -> Result<S
         return Err(ApiStatus::bad_request(format!(
             "node name {name:?} is not a valid DNS subdomain (lower case letters, digits, '-' and '.'); set --node-name"
         )));
+    }
+    // names the API server answers to are not a node's to take
+    let reserved = [
+        "kubernetes",
+        "kubernetes.default",
+        "kubernetes.default.svc",
+        "localhost",
+    ];
+    if reserved.contains(&name.as_str()) || name.starts_with("kubernetes.default.svc.") {
+        return Err(ApiStatus::new(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            format!("node name {name:?} is reserved for the API server; set another --node-name"),
+        ));
     }
     let password = header_text(headers, "skua-node-password")
         .ok_or_else(|| ApiStatus::bad_request("the Skua-Node-Password header is missing"))?;

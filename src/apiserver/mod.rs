@@ -2,6 +2,7 @@
 //! connection upgrades), client-certificate authentication against the client CA, and
 //! the endpoints every client touches first. Resource handlers come next (issue #3).
 
+pub mod audit;
 pub mod auth;
 pub mod body;
 mod discovery;
@@ -68,6 +69,8 @@ pub struct ApiContext {
     pub inflight: inflight::Inflight,
     /// `--anonymous-auth`: whether health and version answer without credentials.
     pub anonymous_auth: bool,
+    /// `--audit-log-path`: where every request is recorded (absent: nowhere).
+    pub audit: Option<audit::AuditLog>,
 }
 
 /// Builds the TLS configuration: the serving certificate, ALPN h2 then http/1.1, and
@@ -113,6 +116,47 @@ const MAX_STREAMS: u32 = 100;
 /// Connections served at once.
 const MAX_CONNECTIONS: usize = 10_000;
 
+/// Connections one source address may hold at once (a node's pods share its address
+/// behind the overlay's masquerade, so this is generous).
+const MAX_CONNECTIONS_PER_SOURCE: usize = 1_000;
+
+/// One connection counted against its source address until it drops.
+struct PerSource {
+    sources: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
+    ip: std::net::IpAddr,
+}
+
+impl PerSource {
+    fn take(
+        sources: &Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
+        ip: std::net::IpAddr,
+    ) -> Option<PerSource> {
+        let mut map = sources.lock().unwrap_or_else(|e| e.into_inner());
+        let n = map.entry(ip).or_default();
+        // this machine's own clients (the embedded agent, hollow nodes) are not capped
+        if *n >= MAX_CONNECTIONS_PER_SOURCE && !ip.is_loopback() {
+            return None;
+        }
+        *n += 1;
+        Some(PerSource {
+            sources: sources.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for PerSource {
+    fn drop(&mut self) {
+        let mut map = self.sources.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = map.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.ip);
+            }
+        }
+    }
+}
+
 /// Serves connections until `shutdown` resolves.
 pub async fn serve(
     listener: TcpListener,
@@ -122,6 +166,8 @@ pub async fn serve(
 ) {
     let acceptor = TlsAcceptor::from(tls);
     let connections = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let sources: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>> =
+        Default::default();
     let graph = tokio::spawn(node_authz::follow(
         ctx.store.clone(),
         ctx.node_graph.clone(),
@@ -144,12 +190,21 @@ pub async fn serve(
         };
         let acceptor = acceptor.clone();
         let ctx = ctx.clone();
-        // a cap on connections: beyond it, new ones wait in the listen backlog
-        let Ok(permit) = connections.clone().acquire_owned().await else {
-            return;
+        // one cap per source address: beyond it, the newest is closed at once
+        let Some(per_source) = PerSource::take(&sources, peer.ip()) else {
+            tracing::debug!(%peer, "too many connections from this address: closed");
+            continue;
+        };
+        // and one overall: beyond it, this connection waits (and the backlog fills)
+        let permit = tokio::select! {
+            _ = &mut shutdown => return,
+            permit = connections.clone().acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => return,
+            },
         };
         tokio::spawn(async move {
-            let _permit = permit;
+            let _permit = (permit, per_source);
             // a client that never finishes its handshake is dropped
             let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(s)) => s,
@@ -171,7 +226,20 @@ pub async fn serve(
                 .and_then(|leaf| auth::UserInfo::from_certificate(leaf.as_ref()))
                 .unwrap_or_else(auth::UserInfo::anonymous);
             let anonymous = caller.is_anonymous();
-            let service = service_fn(move |req| routes::handle(req, caller.clone(), ctx.clone()));
+            // the caller's address, for the join endpoints' rate limit (whatever the
+            // client sent under that name is replaced)
+            let peer_ip = http::HeaderValue::from_str(&peer.ip().to_string()).ok();
+            let service = service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
+                match &peer_ip {
+                    Some(ip) => {
+                        req.headers_mut().insert(join::PEER_HEADER, ip.clone());
+                    }
+                    None => {
+                        req.headers_mut().remove(join::PEER_HEADER);
+                    }
+                }
+                routes::handle(req, caller.clone(), ctx.clone())
+            });
             let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             // hyper's header-read timeout works only with a timer; slow-loris
             // connections are dropped after it

@@ -6,7 +6,8 @@
 //!   object; a PersistentVolume only when such a claim is bound to it. The relations
 //!   are kept in a graph fed by a watch on pods and claims ([`follow`]); a miss is
 //!   checked against the store before it is refused, so a pod bound a moment ago is
-//!   never refused because the graph has not seen it yet.
+//!   never refused because the graph has not seen it yet (a node gets a budget of
+//!   such reads, so misses cannot be used to make the server work).
 //! - A node deletes, evicts and writes the status of only the pods bound to it.
 //!
 //! The request-only rules (which resources, its own Node and Lease) are in `auth.rs`.
@@ -29,7 +30,14 @@ use std::time::Duration;
 #[derive(Default)]
 pub struct NodeGraph {
     inner: RwLock<Graph>,
+    /// Store reads after graph misses, per node: a node asking for names none of
+    /// its pods use cannot make the server read its namespaces over and over.
+    misses: std::sync::Mutex<HashMap<String, (u32, std::time::Instant)>>,
 }
+
+/// Store reads after misses a node may cause per [`MISS_WINDOW`].
+const MISS_BUDGET: u32 = 20;
+const MISS_WINDOW: Duration = Duration::from_secs(10);
 
 #[derive(Default)]
 struct Graph {
@@ -102,6 +110,22 @@ impl Graph {
 }
 
 impl NodeGraph {
+    /// Whether `node` may have the store read after a miss now (and counts it).
+    fn may_read_store(&self, node: &str) -> bool {
+        let mut misses = self.misses.lock().unwrap_or_else(|e| e.into_inner());
+        if misses.len() > 10_000 {
+            misses.clear();
+        }
+        let entry = misses
+            .entry(node.to_string())
+            .or_insert((0, std::time::Instant::now()));
+        if entry.1.elapsed() >= MISS_WINDOW {
+            *entry = (0, std::time::Instant::now());
+        }
+        entry.0 += 1;
+        entry.0 <= MISS_BUDGET
+    }
+
     /// Whether a pod bound to `node` refers to `kind` `namespace/name`, as far as the
     /// graph has seen.
     pub fn refers(&self, node: &str, kind: RefKind, namespace: &str, name: &str) -> bool {
@@ -240,7 +264,8 @@ pub async fn authorize(
             let Some(kind) = RefKind::from_resource(&info.resource) else {
                 if info.resource == "persistentvolumes" && info.verb == "get" {
                     return if ctx.node_graph.refers_to_volume(node, name)
-                        || volume_in_store(ctx, node, name).await?
+                        || (ctx.node_graph.may_read_store(node)
+                            && volume_in_store(ctx, node, name).await?)
                     {
                         Ok(())
                     } else {
@@ -250,7 +275,8 @@ pub async fn authorize(
                 return Ok(());
             };
             if ctx.node_graph.refers(node, kind, ns, name)
-                || refers_in_store(&*ctx.store, node, kind, ns, name).await?
+                || (ctx.node_graph.may_read_store(node)
+                    && refers_in_store(&*ctx.store, node, kind, ns, name).await?)
             {
                 Ok(())
             } else {

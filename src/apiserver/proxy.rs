@@ -1,5 +1,6 @@
 //! The node-side subresources, proxied to the node's kubelet over HTTPS as upstream's
-//! API server does: the kubelet's serving certificate is verified with the server CA,
+//! API server does: the kubelet's serving certificate is verified with the kubelet
+//! serving CA (and the server CA, which signed them before skua had that CA),
 //! and the API server shows its own kubelet client certificate
 //! (`kube-apiserver-kubelet-client`, from the client CA).
 //!
@@ -15,9 +16,12 @@ use http_body_util::BodyExt;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use serde_json::Value;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex};
 
-static KUBELET_TLS: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
+/// The kubelet client configuration and when it was built: built again after a
+/// day, so a renewed client certificate is picked up.
+static KUBELET_TLS: Mutex<Option<(Arc<rustls::ClientConfig>, std::time::Instant)>> =
+    Mutex::new(None);
 
 fn unavailable(message: impl Into<String>) -> ApiStatus {
     ApiStatus::new(
@@ -28,8 +32,14 @@ fn unavailable(message: impl Into<String>) -> ApiStatus {
 }
 
 fn kubelet_tls(ctx: &ApiContext) -> Result<Arc<rustls::ClientConfig>, ApiStatus> {
-    if let Some(c) = KUBELET_TLS.get() {
-        return Ok(c.clone());
+    if let Some((c, built)) = KUBELET_TLS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_ref()
+    {
+        if built.elapsed() < std::time::Duration::from_secs(24 * 3600) {
+            return Ok(c.clone());
+        }
     }
     let join = ctx
         .join
@@ -39,8 +49,11 @@ fn kubelet_tls(ctx: &ApiContext) -> Result<Arc<rustls::ClientConfig>, ApiStatus>
     let (cert, key) =
         crate::pki::join::apiserver_kubelet_client(&join.tls_dir).map_err(|e| fail(&e))?;
     let mut roots = rustls::RootCertStore::empty();
-    for ca in CertificateDer::pem_slice_iter(join.server_ca.as_bytes()) {
-        roots.add(ca.map_err(|e| fail(&e))?).map_err(|e| fail(&e))?;
+    let kubelet_ca = crate::pki::join::kubelet_serving_ca(&join.tls_dir).map_err(|e| fail(&e))?;
+    for pem in [kubelet_ca.as_str(), join.server_ca.as_str()] {
+        for ca in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+            roots.add(ca.map_err(|e| fail(&e))?).map_err(|e| fail(&e))?;
+        }
     }
     let chain = CertificateDer::pem_slice_iter(cert.as_bytes())
         .collect::<Result<Vec<_>, _>>()
@@ -55,7 +68,9 @@ fn kubelet_tls(ctx: &ApiContext) -> Result<Arc<rustls::ClientConfig>, ApiStatus>
         .map_err(|e| fail(&e))?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     let config = Arc::new(config);
-    Ok(KUBELET_TLS.get_or_init(|| config).clone())
+    *KUBELET_TLS.lock().unwrap_or_else(|e| e.into_inner()) =
+        Some((config.clone(), std::time::Instant::now()));
+    Ok(config)
 }
 
 /// The kubelet address of a node: its InternalIP (else any address) and port.

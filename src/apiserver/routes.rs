@@ -17,6 +17,9 @@ fn not_found() -> Response<Body> {
 /// client gets the answer rather than a reset connection; the rest is never read.
 const ANONYMOUS_DRAIN_BYTES: usize = 64 * 1024;
 
+/// How long a request's body may take to arrive.
+const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 pub(crate) async fn handle<B>(
     req: Request<B>,
     caller: UserInfo,
@@ -27,6 +30,7 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let started = std::time::Instant::now();
+    let received = std::time::SystemTime::now();
     let info = RequestInfo::parse(
         req.method(),
         req.uri().path(),
@@ -36,36 +40,104 @@ where
     if let Some(resp) = public(&req, &caller, &ctx).await {
         return Ok(resp);
     }
+    let audit = ctx.audit.as_ref().map(|_| AuditFacts::of(&req));
+    let record = |user: &UserInfo, code: StatusCode| {
+        if let (Some(log), Some(f)) = (&ctx.audit, &audit) {
+            log.record(&super::audit::Record {
+                user,
+                info: &info,
+                method: &f.method,
+                uri: &f.uri,
+                source: f.source,
+                user_agent: &f.user_agent,
+                code: code.as_u16(),
+                received,
+            });
+        }
+    };
     // 2. who is calling, before any of the body is read
     let caller = match authenticate(&ctx, caller, req.headers()).await {
         Ok(caller) => caller,
         Err(resp) => {
-            super::body::drain(req.into_body(), ANONYMOUS_DRAIN_BYTES).await;
+            record(&UserInfo::anonymous(), resp.status());
+            // a client that sends slowly gets its answer anyway after a moment
+            let _ = tokio::time::timeout(
+                std::time::Duration::from_secs(5),
+                super::body::drain(req.into_body(), ANONYMOUS_DRAIN_BYTES),
+            )
+            .await;
             return Ok(*resp);
         }
     };
+    let audited = caller.clone();
     // 3. at most --max-requests-inflight / --max-mutating-requests-inflight at once
     //    (long-running requests aside), as upstream: 429 with Retry-After beyond
-    let _slot = match ctx.inflight.admit(&info) {
+    let _slot = match ctx.inflight.admit(&info, &audited) {
         Ok(slot) => slot,
-        Err(resp) => return Ok(*resp),
+        Err(resp) => {
+            record(&audited, resp.status());
+            return Ok(*resp);
+        }
     };
     // 4. the whole body, so no handler can answer with it unread (see body.rs)
     let (parts, body) = req.into_parts();
-    let resp = match super::body::collect(body).await {
+    // a body that trickles in does not hold a request slot for ever
+    let collected = tokio::time::timeout(BODY_READ_TIMEOUT, super::body::collect(body))
+        .await
+        .unwrap_or_else(|_| {
+            Err(super::status::ApiStatus::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "Timeout",
+                "the request body was not received in time",
+            ))
+        });
+    let resp = match collected {
         Ok(bytes) => {
             let req = Request::from_parts(parts, http_body_util::Full::new(bytes));
             serve(req, caller, ctx.clone()).await?
         }
         Err(status) => status.response(),
     };
-    // 5. metrics after authentication, with labels only from known resources and verbs
+    // 5. the audit log and metrics, after authentication, with labels only from known
+    //    resources and verbs
+    record(&audited, resp.status());
     ctx.metrics.request(
         &super::metrics::RequestLabels::of(&info),
         resp.status().as_u16(),
         started.elapsed(),
     );
     Ok(resp)
+}
+
+/// What the audit log needs of a request, taken before its body is consumed.
+struct AuditFacts {
+    method: String,
+    uri: String,
+    source: Option<std::net::IpAddr>,
+    user_agent: String,
+}
+
+impl AuditFacts {
+    fn of<B>(req: &Request<B>) -> AuditFacts {
+        let header = |name: &str| {
+            req.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string()
+        };
+        AuditFacts {
+            method: req.method().to_string(),
+            // path and query, as upstream (HTTP/2 requests carry the whole URL)
+            uri: req
+                .uri()
+                .path_and_query()
+                .map(|p| p.to_string())
+                .unwrap_or_default(),
+            source: header(super::join::PEER_HEADER).parse().ok(),
+            user_agent: header("user-agent"),
+        }
+    }
 }
 
 /// Answers what needs no authentication: the join endpoints (which check the join

@@ -33,6 +33,31 @@ pub enum DebugCommand {
     NetBlast(super::debug_net::BlastArgs),
     /// `skua bench net`: program the overlay for static peers, as the agent would.
     OverlayApply(super::debug_net::OverlayApplyArgs),
+    /// Fuzz one of the parsers an attacker feeds (scripts/fuzz.sh runs them all).
+    Fuzz(FuzzArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct FuzzArgs {
+    /// The target: json-patch, merge-patch, strategic-merge, label-selector,
+    /// field-selector, manifest, protobuf, dns, x509, quantity.
+    pub target: String,
+    /// How long to run.
+    #[arg(long, default_value = "60s", value_parser = super::config::parse_duration)]
+    pub time: std::time::Duration,
+    /// Stop after this many inputs.
+    #[arg(long)]
+    pub runs: Option<u64>,
+    /// The run's seed (the same seed, the same inputs).
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Where crashing inputs are written.
+    #[arg(long, default_value = "fuzz-findings")]
+    pub out: PathBuf,
+    /// Write every Nth input to `<out>/<target>.last` before running it (to find the
+    /// input of a stack overflow, which aborts the process).
+    #[arg(long)]
+    pub save_every: Option<u64>,
 }
 
 #[derive(Args, Debug)]
@@ -292,6 +317,19 @@ pub async fn run(cmd: DebugCommand) -> anyhow::Result<()> {
         DebugCommand::NetConnect(a) => super::debug_net::connect(a),
         DebugCommand::NetBlast(a) => super::debug_net::blast(a),
         DebugCommand::OverlayApply(a) => super::debug_net::overlay_apply(a).await,
+        DebugCommand::Fuzz(a) => {
+            let report = super::fuzz::fuzz(&a.target, a.time, a.runs, a.seed, &a.out, a.save_every)
+                .map_err(|e| anyhow::anyhow!(e))?;
+            println!(
+                "{}: {} inputs in {:.0} s ({:.0}/s), corpus {}, no crash",
+                report.target,
+                report.runs,
+                report.elapsed.as_secs_f64(),
+                report.runs as f64 / report.elapsed.as_secs_f64().max(0.001),
+                report.corpus
+            );
+            Ok(())
+        }
     }
 }
 

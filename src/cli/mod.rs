@@ -10,6 +10,7 @@ mod bench_scale;
 pub mod config;
 pub mod debug;
 mod debug_net;
+pub mod fuzz;
 
 use crate::server::ServerConfig;
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
@@ -162,6 +163,24 @@ pub struct ServerArgs {
     /// kube-controller-manager flag of the same name).
     #[arg(long, env = "SKUA_NODE_MONITOR_GRACE_PERIOD", default_value = "40s", value_parser = config::parse_duration)]
     pub node_monitor_grace_period: std::time::Duration,
+    /// A second join secret (or K10 token) that lets agents, and only agents, join
+    /// (k3s' flag): hand it to workers and keep the server token to servers. Written
+    /// to `<data-dir>/server/agent-token`.
+    #[arg(long, env = "SKUA_AGENT_TOKEN")]
+    pub agent_token: Option<String>,
+    /// A file holding `--agent-token`.
+    #[arg(long, env = "SKUA_AGENT_TOKEN_FILE")]
+    pub agent_token_file: Option<std::path::PathBuf>,
+    /// Record every request in this file, as audit.k8s.io/v1 Events at the Metadata
+    /// level, one JSON line each (kube-apiserver's flag; CIS 1.2.16). Off when unset.
+    #[arg(long, env = "SKUA_AUDIT_LOG_PATH")]
+    pub audit_log_path: Option<std::path::PathBuf>,
+    /// Rotate the audit log at this many MiB (0: never).
+    #[arg(long, default_value_t = 100)]
+    pub audit_log_maxsize: u64,
+    /// Rotated audit logs kept.
+    #[arg(long, default_value_t = 10)]
+    pub audit_log_maxbackup: usize,
     /// Whether `/healthz`, `/livez`, `/readyz` and `/version` answer clients without
     /// credentials (upstream's kube-apiserver flag; k3s and the CIS benchmark turn it
     /// off, and so does skua). `/ping` and `/cacerts` are always open.

@@ -52,9 +52,24 @@ pub struct Tls {
     pub insecure_skip_verify: bool,
 }
 
-/// A TOML basic string.
-fn toml(s: &str) -> String {
-    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+/// A TOML basic string: backslash, quote and every control character escaped, so no
+/// value can end the string or the line and add keys of its own.
+pub fn toml(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04X}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
 impl Registries {
@@ -186,6 +201,14 @@ fn split_tail(rest: &str) -> (&str, &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn values_cannot_break_out_of_their_toml_string() {
+        let evil = "pw\"\n[plugins.\"evil\"]\nx = \"1\u{7}";
+        let quoted = toml(evil);
+        assert_eq!(quoted.lines().count(), 1, "{quoted}");
+        assert_eq!(quoted, r#""pw\"\n[plugins.\"evil\"]\nx = \"1\u0007""#);
+    }
 
     #[test]
     fn k3s_registries_files_become_containerd_settings_and_rewrites() {

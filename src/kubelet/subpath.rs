@@ -48,7 +48,7 @@ fn beneath() -> ResolveFlags {
 }
 
 /// Opens `sub` beneath `root` (an open directory), making missing directories on
-/// the way with `mode`, and never leaving `root`.
+/// the way with `mode` (0: the volume's own mode), and never leaving `root`.
 pub fn open_beneath(root: &Path, sub: &str, mode: u32) -> Result<OwnedFd, SubPathError> {
     check(sub)?;
     let volume = root.display().to_string();
@@ -61,12 +61,24 @@ pub fn open_beneath(root: &Path, sub: &str, mode: u32) -> Result<OwnedFd, SubPat
         path: sub.to_string(),
         volume: volume.clone(),
     };
+    // the volume's own path may go through links (a hostPath such as /var/run): it
+    // is the kubelet's to resolve; what is beneath it is not
+    let root =
+        std::fs::canonicalize(root).map_err(|e| io(format!("cannot open the volume: {e}")))?;
     let root_fd = rustix::fs::open(
-        root,
+        &root,
         OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::RDONLY,
         Mode::empty(),
     )
     .map_err(|e| io(format!("cannot open the volume: {e}")))?;
+    // new directories get the volume's own mode, as upstream's SafeMakeDir (an
+    // emptyDir's 0777 included), whatever the umask
+    let mode = match mode {
+        0 => rustix::fs::fstat(&root_fd)
+            .map(|st| st.st_mode & 0o7777)
+            .map_err(|e| io(e.to_string()))?,
+        m => m,
+    };
     let parts: Vec<&str> = sub
         .split('/')
         .filter(|p| !p.is_empty() && *p != ".")
@@ -103,7 +115,18 @@ pub fn open_beneath(root: &Path, sub: &str, mode: u32) -> Result<OwnedFd, SubPat
             })?
         };
         match rustix::fs::mkdirat(parent.as_fd(), parts[i], Mode::from_bits_truncate(mode)) {
-            Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+            Ok(()) => {
+                let made = rustix::fs::openat(
+                    parent.as_fd(),
+                    parts[i],
+                    OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::RDONLY | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(|e| io(e.to_string()))?;
+                rustix::fs::fchmod(&made, Mode::from_bits_truncate(mode))
+                    .map_err(|e| io(e.to_string()))?;
+            }
+            Err(rustix::io::Errno::EXIST) => {}
             Err(e) => return Err(io(e.to_string())),
         }
     }
@@ -129,7 +152,7 @@ pub fn open_beneath(root: &Path, sub: &str, mode: u32) -> Result<OwnedFd, SubPat
 /// `target` (made here: a directory or an empty file, as the source is); returns
 /// `target`, the path to hand the runtime.
 pub fn bind(root: &Path, sub: &str, target: &Path) -> Result<PathBuf, SubPathError> {
-    let fd = open_beneath(root, sub, 0o750)?;
+    let fd = open_beneath(root, sub, 0)?;
     let io = |message: String| SubPathError::Io {
         path: sub.to_string(),
         volume: root.display().to_string(),

@@ -132,6 +132,8 @@ pub async fn set_up(env: &Env<'_>, pod: &Value) -> Result<HashMap<String, PathBu
 /// removal would go through the mount.
 pub fn tear_down(root: &Path, uid: &str) {
     let dir = pod_dir(root, uid);
+    // mountinfo has resolved paths: a relative or symlinked root must match them
+    let dir = std::fs::canonicalize(&dir).unwrap_or(dir);
     let mut mounted = mounts_under(&dir);
     mounted.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
     for m in &mounted {
@@ -183,7 +185,8 @@ fn mount_points() -> Vec<PathBuf> {
 }
 
 pub(super) fn is_mount(path: &Path) -> bool {
-    mount_points().iter().any(|m| m == path)
+    let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    mount_points().contains(&path)
 }
 
 fn mounts_under(dir: &Path) -> Vec<PathBuf> {
@@ -237,8 +240,8 @@ pub(super) fn is_dns_label(s: &str) -> bool {
 }
 
 /// Upstream's atomic writer's `validatePath`: a payload path is relative, has no `..`
-/// element, does not start with `..` (those names are the writer's own), has no
-/// empty element and no NUL, and is at most 4096 bytes with elements of at most 255.
+/// element, does not start with `..` (those names are the writer's own), has no NUL,
+/// and is at most 4096 bytes with elements of at most 255.
 pub fn check_payload_path(path: &str) -> Result<(), String> {
     let bad = |why: &str| Err(format!("invalid path {path:?}: {why}"));
     if path.is_empty() {
@@ -259,9 +262,6 @@ pub fn check_payload_path(path: &str) -> Result<(), String> {
     for part in path.split('/') {
         if part == ".." {
             return bad("must not contain '..'");
-        }
-        if part.is_empty() || part == "." {
-            return bad("must not contain empty or '.' elements");
         }
         if part.len() > 255 {
             return bad("elements must be at most 255 bytes");

@@ -114,6 +114,34 @@ pub fn ensure_token(
     Ok(secret)
 }
 
+/// `--agent-token`: its secret, with the full K10 token written to
+/// `<server_dir>/agent-token` (0600); `None` (and no file) when it is not given.
+pub fn ensure_agent_token(
+    server_dir: &Path,
+    given: Option<&str>,
+    server_ca_pem: &str,
+) -> Result<Option<String>, PkiError> {
+    let path = server_dir.join("agent-token");
+    let Some(given) = given.filter(|g| !g.trim().is_empty()) else {
+        if path.exists() {
+            std::fs::remove_file(&path).map_err(|e| PkiError::File {
+                path: path.clone(),
+                message: e.to_string(),
+            })?;
+        }
+        return Ok(None);
+    };
+    let secret = Token::parse(given).map_err(PkiError::Invalid)?.secret;
+    let token = Token {
+        ca_hash: Some(ca_hash(server_ca_pem)),
+        user: "node".into(),
+        secret: secret.clone(),
+    }
+    .render();
+    write_private(&path, format!("{token}\n").as_bytes(), 0o600)?;
+    Ok(Some(secret))
+}
+
 /// `name`'s client certificate and key (PEM): CN `system:node:<name>`, O
 /// `system:nodes`, from the client CA.
 pub fn node_client_cert(tls_dir: &Path, name: &str) -> Result<(String, String), PkiError> {
@@ -141,15 +169,26 @@ pub fn agent_controller_cert(tls_dir: &Path) -> Result<(String, String), PkiErro
     )
 }
 
+/// How old the API server's kubelet client certificate (valid a year) may get before
+/// it is issued again.
+const RENEW_AFTER: std::time::Duration = std::time::Duration::from_secs(300 * 24 * 3600);
+
 /// The API server's client certificate for calling kubelets (logs, exec, port
 /// forwarding): CN `kube-apiserver-kubelet-client`, O `system:masters`, from the
-/// client CA; kept in `client-kube-apiserver-kubelet.{crt,key}` and reused.
+/// client CA; kept in `client-kube-apiserver-kubelet.{crt,key}` and reused until it is
+/// 300 days old, then issued again (it is valid for 365).
 pub fn apiserver_kubelet_client(tls_dir: &Path) -> Result<(String, String), PkiError> {
     let (crt, key) = (
         tls_dir.join("client-kube-apiserver-kubelet.crt"),
         tls_dir.join("client-kube-apiserver-kubelet.key"),
     );
-    if let (Some(c), Some(k)) = (super::files::read(&crt)?, super::files::read(&key)?) {
+    let fresh = std::fs::metadata(&crt)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|age| age < RENEW_AFTER);
+    if let (true, Some(c), Some(k)) = (fresh, super::files::read(&crt)?, super::files::read(&key)?)
+    {
         return Ok((c, k));
     }
     let client_ca: Ca = load_or_make_ca(tls_dir, "client-ca", "skua-client-ca")?;
@@ -165,14 +204,24 @@ pub fn apiserver_kubelet_client(tls_dir: &Path) -> Result<(String, String), PkiE
     Ok((c, k))
 }
 
+/// The CA of kubelet serving certificates: the API server trusts it only to verify
+/// kubelets, so a certificate a join buys can never pass for the API server (pods and
+/// agents trust the server CA, which signs nothing a join asks for).
+pub const KUBELET_SERVING_CA: &str = "kubelet-serving-ca";
+
+/// The kubelet serving CA's certificate (PEM), made on first use.
+pub fn kubelet_serving_ca(tls_dir: &Path) -> Result<String, PkiError> {
+    Ok(load_or_make_ca(tls_dir, KUBELET_SERVING_CA, "skua-kubelet-serving-ca")?.cert)
+}
+
 /// `name`'s kubelet serving certificate and key (PEM) for its name and `ips`, from
-/// the server CA.
+/// the kubelet serving CA.
 pub fn node_serving_cert(
     tls_dir: &Path,
     name: &str,
     ips: &[IpAddr],
 ) -> Result<(String, String), PkiError> {
-    let server_ca: Ca = load_or_make_ca(tls_dir, "server-ca", "skua-server-ca")?;
+    let server_ca: Ca = load_or_make_ca(tls_dir, KUBELET_SERVING_CA, "skua-kubelet-serving-ca")?;
     let mut sans = vec![SanType::DnsName(name.try_into().map_err(|_| {
         PkiError::Invalid(format!("node name {name:?} is not a DNS name"))
     })?)];

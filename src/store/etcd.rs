@@ -51,6 +51,18 @@ impl EtcdStore {
                 )));
             }
         }
+        let plain: Vec<&String> = opts
+            .endpoints
+            .iter()
+            .filter(|e| e.starts_with("http://"))
+            .collect();
+        if !plain.is_empty() {
+            // every Secret of the cluster crosses this connection
+            tracing::warn!(
+                endpoints = ?plain,
+                "the datastore is reached over plain http://: every object, Secrets included, crosses the network unencrypted and etcd cannot tell skua from anyone else; use https:// with --datastore-cafile, --datastore-certfile and --datastore-keyfile"
+            );
+        }
         let mut connect = ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(5))
             .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5));
