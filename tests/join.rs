@@ -237,3 +237,95 @@ fn an_agent_joins_with_the_node_token_and_nothing_else_gets_in() {
         "{said}"
     );
 }
+
+/// One join-endpoint request with curl: (HTTP code, body).
+fn join_request(server: &SkuaServer, secret: &str, node: &str, what: &str) -> (String, String) {
+    let out = Command::new("curl")
+        .args(["-s", "-w", "\n%{http_code}", "--cacert"])
+        .arg(server.server_ca())
+        .args(["-u", &format!("node:{secret}")])
+        .args(["-H", &format!("Skua-Node-Name: {node}")])
+        .args(["-H", &format!("Skua-Node-Password: pw-{node}")])
+        .arg(format!("https://127.0.0.1:{}/v1-skua/{what}", server.port))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", ""));
+    (code.to_string(), body.to_string())
+}
+
+#[test]
+fn a_join_cannot_pass_for_the_api_server_and_guessing_is_slowed() {
+    let server = SkuaServer::start_with_config("agent-token: workers-only-secret\n");
+    let data = server.dir.path().join("data/server");
+    let token = std::fs::read_to_string(data.join("token")).unwrap();
+    let secret = token.trim().rsplit_once(':').unwrap().1.to_string();
+    // the agent token joins too, and is kept as a K10 token, owner-only
+    let (code, _) = join_request(&server, "workers-only-secret", "w1", "client-kubelet.crt");
+    assert_eq!(code, "200");
+    use std::os::unix::fs::PermissionsExt;
+    let agent_token = data.join("agent-token");
+    assert_eq!(
+        std::fs::metadata(&agent_token)
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
+    assert!(
+        std::fs::read_to_string(&agent_token)
+            .unwrap()
+            .starts_with("K10")
+    );
+    // a kubelet serving certificate comes from a CA pods and agents do not trust for
+    // the API server
+    let (code, pem) = join_request(&server, &secret, "n1", "serving-kubelet.crt");
+    assert_eq!(code, "200", "{pem}");
+    let cert = server.dir.path().join("n1-serving.crt");
+    std::fs::write(
+        &cert,
+        &pem[..pem.find("-----BEGIN PRIVATE KEY-----").unwrap()],
+    )
+    .unwrap();
+    let verify = |ca: &str| {
+        Command::new("openssl")
+            .args(["verify", "-CAfile"])
+            .arg(data.join("tls").join(ca))
+            .arg(&cert)
+            .output()
+            .unwrap()
+            .status
+            .success()
+    };
+    assert!(!verify("server-ca.crt"), "not from the server CA");
+    assert!(verify("kubelet-serving-ca.crt"));
+    // names the API server answers to are refused
+    for name in [
+        "kubernetes",
+        "kubernetes.default.svc.cluster.local",
+        "localhost",
+    ] {
+        let (code, body) = join_request(&server, &secret, name, "serving-kubelet.crt");
+        assert_eq!(code, "403", "{name}: {body}");
+    }
+    let (code, _) = join_request(
+        &server,
+        &secret,
+        "kubernetes-worker-1",
+        "client-kubelet.crt",
+    );
+    assert_eq!(code, "200", "a host name that merely starts so is fine");
+    // wrong tokens: refused, then the address is slowed down, right token or not
+    for i in 0..10 {
+        let (code, _) = join_request(&server, "guess", &format!("g{i}"), "client-kubelet.crt");
+        assert_eq!(code, "401");
+    }
+    let (code, body) = join_request(&server, &secret, "n2", "client-kubelet.crt");
+    assert_eq!(code, "429", "{body}");
+    assert!(
+        server
+            .log()
+            .contains("join attempt with a wrong token refused")
+    );
+}

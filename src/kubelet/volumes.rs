@@ -71,13 +71,7 @@ pub async fn set_up(env: &Env<'_>, pod: &Value) -> Result<HashMap<String, PathBu
             std::fs::create_dir_all(&dir).map_err(io)?;
             std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).map_err(io)?;
             if v["emptyDir"]["medium"] == "Memory" && !is_mount(&dir) {
-                let mut opts = "mode=0777".to_string();
-                if let Some(size) = v["emptyDir"].get("sizeLimit").filter(|s| !s.is_null()) {
-                    let bytes = crate::api::quantity::of(size)
-                        .filter(|b| b.is_finite() && *b > 0.0)
-                        .ok_or_else(|| fail(name, format!("sizeLimit {size} is not a quantity")))?;
-                    opts.push_str(&format!(",size={}", bytes.ceil() as u64));
-                }
+                let opts = tmpfs_options(&v["emptyDir"]["sizeLimit"]).map_err(|m| fail(name, m))?;
                 run_mount(&["-t", "tmpfs", "-o", &opts, "tmpfs"], &dir)
                     .map_err(|m| fail(name, m))?;
             }
@@ -150,6 +144,19 @@ pub fn tear_down(root: &Path, uid: &str) {
             tracing::warn!(dir = %dir.display(), error = %e, "cannot remove a pod's volumes");
         }
     }
+}
+
+/// The tmpfs options of a memory-backed emptyDir: its `sizeLimit` read as a quantity
+/// (a number of bytes goes to `mount`, never the user's text).
+fn tmpfs_options(size_limit: &Value) -> Result<String, String> {
+    let mut opts = "mode=0777".to_string();
+    if !size_limit.is_null() {
+        let bytes = crate::api::quantity::of(size_limit)
+            .filter(|b| b.is_finite() && *b > 0.0 && *b < 1e18)
+            .ok_or_else(|| format!("sizeLimit {size_limit} is not a quantity"))?;
+        opts.push_str(&format!(",size={}", bytes.ceil() as u64));
+    }
+    Ok(opts)
 }
 
 /// Mount points, as `/proc/self/mountinfo` writes them (octal escapes decoded).
@@ -802,6 +809,27 @@ mod tests {
             "removed key's link is gone"
         );
         assert!(!d.join(first).exists(), "the old version is removed");
+    }
+
+    #[test]
+    fn size_limits_reach_mount_as_numbers_only() {
+        assert_eq!(
+            tmpfs_options(&json!("64Mi")).unwrap(),
+            "mode=0777,size=67108864"
+        );
+        assert_eq!(
+            tmpfs_options(&json!("1.5G")).unwrap(),
+            "mode=0777,size=1500000000"
+        );
+        assert_eq!(tmpfs_options(&Value::Null).unwrap(), "mode=0777");
+        for bad in [
+            json!("1Gi,exec,suid"),
+            json!("-1"),
+            json!("0"),
+            json!("lots"),
+        ] {
+            assert!(tmpfs_options(&bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
