@@ -50,28 +50,10 @@ stop_running() {
 ENV_FILE=/etc/systemd/system/skua.service.env
 
 # the arguments without their secrets; the secrets as SKUA_* variables
-secrets=""
-add_secret() {
-    case "$2" in *"
-"*) fatal "$1 must not contain a newline" ;; esac
-    export "$1=$2"
-    escaped=$(printf '%s' "$2" | sed -e 's/\\/\\\\/g' -e 's/"/\\"/g')
-    secrets="${secrets}$1=\"$escaped\"
-"
-}
+. "$src_dir/scripts/install-lib.sh"
 args_file=$(mktemp)
 trap 'rm -f "$args_file"' EXIT
-while [ $# -gt 0 ]; do
-    case "$1" in
-        --token|-t) [ $# -ge 2 ] || fatal "$1 needs a value"; add_secret SKUA_TOKEN "$2"; shift 2 ;;
-        --token=*) add_secret SKUA_TOKEN "${1#*=}"; shift ;;
-        --agent-token) [ $# -ge 2 ] || fatal "$1 needs a value"; add_secret SKUA_AGENT_TOKEN "$2"; shift 2 ;;
-        --agent-token=*) add_secret SKUA_AGENT_TOKEN "${1#*=}"; shift ;;
-        --datastore-endpoint) [ $# -ge 2 ] || fatal "$1 needs a value"; add_secret SKUA_DATASTORE_ENDPOINT "$2"; shift 2 ;;
-        --datastore-endpoint=*) add_secret SKUA_DATASTORE_ENDPOINT "${1#*=}"; shift ;;
-        *) printf '%s\n' "$1" >> "$args_file"; shift ;;
-    esac
-done
+split_args "$args_file" "$@"
 set --
 while IFS= read -r a; do set -- "$@" "$a"; done < "$args_file"
 
@@ -88,20 +70,6 @@ if [ "${INSTALL_SKUA_SKIP_START:-false}" = true ]; then
     info "INSTALL_SKUA_SKIP_START=true: not starting skua"
     exit 0
 fi
-
-write_env() {
-    old_umask=$(umask)
-    umask 077
-    {
-        # SKUA_* from the caller's environment (those from arguments are below)
-        env | grep -E '^SKUA_' | grep -vE "^($(printf '%s' "$secrets" | sed -n 's/=.*//p' | tr '\n' '|')NONE)=" \
-            | sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' -e 's/=\(.*\)/="\1"/' || true
-        printf '%s' "$secrets"
-    } > "$1.tmp"
-    chmod 0600 "$1.tmp"
-    mv -f "$1.tmp" "$1"
-    umask "$old_umask"
-}
 
 if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
     info "writing $ENV_FILE (0600) and the systemd unit /etc/systemd/system/skua.service"
