@@ -10,6 +10,7 @@
 //! them: nothing is restarted. Sandboxes of pods that are no longer bound here are
 //! removed by housekeeping.
 
+pub mod atomic_writer;
 pub mod containers;
 pub mod env;
 pub mod eviction;
