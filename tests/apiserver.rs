@@ -99,18 +99,7 @@ fn nothing_before_authentication_costs_the_server() {
             .unwrap();
         assert_eq!(String::from_utf8_lossy(&out.stdout), "401");
     }
-    let tls = server.dir.path().join("data/server/tls");
-    let out = Command::new("curl")
-        .args(["-s", "--cacert"])
-        .arg(server.server_ca())
-        .arg("--cert")
-        .arg(tls.join("client-admin.crt"))
-        .arg("--key")
-        .arg(tls.join("client-admin.key"))
-        .arg(format!("https://127.0.0.1:{}/metrics", server.port))
-        .output()
-        .unwrap();
-    let metrics = String::from_utf8_lossy(&out.stdout);
+    let (_, metrics) = common::admin_request(&server, "GET", "/metrics", None);
     assert!(
         !metrics.contains("g17") && !metrics.contains("r42"),
         "{metrics}"
