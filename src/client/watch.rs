@@ -371,12 +371,22 @@ impl Informer {
     }
 
     /// Changes from now on.
+    ///
+    /// A subscriber that comes after the informer has loaded objects first hears of
+    /// every object it holds as an addition (as client-go's `AddEventHandler`), so a
+    /// control loop started after another one made the shared informer misses nothing.
+    /// A change applied but not yet published when it subscribes may come twice.
     pub fn subscribe(&self) -> mpsc::UnboundedReceiver<Change> {
         let (tx, rx) = mpsc::unbounded_channel();
-        self.subscribers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(tx);
+        let mut subs = self.subscribers.lock().unwrap_or_else(|e| e.into_inner());
+        for (key, obj) in &self.objects.read().unwrap_or_else(|e| e.into_inner()).all {
+            let _ = tx.send(Change {
+                key: key.clone(),
+                old: None,
+                new: Some(obj.clone()),
+            });
+        }
+        subs.push(tx);
         rx
     }
 
@@ -544,5 +554,51 @@ mod tests {
         o.remove("ns/a");
         assert!(o.by_owner.is_empty() && o.by_node.is_empty());
         assert_eq!(o.orphans.iter().collect::<Vec<_>>(), ["ns/c"]);
+    }
+
+    /// The scheduler subscribed to the shared nodes informer after the node lifecycle
+    /// controller had started it and it had listed: it never heard of the nodes and
+    /// left pods Pending with "no nodes available" until a node changed.
+    #[test]
+    fn a_late_subscriber_hears_of_every_object_already_loaded_then_of_changes() {
+        let informer = Informer {
+            res: crate::controllers::resource("", "pods"),
+            objects: RwLock::new(Objects::default()),
+            subscribers: Mutex::new(Vec::new()),
+            synced: tokio::sync::watch::channel(false).0,
+        };
+        let mut early = informer.subscribe();
+        assert!(early.try_recv().is_err(), "nothing loaded, nothing heard");
+        {
+            let mut o = informer.objects.write().unwrap();
+            o.insert("ns/a".into(), pod("a", "n1", json!(null)));
+            o.insert("ns/b".into(), pod("b", "n2", json!(null)));
+        }
+        let added = |key: &str| Change {
+            key: key.into(),
+            old: None,
+            new: informer.get(key),
+        };
+        informer.publish(vec![added("ns/a"), added("ns/b")]);
+        let mut late = informer.subscribe();
+        for rx in [&mut early, &mut late] {
+            let heard: Vec<_> = std::iter::from_fn(|| rx.try_recv().ok()).collect();
+            assert_eq!(
+                heard.iter().map(|c| c.key.as_str()).collect::<Vec<_>>(),
+                ["ns/a", "ns/b"]
+            );
+            assert!(heard.iter().all(|c| c.old.is_none() && c.new.is_some()));
+        }
+        let gone = informer.objects.write().unwrap().remove("ns/a");
+        informer.publish(vec![Change {
+            key: "ns/a".into(),
+            old: gone,
+            new: None,
+        }]);
+        for rx in [&mut early, &mut late] {
+            let c = rx.try_recv().expect("the removal");
+            assert!(c.key == "ns/a" && c.old.is_some() && c.new.is_none());
+            assert!(rx.try_recv().is_err());
+        }
     }
 }
