@@ -198,6 +198,7 @@ fn openapi() {
             gvs.push((r.group, r.version));
         }
     }
+    let mut zero_shapes = ZeroShapes::default();
     for (group, version) in gvs {
         let mut generator = schemars::generate::SchemaSettings::openapi3().into_generator();
         let mut paths = Map::new();
@@ -306,6 +307,9 @@ fn openapi() {
             "description": "Patch is provided to give a concrete name and type to the Kubernetes PATCH request body.",
             "type": "object",
         }));
+        for (schema, r) in &kinds {
+            zero_shapes.add_kind(&schemas, group, version, r.kind, schema);
+        }
         for (schema, r) in kinds {
             if let Some(s) = schemas.get_mut(&schema) {
                 s["x-kubernetes-group-version-kind"] =
@@ -337,4 +341,116 @@ fn openapi() {
     }
     index.push_str("];\n");
     std::fs::write(out_dir.join("openapi_docs.rs"), index).expect("write OpenAPI index");
+    std::fs::write(
+        out_dir.join("zero_shapes.json"),
+        zero_shapes.finish().to_string(),
+    )
+    .expect("write zero shapes");
+}
+
+/// Where upstream writes zero values: the fields each schema requires (Go fields
+/// without `omitempty`, serialised even when zero), and the nested objects that have
+/// such fields. `src/api/zero.rs` reads the result.
+#[derive(Default)]
+struct ZeroShapes {
+    /// "group/version/Kind" → component
+    kinds: Map<String, Value>,
+    /// component → {"r": {field: zero}, "o": {field: component}, "a": {field: component}}
+    shapes: Map<String, Value>,
+}
+
+fn component_ref(prop: &Value) -> Option<&str> {
+    let r = prop
+        .get("$ref")
+        .or_else(|| prop.pointer("/allOf/0/$ref"))?
+        .as_str()?;
+    r.strip_prefix("#/components/schemas/")
+}
+
+impl ZeroShapes {
+    fn add_kind(
+        &mut self,
+        schemas: &Map<String, Value>,
+        group: &str,
+        version: &str,
+        kind: &str,
+        component: &str,
+    ) {
+        if self.shape(schemas, component, &mut Vec::new()) {
+            self.kinds
+                .insert(format!("{group}/{version}/{kind}"), json!(component));
+        }
+    }
+
+    /// Records the shape of `component`; whether it has anything to fill.
+    fn shape(
+        &mut self,
+        schemas: &Map<String, Value>,
+        component: &str,
+        path: &mut Vec<String>,
+    ) -> bool {
+        if let Some(known) = self.shapes.get(component) {
+            return !known.is_null();
+        }
+        if path.iter().any(|c| c == component) {
+            return false; // recursive schemas (JSONSchemaProps) have nothing required to fill
+        }
+        let Some(schema) = schemas.get(component) else {
+            return false;
+        };
+        path.push(component.to_string());
+        let required: Vec<&str> = schema["required"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        let (mut zeros, mut objects, mut arrays) = (Map::new(), Map::new(), Map::new());
+        for (field, prop) in schema["properties"].as_object().into_iter().flatten() {
+            let zero = match (prop["type"].as_str(), component_ref(prop)) {
+                (Some("integer" | "number"), _) => Some(json!(0)),
+                (Some("string"), _) if prop["format"] != "date-time" => Some(json!("")),
+                (Some("boolean"), _) => Some(json!(false)),
+                (Some("array"), _) => Some(json!([])),
+                (None, Some(c)) if schemas.get(c).is_some_and(|s| s["type"] == "object") => {
+                    Some(json!({}))
+                }
+                _ => None,
+            };
+            if let Some(zero) = zero.filter(|_| required.contains(&field.as_str())) {
+                zeros.insert(field.clone(), zero);
+            }
+            if let Some(c) = component_ref(prop) {
+                if self.shape(schemas, c, path) {
+                    objects.insert(field.clone(), json!(c));
+                }
+            } else if let Some(c) = prop.get("items").and_then(component_ref) {
+                if self.shape(schemas, c, path) {
+                    arrays.insert(field.clone(), json!(c));
+                }
+            }
+        }
+        path.pop();
+        let useful = !(zeros.is_empty() && objects.is_empty() && arrays.is_empty());
+        let mut shape = Map::new();
+        for (key, part) in [("r", zeros), ("o", objects), ("a", arrays)] {
+            if !part.is_empty() {
+                shape.insert(key.into(), Value::Object(part));
+            }
+        }
+        self.shapes.insert(
+            component.to_string(),
+            if useful {
+                Value::Object(shape)
+            } else {
+                Value::Null
+            },
+        );
+        useful
+    }
+
+    fn finish(mut self) -> Value {
+        self.shapes.retain(|_, v| !v.is_null());
+        json!({"kinds": self.kinds, "shapes": self.shapes})
+    }
 }

@@ -71,6 +71,29 @@ fn health_and_version_are_open_only_with_anonymous_auth_and_the_rest_needs_crede
     let cert: Vec<&str> = cert.iter().map(String::as_str).collect();
     let (body, meta) = curl(&server, &cert, "/readyz");
     assert_eq!((body.as_str(), &meta[..4]), ("ok", "200 "));
+
+    // paths upstream also serves with a trailing slash (kr8s starts with /version/),
+    // and the named health checks
+    for (path, kind) in [
+        ("/version/", "gitVersion"),
+        ("/api/", "APIVersions"),
+        ("/apis/", "APIGroupList"),
+        ("/api/v1/", "APIResourceList"),
+        ("/apis/apps/v1/", "APIResourceList"),
+        ("/api/v1/namespaces/default/", "Namespace"),
+        ("/api/v1/namespaces/default/configmaps/", "ConfigMapList"),
+    ] {
+        let (body, meta) = curl(&server, &cert, path);
+        assert!(meta.starts_with("200 "), "{path}: {meta} {body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert!(v["kind"] == kind || v.get(kind).is_some(), "{path}: {body}");
+    }
+    for path in ["/livez/ping", "/readyz/ping", "/healthz/etcd"] {
+        let (body, meta) = curl(&server, &cert, path);
+        assert_eq!((body.as_str(), &meta[..4]), ("ok", "200 "), "{path}");
+    }
+    let (_, meta) = curl(&server, &cert, "/livez/nonsense");
+    assert!(meta.starts_with("404 "), "{meta}");
 }
 
 #[test]

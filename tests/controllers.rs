@@ -1319,6 +1319,76 @@ spec:
     });
     let (_, out) = k(&server, "1.27", &["get", "rc", "old", "--no-headers"]);
     assert_eq!(out.split_whitespace().nth(3), Some("3"), "READY: {out}");
+
+    // without a selector: it and the RC's labels default to the template's labels
+    // (it used to select nothing and create pods without owners for ever)
+    let bare = rc
+        .replace("name: old", "name: bare")
+        .replace("  selector: {app: old}\n", "")
+        .replace("app: old", "app: bare")
+        .replace("replicas: 3", "replicas: 2");
+    apply(&server, "1.33", "bare.yaml", &bare);
+    let (ok, out) = k(
+        &server,
+        "1.33",
+        &[
+            "get",
+            "rc",
+            "bare",
+            "-o",
+            "jsonpath={.spec.selector} {.metadata.labels}",
+        ],
+    );
+    assert!(ok, "{out}");
+    assert_eq!(out.trim(), r#"{"app":"bare"} {"app":"bare"}"#);
+    eventually(30, "two ready, owned replicas", || {
+        let p = pods(&server, "app=bare");
+        (p.len() == 2
+            && p.iter()
+                .all(|p| ready(p) && p["metadata"]["ownerReferences"][0]["name"] == "bare"))
+        .then_some(())
+    });
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let made = pods(&server, "app=bare");
+    assert_eq!(made.len(), 2, "no more than asked for");
+    // upstream omits unset fields; the controller's pods used to carry
+    // `initContainers: null` and the like
+    fn nulls(v: &Value, at: &str, out: &mut Vec<String>) {
+        match v {
+            Value::Null => out.push(at.to_string()),
+            Value::Object(m) => m
+                .iter()
+                .for_each(|(k, v)| nulls(v, &format!("{at}.{k}"), out)),
+            Value::Array(a) => a.iter().for_each(|v| nulls(v, &format!("{at}[]"), out)),
+            _ => {}
+        }
+    }
+    let mut found = Vec::new();
+    made.iter().for_each(|p| nulls(p, "", &mut found));
+    assert!(found.is_empty(), "null fields: {found:?}");
+    // a selector that does not select the template is refused as upstream refuses it
+    let wrong = r#"{"apiVersion": "v1", "kind": "ReplicationController", "metadata": {"name": "wrong"},
+        "spec": {"selector": {"app": "x"}, "template": {"metadata": {"labels": {"app": "y"}},
+        "spec": {"containers": [{"name": "c", "image": "nginx"}]}}}}"#;
+    let (code, body) = admin_request(
+        &server,
+        "POST",
+        "/api/v1/namespaces/default/replicationcontrollers",
+        Some(wrong),
+    );
+    assert_eq!(code, 422, "{body}");
+    let status: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        status["details"]["causes"][0]["field"],
+        "spec.template.metadata.labels"
+    );
+    assert!(
+        status["message"]
+            .as_str()
+            .unwrap()
+            .contains("`selector` does not match template `labels`"),
+        "{body}"
+    );
 }
 
 #[test]

@@ -644,9 +644,40 @@ fn finalizers_propagation_and_graceful_pod_deletion() {
     let unscheduled = r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"q"},"spec":{"containers":[{"name":"c","image":"busybox"}]}}"#;
     admin_request(&server, "POST", pods, Some(unscheduled));
     let (code, body) = admin_request(&server, "DELETE", &format!("{pods}/q"), None);
+    // upstream answers a pod's deletion with the pod (ReturnDeletedObject), a
+    // ConfigMap's with a Status
+    let deleted = parse(&body);
     assert_eq!(
-        (code, parse(&body)["status"].as_str()),
-        (200, Some("Success"))
+        (
+            code,
+            deleted["kind"].as_str(),
+            deleted["metadata"]["name"].as_str()
+        ),
+        (200, Some("Pod"), Some("q"))
+    );
+    assert_eq!(
+        admin_request(&server, "GET", &format!("{pods}/q"), None).0,
+        404
+    );
+    // --cascade=orphan on a pod nothing depends on: the collector removes the orphan
+    // finalizer and kubectl's wait ends (it used to wait for ever)
+    let lonely = unscheduled.replace(r#""name":"q""#, r#""name":"lonely""#);
+    assert_eq!(admin_request(&server, "POST", pods, Some(&lonely)).0, 201);
+    let (ok, out) = k(
+        &server,
+        "1.27",
+        &[
+            "delete",
+            "pod",
+            "lonely",
+            "--cascade=orphan",
+            "--timeout=30s",
+        ],
+    );
+    assert!(ok, "{out}");
+    assert_eq!(
+        admin_request(&server, "GET", &format!("{pods}/lonely"), None).0,
+        404
     );
 }
 

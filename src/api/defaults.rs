@@ -191,7 +191,65 @@ fn limit_range(obj: &mut Value) {
     }
 }
 
+/// A ReplicationController's selector and labels default to its template's labels
+/// (upstream's `SetDefaults_ReplicationController`): without this its controller
+/// selects nothing and creates pods for ever.
+fn replication_controller_selector(obj: &mut Value) {
+    let Some(labels) = obj
+        .pointer("/spec/template/metadata/labels")
+        .filter(|l| l.is_object())
+        .cloned()
+    else {
+        return;
+    };
+    let empty = |v: Option<&Value>| v.and_then(Value::as_object).is_none_or(Map::is_empty);
+    if empty(obj.pointer("/spec/selector")) {
+        if let Some(spec) = obj_mut(obj, "spec") {
+            spec.insert("selector".into(), labels.clone());
+        }
+    }
+    if empty(obj.pointer("/metadata/labels")) {
+        if let Some(meta) = obj_mut(obj, "metadata") {
+            meta.insert("labels".into(), labels);
+        }
+    }
+}
+
+/// Top-level fields that upstream keeps as raw bytes (`runtime.RawExtension`): what is
+/// in them is stored exactly as sent, nulls included (kubectl compares a
+/// ControllerRevision's `data` byte for byte with the template it computes, which
+/// carries `creationTimestamp: null`).
+const RAW_FIELDS: &[(&str, &str)] = &[("ControllerRevision", "data")];
+
+/// Removes every `null` member of an object of `kind`, recursively, except inside
+/// raw fields: upstream decodes into typed structs, where a null field is simply
+/// unset and is omitted when the object is written out (`initContainers: null` from a
+/// client comes back without the field). Elements of lists are kept.
+pub fn drop_nulls_of(kind: &str, obj: &mut Value) {
+    let Value::Object(m) = obj else { return };
+    m.retain(|_, v| !v.is_null());
+    for (field, v) in m.iter_mut() {
+        if !RAW_FIELDS.contains(&(kind, field.as_str())) {
+            drop_nulls(v);
+        }
+    }
+}
+
+fn drop_nulls(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            m.retain(|_, v| !v.is_null());
+            m.values_mut().for_each(drop_nulls);
+        }
+        Value::Array(a) => a.iter_mut().for_each(drop_nulls),
+        _ => {}
+    }
+}
+
+/// Upstream's defaults for a built-in kind (after dropping nulls, as typed decoding
+/// does).
 pub fn apply(kind: &str, obj: &mut Value) {
+    drop_nulls_of(kind, obj);
     match kind {
         "Pod" => pod(obj),
         "LimitRange" => limit_range(obj),
@@ -219,6 +277,9 @@ pub fn apply(kind: &str, obj: &mut Value) {
             template(obj, "/spec/template/spec");
         }
         "ReplicaSet" | "ReplicationController" => {
+            if kind == "ReplicationController" {
+                replication_controller_selector(obj);
+            }
             if let Some(spec) = obj_mut(obj, "spec") {
                 default(spec, "replicas", json!(1));
             }
@@ -375,6 +436,49 @@ mod tests {
         assert_eq!(qos_class(&g), "Guaranteed");
         let b = json!({"spec": {"containers": [{"resources": {"requests": {"cpu": "1"}}}]}});
         assert_eq!(qos_class(&b), "Burstable");
+    }
+
+    #[test]
+    fn nulls_are_unset_fields() {
+        let mut p = json!({"metadata": {"name": "p", "labels": null},
+            "spec": {"initContainers": null, "containers": [{"name": "c", "image": "i",
+                "env": [{"name": "A", "value": null}]}]}});
+        apply("Pod", &mut p);
+        assert!(p["metadata"].get("labels").is_none());
+        assert!(p["spec"].get("initContainers").is_none());
+        assert_eq!(p["spec"]["containers"][0]["env"][0], json!({"name": "A"}));
+        // raw data is kept as sent
+        let mut cr = json!({"data": {"spec": {"template": {"metadata": {"creationTimestamp": null}}}},
+            "revision": 1, "metadata": {"labels": null}});
+        apply("ControllerRevision", &mut cr);
+        assert!(cr["data"]["spec"]["template"]["metadata"]["creationTimestamp"].is_null());
+        assert!(
+            cr["data"]["spec"]["template"]["metadata"]
+                .as_object()
+                .unwrap()
+                .contains_key("creationTimestamp")
+        );
+        assert!(cr["metadata"].get("labels").is_none());
+    }
+
+    #[test]
+    fn a_replication_controller_selects_its_template_by_default() {
+        let mut rc = json!({"metadata": {"name": "r"},
+            "spec": {"template": {"metadata": {"labels": {"app": "a"}}}}});
+        apply("ReplicationController", &mut rc);
+        assert_eq!(rc["spec"]["selector"], json!({"app": "a"}));
+        assert_eq!(rc["metadata"]["labels"], json!({"app": "a"}));
+        assert_eq!(rc["spec"]["replicas"], 1);
+        // what the user gave is kept
+        let mut own = json!({"metadata": {"labels": {"team": "t"}},
+            "spec": {"selector": {"app": "a"}, "template": {"metadata": {"labels": {"app": "a", "v": "1"}}}}});
+        apply("ReplicationController", &mut own);
+        assert_eq!(own["spec"]["selector"], json!({"app": "a"}));
+        assert_eq!(own["metadata"]["labels"], json!({"team": "t"}));
+        // a ReplicaSet's selector is not defaulted (upstream requires it)
+        let mut rs = json!({"spec": {"template": {"metadata": {"labels": {"app": "a"}}}}});
+        apply("ReplicaSet", &mut rs);
+        assert!(rs["spec"].get("selector").is_none());
     }
 
     #[test]

@@ -18,3 +18,4 @@ pub mod registry;
 pub mod selector;
 pub mod strategic;
 pub mod validation;
+pub mod zero;

@@ -54,11 +54,35 @@ impl Resource {
         }
     }
 
+    /// Whether a DELETE that removes an object answers with the object itself rather
+    /// than a `Status` (upstream's `ReturnDeletedObject: true`).
+    pub fn returns_deleted_object(&self) -> bool {
+        RETURN_DELETED_OBJECT.contains(&(self.group, self.plural))
+    }
+
     /// Whether objects of this kind are kept in the store (review kinds are not).
     pub fn is_stored(&self) -> bool {
         self.verbs.contains(&"get")
     }
 }
+
+/// (group, plural) of the resources whose registry sets `ReturnDeletedObject: true`
+/// upstream (`pkg/registry/*/*/storage/storage.go`, v1.33).
+const RETURN_DELETED_OBJECT: &[(&str, &str)] = &[
+    ("", "pods"),
+    ("", "services"),
+    ("", "serviceaccounts"),
+    ("", "namespaces"),
+    ("", "persistentvolumes"),
+    ("", "persistentvolumeclaims"),
+    ("", "podtemplates"),
+    ("", "resourcequotas"),
+    ("storage.k8s.io", "storageclasses"),
+    ("storage.k8s.io", "volumeattachments"),
+    ("storage.k8s.io", "csidrivers"),
+    ("storage.k8s.io", "csinodes"),
+    ("storage.k8s.io", "volumeattributesclasses"),
+];
 
 const fn sub(
     name: &'static str,

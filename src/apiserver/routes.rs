@@ -155,8 +155,7 @@ async fn public<B>(
     let headers = req.headers();
     match req.uri().path() {
         "/ping" => Some(text(StatusCode::OK, "pong")),
-        "/healthz" | "/livez" | "/readyz" if open => Some(text(StatusCode::OK, "ok")),
-        "/version" if open => Some(json(StatusCode::OK, &version())),
+        path if open && health_or_version(path).is_some() => health_or_version(path),
         // joining agents: the CA for anyone; certificates for the join secret
         "/cacerts" => ctx.join.as_ref().map(super::join::cacerts),
         "/v1-skua/client-ca.crt" => Some(super::join::client_ca(ctx, headers)),
@@ -224,10 +223,8 @@ where
     let read = matches!(*req.method(), Method::GET | Method::HEAD);
     let info = RequestInfo::parse(req.method(), &path, req.uri().query().unwrap_or(""));
     // upstream's system:public-info-viewer: every authenticated user
-    match path.as_str() {
-        "/healthz" | "/livez" | "/readyz" if read => return Ok(text(StatusCode::OK, "ok")),
-        "/version" if read => return Ok(json(StatusCode::OK, &version())),
-        _ => {}
+    if let Some(resp) = health_or_version(&path).filter(|_| read) {
+        return Ok(resp);
     }
     // upstream's impersonation filter acts as the named user or refuses; skua cannot
     // act as another user yet, so it refuses: running `kubectl --as=jane` as the real
@@ -298,6 +295,22 @@ where
         return Ok(resp.unwrap_or_else(not_found));
     }
     Ok(super::resources::handle(&ctx, &info, &caller, req).await)
+}
+
+/// Health checks and the version, at the paths upstream serves them: `/version` and
+/// `/version/` (a go-restful web service), `/healthz`, `/livez` and `/readyz` with
+/// their named checks (`/livez/ping`, …; upstream has no `/healthz/`).
+fn health_or_version(path: &str) -> Option<Response<Body>> {
+    match path {
+        "/version" | "/version/" => Some(json(StatusCode::OK, &version())),
+        "/healthz" | "/livez" | "/readyz" => Some(text(StatusCode::OK, "ok")),
+        _ => {
+            let (root, check) = path.rsplit_once('/')?;
+            let known = matches!(root, "/healthz" | "/livez" | "/readyz")
+                && matches!(check, "ping" | "log" | "etcd");
+            known.then(|| text(StatusCode::OK, "ok"))
+        }
+    }
 }
 
 fn version() -> serde_json::Value {

@@ -8,6 +8,10 @@
 //!   dependents deleted first; the finalizer goes when none is left.
 //! - Orphan: an owner being deleted with the `orphan` finalizer has its references
 //!   removed from its dependents; then the finalizer goes.
+//!
+//! Owners are the workload kinds and every other kind the controller manager already
+//! follows (pods, nodes, services, …): a pod deleted with `--cascade=orphan` loses its
+//! `orphan` finalizer even when nothing depends on it.
 
 use super::Context;
 use crate::client::watch::{Informer, key_of, object_path};
@@ -24,6 +28,15 @@ const OWNERS: &[(&str, &str)] = &[
     ("batch", "jobs"),
     ("batch", "cronjobs"),
     ("", "replicationcontrollers"),
+    ("", "pods"),
+    ("", "nodes"),
+    ("", "services"),
+    ("", "endpoints"),
+    ("", "serviceaccounts"),
+    ("", "persistentvolumeclaims"),
+    ("", "resourcequotas"),
+    ("apps", "controllerrevisions"),
+    ("policy", "poddisruptionbudgets"),
 ];
 const DEPENDENTS: &[(&str, &str)] = &[
     ("apps", "replicasets"),
@@ -43,6 +56,20 @@ struct Dirty {
     dependents: std::collections::BTreeSet<(usize, String)>,
     /// uids of owners that went away: their dependents are checked
     owners_gone: std::collections::BTreeSet<String>,
+    /// (owner informer, key) of owners being deleted with the `orphan` or
+    /// `foregroundDeletion` finalizer
+    owners_deleting: std::collections::BTreeSet<(usize, String)>,
+}
+
+/// Whether `owner` is being deleted and waits for the collector (orphaning or
+/// deleting its dependents first).
+fn waits_for_collector(owner: &Value) -> bool {
+    !owner["metadata"]["deletionTimestamp"].is_null()
+        && owner["metadata"]["finalizers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|f| f == "orphan" || f == "foregroundDeletion")
 }
 
 fn refs(obj: &Option<Arc<Value>>) -> Option<&Value> {
@@ -57,14 +84,21 @@ pub async fn run(cx: Arc<Context>) {
     let dirty: Arc<std::sync::Mutex<Dirty>> = Arc::default();
     // owners: a deleted one's dependents need a look; one being deleted with a
     // finalizer is found by the owners' scan of each round
-    for inf in &owners {
+    for (i, inf) in owners.iter().enumerate() {
         let (mut rx, wake, dirty) = (inf.subscribe(), wake.clone(), dirty.clone());
         tokio::spawn(async move {
             while let Some(c) = rx.recv().await {
-                if let (Some(old), None) = (&c.old, &c.new) {
-                    if let Some(uid) = old["metadata"]["uid"].as_str() {
-                        lock(&dirty).owners_gone.insert(uid.to_string());
+                match (&c.old, &c.new) {
+                    (Some(old), None) => {
+                        if let Some(uid) = old["metadata"]["uid"].as_str() {
+                            lock(&dirty).owners_gone.insert(uid.to_string());
+                        }
                     }
+                    (_, Some(new)) if waits_for_collector(new) => {
+                        lock(&dirty).owners_deleting.insert((i, c.key.clone()));
+                    }
+                    // an owner that changed otherwise needs nothing of the collector
+                    _ => continue,
                 }
                 wake.notify_one();
             }
@@ -86,18 +120,29 @@ pub async fn run(cx: Arc<Context>) {
         inf.synced().await;
     }
     let mut last_full: Option<std::time::Instant> = None;
+    // owners being deleted whose finalizer is not gone yet (foreground deletions wait
+    // for their dependents): looked at every round until they are done
+    let mut pending = std::collections::BTreeSet::new();
     loop {
         let started = std::time::Instant::now();
         let full = last_full.is_none_or(|t| t.elapsed() >= FULL_PASS_EVERY);
-        let work = std::mem::take(&mut *lock(&dirty));
-        if let Err(e) = pass(&cx, &owners, &dependents, (!full).then_some(&work)).await {
-            tracing::debug!(error = %e, "garbage collection pass failed; retrying");
-            // what was not done is done next round
-            let mut d = lock(&dirty);
-            d.dependents.extend(work.dependents);
-            d.owners_gone.extend(work.owners_gone);
-        } else if full {
-            last_full = Some(started);
+        let mut work = std::mem::take(&mut *lock(&dirty));
+        work.owners_deleting.append(&mut pending);
+        match pass(&cx, &owners, &dependents, &work, full).await {
+            Ok(left) => {
+                pending = left;
+                if full {
+                    last_full = Some(started);
+                }
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "garbage collection pass failed; retrying");
+                // what was not done is done next round
+                let mut d = lock(&dirty);
+                d.dependents.extend(work.dependents);
+                d.owners_gone.extend(work.owners_gone);
+                d.owners_deleting.extend(work.owners_deleting);
+            }
         }
         // in a big, busy cluster, wait in proportion to a round's cost so that the
         // collector takes at most about a third of a core
@@ -151,19 +196,33 @@ async fn owner_exists(
 }
 
 /// One round: owners being deleted with a finalizer, then the dependents whose owners
-/// may be gone — all of them (`only: None`), or those `only` names.
+/// may be gone — all of them (`full`), or those `work` names. Returns the owners
+/// whose finalizer is still there.
 async fn pass(
     cx: &Context,
     owners: &[Arc<Informer>],
     dependents: &[Arc<Informer>],
-    only: Option<&Dirty>,
-) -> Result<(), crate::client::ClientError> {
+    work: &Dirty,
+    full: bool,
+) -> Result<std::collections::BTreeSet<(usize, String)>, crate::client::ClientError> {
+    let only = (!full).then_some(work);
+    let mut left_over = std::collections::BTreeSet::new();
     // owners being deleted in the foreground or orphaning
-    for inf in owners {
-        for owner in inf.list(None) {
-            if owner["metadata"]["deletionTimestamp"].is_null() {
-                continue;
-            }
+    let deleting: Vec<(usize, Arc<Value>)> = if full {
+        let all = owners.iter().enumerate();
+        all.flat_map(|(i, inf)| inf.list(None).into_iter().map(move |o| (i, o)))
+            .filter(|(_, o)| waits_for_collector(o))
+            .collect()
+    } else {
+        let named = work.owners_deleting.iter();
+        named
+            .filter_map(|(i, k)| Some((*i, owners[*i].get(k)?)))
+            .filter(|(_, o)| waits_for_collector(o))
+            .collect()
+    };
+    for (i, owner) in deleting {
+        let inf = &owners[i];
+        {
             let finalizers: Vec<&str> = owner["metadata"]["finalizers"]
                 .as_array()
                 .into_iter()
@@ -208,7 +267,9 @@ async fn pass(
                     }
                 }
             }
-            if left == 0 {
+            if left > 0 {
+                left_over.insert((i, key_of(&owner)));
+            } else {
                 let drop = if orphan {
                     "orphan"
                 } else {
@@ -223,7 +284,10 @@ async fn pass(
                 let patch = json!({"metadata": {"finalizers": kept, "resourceVersion": owner["metadata"]["resourceVersion"]}});
                 match cx.client.patch(&path, &patch).await {
                     Ok(_) => {}
-                    Err(e) if e.is_conflict() || e.is_not_found() => {}
+                    Err(e) if e.is_not_found() => {}
+                    Err(e) if e.is_conflict() => {
+                        left_over.insert((i, key_of(&owner)));
+                    }
                     Err(e) => return Err(e),
                 }
             }
@@ -280,5 +344,5 @@ async fn pass(
             }
         }
     }
-    Ok(())
+    Ok(left_over)
 }

@@ -3,7 +3,7 @@
 
 use super::Context;
 use serde_json::json;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,18 +29,29 @@ pub async fn run(cx: Arc<Context>, cluster_cidr: String) {
     nodes.synced().await;
     // nodes already told there is no range for them (said once, not at every change)
     let mut told: HashSet<String> = HashSet::new();
+    // ranges this allocator gave that the informer may not show yet (upstream's cidrset
+    // marks a range occupied when it allocates it): a stale copy of a node must neither
+    // get a second range nor let its range go to another node
+    let mut assigned: HashMap<String, String> = HashMap::new();
     loop {
         let all = nodes.list(None);
+        let has_range =
+            |n: &serde_json::Value| n["spec"]["podCIDR"].as_str().is_some_and(|c| !c.is_empty());
+        assigned.retain(|name, _| {
+            all.iter()
+                .any(|n| n["metadata"]["name"].as_str() == Some(name.as_str()) && !has_range(n))
+        });
         let mut used: HashSet<String> = all
             .iter()
             .filter_map(|n| n["spec"]["podCIDR"].as_str().map(String::from))
+            .chain(assigned.values().cloned())
             .collect();
         let mut next = 0u32;
-        for node in all
-            .iter()
-            .filter(|n| n["spec"]["podCIDR"].as_str().is_none_or(str::is_empty))
-        {
+        for node in all.iter().filter(|n| !has_range(n)) {
             let name = node["metadata"]["name"].as_str().unwrap_or("");
+            if assigned.contains_key(name) {
+                continue;
+            }
             let cidr = loop {
                 match subnet(&cluster_cidr, next) {
                     Some(c) if used.contains(&c) => next += 1,
@@ -69,9 +80,13 @@ pub async fn run(cx: Arc<Context>, cluster_cidr: String) {
                 .await
             {
                 Ok(_) => {
-                    used.insert(cidr);
+                    used.insert(cidr.clone());
+                    assigned.insert(name.to_string(), cidr);
                 }
-                Err(e) => tracing::debug!(node = name, error = %e, "could not assign a pod range"),
+                Err(e) => {
+                    // not given: it may be given at the next pass
+                    tracing::debug!(node = name, error = %e, "could not assign a pod range")
+                }
             }
         }
         // wait for a change that asks for work (a node without a range, or a range

@@ -83,6 +83,42 @@ check(created.spec.strategy.type == "RollingUpdate", "deployment defaults")
 apps.patch_namespaced_deployment_scale("web", "py", {"spec": {"replicas": 4}})
 check(apps.read_namespaced_deployment("web", "py").spec.replicas == 4, "scale subresource")
 
+# what the client's models require: upstream's delete answers (the pod and the
+# service themselves) and zero values in statuses
+pod = core.create_namespaced_pod("py", client.V1Pod(
+    metadata=client.V1ObjectMeta(name="p"),
+    spec=client.V1PodSpec(containers=[client.V1Container(name="c", image="busybox")]),
+))
+deleted = core.delete_namespaced_pod("p", "py")
+check(isinstance(deleted, client.V1Pod) and deleted.metadata.name == "p", f"delete pod answers the pod: {deleted}")
+core.create_namespaced_service("py", client.V1Service(
+    metadata=client.V1ObjectMeta(name="s"),
+    spec=client.V1ServiceSpec(ports=[client.V1ServicePort(port=80)]),
+))
+deleted = core.delete_namespaced_service("s", "py")
+check(isinstance(deleted, client.V1Service) and deleted.metadata.name == "s", "delete service answers the service")
+template = client.V1PodTemplateSpec(
+    metadata=client.V1ObjectMeta(labels={"app": "d"}),
+    spec=client.V1PodSpec(containers=[client.V1Container(name="c", image="busybox")]),
+)
+ds = apps.create_namespaced_daemon_set("py", client.V1DaemonSet(
+    metadata=client.V1ObjectMeta(name="d"),
+    spec=client.V1DaemonSetSpec(selector=client.V1LabelSelector(match_labels={"app": "d"}), template=template),
+))
+ds = apps.read_namespaced_daemon_set_status("d", "py")
+check(ds.status is None or ds.status.current_number_scheduled is not None, "daemon set status counts")
+rc = core.create_namespaced_replication_controller("py", client.V1ReplicationController(
+    metadata=client.V1ObjectMeta(name="r"),
+    spec=client.V1ReplicationControllerSpec(replicas=0, template=template),
+))
+check(rc.spec.selector == {"app": "d"}, f"the selector defaults to the template's labels: {rc.spec.selector}")
+rc = core.read_namespaced_replication_controller("r", "py")
+check(rc.status is None or rc.status.replicas is not None, "replication controller status replicas")
+gone = apps.delete_namespaced_daemon_set("d", "py")
+status = gone if isinstance(gone, dict) else gone.to_dict()
+check(status.get("kind") == "Status" and status.get("status") == "Success"
+      and (status.get("details") or {}).get("name") == "d", f"delete daemon set answers a Status: {gone}")
+
 # missing objects are 404s the client understands
 try:
     core.read_namespaced_config_map("nope", "py")

@@ -142,6 +142,36 @@ fn selector_matches_template(obj: &Value, out: &mut Vec<Cause>) {
     }
 }
 
+/// A ReplicationController's selector is a plain label map: required, not empty, and
+/// it must select the template (upstream's `ValidateReplicationControllerSpec`).
+fn replication_controller_selector(obj: &Value, out: &mut Vec<Cause>) {
+    let selector = obj.pointer("/spec/selector").and_then(Value::as_object);
+    let Some(selector) = selector.filter(|s| !s.is_empty()) else {
+        out.push(Cause::required("spec.selector"));
+        return;
+    };
+    if obj.pointer("/spec/template").is_none_or(Value::is_null) {
+        out.push(Cause::required("spec.template"));
+        return;
+    }
+    let labels = obj
+        .pointer("/spec/template/metadata/labels")
+        .and_then(Value::as_object);
+    let selected = selector
+        .iter()
+        .all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v));
+    if !selected {
+        out.push(Cause {
+            field: "spec.template.metadata.labels".into(),
+            reason: "FieldValueInvalid",
+            message: format!(
+                "Invalid value: {}: `selector` does not match template `labels`",
+                serde_json::to_string(&labels.cloned().unwrap_or_default()).unwrap_or_default()
+            ),
+        });
+    }
+}
+
 fn immutable(obj: &Value, old: &Value, pointer: &str, field: &str, out: &mut Vec<Cause>) {
     if obj.pointer(pointer) != old.pointer(pointer) {
         let value = obj
@@ -427,11 +457,16 @@ pub fn validate(kind: &str, obj: &Value, old: Option<&Value>) -> Vec<Cause> {
         "NetworkPolicy" => network_policy(obj, &mut out),
         "EndpointSlice" => pod::endpoint_slice_ports(obj, &mut out),
         "PodTemplate" => pod_spec(obj.pointer("/template/spec"), "template.spec", &mut out),
-        "ReplicationController" => pod_spec(
-            obj.pointer("/spec/template/spec"),
-            "spec.template.spec",
-            &mut out,
-        ),
+        "ReplicationController" => {
+            replication_controller_selector(obj, &mut out);
+            if obj.pointer("/spec/template").is_some_and(|t| !t.is_null()) {
+                pod_spec(
+                    obj.pointer("/spec/template/spec"),
+                    "spec.template.spec",
+                    &mut out,
+                );
+            }
+        }
         "Node" => {
             if let Some(old) = old {
                 node_update(obj, old, &mut out);
@@ -536,6 +571,33 @@ mod tests {
                 .message
                 .ends_with("must be a strict subset of `cidr`")
         );
+    }
+
+    #[test]
+    fn a_replication_controller_needs_a_selector_that_selects_its_template() {
+        let spec = json!({"containers": [{"name": "c", "image": "i"}]});
+        let rc = |selector: Value, labels: Value| {
+            json!({"spec": {"selector": selector,
+                "template": {"metadata": {"labels": labels}, "spec": spec.clone()}}})
+        };
+        let fields = |rc: &Value| -> Vec<String> {
+            validate("ReplicationController", rc, None)
+                .into_iter()
+                .map(|c| c.field)
+                .collect()
+        };
+        assert_eq!(fields(&rc(json!({}), json!({"a": "1"}))), ["spec.selector"]);
+        assert_eq!(
+            fields(&rc(Value::Null, json!({"a": "1"}))),
+            ["spec.selector"]
+        );
+        assert_eq!(
+            fields(&rc(json!({"a": "1", "b": "2"}), json!({"a": "1"}))),
+            ["spec.template.metadata.labels"]
+        );
+        assert!(fields(&rc(json!({"a": "1"}), json!({"a": "1", "b": "2"}))).is_empty());
+        let no_template = json!({"spec": {"selector": {"a": "1"}}});
+        assert_eq!(fields(&no_template), ["spec.template"]);
     }
 
     #[test]

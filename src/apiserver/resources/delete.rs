@@ -50,7 +50,8 @@ pub fn ready_to_go(obj: &Value) -> bool {
 }
 
 /// Deletes one object (see the module documentation). Returns the Status of an
-/// immediate deletion, or the object as it now stands when deletion is pending.
+/// immediate deletion (the deleted object for the kinds upstream returns it for), or
+/// the object as it now stands when deletion is pending.
 pub async fn delete(
     store: &dyn Store,
     res: &Resource,
@@ -180,6 +181,7 @@ pub async fn delete(
             if res.kind == "Namespace" {
                 obj["status"]["phase"] = json!("Terminating");
             }
+            super::object::normalize(res, &mut obj);
             match store.update(&k, to_store(&obj)?, kv.mod_revision).await {
                 Ok(revision) => {
                     set_resource_version(&mut obj, revision);
@@ -193,6 +195,11 @@ pub async fn delete(
             Ok(_) => {
                 if res.kind == "Service" {
                     super::allocate::release(store, &obj).await;
+                }
+                if res.returns_deleted_object() {
+                    // as last stored (upstream decodes the deleted state)
+                    set_resource_version(&mut obj, kv.mod_revision);
+                    return Ok(obj);
                 }
                 return Ok(json!({
                     "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",

@@ -687,6 +687,7 @@ pub async fn create(
     } else {
         Vec::new()
     };
+    object::normalize(res, &mut obj);
     let bytes = match to_store(&obj) {
         Ok(b) => b,
         Err(e) => {

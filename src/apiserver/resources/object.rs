@@ -48,6 +48,13 @@ pub fn set_resource_version(obj: &mut Value, revision: Revision) {
     }
 }
 
+/// What upstream's typed round trip does to every object it stores: `null` members
+/// are unset fields and go; required fields get their zero values (`api::zero`).
+pub fn normalize(res: &Resource, obj: &mut Value) {
+    crate::api::defaults::drop_nulls_of(res.kind, obj);
+    crate::api::zero::fill(res.group, res.version, res.kind, obj);
+}
+
 /// The bytes to store: without `resourceVersion` (the store's revision is the truth).
 pub fn to_store(obj: &Value) -> Result<Vec<u8>, ApiStatus> {
     let mut obj = obj.clone();

@@ -44,6 +44,7 @@ pub async fn guaranteed_update(
         // decoded once: the mutation and the no-op check both read it
         let current = crate::api::convert::to_version(from_store(&kv)?, res);
         let mut next = mutate(&current)?;
+        super::object::normalize(res, &mut next);
         if super::delete::ready_to_go(&next) {
             // the last finalizer of an object being deleted went: finish the deletion
             match store.delete(&k, kv.mod_revision).await {
