@@ -39,6 +39,11 @@ fn build_date() {
                 .unwrap_or(0)
         });
     println!("cargo:rustc-env=SKUA_BUILD_DATE={}", civil::rfc3339(secs));
+    // the target triple (the protobuf schema test asks cargo for this platform's deps)
+    println!(
+        "cargo:rustc-env=SKUA_TARGET={}",
+        std::env::var("TARGET").unwrap_or_default()
+    );
 }
 
 /// Adds the schema of a kind to `generator`; returns its component name.

