@@ -306,6 +306,22 @@ fn openapi() {
                 paths.insert(format!("{collection}/{{name}}"), Value::Object(item));
             }
         }
+        // the kinds of subresources served under this group-version, as upstream's
+        // documents carry them (serviceaccounts/token, pods/eviction, */scale)
+        {
+            use k8s_openapi::api::*;
+            match (group, version) {
+                ("", "v1") => {
+                    generator.subschema_for::<authentication::v1::TokenRequest>();
+                    generator.subschema_for::<policy::v1::Eviction>();
+                    generator.subschema_for::<autoscaling::v1::Scale>();
+                }
+                ("apps", "v1") => {
+                    generator.subschema_for::<autoscaling::v1::Scale>();
+                }
+                _ => {}
+            }
+        }
         let mut schemas = generator.take_definitions(true);
         annotate_merge_keys(&mut schemas);
         schemas.insert("io.k8s.apimachinery.pkg.apis.meta.v1.Patch".into(), json!({

@@ -8,6 +8,7 @@ pub mod api;
 pub mod apiserver;
 pub mod cli;
 pub mod client;
+pub mod config;
 pub mod controllers;
 pub mod cri;
 pub mod dns;

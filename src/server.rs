@@ -19,8 +19,8 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     pub bind_address: IpAddr,
     pub https_listen_port: u16,
-    pub cluster_cidr: String,
-    pub service_cidr: String,
+    pub cluster_cidr: crate::config::Ipv4Net,
+    pub service_cidr: crate::config::Ipv4Net,
     pub cluster_dns: IpAddr,
     pub cluster_domain: String,
     pub tls_san: Vec<String>,
@@ -29,9 +29,9 @@ pub struct ServerConfig {
     /// `--node-external-ip`.
     pub node_external_ips: Vec<IpAddr>,
     /// `--flannel-backend`, which every agent learns when it joins.
-    pub flannel_backend: String,
+    pub flannel_backend: crate::config::FlannelBackend,
     /// `--disable`: packaged components not to run.
-    pub disable: Vec<String>,
+    pub disable: crate::config::Disabled,
     pub disable_kube_proxy: bool,
     pub disable_network_policy: bool,
     pub write_kubeconfig: PathBuf,
@@ -40,7 +40,7 @@ pub struct ServerConfig {
     pub datastore: DatastoreConfig,
     pub compaction_interval: Duration,
     pub node_monitor_grace_period: Duration,
-    pub service_node_port_range: (u16, u16),
+    pub service_node_port_range: crate::config::PortRange,
     pub cronjob_clock_skew: i64,
     pub event_ttl: Duration,
     pub service_account_max_token_expiration: Option<Duration>,
@@ -53,12 +53,9 @@ pub struct ServerConfig {
     pub token: Option<String>,
     /// `--agent-token`: a second secret that lets agents (only) join.
     pub agent_token: Option<String>,
-    /// `--node-name` of the embedded agent.
-    pub node_name: Option<String>,
-    /// The embedded agent's node flags.
-    pub node: Option<crate::cli::NodeArgs>,
-    /// The config file, handed on to the embedded agent.
-    pub config_file: PathBuf,
+    /// The embedded agent's node (checked with the rest of the configuration, before
+    /// anything starts).
+    pub node: Option<crate::config::NodeConfig>,
     pub debug: bool,
 }
 
@@ -73,6 +70,11 @@ impl TryFrom<ServerArgs> for ServerConfig {
     type Error = anyhow::Error;
 
     fn try_from(a: ServerArgs) -> anyhow::Result<Self> {
+        let node_ips = if a.node_ip.is_empty() {
+            pki::node_addresses(&[&a.cluster_cidr.to_string(), &a.service_cidr.to_string()])
+        } else {
+            a.node_ip.clone()
+        };
         let datastore = match &a.datastore_endpoint {
             Some(endpoint) => DatastoreConfig::Etcd(EtcdOptions {
                 endpoints: endpoint.split(',').map(|e| e.trim().to_string()).collect(),
@@ -90,19 +92,16 @@ impl TryFrom<ServerArgs> for ServerConfig {
             data_dir: a.common.data_dir,
             bind_address: a.bind_address,
             https_listen_port: a.https_listen_port,
-            cluster_cidr: a.cluster_cidr.clone(),
-            service_cidr: a.service_cidr.clone(),
+            cluster_cidr: a.cluster_cidr,
+            service_cidr: a.service_cidr,
             cluster_dns: a.cluster_dns,
             cluster_domain: a.cluster_domain,
             tls_san: a.tls_san,
-            node_ips: if a.node_ip.is_empty() {
-                pki::node_addresses(&[&a.cluster_cidr, &a.service_cidr])
-            } else {
-                a.node_ip
-            },
-            node_external_ips: a.node_external_ip,
+            node_ips: node_ips.clone(),
+            node_external_ips: a.node_external_ip.clone(),
             flannel_backend: a.flannel_backend,
-            disable: a.disable,
+            disable: crate::config::Disabled::from_names(a.disable.iter().map(String::as_str))
+                .map_err(|e| anyhow::anyhow!(e))?,
             disable_kube_proxy: a.disable_kube_proxy,
             disable_network_policy: a.disable_network_policy,
             write_kubeconfig: a.write_kubeconfig,
@@ -136,9 +135,10 @@ impl TryFrom<ServerArgs> for ServerConfig {
                 ),
                 (None, None) => None,
             },
-            node_name: a.common.node_name,
-            node: Some(a.node),
-            config_file: a.common.config,
+            node: Some(
+                a.node
+                    .resolve(a.common.node_name, node_ips, a.node_external_ip)?,
+            ),
             debug: a.common.debug,
         })
     }
@@ -191,7 +191,7 @@ impl ApiHandle {
 /// `skua server` and by `skua bench api`.
 pub async fn start_api(store: Arc<dyn Store>, cfg: &ServerConfig) -> anyhow::Result<ApiHandle> {
     let ranges = apiserver::resources::allocate::ServiceRanges::new(
-        &cfg.service_cidr,
+        cfg.service_cidr,
         cfg.service_node_port_range,
     )
     .ok_or_else(|| {
@@ -200,7 +200,6 @@ pub async fn start_api(store: Arc<dyn Store>, cfg: &ServerConfig) -> anyhow::Res
             cfg.service_cidr
         )
     })?;
-    let _ = apiserver::resources::allocate::RANGES.set(ranges.clone());
     apiserver::resources::bootstrap(&*store)
         .await
         .map_err(|s| anyhow::anyhow!("creating the initial namespaces: {}", s.message))?;
@@ -208,7 +207,7 @@ pub async fn start_api(store: Arc<dyn Store>, cfg: &ServerConfig) -> anyhow::Res
         let opts = PkiOptions {
             dir: cfg.data_dir.join("server").join("tls"),
             cluster_domain: cfg.cluster_domain.clone(),
-            service_cidr: cfg.service_cidr.clone(),
+            service_cidr: cfg.service_cidr.to_string(),
             node_ips: cfg.node_ips.clone(),
             tls_sans: cfg.tls_san.clone(),
         };
@@ -239,21 +238,16 @@ pub async fn start_api(store: Arc<dyn Store>, cfg: &ServerConfig) -> anyhow::Res
         .then_some(cfg.bind_address)
         .or_else(|| cfg.node_ips.first().copied())
         .unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]));
-    apiserver::resources::bootstrap_kubernetes_service(
-        &*store,
-        ranges.first(),
-        endpoint,
-        addr.port(),
-    )
-    .await
-    .map_err(|s| anyhow::anyhow!("creating the kubernetes service: {}", s.message))?;
+    apiserver::resources::bootstrap_kubernetes_service(&*store, &ranges, endpoint, addr.port())
+        .await
+        .map_err(|s| anyhow::anyhow!("creating the kubernetes service: {}", s.message))?;
     // a cluster whose DNS address some service already holds keeps running; DNS is
     // still answered on the address, only the Service object is missing
-    let dns_on = !cfg.disable.iter().any(|d| d == "coredns");
+    let dns_on = !cfg.disable.coredns;
     if !dns_on {
         // --disable coredns: whoever brings DNS brings its Service
     } else if let Err(s) =
-        apiserver::resources::bootstrap_dns_service(&*store, cfg.cluster_dns).await
+        apiserver::resources::bootstrap_dns_service(&*store, &ranges, cfg.cluster_dns).await
     {
         tracing::warn!(address = %cfg.cluster_dns, error = %s.message, "cannot create the kube-dns service");
     }
@@ -298,16 +292,18 @@ pub async fn start_api(store: Arc<dyn Store>, cfg: &ServerConfig) -> anyhow::Res
             server_ca: pki.server_ca_cert.clone(),
             tls_dir: cfg.data_dir.join("server").join("tls"),
             agent_config: apiserver::join::AgentConfig {
-                cluster_cidr: cfg.cluster_cidr.clone(),
-                service_cidr: cfg.service_cidr.clone(),
-                flannel_backend: cfg.flannel_backend.clone(),
+                cluster_cidr: cfg.cluster_cidr.to_string(),
+                service_cidr: cfg.service_cidr.to_string(),
+                flannel_backend: cfg.flannel_backend.name().to_string(),
                 cluster_dns: cfg.cluster_dns.to_string(),
                 cluster_domain: cfg.cluster_domain.clone(),
-                disable_dns: cfg.disable.iter().any(|d| d == "coredns"),
+                disable_dns: cfg.disable.coredns,
                 disable_kube_proxy: cfg.disable_kube_proxy,
                 disable_network_policy: cfg.disable_network_policy,
             },
         }),
+        service_ranges: ranges,
+        kubelet_tls: Default::default(),
     });
     let instance = std::fs::canonicalize(&cfg.data_dir)
         .unwrap_or_else(|_| cfg.data_dir.clone())
@@ -318,13 +314,13 @@ pub async fn start_api(store: Arc<dyn Store>, cfg: &ServerConfig) -> anyhow::Res
         raw_store,
         &instance,
         crate::controllers::Settings {
-            cluster_cidr: cfg.cluster_cidr.clone(),
+            cluster_cidr: cfg.cluster_cidr,
             node_monitor_grace_period: cfg.node_monitor_grace_period,
             cronjob_clock_skew: cfg.cronjob_clock_skew,
             event_ttl: cfg.event_ttl,
             terminated_pod_gc_threshold: cfg.terminated_pod_gc_threshold,
             root_ca: pki.server_ca_cert.clone(),
-            servicelb: !cfg.disable.iter().any(|d| d == "servicelb"),
+            servicelb: !cfg.disable.servicelb,
         },
     );
     let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -385,7 +381,7 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
     } else {
         let labeller = tokio::spawn(label_control_plane(
             crate::client::ApiClient::local(api.ctx.clone(), "system:skua-server", "skua-server"),
-            crate::agent::node_name(cfg.node_name.as_deref()),
+            crate::agent::node_name(cfg.node.as_ref().and_then(|n| n.node_name.as_deref())),
         ));
         (Some(tokio::spawn(embedded_agent(&cfg)?)), Some(labeller))
     };
@@ -441,24 +437,17 @@ fn embedded_agent(
         .node
         .clone()
         .ok_or_else(|| anyhow::anyhow!("the embedded agent has no node settings"))?;
-    let args = crate::cli::AgentArgs {
-        common: crate::cli::CommonArgs {
-            config: cfg.config_file.clone(),
-            data_dir: cfg.data_dir.clone(),
-            token: Some(token.trim().to_string()),
-            node_name: cfg.node_name.clone(),
-            debug: cfg.debug,
-        },
-        server: Some(cfg.api_url()),
-        token_file: None,
-        node_ip: cfg.node_ips.clone(),
-        node_external_ip: cfg.node_external_ips.clone(),
+    let agent = crate::config::AgentConfig {
+        data_dir: cfg.data_dir.clone(),
+        server: cfg.api_url(),
+        token: token.trim().to_string(),
         cluster_dns: Some(cfg.cluster_dns),
         cluster_domain: Some(cfg.cluster_domain.clone()),
         node,
+        debug: cfg.debug,
     };
     Ok(async move {
-        if let Err(e) = crate::agent::run(args).await {
+        if let Err(e) = crate::agent::run(agent).await {
             tracing::error!(error = %format!("{e:#}"), "the embedded agent stopped; the control plane keeps running (use --disable-agent for a control-plane-only server)");
         }
     })

@@ -28,8 +28,8 @@ fn defaults_match_k3s_with_our_names() {
     let a = server(&["--config", cfg.to_str().unwrap()]).unwrap();
     assert_eq!(a.common.data_dir, Path::new("/var/lib/skua"));
     assert_eq!(a.https_listen_port, 6443);
-    assert_eq!(a.cluster_cidr, "10.42.0.0/16");
-    assert_eq!(a.service_cidr, "10.43.0.0/16");
+    assert_eq!(a.cluster_cidr.to_string(), "10.42.0.0/16");
+    assert_eq!(a.service_cidr.to_string(), "10.43.0.0/16");
     assert_eq!(a.cluster_dns.to_string(), "10.43.0.10");
     assert_eq!(a.cluster_domain, "cluster.local");
     assert_eq!(a.write_kubeconfig, Path::new("/etc/skua/skua.yaml"));
@@ -63,7 +63,11 @@ fn flag_beats_env_beats_file_beats_default() {
         Path::new("/from/file"),
         "file beats default"
     );
-    assert_eq!(a.service_cidr, "10.43.0.0/16", "default remains");
+    assert_eq!(
+        a.service_cidr.to_string(),
+        "10.43.0.0/16",
+        "default remains"
+    );
     assert!(a.disable_agent, "booleans come from the file too");
     assert_eq!(a.tls_san, vec!["a.example", "10.0.0.1"]);
 }
@@ -141,7 +145,7 @@ fn network_flags_take_k3s_values_and_name_what_is_wrong() {
     ])
     .unwrap();
     assert_eq!(a.disable, ["coredns", "servicelb"]);
-    assert_eq!(a.flannel_backend, "host-gw");
+    assert_eq!(a.flannel_backend.name(), "host-gw");
     assert!(a.disable_network_policy && !a.disable_kube_proxy);
     let d = server(&[
         "--config",
@@ -150,12 +154,12 @@ fn network_flags_take_k3s_values_and_name_what_is_wrong() {
         "vxlan",
     ])
     .unwrap();
-    assert_eq!(d.flannel_backend, "vxlan", "flag beats file");
+    assert_eq!(d.flannel_backend.name(), "vxlan", "flag beats file");
     let empty = dir.path().join("empty.yaml");
     write(&empty, "");
     let d = server(&["--config", empty.to_str().unwrap()]).unwrap();
     assert_eq!(
-        (d.flannel_backend.as_str(), d.disable.len()),
+        (d.flannel_backend.name(), d.disable.len()),
         ("vxlan", 0),
         "k3s' defaults"
     );
@@ -218,4 +222,64 @@ fn the_binary_reports_its_version_and_fails_cleanly() {
         err.contains("server/db") && err.contains("unreadable or lost"),
         "{err}"
     );
+}
+
+/// Every flag is checked before anything starts: a bad `--eviction-hard` or log size
+/// stops `skua agent` before it joins or starts containerd, and `skua server` before it
+/// opens its datastore (the server checks its embedded agent's flags with its own).
+#[test]
+fn a_bad_flag_fails_before_anything_starts() {
+    let bin = env!("CARGO_BIN_EXE_skua");
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config.yaml");
+    write(&cfg, "");
+    let data = dir.path().join("data");
+    // a server that would be reached: nothing may try (the port is closed anyway)
+    let token =
+        "K10aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa::server:secret";
+    for (args, says) in [
+        (
+            &["--eviction-hard", "memory.available<lots"][..],
+            "--eviction-hard",
+        ),
+        (&["--eviction-hard", "cpu.available<1"], "unknown signal"),
+        (
+            &["--container-log-max-size", "ten"],
+            "--container-log-max-size",
+        ),
+    ] {
+        let started = std::time::Instant::now();
+        let out = std::process::Command::new(bin)
+            .args(["agent", "--config", cfg.to_str().unwrap(), "--data-dir"])
+            .arg(&data)
+            .args(["--server", "https://127.0.0.1:1", "--token", token])
+            .args(args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+        assert!(!err.contains("join"), "{args:?} tried to join: {err}");
+        assert!(!data.exists(), "{args:?} made {}", data.display());
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+
+        let out = std::process::Command::new(bin)
+            .args(["server", "--config", cfg.to_str().unwrap(), "--data-dir"])
+            .arg(&data)
+            .args(args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "server {args:?}: {err}");
+        assert!(err.contains(says), "server {args:?}: {err}");
+        assert!(!data.exists(), "server {args:?} made {}", data.display());
+    }
+    // the agent's required flags are named
+    let out = std::process::Command::new(bin)
+        .args(["agent", "--config", cfg.to_str().unwrap(), "--data-dir"])
+        .arg(&data)
+        .args(["--token", token])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--server"));
 }

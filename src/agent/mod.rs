@@ -10,7 +10,7 @@ pub mod join;
 pub mod node;
 pub mod pause;
 
-use crate::cli::AgentArgs;
+use crate::config::AgentConfig;
 use anyhow::Context as _;
 use std::path::PathBuf;
 
@@ -28,28 +28,17 @@ pub fn node_name(given: Option<&str>) -> String {
         .to_ascii_lowercase()
 }
 
-/// Runs `skua agent`.
-pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
-    let server = args.server.clone().ok_or_else(|| {
-        anyhow::anyhow!(
-            "--server (or SKUA_URL) is required: the https://HOST:6443 of a skua server"
-        )
-    })?;
-    let token_text = match (&args.common.token, &args.token_file) {
-        (Some(t), _) => t.clone(),
-        (None, Some(file)) => std::fs::read_to_string(file)
-            .with_context(|| format!("reading the join token from {}", file.display()))?,
-        (None, None) => anyhow::bail!(
-            "--token (or SKUA_TOKEN, or SKUA_TOKEN_FILE) is required: the server's <data-dir>/server/node-token"
-        ),
-    };
-    let token = crate::pki::join::Token::parse(&token_text).map_err(|e| anyhow::anyhow!(e))?;
-    let name = node_name(args.common.node_name.as_deref());
-    let dir = args.common.data_dir.join("agent");
+/// Runs `skua agent` (and the agent `skua server` embeds) with a configuration that
+/// `cli` has checked completely: nothing here fails on a flag.
+pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
+    let node_cfg = &cfg.node;
+    let server = cfg.server.clone();
+    let token = crate::pki::join::Token::parse(&cfg.token).map_err(|e| anyhow::anyhow!(e))?;
+    let name = node_name(node_cfg.node_name.as_deref());
+    let dir = cfg.data_dir.join("agent");
     // node credentials, pod volumes and registry passwords: root only
     // the data dir itself may be a link the operator made (/var/lib/skua -> /data)
-    let data_dir = std::fs::canonicalize(&args.common.data_dir)
-        .unwrap_or_else(|_| args.common.data_dir.clone());
+    let data_dir = std::fs::canonicalize(&cfg.data_dir).unwrap_or_else(|_| cfg.data_dir.clone());
     for d in [data_dir.clone(), data_dir.join("agent")] {
         crate::pki::private_dir(&d).map_err(|e| anyhow::anyhow!("{e}"))?;
     }
@@ -57,8 +46,8 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         &server,
         &token,
         &name,
-        &args.node_ip,
-        &args.node.node_password_file,
+        &node_cfg.node_ips,
+        &node_cfg.node_password_file,
         &dir,
     )
     .await?;
@@ -67,7 +56,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         "joined {server} as node {name} (certificates in {})",
         joined.dir.display()
     );
-    let cluster_dns: std::net::IpAddr = match args.cluster_dns {
+    let cluster_dns: std::net::IpAddr = match cfg.cluster_dns {
         Some(ip) => ip,
         None => joined.config.cluster_dns.parse().map_err(|_| {
             anyhow::anyhow!(
@@ -76,21 +65,21 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
             )
         })?,
     };
-    let cluster_domain = args
+    let cluster_domain = cfg
         .cluster_domain
         .clone()
         .unwrap_or_else(|| joined.config.cluster_domain.clone());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let registries = std::sync::Arc::new(
-        crate::cri::registries::Registries::load(&args.node.private_registry)
+        crate::cri::registries::Registries::load(&node_cfg.private_registry)
             .map_err(|e| anyhow::anyhow!(e))?,
     );
-    let (socket, supervisor) = match &args.node.container_runtime_endpoint {
-        Some(endpoint) => (PathBuf::from(endpoint.trim_start_matches("unix://")), None),
+    let (socket, supervisor) = match &node_cfg.container_runtime_endpoint {
+        Some(endpoint) => (endpoint.clone(), None),
         None => {
             let c = containerd::Containerd {
                 dir: dir.join("containerd"),
-                sandbox_image: args.node.pause_image.clone(),
+                sandbox_image: node_cfg.pause_image.clone(),
                 cni_bin_dir: PathBuf::from("/usr/lib/cni"),
                 cni_conf_dir: dir.join("etc/cni/net.d"),
                 registries: registries.containerd_toml(),
@@ -105,7 +94,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let images = dir.join("images");
     let mut imported = containerd::Imported::new();
     containerd::import_images(&socket, &images, &mut imported).await;
-    let pause_image = args.node.pause_image.clone();
+    let pause_image = node_cfg.pause_image.clone();
     if let Err(e) = pause::ensure(&mut cri, &socket, &pause_image, &dir.join("pause-build")).await {
         tracing::warn!("{e}");
     }
@@ -120,27 +109,27 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         std::sync::Arc::new(crate::client::Remote::from_kubeconfig(&joined.kubeconfig)?),
         "skua-agent",
     );
-    let ips = if args.node_ip.is_empty() {
+    let ips = if node_cfg.node_ips.is_empty() {
         crate::pki::node_addresses(&[&joined.config.cluster_cidr, &joined.config.service_cidr])
     } else {
-        args.node_ip.clone()
+        node_cfg.node_ips.clone()
     };
-    let listener = tokio::net::TcpListener::bind(("0.0.0.0", args.node.kubelet_port))
+    let listener = tokio::net::TcpListener::bind(("0.0.0.0", node_cfg.kubelet_port))
         .await
         .with_context(|| {
             format!(
                 "cannot listen on the kubelet port {}; is another kubelet running? (--kubelet-port)",
-                args.node.kubelet_port
+                node_cfg.kubelet_port
             )
         })?;
     // port 0 picks a free one (tests run several agents on one machine)
     let kubelet_port = listener.local_addr()?.port();
-    let facts = node::Facts::read(&args.common.data_dir);
+    let facts = node::Facts::read(&cfg.data_dir);
     let (health_tx, ready_rx) = tokio::sync::watch::channel(node::Health::starting());
     let health = std::sync::Arc::new(health_tx);
     let mut node_object = node::node_object(&name, &ips, &facts, &runtime, kubelet_port);
     if let Some(addresses) = node_object["status"]["addresses"].as_array_mut() {
-        for (i, ip) in args.node_external_ip.iter().enumerate() {
+        for (i, ip) in node_cfg.node_external_ips.iter().enumerate() {
             addresses.insert(
                 ips.len() + i,
                 serde_json::json!({"type": "ExternalIP", "address": ip.to_string()}),
@@ -169,7 +158,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         let cfg = crate::overlay::OverlayConfig {
             node: name.clone(),
             backend,
-            iface: args.node.flannel_iface.clone(),
+            iface: node_cfg.flannel_iface.clone(),
             node_ip: ips.iter().find_map(|i| match i {
                 std::net::IpAddr::V4(v4) => Some(*v4),
                 _ => None,
@@ -206,24 +195,17 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let settings = crate::kubelet::Settings {
         node_name: name.clone(),
         root_dir: dir.join("kubelet"),
-        pod_log_dir: args.node.pod_log_dir.clone(),
-        container_log_dir: args.node.container_log_dir.clone(),
+        pod_log_dir: node_cfg.pod_log_dir.clone(),
+        container_log_dir: node_cfg.container_log_dir.clone(),
         cluster_dns: vec![cluster_dns.to_string()],
         cluster_domain: cluster_domain.clone(),
-        log_max_size: crate::api::quantity::parse(&args.node.container_log_max_size)
-            .map(|b| b as u64)
-            .ok_or_else(|| {
-                anyhow::anyhow!(
-                    "--container-log-max-size {:?} is not a quantity (e.g. 10Mi)",
-                    args.node.container_log_max_size
-                )
-            })?,
-        log_max_files: args.node.container_log_max_files as usize,
+        log_max_size: node_cfg.container_log_max_size,
+        log_max_files: node_cfg.container_log_max_files,
         host_ip: ips.first().map(|i| i.to_string()).unwrap_or_default(),
         node_cpu: facts.cpus as f64,
         node_memory: facts.memory_kib as f64 * 1024.0,
         volume_refresh: std::time::Duration::from_secs(10),
-        resolv_conf: args.node.resolv_conf.clone(),
+        resolv_conf: node_cfg.resolv_conf.clone(),
         registries,
         image_dir: dir.join("containerd"),
     };
@@ -272,7 +254,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
             crate::dns::DnsConfig {
                 listen: cluster_dns,
                 domain: cluster_domain.clone(),
-                resolv_conf: args.node.resolv_conf.clone(),
+                resolv_conf: node_cfg.resolv_conf.clone(),
             },
             std::sync::Arc::new(crate::dns::InformerView {
                 services: kubelet.services.clone(),
@@ -303,8 +285,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
             stop_rx.clone(),
         ))
     };
-    let thresholds = crate::kubelet::eviction::Thresholds::parse(&args.node.eviction_hard)
-        .map_err(|e| anyhow::anyhow!(e))?;
+    let thresholds = node_cfg.eviction_hard.clone();
     let eviction = {
         let health = health.clone();
         tokio::spawn(crate::kubelet::eviction::run(

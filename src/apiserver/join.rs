@@ -186,7 +186,16 @@ async fn check_password(ctx: &ApiContext, name: &str, password: &str) -> Result<
         "type": "skua.io/node-password",
         "data": {"hash": STANDARD.encode(hash)},
     });
-    match super::resources::create(&*ctx.store, secrets, Some("kube-system"), secret, None).await {
+    match super::resources::create(
+        &*ctx.store,
+        None,
+        secrets,
+        Some("kube-system"),
+        secret,
+        None,
+    )
+    .await
+    {
         Ok(_) => Ok(()),
         // two joins of one name at once: the other one's password decides
         Err(s) if s.reason == "AlreadyExists" => {

@@ -71,6 +71,11 @@ pub struct ApiContext {
     pub anonymous_auth: bool,
     /// `--audit-log-path`: where every request is recorded (absent: nowhere).
     pub audit: Option<audit::AuditLog>,
+    /// `--service-cidr` and `--service-node-port-range`: where Services' addresses and
+    /// node ports come from.
+    pub service_ranges: resources::allocate::ServiceRanges,
+    /// The client TLS to kubelets (logs, exec, port-forward), built on first use.
+    pub kubelet_tls: proxy::KubeletTls,
 }
 
 /// Builds the TLS configuration: the serving certificate, ALPN h2 then http/1.1, and

@@ -19,9 +19,10 @@ use serde_json::Value;
 use std::sync::{Arc, Mutex};
 
 /// The kubelet client configuration and when it was built: built again after a
-/// day, so a renewed client certificate is picked up.
-static KUBELET_TLS: Mutex<Option<(Arc<rustls::ClientConfig>, std::time::Instant)>> =
-    Mutex::new(None);
+/// day, so a renewed client certificate is picked up. One per API server
+/// ([`ApiContext::kubelet_tls`]).
+#[derive(Default)]
+pub struct KubeletTls(Mutex<Option<(Arc<rustls::ClientConfig>, std::time::Instant)>>);
 
 fn unavailable(message: impl Into<String>) -> ApiStatus {
     ApiStatus::new(
@@ -32,7 +33,9 @@ fn unavailable(message: impl Into<String>) -> ApiStatus {
 }
 
 fn kubelet_tls(ctx: &ApiContext) -> Result<Arc<rustls::ClientConfig>, ApiStatus> {
-    if let Some((c, built)) = KUBELET_TLS
+    if let Some((c, built)) = ctx
+        .kubelet_tls
+        .0
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .as_ref()
@@ -68,7 +71,7 @@ fn kubelet_tls(ctx: &ApiContext) -> Result<Arc<rustls::ClientConfig>, ApiStatus>
         .map_err(|e| fail(&e))?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     let config = Arc::new(config);
-    *KUBELET_TLS.lock().unwrap_or_else(|e| e.into_inner()) =
+    *ctx.kubelet_tls.0.lock().unwrap_or_else(|e| e.into_inner()) =
         Some((config.clone(), std::time::Instant::now()));
     Ok(config)
 }

@@ -3,8 +3,7 @@
 //! talk to it. Measures create / get / list of 1 000 / update at 1, 16 and 64
 //! concurrent clients, and the fan-out of one change to 500 watchers.
 
-use crate::server::{DatastoreConfig, ServerConfig, open_store, start_api};
-use crate::store::sled::SledOptions;
+use crate::server::{open_store, start_api};
 use bytes::Bytes;
 use clap::Args;
 use http::{Method, Request, StatusCode};
@@ -230,44 +229,14 @@ pub async fn run(a: ApiBenchArgs) -> anyhow::Result<()> {
         percentile(&mut warm, 0.5),
         warm.iter().max().copied().unwrap_or_default()
     );
-    let cfg = ServerConfig {
-        data_dir: scratch.clone(),
-        bind_address: [127, 0, 0, 1].into(),
-        https_listen_port: 0,
-        cluster_cidr: "10.42.0.0/16".into(),
-        node_monitor_grace_period: std::time::Duration::from_secs(40),
-        service_node_port_range: (30000, 32767),
-        cronjob_clock_skew: 0,
-        event_ttl: std::time::Duration::from_secs(3600),
-        service_account_max_token_expiration: None,
-        anonymous_auth: false,
-        audit: None,
-        agent_token: None,
-        max_requests_inflight: crate::apiserver::inflight::DEFAULT_MAX_REQUESTS_INFLIGHT,
-        max_mutating_requests_inflight:
-            crate::apiserver::inflight::DEFAULT_MAX_MUTATING_REQUESTS_INFLIGHT,
-        terminated_pod_gc_threshold: 12500,
-        token: None,
-        node_name: None,
-        node: None,
-        config_file: scratch.join("config.yaml"),
-        debug: false,
-        service_cidr: "10.43.0.0/16".into(),
-        cluster_dns: [10, 43, 0, 10].into(),
-        cluster_domain: "cluster.local".into(),
-        tls_san: Vec::new(),
-        node_ips: Vec::new(),
-        node_external_ips: Vec::new(),
-        flannel_backend: "vxlan".into(),
-        disable: Vec::new(),
-        disable_kube_proxy: false,
-        disable_network_policy: false,
-        write_kubeconfig: scratch.join("kubeconfig.yaml"),
-        write_kubeconfig_mode: 0o600,
-        disable_agent: true,
-        datastore: DatastoreConfig::Sled(SledOptions::new(scratch.join("server").join("db"))),
-        compaction_interval: Duration::from_secs(300),
-    };
+    // `skua server`'s own defaults, as its command line gives them
+    let mut cfg = crate::cli::server_defaults(&scratch)?;
+    cfg.bind_address = [127, 0, 0, 1].into();
+    cfg.https_listen_port = 0;
+    cfg.disable_agent = true;
+    cfg.node = None;
+    cfg.node_ips = Vec::new();
+    cfg.write_kubeconfig = scratch.join("kubeconfig.yaml");
     let store = open_store(&cfg.datastore).await?;
     let api = start_api(store.clone(), &cfg).await?;
     let tls = client_tls(&api.pki)?;

@@ -188,41 +188,8 @@ fn as_list(v: Value) -> Vec<Value> {
 /// An IPv4 or IPv6 CIDR such as `10.42.0.0/16` (kept as text; parsed where used).
 /// `--disable`: a packaged component k3s knows.
 pub fn parse_disable(s: &str) -> Result<String, String> {
-    const KNOWN: [&str; 5] = [
-        "coredns",
-        "servicelb",
-        "traefik",
-        "local-storage",
-        "metrics-server",
-    ];
-    if KNOWN.contains(&s) {
-        Ok(s.to_string())
-    } else {
-        Err(format!(
-            "unknown component {s:?}: --disable takes {}",
-            KNOWN.join(", ")
-        ))
-    }
-}
-
-/// `--flannel-backend`: one of the backends the overlay knows.
-pub fn parse_flannel_backend(s: &str) -> Result<String, String> {
-    s.parse::<crate::overlay::plan::Backend>()
-        .map(|b| b.name().to_string())
-}
-
-pub fn parse_cidr(s: &str) -> Result<String, String> {
-    let (addr, len) = s
-        .split_once('/')
-        .ok_or_else(|| format!("{s:?} is not a CIDR; write it like 10.42.0.0/16"))?;
-    let addr: std::net::IpAddr = addr
-        .parse()
-        .map_err(|_| format!("{s:?}: {addr:?} is not an IP address"))?;
-    let max = if addr.is_ipv4() { 32 } else { 128 };
-    match len.parse::<u8>() {
-        Ok(l) if l <= max => Ok(s.to_string()),
-        _ => Err(format!("{s:?}: prefix length must be 0..={max}")),
-    }
+    crate::config::Disabled::default().add(s)?;
+    Ok(s.to_string())
 }
 
 /// A duration like `300s`, `5m`, `1h` or `1h30m` (Kubernetes flags' style).
@@ -250,20 +217,6 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     Ok(std::time::Duration::from_secs(total))
 }
 
-/// `30000-32767`.
-pub fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
-    let bad = || format!("{s:?} is not a port range; write it as FIRST-LAST, e.g. 30000-32767");
-    let (a, b) = s.split_once('-').ok_or_else(bad)?;
-    let (a, b): (u16, u16) = (
-        a.trim().parse().map_err(|_| bad())?,
-        b.trim().parse().map_err(|_| bad())?,
-    );
-    if a == 0 || a > b {
-        return Err(bad());
-    }
-    Ok((a, b))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -281,14 +234,5 @@ mod tests {
         assert!(parse_duration("5").is_err());
         assert!(parse_duration("5x").is_err());
         assert!(parse_duration("0s").is_err());
-    }
-
-    #[test]
-    fn cidrs() {
-        assert!(parse_cidr("10.42.0.0/16").is_ok());
-        assert!(parse_cidr("fd00::/64").is_ok());
-        assert!(parse_cidr("10.42.0.0").is_err());
-        assert!(parse_cidr("10.42.0.0/33").is_err());
-        assert!(parse_cidr("banana/8").is_err());
     }
 }

@@ -90,8 +90,8 @@ pub struct ServerArgs {
     pub node_external_ip: Vec<IpAddr>,
     /// How pod traffic crosses nodes: vxlan, host-gw, auto (host-gw on the node's
     /// subnet, vxlan beyond) or none (bring your own CNI). Agents learn it when they join.
-    #[arg(long, env = "SKUA_FLANNEL_BACKEND", default_value = "vxlan", value_parser = config::parse_flannel_backend)]
-    pub flannel_backend: String,
+    #[arg(long, env = "SKUA_FLANNEL_BACKEND", default_value = "vxlan", value_parser = str::parse::<crate::config::FlannelBackend>)]
+    pub flannel_backend: crate::config::FlannelBackend,
     /// Packaged components not to run (k3s' names): coredns (the agents' built-in
     /// cluster DNS), servicelb; traefik, local-storage and metrics-server are accepted
     /// and are never run by skua.
@@ -110,11 +110,11 @@ pub struct ServerArgs {
     #[arg(long, env = "SKUA_HTTPS_LISTEN_PORT", default_value_t = 6443)]
     pub https_listen_port: u16,
     /// IPv4 network CIDR for pod IPs.
-    #[arg(long, env = "SKUA_CLUSTER_CIDR", default_value = "10.42.0.0/16", value_parser = config::parse_cidr)]
-    pub cluster_cidr: String,
+    #[arg(long, env = "SKUA_CLUSTER_CIDR", default_value = "10.42.0.0/16", value_parser = str::parse::<crate::config::Ipv4Net>)]
+    pub cluster_cidr: crate::config::Ipv4Net,
     /// IPv4 network CIDR for service IPs.
-    #[arg(long, env = "SKUA_SERVICE_CIDR", default_value = "10.43.0.0/16", value_parser = config::parse_cidr)]
-    pub service_cidr: String,
+    #[arg(long, env = "SKUA_SERVICE_CIDR", default_value = "10.43.0.0/16", value_parser = str::parse::<crate::config::Ipv4Net>)]
+    pub service_cidr: crate::config::Ipv4Net,
     /// Cluster DNS service IP (must be inside --service-cidr).
     #[arg(long, env = "SKUA_CLUSTER_DNS", default_value = "10.43.0.10")]
     pub cluster_dns: IpAddr,
@@ -211,8 +211,8 @@ pub struct ServerArgs {
     )]
     pub terminated_pod_gc_threshold: usize,
     /// Port range for NodePort services.
-    #[arg(long, env = "SKUA_SERVICE_NODE_PORT_RANGE", default_value = "30000-32767", value_parser = config::parse_port_range)]
-    pub service_node_port_range: (u16, u16),
+    #[arg(long, env = "SKUA_SERVICE_NODE_PORT_RANGE", default_value = "30000-32767", value_parser = str::parse::<crate::config::PortRange>)]
+    pub service_node_port_range: crate::config::PortRange,
     /// Seconds added to the CronJob controller's clock (tests move time forward; not
     /// for production).
     #[arg(
@@ -338,7 +338,9 @@ pub fn main() -> anyhow::Result<()> {
     runtime.block_on(async move {
         match cli.command {
             Command::Server(args) => crate::server::run(ServerConfig::try_from(*args)?).await,
-            Command::Agent(args) => crate::agent::run(*args).await,
+            Command::Agent(args) => {
+                crate::agent::run(crate::config::AgentConfig::try_from(*args)?).await
+            }
             Command::Sim(args) => crate::sim::run(args).await,
             Command::Bench(cmd) => bench::run(cmd).await,
             Command::Debug(cmd) => debug::run(cmd).await,
@@ -374,4 +376,93 @@ fn init_logging(debug: bool) {
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .try_init();
+}
+
+impl NodeArgs {
+    /// The node's configuration, every value checked (a bad flag fails here, before
+    /// anything starts).
+    pub fn resolve(
+        self,
+        node_name: Option<String>,
+        node_ips: Vec<IpAddr>,
+        node_external_ips: Vec<IpAddr>,
+    ) -> anyhow::Result<crate::config::NodeConfig> {
+        Ok(crate::config::NodeConfig {
+            node_name,
+            node_password_file: self.node_password_file,
+            pause_image: self.pause_image,
+            container_runtime_endpoint: self
+                .container_runtime_endpoint
+                .map(|e| PathBuf::from(e.trim_start_matches("unix://"))),
+            kubelet_port: self.kubelet_port,
+            pod_log_dir: self.pod_log_dir,
+            container_log_dir: self.container_log_dir,
+            container_log_max_size: crate::api::quantity::parse(&self.container_log_max_size)
+                .filter(|b| *b >= 0.0)
+                .map(|b| b as u64)
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "--container-log-max-size {:?} is not a quantity (e.g. 10Mi)",
+                        self.container_log_max_size
+                    )
+                })?,
+            container_log_max_files: usize::try_from(self.container_log_max_files)?,
+            private_registry: self.private_registry,
+            eviction_hard: crate::config::Thresholds::parse(&self.eviction_hard)
+                .map_err(|e| anyhow::anyhow!(e))?,
+            flannel_iface: self.flannel_iface,
+            resolv_conf: self.resolv_conf,
+            node_ips,
+            node_external_ips,
+        })
+    }
+}
+
+impl TryFrom<AgentArgs> for crate::config::AgentConfig {
+    type Error = anyhow::Error;
+
+    /// Everything `skua agent` needs, checked before it joins or starts containerd.
+    fn try_from(a: AgentArgs) -> anyhow::Result<Self> {
+        let server = a.server.clone().ok_or_else(|| {
+            anyhow::anyhow!(
+                "--server (or SKUA_URL) is required: the https://HOST:6443 of a skua server"
+            )
+        })?;
+        let token = match (&a.common.token, &a.token_file) {
+            (Some(t), _) => t.clone(),
+            (None, Some(file)) => std::fs::read_to_string(file).map_err(|e| {
+                anyhow::anyhow!("reading the join token from {}: {e}", file.display())
+            })?,
+            (None, None) => anyhow::bail!(
+                "--token (or SKUA_TOKEN, or SKUA_TOKEN_FILE) is required: the server's <data-dir>/server/node-token"
+            ),
+        };
+        crate::pki::join::Token::parse(&token).map_err(|e| anyhow::anyhow!(e))?;
+        Ok(crate::config::AgentConfig {
+            data_dir: a.common.data_dir,
+            server,
+            token: token.trim().to_string(),
+            cluster_dns: a.cluster_dns,
+            cluster_domain: a.cluster_domain,
+            node: a
+                .node
+                .resolve(a.common.node_name, a.node_ip, a.node_external_ip)?,
+            debug: a.common.debug,
+        })
+    }
+}
+
+/// The configuration `skua server --data-dir DIR` resolves to with every default (no
+/// config file is read), for benches and in-process harnesses.
+pub fn server_defaults(data_dir: &std::path::Path) -> anyhow::Result<ServerConfig> {
+    let cli = Cli::try_parse_from([
+        OsString::from("skua"),
+        "server".into(),
+        "--data-dir".into(),
+        data_dir.as_os_str().to_owned(),
+    ])?;
+    match cli.command {
+        Command::Server(args) => ServerConfig::try_from(*args),
+        _ => anyhow::bail!("not a server command line"),
+    }
 }

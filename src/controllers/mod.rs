@@ -68,7 +68,7 @@ pub fn resource(group: &str, plural: &str) -> &'static Resource {
 #[derive(Clone, Debug)]
 pub struct Settings {
     /// Pod ranges for nodes are cut from this (`--cluster-cidr`).
-    pub cluster_cidr: String,
+    pub cluster_cidr: crate::config::Ipv4Net,
     /// A node silent this long is unreachable.
     pub node_monitor_grace_period: std::time::Duration,
     /// Seconds added to the CronJob clock (tests only).
@@ -142,7 +142,7 @@ pub fn start(
                 settings.node_monitor_grace_period,
                 settings.terminated_pod_gc_threshold,
             ));
-            loops.spawn(nodeipam::run(cx.clone(), settings.cluster_cidr.clone()));
+            loops.spawn(nodeipam::run(cx.clone(), settings.cluster_cidr));
             loops.spawn(events::expire(client.clone(), settings.event_ttl));
             election.keep(&client).await;
             loops.abort_all();

@@ -4,26 +4,10 @@
 use super::Context;
 use serde_json::json;
 use std::collections::{HashMap, HashSet};
-use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// The `index`th /24 of an IPv4 CIDR, if it has that many.
-pub fn subnet(cluster_cidr: &str, index: u32) -> Option<String> {
-    let (ip, len) = cluster_cidr.split_once('/')?;
-    let base = u32::from(ip.parse::<Ipv4Addr>().ok()?);
-    let len: u32 = len.parse().ok()?;
-    if len > 24 || index >= 1u32 << (24 - len) {
-        return None;
-    }
-    let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
-    Some(format!(
-        "{}/24",
-        Ipv4Addr::from((base & mask) + (index << 8))
-    ))
-}
-
-pub async fn run(cx: Arc<Context>, cluster_cidr: String) {
+pub async fn run(cx: Arc<Context>, cluster_cidr: crate::config::Ipv4Net) {
     let nodes = cx.informer("", "nodes");
     let mut changes = nodes.subscribe();
     nodes.synced().await;
@@ -58,7 +42,7 @@ pub async fn run(cx: Arc<Context>, cluster_cidr: String) {
                 continue;
             }
             let cidr = loop {
-                match subnet(&cluster_cidr, next) {
+                match cluster_cidr.subnet24(next).map(|n| n.to_string()) {
                     Some(c) if used.contains(&c) => next += 1,
                     other => break other,
                 }
@@ -110,20 +94,5 @@ pub async fn run(cx: Arc<Context>, cluster_cidr: String) {
             }
         }
         while changes.try_recv().is_ok() {}
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ranges_are_consecutive_slash_24s() {
-        assert_eq!(subnet("10.42.0.0/16", 0).as_deref(), Some("10.42.0.0/24"));
-        assert_eq!(subnet("10.42.0.0/16", 3).as_deref(), Some("10.42.3.0/24"));
-        assert_eq!(subnet("10.42.7.0/16", 1).as_deref(), Some("10.42.1.0/24"));
-        assert_eq!(subnet("10.42.0.0/16", 256), None);
-        assert_eq!(subnet("10.42.0.0/23", 1).as_deref(), Some("10.42.1.0/24"));
-        assert_eq!(subnet("bad", 0), None);
     }
 }

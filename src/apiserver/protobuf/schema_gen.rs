@@ -84,8 +84,47 @@ fn json_name_without_schema(message: &str, rust: &str) -> String {
         "schema" if json_schema => "$schema".into(),
         "open_apiv3_schema" => "openAPIV3Schema".into(),
         r if r.starts_with("x_kubernetes_") => r.replace('_', "-"),
-        r => lower_camel(r),
+        // Go's `UID` is `uID` in the .proto, `uid` in JSON
+        "u_id" => "uid".into(),
+        r => go_initialisms(&lower_camel(r)),
     }
+}
+
+/// Go's initialisms after the first word, as its JSON names keep them (`nodeID`,
+/// `clientCIDR`, `insecureSkipTLSVerifyBackend`, `podIPs`).
+fn go_initialisms(camel: &str) -> String {
+    const INITIALISMS: [(&str, &str); 9] = [
+        ("Id", "ID"),
+        ("Ips", "IPs"),
+        ("Ip", "IP"),
+        ("Ipc", "IPC"),
+        ("Pid", "PID"),
+        ("Tls", "TLS"),
+        ("Cidr", "CIDR"),
+        ("Url", "URL"),
+        ("Dns", "DNS"),
+    ];
+    // split before each capital: words after the first
+    let mut words: Vec<String> = Vec::new();
+    for c in camel.chars() {
+        if c.is_ascii_uppercase() || words.is_empty() {
+            words.push(String::new());
+        }
+        if let Some(w) = words.last_mut() {
+            w.push(c);
+        }
+    }
+    words
+        .iter()
+        .enumerate()
+        .map(|(i, w)| {
+            let upper = INITIALISMS.iter().find(|(from, _)| from == w);
+            match upper {
+                Some((_, to)) if i > 0 => (*to).to_string(),
+                _ => w.clone(),
+            }
+        })
+        .collect()
 }
 
 /// The message a field's Rust type names: the innermost path argument that is not a
@@ -361,6 +400,22 @@ pub(super) fn generate() -> String {
     }
     out.push_str("}}\n");
     out
+}
+
+#[test]
+fn json_names_keep_gos_initialisms() {
+    assert_eq!(go_initialisms("nodeId"), "nodeID");
+    assert_eq!(go_initialisms("clientCidr"), "clientCIDR");
+    assert_eq!(
+        go_initialisms("insecureSkipTlsVerifyBackend"),
+        "insecureSkipTLSVerifyBackend"
+    );
+    assert_eq!(go_initialisms("podIps"), "podIPs");
+    assert_eq!(go_initialisms("idleTimeout"), "idleTimeout");
+    assert_eq!(
+        json_name_without_schema("BoundObjectReference", "u_id"),
+        "uid"
+    );
 }
 
 #[test]

@@ -13,16 +13,6 @@ use std::net::Ipv4Addr;
 const IPS: &str = "/registry/ranges/serviceips/";
 const PORTS: &str = "/registry/ranges/servicenodeports/";
 
-/// This server's ranges (set once at start-up; k3s' defaults until then).
-pub static RANGES: std::sync::OnceLock<ServiceRanges> = std::sync::OnceLock::new();
-
-fn ranges() -> ServiceRanges {
-    RANGES.get().cloned().unwrap_or_else(|| {
-        ServiceRanges::new("10.43.0.0/16", (30000, 32767))
-            .expect("the default service range is valid")
-    })
-}
-
 /// Where Service addresses and node ports come from.
 #[derive(Clone, Debug)]
 pub struct ServiceRanges {
@@ -34,18 +24,18 @@ pub struct ServiceRanges {
 }
 
 impl ServiceRanges {
-    pub fn new(service_cidr: &str, node_ports: (u16, u16)) -> Option<ServiceRanges> {
-        let (ip, len) = service_cidr.split_once('/')?;
-        let ip: Ipv4Addr = ip.parse().ok()?;
-        let len: u32 = len.parse().ok()?;
-        if !(8..=30).contains(&len) {
+    /// `None` unless the network is a /8 to /30.
+    pub fn new(
+        service_cidr: crate::config::Ipv4Net,
+        node_ports: crate::config::PortRange,
+    ) -> Option<ServiceRanges> {
+        if !(8..=30).contains(&service_cidr.prefix) {
             return None;
         }
-        let mask = u32::MAX << (32 - len);
         Some(ServiceRanges {
-            base: u32::from(ip) & mask,
-            size: 1 << (32 - len),
-            node_ports,
+            base: u32::from(service_cidr.addr),
+            size: u32::try_from(service_cidr.size()).ok()?,
+            node_ports: (node_ports.first, node_ports.last),
         })
     }
 
@@ -96,8 +86,11 @@ fn owner_of(svc: &Value) -> String {
 
 /// Gives a new Service its cluster IP and node ports (keeping any it asks for, if
 /// free). Returns the keys reserved, to release if the Service is not stored after all.
-pub async fn allocate(store: &dyn Store, svc: &mut Value) -> Result<Vec<String>, ApiStatus> {
-    let ranges = &ranges();
+pub async fn allocate(
+    store: &dyn Store,
+    ranges: &ServiceRanges,
+    svc: &mut Value,
+) -> Result<Vec<String>, ApiStatus> {
     let owner = owner_of(svc);
     let mut taken = Vec::new();
     let result = allocate_into(store, ranges, svc, &owner, &mut taken).await;

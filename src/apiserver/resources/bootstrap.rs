@@ -15,6 +15,7 @@ pub async fn bootstrap(store: &dyn Store) -> Result<(), ApiStatus> {
     for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
         match create(
             store,
+            None,
             namespace_resource(),
             None,
             json!({"metadata": {"name": ns}}),
@@ -51,7 +52,7 @@ pub async fn bootstrap(store: &dyn Store) -> Result<(), ApiStatus> {
     ] {
         let class = json!({"metadata": {"name": name}, "value": value, "description": description,
                            "preemptionPolicy": "PreemptLowerPriority"});
-        match create(store, classes, None, class, None).await {
+        match create(store, None, classes, None, class, None).await {
             Ok(_) => tracing::info!(priority_class = name, "created priority class"),
             Err(s) if s.reason == "AlreadyExists" => {}
             Err(s) => return Err(s),
@@ -75,7 +76,7 @@ fn system_actor() -> Actor {
 /// them).
 pub async fn bootstrap_kubernetes_service(
     store: &dyn Store,
-    cluster_ip: std::net::Ipv4Addr,
+    ranges: &super::allocate::ServiceRanges,
     endpoint: std::net::IpAddr,
     port: u16,
 ) -> Result<(), ApiStatus> {
@@ -89,7 +90,7 @@ pub async fn bootstrap_kubernetes_service(
     let service = json!({
         "apiVersion": "v1", "kind": "Service",
         "metadata": {"name": "kubernetes", "namespace": "default", "labels": {"component": "apiserver", "provider": "kubernetes"}},
-        "spec": {"clusterIP": cluster_ip.to_string(), "type": "ClusterIP", "sessionAffinity": "None",
+        "spec": {"clusterIP": ranges.first().to_string(), "type": "ClusterIP", "sessionAffinity": "None",
                  "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": port}]},
     });
     let family = if endpoint.is_ipv4() { "IPv4" } else { "IPv6" };
@@ -123,7 +124,15 @@ pub async fn bootstrap_kubernetes_service(
                 "exists",
             ))
         } else {
-            create(store, res, Some("default"), obj.clone(), Some(&actor)).await
+            create(
+                store,
+                Some(ranges),
+                res,
+                Some("default"),
+                obj.clone(),
+                Some(&actor),
+            )
+            .await
         };
         match made {
             Ok(_) => {}
@@ -153,6 +162,7 @@ pub async fn bootstrap_kubernetes_service(
 /// kube-system` shows it. No selector: every node's agent answers it itself.
 pub async fn bootstrap_dns_service(
     store: &dyn Store,
+    ranges: &super::allocate::ServiceRanges,
     cluster_dns: std::net::IpAddr,
 ) -> Result<(), ApiStatus> {
     let actor = system_actor();
@@ -184,7 +194,16 @@ pub async fn bootstrap_dns_service(
                  "ports": [{"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 53},
                            {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": 53}]},
     });
-    match create(store, res, Some("kube-system"), service, Some(&actor)).await {
+    match create(
+        store,
+        Some(ranges),
+        res,
+        Some("kube-system"),
+        service,
+        Some(&actor),
+    )
+    .await
+    {
         Ok(_) => Ok(()),
         Err(s) if s.reason == "AlreadyExists" => Ok(()),
         Err(s) => Err(s),

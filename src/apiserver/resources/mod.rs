@@ -386,7 +386,15 @@ where
             let obj = decode(res, &media, &body)?;
             let warnings = check(&obj)?;
             crate::apiserver::node_restriction::on_create(caller, res, &obj)?;
-            let obj = create(&*ctx.store, res, namespace, obj, Some(&actor)).await?;
+            let obj = create(
+                &*ctx.store,
+                Some(&ctx.service_ranges),
+                res,
+                namespace,
+                obj,
+                Some(&actor),
+            )
+            .await?;
             Ok(with_warnings(json(StatusCode::CREATED, &obj), &warnings))
         }
         "update" => {
@@ -441,6 +449,7 @@ where
                 let (_, body) = read_body(req, PATCH_TYPES).await?;
                 let (obj, warnings, created) = write::apply(
                     &*ctx.store,
+                    &ctx.service_ranges,
                     res,
                     namespace,
                     &name,
@@ -658,6 +667,7 @@ pub(super) fn namespace_resource() -> &'static Resource {
 /// Creates an object (the create verb, and the server's own bootstrap objects).
 pub async fn create(
     store: &dyn Store,
+    ranges: Option<&allocate::ServiceRanges>,
     res: &Resource,
     namespace: Option<&str>,
     obj: Value,
@@ -709,7 +719,14 @@ pub async fn create(
         );
     }
     let allocated = if res.kind == "Service" {
-        allocate::allocate(store, &mut obj).await?
+        let ranges = ranges.ok_or_else(|| {
+            ApiStatus::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "InternalError",
+                "a Service is created without this server's service ranges",
+            )
+        })?;
+        allocate::allocate(store, ranges, &mut obj).await?
     } else {
         Vec::new()
     };

@@ -401,6 +401,7 @@ fn apply_conflict(conflicts: &[managed::Conflict]) -> ApiStatus {
 #[allow(clippy::too_many_arguments)]
 pub async fn apply(
     store: &dyn Store,
+    ranges: &super::allocate::ServiceRanges,
     res: &Resource,
     namespace: Option<&str>,
     name: &str,
@@ -421,7 +422,7 @@ pub async fn apply(
             let obj = managed::apply(None, &config, actor, force, scope, &now_rfc3339())
                 .map_err(|c| apply_conflict(&c))?;
             node_restriction::on_create(caller, res, &obj)?;
-            match super::create(store, res, namespace, obj, None).await {
+            match super::create(store, Some(ranges), res, namespace, obj, None).await {
                 Ok(created) => return Ok((created, warnings, true)),
                 Err(s) if s.reason == "AlreadyExists" => continue,
                 Err(s) => return Err(s),
