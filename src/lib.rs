@@ -3,6 +3,9 @@
 //! Modules follow the map in `docs/architecture.md`; dependencies point down the list.
 #![forbid(unsafe_code)]
 
+/// The version `skua --version` prints.
+pub const VERSION: &str = concat!("v", env!("CARGO_PKG_VERSION"));
+
 pub mod agent;
 pub mod api;
 pub mod apiserver;
@@ -18,6 +21,7 @@ pub mod overlay;
 pub mod pki;
 pub mod policy;
 pub mod proxy;
+pub mod runtime;
 pub mod scheduler;
 pub mod server;
 pub mod sim;

@@ -3,7 +3,6 @@
 //! follow in their own issues.
 
 use crate::apiserver;
-use crate::cli::ServerArgs;
 use crate::pki::{self, PkiOptions, kubeconfig};
 use crate::store::etcd::{EtcdOptions, EtcdStore};
 use crate::store::sled::{SledOptions, SledStore};
@@ -64,84 +63,6 @@ pub struct ServerConfig {
 pub enum DatastoreConfig {
     Sled(SledOptions),
     Etcd(EtcdOptions),
-}
-
-impl TryFrom<ServerArgs> for ServerConfig {
-    type Error = anyhow::Error;
-
-    fn try_from(a: ServerArgs) -> anyhow::Result<Self> {
-        let node_ips = if a.node_ip.is_empty() {
-            pki::node_addresses(&[&a.cluster_cidr.to_string(), &a.service_cidr.to_string()])
-        } else {
-            a.node_ip.clone()
-        };
-        let datastore = match &a.datastore_endpoint {
-            Some(endpoint) => DatastoreConfig::Etcd(EtcdOptions {
-                endpoints: endpoint.split(',').map(|e| e.trim().to_string()).collect(),
-                ca_file: a.datastore_cafile.clone(),
-                cert_file: a.datastore_certfile.clone(),
-                key_file: a.datastore_keyfile.clone(),
-            }),
-            None => {
-                let mut opts = SledOptions::new(a.common.data_dir.join("server").join("db"));
-                opts.cache_bytes = a.datastore_cache_mib * 1024 * 1024;
-                DatastoreConfig::Sled(opts)
-            }
-        };
-        Ok(ServerConfig {
-            data_dir: a.common.data_dir,
-            bind_address: a.bind_address,
-            https_listen_port: a.https_listen_port,
-            cluster_cidr: a.cluster_cidr,
-            service_cidr: a.service_cidr,
-            cluster_dns: a.cluster_dns,
-            cluster_domain: a.cluster_domain,
-            tls_san: a.tls_san,
-            node_ips: node_ips.clone(),
-            node_external_ips: a.node_external_ip.clone(),
-            flannel_backend: a.flannel_backend,
-            disable: crate::config::Disabled::from_names(a.disable.iter().map(String::as_str))
-                .map_err(|e| anyhow::anyhow!(e))?,
-            disable_kube_proxy: a.disable_kube_proxy,
-            disable_network_policy: a.disable_network_policy,
-            write_kubeconfig: a.write_kubeconfig,
-            write_kubeconfig_mode: kubeconfig::parse_mode(&a.write_kubeconfig_mode)
-                .map_err(|e| anyhow::anyhow!("--write-kubeconfig-mode: {e}"))?,
-            disable_agent: a.disable_agent,
-            datastore,
-            compaction_interval: a.datastore_compaction_interval,
-            node_monitor_grace_period: a.node_monitor_grace_period,
-            service_node_port_range: a.service_node_port_range,
-            cronjob_clock_skew: a.debug_cronjob_clock_skew,
-            event_ttl: a.event_ttl,
-            service_account_max_token_expiration: a.service_account_max_token_expiration,
-            anonymous_auth: a.anonymous_auth,
-            audit: a.audit_log_path.map(|path| apiserver::audit::AuditConfig {
-                path,
-                max_size_mib: a.audit_log_maxsize,
-                max_backups: a.audit_log_maxbackup,
-            }),
-            max_requests_inflight: a.max_requests_inflight,
-            max_mutating_requests_inflight: a.max_mutating_requests_inflight,
-            terminated_pod_gc_threshold: a.terminated_pod_gc_threshold,
-            token: a.common.token,
-            agent_token: match (a.agent_token, a.agent_token_file) {
-                (Some(t), _) => Some(t),
-                (None, Some(file)) => Some(
-                    std::fs::read_to_string(&file)
-                        .map_err(|e| anyhow::anyhow!("--agent-token-file {}: {e}", file.display()))?
-                        .trim()
-                        .to_string(),
-                ),
-                (None, None) => None,
-            },
-            node: Some(
-                a.node
-                    .resolve(a.common.node_name, node_ips, a.node_external_ip)?,
-            ),
-            debug: a.common.debug,
-        })
-    }
 }
 
 impl ServerConfig {
@@ -345,7 +266,7 @@ pub async fn start_api(store: Arc<dyn Store>, cfg: &ServerConfig) -> anyhow::Res
 
 /// Runs `skua server` until SIGINT or SIGTERM.
 pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
-    tracing::info!(version = crate::cli::VERSION, data_dir = %cfg.data_dir.display(), "starting skua server");
+    tracing::info!(version = crate::VERSION, data_dir = %cfg.data_dir.display(), "starting skua server");
     // the datastore, the CAs' keys and the token: root only, also for older installs
     // the data dir itself may be a link the operator made (/var/lib/skua -> /data)
     let data_dir = std::fs::canonicalize(&cfg.data_dir).unwrap_or_else(|_| cfg.data_dir.clone());

@@ -1745,3 +1745,84 @@ fn required_pod_anti_affinity_puts_replicas_on_different_nodes() {
             .then_some(())
     });
 }
+
+/// Open watches by resource (the labels of `apiserver_longrunning_requests`), as the
+/// server counts them.
+fn open_watches_by_resource(server: &SkuaServer) -> std::collections::BTreeMap<String, i64> {
+    let (code, text) = common::admin_request(server, "GET", "/metrics", None);
+    assert_eq!(code, 200, "{text}");
+    text.lines()
+        .filter(|l| l.starts_with("apiserver_longrunning_requests{"))
+        .filter_map(|l| {
+            let (labels, n) = l.rsplit_once(' ')?;
+            Some((labels.to_string(), n.parse::<i64>().ok()?))
+        })
+        .filter(|(_, n)| *n != 0)
+        .collect()
+}
+
+fn open_watches(server: &SkuaServer) -> i64 {
+    open_watches_by_resource(server).values().sum()
+}
+
+/// Losing the controller lease stops every loop and informer of the term, and a new
+/// term starts one set again: after each of two flaps no resource is watched more often
+/// than in the first term (before, each flap left a whole set of informers listing and
+/// watching behind).
+#[test]
+fn leadership_flaps_leave_no_informer_or_task_behind() {
+    let server = SkuaServer::start();
+    let patch_lease = |patch: &serde_json::Value| {
+        let (ok, out) = k(
+            &server,
+            "1.33",
+            &[
+                "-n",
+                "kube-system",
+                "patch",
+                "lease",
+                "skua-controller-manager",
+                "--type=merge",
+                "-p",
+                &patch.to_string(),
+            ],
+        );
+        assert!(ok, "{out}");
+    };
+    // the leader's watches, once they have settled
+    let mut last = -1;
+    let leading = eventually(60, "the control loops' watches to settle", || {
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        let now = open_watches(&server);
+        let settled = now > 5 && now == last;
+        last = now;
+        settled.then_some(now)
+    });
+    let first_term = open_watches_by_resource(&server);
+    for flap in 1..=2 {
+        // another holder takes the lease and renews it until the leader lets go
+        let idle = eventually(60, "the leader to stop its control loops", || {
+            let patch = serde_json::json!({"spec": {"holderIdentity": "intruder",
+                "renewTime": skua::api::meta::now_micro(), "leaseDurationSeconds": 15}});
+            patch_lease(&patch);
+            let now = open_watches(&server);
+            (now < leading / 2).then_some(now)
+        });
+        // the lease let go: the server leads again, with one set of watches
+        let patch = serde_json::json!({"spec": {"holderIdentity": null, "renewTime": null}});
+        patch_lease(&patch);
+        eventually(60, "the leader's watches to come back", || {
+            std::thread::sleep(std::time::Duration::from_secs(1));
+            (open_watches(&server) >= leading).then_some(())
+        });
+        std::thread::sleep(std::time::Duration::from_secs(3));
+        let again = open_watches_by_resource(&server);
+        for (resource, n) in &again {
+            let before = first_term.get(resource).copied().unwrap_or(1);
+            assert!(
+                *n <= before,
+                "flap {flap}: {resource} watched {n} times (first term {before}; {idle} watches between terms)"
+            );
+        }
+    }
+}

@@ -266,3 +266,38 @@ async fn size_on_disk_stays_bounded_under_steady_churn() {
         keys
     );
 }
+
+/// Every Secret is in the datastore: opening it makes its directory 0700 and its files
+/// 0600, also those an older install left readable, without following links.
+#[test]
+fn the_datastore_is_owner_only_after_opening() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("db");
+    {
+        let store = common::open_sled(dir.path());
+        drop(store);
+    }
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    // an older install's permissions, and a link pointing out of the store
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut files = Vec::new();
+    for e in std::fs::read_dir(&db).unwrap().flatten() {
+        if e.file_type().unwrap().is_file() {
+            std::fs::set_permissions(e.path(), std::fs::Permissions::from_mode(0o644)).unwrap();
+            files.push(e.path());
+        }
+    }
+    assert!(!files.is_empty());
+    let outside = dir.path().join("outside");
+    std::fs::write(&outside, "x").unwrap();
+    std::fs::set_permissions(&outside, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::os::unix::fs::symlink(&outside, db.join("link")).unwrap();
+    let store = common::open_sled(dir.path());
+    assert_eq!(mode(&db), 0o700);
+    for f in &files {
+        assert_eq!(mode(f), 0o600, "{}", f.display());
+    }
+    assert_eq!(mode(&outside), 0o644, "a link is not followed");
+    drop(store);
+}

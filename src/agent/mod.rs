@@ -87,6 +87,12 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
             (c.socket(), Some(tokio::spawn(c.supervise(stop_rx.clone()))))
         }
     };
+    // what start-up has started so far stops if a later step fails: a node must not
+    // renew its lease (look alive) while its kubelet never started
+    let mut started = crate::runtime::StartGuard::default();
+    if let Some(s) = &supervisor {
+        started.push("containerd", s);
+    }
     containerd::wait_ready(&socket, std::time::Duration::from_secs(60)).await?;
     let mut cri = connect_cri(&socket).await?;
     let runtime = cri.version().await?;
@@ -137,7 +143,9 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         }
     }
     let keeper = tokio::spawn(node::keep(client.clone(), node_object, ready_rx));
+    started.push("heartbeat", &keeper);
     let readiness = tokio::spawn(watch_runtime(cri.clone(), health.clone()));
+    started.push("runtime status", &readiness);
     // the overlay, then the pods' CNI config at the MTU it leaves
     let backend: crate::overlay::plan::Backend = joined
         .config
@@ -191,6 +199,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
             stop_rx.clone(),
         ))
     };
+    started.push("overlay", &overlay);
     // the kubelet and its API
     let settings = crate::kubelet::Settings {
         node_name: name.clone(),
@@ -220,7 +229,9 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         listener,
         tls,
     ));
+    started.push("kubelet API", &api);
     let pods = tokio::spawn(kubelet.clone().run(stop_rx.clone()));
+    started.push("kubelet", &pods);
     // Services → this node's nftables table
     // what the server did not --disable: NetworkPolicy, cluster DNS, the service proxy
     let off = &joined.config;
@@ -302,6 +313,8 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         ))
     };
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    // running: from here the loop below stops everything in order
+    started.disarm();
     let mut known: Option<Vec<String>> = None;
     let mut overlay_failed = None;
     loop {

@@ -246,6 +246,21 @@ impl Informer {
         res: &'static Resource,
         field_selector: Option<String>,
     ) -> Arc<Informer> {
+        let (informer, follow) = Informer::following(client, res, field_selector);
+        tokio::spawn(follow);
+        informer
+    }
+
+    /// An informer and the task that keeps it current, for its owner to run (and to
+    /// stop: the informer's watch ends with the task).
+    pub fn following(
+        client: ApiClient,
+        res: &'static Resource,
+        field_selector: Option<String>,
+    ) -> (
+        Arc<Informer>,
+        impl std::future::Future<Output = ()> + Send + 'static,
+    ) {
         let informer = Arc::new(Informer {
             res,
             objects: RwLock::new(Objects::default()),
@@ -253,7 +268,7 @@ impl Informer {
             synced: tokio::sync::watch::channel(false).0,
         });
         let weak = Arc::downgrade(&informer);
-        tokio::spawn(async move {
+        let follow = async move {
             let mut backoff = Duration::from_millis(100);
             loop {
                 let Some(me) = weak.upgrade() else { return };
@@ -267,8 +282,8 @@ impl Informer {
                 drop(me);
                 tokio::time::sleep(backoff).await;
             }
-        });
-        informer
+        };
+        (informer, follow)
     }
 
     /// One list, then watch until the watch ends or expires.

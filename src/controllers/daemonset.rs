@@ -39,11 +39,11 @@ pub async fn run(cx: Arc<Context>) {
     let nodes = cx.informer("", "nodes");
     let history = cx.informer("apps", "controllerrevisions");
     let queue = WorkQueue::default();
-    feed(&sets, &pods, &queue);
+    feed(&cx, &sets, &pods, &queue);
     {
         // a node change may concern every daemon set
         let (mut changes, sets, queue) = (nodes.subscribe(), sets.clone(), queue.clone());
-        tokio::spawn(async move {
+        cx.spawn(async move {
             while changes.recv().await.is_some() {
                 for s in sets.list(None) {
                     queue.add(key_of(&s));
@@ -55,7 +55,7 @@ pub async fn run(cx: Arc<Context>) {
     pods.synced().await;
     nodes.synced().await;
     history.synced().await;
-    super::resync(&sets, &queue, Duration::from_secs(30));
+    super::resync(&cx, &sets, &queue, Duration::from_secs(30));
     // pods created but not yet seen, per daemon set: nothing new until they show up
     let mut pending = Unseen::default();
     loop {

@@ -24,11 +24,11 @@ pub async fn run(cx: Arc<Context>) {
     let rss = cx.informer("apps", "replicasets");
     let pods = cx.informer("", "pods");
     let queue = WorkQueue::default();
-    super::replicaset::feed(&deps, &rss, &queue);
+    super::replicaset::feed(&cx, &deps, &rss, &queue);
     deps.synced().await;
     rss.synced().await;
     pods.synced().await;
-    super::resync(&deps, &queue, Duration::from_secs(30));
+    super::resync(&cx, &deps, &queue, Duration::from_secs(30));
     loop {
         let key = queue.next().await;
         match sync(&cx, &deps, &rss, &pods, &key).await {

@@ -86,7 +86,7 @@ pub async fn run(cx: Arc<Context>) {
     // finalizer is found by the owners' scan of each round
     for (i, inf) in owners.iter().enumerate() {
         let (mut rx, wake, dirty) = (inf.subscribe(), wake.clone(), dirty.clone());
-        tokio::spawn(async move {
+        cx.spawn(async move {
             while let Some(c) = rx.recv().await {
                 match (&c.old, &c.new) {
                     (Some(old), None) => {
@@ -107,7 +107,7 @@ pub async fn run(cx: Arc<Context>) {
     // dependents: a new one, or one whose owner references changed, needs a look
     for (i, inf) in dependents.iter().enumerate() {
         let (mut rx, wake, dirty) = (inf.subscribe(), wake.clone(), dirty.clone());
-        tokio::spawn(async move {
+        cx.spawn(async move {
             while let Some(c) = rx.recv().await {
                 if c.new.is_some() && refs(&c.new) != refs(&c.old) {
                     lock(&dirty).dependents.insert((i, c.key.clone()));

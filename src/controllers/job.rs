@@ -24,10 +24,10 @@ pub async fn run(cx: Arc<Context>) {
     let jobs = cx.informer("batch", "jobs");
     let pods = cx.informer("", "pods");
     let queue = WorkQueue::default();
-    feed(&jobs, &pods, &queue);
+    feed(&cx, &jobs, &pods, &queue);
     jobs.synced().await;
     pods.synced().await;
-    super::resync(&jobs, &queue, Duration::from_secs(30));
+    super::resync(&cx, &jobs, &queue, Duration::from_secs(30));
     // pods created but not yet seen by the informer, per job (as the ReplicaSet
     // controller's expectations): no new pods until they show up
     let mut pending = Unseen::default();

@@ -37,6 +37,9 @@ use std::sync::{Arc, Mutex};
 pub struct Context {
     pub client: ApiClient,
     informers: Mutex<HashMap<(&'static str, &'static str), Arc<Informer>>>,
+    /// Every task of this leadership term: the loops, their feeders and resyncs, and
+    /// the informers. [`Context::stop`] (or dropping the context) ends them all.
+    tasks: crate::runtime::Tasks,
 }
 
 impl Context {
@@ -44,14 +47,51 @@ impl Context {
         Arc::new(Context {
             client,
             informers: Mutex::new(HashMap::new()),
+            tasks: crate::runtime::Tasks::new(),
         })
+    }
+
+    /// An informer of what `field_selector` selects of `group`/`plural`, for one loop
+    /// alone (not shared), owned by this term.
+    pub fn selected_informer(
+        &self,
+        group: &'static str,
+        plural: &'static str,
+        field_selector: String,
+    ) -> Arc<Informer> {
+        let (informer, follow) = Informer::following(
+            self.client.clone(),
+            resource(group, plural),
+            Some(field_selector),
+        );
+        self.tasks.spawn(follow);
+        informer
+    }
+
+    /// Runs `fut` as a task of this term.
+    pub fn spawn(&self, fut: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.tasks.spawn(fut);
+    }
+
+    /// Ends the term: every loop and informer stops.
+    pub fn stop(&self) {
+        self.tasks.stop();
+        self.informers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
     }
 
     /// The shared informer of `group`/`plural` (started on first use).
     pub fn informer(&self, group: &'static str, plural: &'static str) -> Arc<Informer> {
         let mut map = self.informers.lock().unwrap_or_else(|e| e.into_inner());
         map.entry((group, plural))
-            .or_insert_with(|| Informer::start(self.client.clone(), resource(group, plural), None))
+            .or_insert_with(|| {
+                let (informer, follow) =
+                    Informer::following(self.client.clone(), resource(group, plural), None);
+                self.tasks.spawn(follow);
+                informer
+            })
             .clone()
     }
 }
@@ -114,8 +154,10 @@ pub fn start(
         };
         loop {
             election.acquire(&client).await;
+            // one context per term: dropped with this task, or stopped at its end
             let cx = Context::new(client.clone());
-            let mut loops = tokio::task::JoinSet::new();
+            let _term = Term(cx.clone());
+            let loops = &cx;
             loops.spawn(namespace::run(store.clone(), std::future::pending()));
             loops.spawn(replicaset::run(cx.clone(), "apps", "replicasets"));
             loops.spawn(replicaset::run(cx.clone(), "", "replicationcontrollers"));
@@ -145,9 +187,19 @@ pub fn start(
             loops.spawn(nodeipam::run(cx.clone(), settings.cluster_cidr));
             loops.spawn(events::expire(client.clone(), settings.event_ttl));
             election.keep(&client).await;
-            loops.abort_all();
+            cx.stop();
         }
     })
+}
+
+/// Stops a term's context when the control-loop task ends, however it ends (its tasks
+/// hold the context, so dropping it alone would not).
+struct Term(Arc<Context>);
+
+impl Drop for Term {
+    fn drop(&mut self) {
+        self.0.stop();
+    }
 }
 
 fn hostname() -> String {
@@ -158,9 +210,14 @@ fn hostname() -> String {
 
 /// Queues every object of `informer` now and every `period` (level-triggered: a lost
 /// event costs at most one period).
-pub fn resync(informer: &Arc<Informer>, queue: &queue::WorkQueue, period: std::time::Duration) {
+pub fn resync(
+    cx: &Context,
+    informer: &Arc<Informer>,
+    queue: &queue::WorkQueue,
+    period: std::time::Duration,
+) {
     let (informer, queue) = (informer.clone(), queue.clone());
-    tokio::spawn(async move {
+    cx.spawn(async move {
         loop {
             for o in informer.list(None) {
                 queue.add(crate::client::watch::key_of(&o));

@@ -34,10 +34,10 @@ pub async fn run(cx: Arc<Context>, group: &'static str, plural: &'static str) {
     let rss = cx.informer(group, plural);
     let pods = cx.informer("", "pods");
     let queue = WorkQueue::default();
-    feed(&rss, &pods, &queue);
+    feed(&cx, &rss, &pods, &queue);
     rss.synced().await;
     pods.synced().await;
-    super::resync(&rss, &queue, Duration::from_secs(30));
+    super::resync(&cx, &rss, &queue, Duration::from_secs(30));
     let mut expectations: HashMap<String, Expectation> = HashMap::new();
     loop {
         let key = queue.next().await;
@@ -58,11 +58,11 @@ fn component(owner: &Value) -> &'static str {
 }
 
 /// Queues a replica set when it or one of its pods (or a pod it could adopt) changes.
-pub(super) fn feed(owners: &Arc<Informer>, pods: &Arc<Informer>, queue: &WorkQueue) {
+pub(super) fn feed(cx: &Context, owners: &Arc<Informer>, pods: &Arc<Informer>, queue: &WorkQueue) {
     let (mut owner_changes, mut pod_changes) = (owners.subscribe(), pods.subscribe());
     let (owners, queue) = (owners.clone(), queue.clone());
     let kind = owners.res.kind;
-    tokio::spawn(async move {
+    cx.spawn(async move {
         loop {
             tokio::select! {
                 Some(c) = owner_changes.recv() => queue.add(c.key),

@@ -44,11 +44,7 @@ pub async fn run(cx: Arc<Context>, root_ca: String) {
     let namespaces = cx.informer("", "namespaces");
     let accounts = cx.informer("", "serviceaccounts");
     // only the published ConfigMaps, not every ConfigMap of the cluster
-    let configmaps = crate::client::watch::Informer::start(
-        cx.client.clone(),
-        super::resource("", "configmaps"),
-        Some(format!("metadata.name={ROOT_CA}")),
-    );
+    let configmaps = cx.selected_informer("", "configmaps", format!("metadata.name={ROOT_CA}"));
     let mut c = configmaps.subscribe();
     configmaps.synced().await;
     let (mut a, mut b) = (namespaces.subscribe(), accounts.subscribe());

@@ -39,12 +39,12 @@ pub async fn run(cx: Arc<Context>) {
     let claims = cx.informer("", "persistentvolumeclaims");
     let history = cx.informer("apps", "controllerrevisions");
     let queue = WorkQueue::default();
-    feed(&sets, &pods, &queue);
+    feed(&cx, &sets, &pods, &queue);
     sets.synced().await;
     pods.synced().await;
     claims.synced().await;
     history.synced().await;
-    super::resync(&sets, &queue, Duration::from_secs(30));
+    super::resync(&cx, &sets, &queue, Duration::from_secs(30));
     let mut pending = Unseen::default();
     loop {
         let key = queue.next().await;

@@ -55,31 +55,6 @@ pub fn private_dir(dir: &Path) -> Result<(), PkiError> {
     Ok(())
 }
 
-/// Makes everything below `dir` owner-only (directories 0700, files 0600), without
-/// following links: the datastore's files, whatever created them.
-pub fn restrict_tree(dir: &Path) -> Result<(), PkiError> {
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in fs::read_dir(&d).map_err(|e| file_error(&d, e))?.flatten() {
-            let Ok(kind) = entry.file_type() else {
-                continue;
-            };
-            let path = entry.path();
-            let mode = if kind.is_dir() {
-                stack.push(path.clone());
-                0o700
-            } else if kind.is_file() {
-                0o600
-            } else {
-                continue;
-            };
-            fs::set_permissions(&path, fs::Permissions::from_mode(mode))
-                .map_err(|e| file_error(&path, e))?;
-        }
-    }
-    fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(|e| file_error(dir, e))
-}
-
 /// Atomically replaces `path` with `contents`, with permission bits `mode`. The
 /// temporary file is created new (`O_EXCL`) and never through a link (`O_NOFOLLOW`),
 /// so another user cannot plant a link under its name in a shared directory and
@@ -164,11 +139,6 @@ mod tests {
         assert_eq!(
             fs::metadata(&open).unwrap().permissions().mode() & 0o777,
             0o700
-        );
-        restrict_tree(&open).unwrap();
-        assert_eq!(
-            fs::metadata(open.join("db")).unwrap().permissions().mode() & 0o777,
-            0o600
         );
         let link = root.path().join("agent");
         std::os::unix::fs::symlink("/tmp", &link).unwrap();

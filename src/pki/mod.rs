@@ -12,7 +12,7 @@ pub mod join;
 pub mod kubeconfig;
 pub mod x509;
 
-pub use files::{private_dir, restrict_tree, write_private};
+pub use files::{private_dir, write_private};
 
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,

@@ -50,7 +50,7 @@ pub async fn run(cx: Arc<Context>) {
             cache.clone(),
             pods.clone(),
         );
-        tokio::spawn(async move {
+        cx.spawn(async move {
             loop {
                 let retry_parked = tokio::select! {
                     Some(c) = pod_changes.recv() => {
@@ -88,7 +88,7 @@ pub async fn run(cx: Arc<Context>) {
     // lost event or a failed bind cannot leave a pod behind
     {
         let (pods, queue) = (pods.clone(), queue.clone());
-        tokio::spawn(async move {
+        cx.spawn(async move {
             loop {
                 for p in pods.list(None) {
                     if wants(&p) {
@@ -125,8 +125,9 @@ pub async fn run(cx: Arc<Context>) {
                 let Ok(permit) = binds.clone().acquire_owned().await else {
                     return;
                 };
-                let (cx, cache, queue) = (cx.clone(), cache.clone(), queue.clone());
-                tokio::spawn(async move {
+                let (owner, cx, cache, queue) =
+                    (cx.clone(), cx.clone(), cache.clone(), queue.clone());
+                owner.spawn(async move {
                     let _permit = permit;
                     match bind(&cx, &pod, &node).await {
                         Ok(()) => {

@@ -253,6 +253,31 @@ impl Drop for SledStore {
     }
 }
 
+/// Makes everything below `dir` owner-only (directories 0700, files 0600), without
+/// following links: the datastore's files, whatever created them.
+fn restrict_tree(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d)?.flatten() {
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            let path = entry.path();
+            let mode = if kind.is_dir() {
+                stack.push(path.clone());
+                0o700
+            } else if kind.is_file() {
+                0o600
+            } else {
+                continue;
+            };
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))?;
+        }
+    }
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+}
+
 fn open_db(opts: &SledOptions) -> Result<sled::Db> {
     let path = &opts.path;
     if path.exists() && !path.is_dir() {
@@ -261,7 +286,7 @@ fn open_db(opts: &SledOptions) -> Result<sled::Db> {
     std::fs::create_dir_all(path)
         .map_err(|e| data_dir_error(path, &format!("cannot create it: {e}")))?;
     // every Secret is in here: owner only, also for an older install's files
-    crate::pki::restrict_tree(path).map_err(|e| data_dir_error(path, &e.to_string()))?;
+    restrict_tree(path).map_err(|e| data_dir_error(path, &e.to_string()))?;
     let config = sled::Config::new()
         .path(path)
         .cache_capacity(opts.cache_bytes)

@@ -1,0 +1,257 @@
+//! The layer map of `docs/architecture.md`, checked against the code: which top-level
+//! module may use which (`crate::x` paths in `src/`). The leaves import nothing of
+//! the crate but each other's pure parts; no new cycle may appear between top-level
+//! modules. The cycles that exist today are listed edge by edge in `KNOWN_CYCLES`
+//! (the debt issue 16 pays down): removing one is welcome, adding one fails.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+/// Leaves: what each may use of the crate.
+const LEAVES: &[(&str, &[&str])] = &[
+    ("api", &[]),
+    ("config", &["api"]),
+    ("runtime", &[]),
+    ("store", &["api"]),
+];
+
+/// Edges that close a cycle today (from → to): one knot of apiserver, client,
+/// controllers, scheduler, kubelet and pki. Each is a dependency the map says should go
+/// (../shared/reviews/architecture-2026-12.md §2.0; the transport and runtime layers of
+/// issue 16 untie it). The config seam already untied agent, cli, server and sim.
+const KNOWN_CYCLES: &[(&str, &str)] = &[
+    ("apiserver", "client"),
+    ("apiserver", "controllers"),
+    ("apiserver", "kubelet"),
+    ("apiserver", "pki"),
+    ("client", "apiserver"),
+    ("controllers", "apiserver"),
+    ("controllers", "client"),
+    ("controllers", "scheduler"),
+    ("kubelet", "apiserver"),
+    ("kubelet", "client"),
+    ("kubelet", "controllers"),
+    ("kubelet", "pki"),
+    ("pki", "apiserver"),
+    ("scheduler", "client"),
+    ("scheduler", "controllers"),
+];
+
+/// The top-level module a source file belongs to (`src/apiserver/x.rs` → apiserver).
+fn module_of(root: &Path, file: &Path) -> Option<String> {
+    let rel = file.strip_prefix(root).ok()?;
+    let first = rel.components().next()?.as_os_str().to_str()?;
+    let name = first.strip_suffix(".rs").unwrap_or(first);
+    (!matches!(name, "lib" | "main")).then(|| name.to_string())
+}
+
+fn sources(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            sources(&p, out);
+        } else if p.extension().is_some_and(|x| x == "rs") {
+            out.push(p);
+        }
+    }
+}
+
+/// The code of a file without its comments and its `#[cfg(test)]` tail (tests may
+/// reach anywhere).
+fn code(text: &str) -> String {
+    let text = match text.find("#[cfg(test)]\nmod tests") {
+        Some(i) => &text[..i],
+        None => text,
+    };
+    text.lines()
+        .map(|l| match l.find("//") {
+            Some(i) => &l[..i],
+            None => l,
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Every `crate::x` a file uses, also in grouped imports (`use crate::{a, b::c}`).
+fn uses(code: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let mut rest = code;
+    while let Some(i) = rest.find("crate::") {
+        rest = &rest[i + "crate::".len()..];
+        if let Some(group) = rest.strip_prefix('{') {
+            // `crate::{a, b::{c, d}}`: the first segment of each top-level item
+            let mut depth = 0;
+            let mut item = String::new();
+            for c in group.chars() {
+                match c {
+                    '{' => depth += 1,
+                    '}' if depth == 0 => break,
+                    '}' => depth -= 1,
+                    ',' if depth == 0 => {
+                        out.insert(first_segment(&item));
+                        item.clear();
+                        continue;
+                    }
+                    _ => {}
+                }
+                item.push(c);
+            }
+            out.insert(first_segment(&item));
+        } else {
+            out.insert(first_segment(rest));
+        }
+    }
+    out.retain(|m| !m.is_empty());
+    out
+}
+
+fn first_segment(s: &str) -> String {
+    s.trim()
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .collect()
+}
+
+fn graph() -> BTreeMap<String, BTreeSet<String>> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    sources(&root, &mut files);
+    let modules: BTreeSet<String> = files.iter().filter_map(|f| module_of(&root, f)).collect();
+    let mut edges: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for f in &files {
+        let Some(from) = module_of(&root, f) else {
+            continue;
+        };
+        let text = std::fs::read_to_string(f).unwrap();
+        for to in uses(&code(&text)) {
+            if to != from && modules.contains(&to) {
+                edges.entry(from.clone()).or_default().insert(to);
+            }
+        }
+    }
+    edges
+}
+
+/// The edges inside strongly connected components (Tarjan's algorithm).
+fn cycle_edges(g: &BTreeMap<String, BTreeSet<String>>) -> BTreeSet<(String, String)> {
+    struct T<'a> {
+        g: &'a BTreeMap<String, BTreeSet<String>>,
+        index: BTreeMap<&'a str, usize>,
+        low: BTreeMap<&'a str, usize>,
+        stack: Vec<&'a str>,
+        on: BTreeSet<&'a str>,
+        comp: BTreeMap<&'a str, usize>,
+        next: usize,
+        comps: usize,
+    }
+    fn visit<'a>(t: &mut T<'a>, v: &'a str) {
+        t.index.insert(v, t.next);
+        t.low.insert(v, t.next);
+        t.next += 1;
+        t.stack.push(v);
+        t.on.insert(v);
+        if let Some(out) = t.g.get(v) {
+            for w in out {
+                if !t.index.contains_key(w.as_str()) {
+                    visit(t, w);
+                    let l = t.low[w.as_str()].min(t.low[v]);
+                    t.low.insert(v, l);
+                } else if t.on.contains(w.as_str()) {
+                    let l = t.index[w.as_str()].min(t.low[v]);
+                    t.low.insert(v, l);
+                }
+            }
+        }
+        if t.low[v] == t.index[v] {
+            while let Some(w) = t.stack.pop() {
+                t.on.remove(w);
+                t.comp.insert(w, t.comps);
+                if w == v {
+                    break;
+                }
+            }
+            t.comps += 1;
+        }
+    }
+    let mut t = T {
+        g,
+        index: BTreeMap::new(),
+        low: BTreeMap::new(),
+        stack: Vec::new(),
+        on: BTreeSet::new(),
+        comp: BTreeMap::new(),
+        next: 0,
+        comps: 0,
+    };
+    let nodes: BTreeSet<&str> = g
+        .iter()
+        .flat_map(|(a, bs)| std::iter::once(a.as_str()).chain(bs.iter().map(String::as_str)))
+        .collect();
+    for v in nodes {
+        if !t.index.contains_key(v) {
+            visit(&mut t, v);
+        }
+    }
+    let mut out = BTreeSet::new();
+    for (a, bs) in g {
+        for b in bs {
+            if t.comp.get(a.as_str()) == t.comp.get(b.as_str()) {
+                out.insert((a.clone(), b.clone()));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn leaves_use_only_what_the_map_allows() {
+    let g = graph();
+    for (leaf, allowed) in LEAVES {
+        let used = g.get(*leaf).cloned().unwrap_or_default();
+        let extra: Vec<&String> = used
+            .iter()
+            .filter(|m| !allowed.contains(&m.as_str()))
+            .collect();
+        assert!(
+            extra.is_empty(),
+            "{leaf} may use only {allowed:?}, but uses {extra:?}"
+        );
+    }
+}
+
+#[test]
+fn no_new_cycle_between_top_level_modules() {
+    let g = graph();
+    let cycles = cycle_edges(&g);
+    let known: BTreeSet<(String, String)> = KNOWN_CYCLES
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
+    let new: Vec<_> = cycles.difference(&known).collect();
+    assert!(
+        new.is_empty(),
+        "new edges closing a cycle between top-level modules: {new:?} (the layer map is in docs/architecture.md)"
+    );
+    // paid-down debt leaves the list too, so it cannot creep back unnoticed
+    let gone: Vec<_> = known.difference(&cycles).collect();
+    assert!(
+        gone.is_empty(),
+        "these edges no longer close a cycle: remove them from KNOWN_CYCLES: {gone:?}"
+    );
+}
+
+#[test]
+fn the_import_reader_sees_grouped_and_plain_paths() {
+    let u = uses(
+        "use crate::{api::meta, store::{Store, sled}};\nlet x = crate::pki::join::Token::parse(t);",
+    );
+    assert_eq!(u.into_iter().collect::<Vec<_>>(), ["api", "pki", "store"]);
+    let g: BTreeMap<String, BTreeSet<String>> = [
+        ("a".to_string(), ["b".to_string()].into()),
+        ("b".to_string(), ["a".to_string(), "c".to_string()].into()),
+    ]
+    .into();
+    let c = cycle_edges(&g);
+    assert!(c.contains(&("a".into(), "b".into())) && c.contains(&("b".into(), "a".into())));
+    assert!(!c.contains(&("b".into(), "c".into())));
+}
