@@ -184,7 +184,6 @@ pub async fn start_api(store: Arc<dyn Store>, cfg: &ServerConfig) -> anyhow::Res
     } else {
         cfg.bind_address.to_string()
     };
-    let raw_store = store.clone();
     let ctx = Arc::new(apiserver::ApiContext {
         store: Arc::new(apiserver::metrics::InstrumentedStore::new(
             store,
@@ -232,7 +231,6 @@ pub async fn start_api(store: Arc<dyn Store>, cfg: &ServerConfig) -> anyhow::Res
         .to_string();
     let controllers = crate::controllers::start(
         ctx.clone(),
-        raw_store,
         &instance,
         crate::controllers::Settings {
             cluster_cidr: cfg.cluster_cidr,

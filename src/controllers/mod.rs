@@ -29,7 +29,6 @@ use crate::api::registry::{self, Resource};
 use crate::apiserver::ApiContext;
 use crate::client::ApiClient;
 use crate::client::watch::Informer;
-use crate::store::Store;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -131,7 +130,6 @@ pub struct Settings {
 /// for it to expire.
 pub fn start(
     api: Arc<ApiContext>,
-    store: Arc<dyn Store>,
     instance: &str,
     settings: Settings,
 ) -> tokio::task::JoinHandle<()> {
@@ -158,7 +156,7 @@ pub fn start(
             let cx = Context::new(client.clone());
             let _term = Term(cx.clone());
             let loops = &cx;
-            loops.spawn(namespace::run(store.clone(), std::future::pending()));
+            loops.spawn(namespace::run(cx.clone()));
             loops.spawn(replicaset::run(cx.clone(), "apps", "replicasets"));
             loops.spawn(replicaset::run(cx.clone(), "", "replicationcontrollers"));
             loops.spawn(deployment::run(cx.clone()));

@@ -8,39 +8,28 @@
 //! level-triggered: each pass looks at what is stored, so a restart (or a crash) in the
 //! middle simply carries on.
 
+use super::Context;
 use crate::api::meta::now_rfc3339;
-use crate::api::registry::{RESOURCES, Resource};
-use crate::apiserver::resources::object::{from_store, prefix};
-use crate::apiserver::resources::{delete, guaranteed_update};
-use crate::apiserver::status::ApiStatus;
-use crate::store::{ListOptions, Store};
+use crate::api::registry::RESOURCES;
+use crate::client::watch::{Informer, collection_path};
+use crate::client::{ApiClient, ClientError};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-fn namespaces() -> &'static Resource {
-    RESOURCES
-        .iter()
-        .find(|r| r.group.is_empty() && r.plural == "namespaces")
-        .expect("the registry has namespaces")
-}
-
-/// Runs until `stop` resolves: a pass whenever a namespace changes, and every second
-/// while some namespace is still waiting for content to go.
-pub async fn run(store: Arc<dyn Store>, stop: impl std::future::Future<Output = ()>) {
-    tokio::pin!(stop);
-    let ns_prefix = prefix(namespaces(), None);
-    let mut watch = None;
+/// Runs for the term: a pass whenever a namespace changes, and every second while some
+/// namespace is still waiting for content to go. Everything goes through the API, as
+/// any client's deletions do (authorization, admission, metrics, managed fields).
+pub async fn run(cx: Arc<Context>) {
+    let namespaces = cx.informer("", "namespaces");
+    let mut changes = namespaces.subscribe();
+    namespaces.synced().await;
     loop {
-        if watch.is_none() {
-            let since = store.current_revision().await.unwrap_or(0);
-            watch = store.watch(&ns_prefix, since).await.ok();
-        }
-        let pending = match pass(&*store).await {
+        let pending = match pass(&cx.client, &namespaces).await {
             Ok(p) => p,
             Err(e) => {
-                tracing::warn!(error = %e.message, "namespace controller pass failed; retrying");
+                tracing::warn!(error = %e, "namespace controller pass failed; retrying");
                 true
             }
         };
@@ -50,119 +39,111 @@ pub async fn run(store: Arc<dyn Store>, stop: impl std::future::Future<Output = 
             Duration::from_secs(30)
         };
         tokio::select! {
-            _ = &mut stop => return,
             _ = tokio::time::sleep(wait) => {}
-            msg = async {
-                match watch.as_mut() {
-                    Some(w) => w.next().await,
-                    None => std::future::pending().await,
-                }
-            } => {
-                if !matches!(msg, Some(Ok(_))) {
-                    watch = None; // ended or failed: watch again from now
-                }
-            }
+            Some(_) = changes.recv() => {}
         }
+        while changes.try_recv().is_ok() {}
     }
 }
 
 /// One pass over all namespaces being deleted; true if some still wait.
-pub async fn pass(store: &dyn Store) -> Result<bool, ApiStatus> {
-    let list = store
-        .list(&prefix(namespaces(), None), ListOptions::default())
-        .await
-        .map_err(crate::apiserver::resources::store_error)?;
+async fn pass(client: &ApiClient, namespaces: &Informer) -> Result<bool, ClientError> {
     let mut pending = false;
-    for kv in list.kvs {
-        let ns = from_store(&kv)?;
+    for ns in namespaces.list(None) {
         if ns.pointer("/metadata/deletionTimestamp").is_none() {
             continue;
         }
-        let name = ns["metadata"]["name"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        pending |= !finish(store, &name).await?;
+        let name = ns["metadata"]["name"].as_str().unwrap_or_default();
+        pending |= !finish(client, &ns, name).await?;
     }
     Ok(pending)
 }
 
-/// Deletes what is left in namespace `ns`; true once the namespace is gone or
-/// released.
-async fn finish(store: &dyn Store, ns: &str) -> Result<bool, ApiStatus> {
+/// Deletes what is left in namespace `ns` (upstream's namespaced-resources deleter:
+/// a deletecollection per resource, then a list of what remains); true once the
+/// namespace is gone or released.
+async fn finish(client: &ApiClient, current: &Value, ns: &str) -> Result<bool, ClientError> {
     let mut remaining: BTreeMap<String, usize> = BTreeMap::new();
     let mut finalizers: BTreeMap<String, usize> = BTreeMap::new();
+    let items = |list: &Value| list["items"].as_array().cloned().unwrap_or_default();
     for res in RESOURCES.iter().filter(|r| r.namespaced && r.is_stored()) {
-        let page = store
-            .list(&prefix(res, Some(ns)), ListOptions::default())
-            .await
-            .map_err(crate::apiserver::resources::store_error)?;
-        for kv in page.kvs {
-            let obj = from_store(&kv)?;
-            let name = obj["metadata"]["name"].as_str().unwrap_or_default();
-            let left = if obj.pointer("/metadata/deletionTimestamp").is_some() {
-                Some(obj)
-            } else {
-                match delete(store, res, Some(ns), name, b"").await {
-                    Ok(v) if v["kind"] == "Status" => None,
-                    Ok(still) => Some(still),
-                    Err(e) if e.code == http::StatusCode::NOT_FOUND => None,
-                    Err(e) => return Err(e),
-                }
-            };
-            if let Some(obj) = left {
-                *remaining
-                    .entry(format!("{}.{}", res.plural, res.group))
-                    .or_default() += 1;
-                for f in obj
-                    .pointer("/metadata/finalizers")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                    .filter_map(Value::as_str)
-                {
-                    *finalizers.entry(f.to_string()).or_default() += 1;
-                }
+        let path = collection_path(res, Some(ns));
+        let mut left = items(&client.get(&path).await?);
+        if left
+            .iter()
+            .any(|o| o.pointer("/metadata/deletionTimestamp").is_none())
+        {
+            client.delete(&path, &json!({})).await?;
+            left = items(&client.get(&path).await?);
+        }
+        for obj in left {
+            *remaining
+                .entry(format!("{}.{}", res.plural, res.group))
+                .or_default() += 1;
+            for f in obj
+                .pointer("/metadata/finalizers")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+            {
+                *finalizers.entry(f.to_string()).or_default() += 1;
             }
         }
     }
-    let empty = remaining.is_empty();
-    let conditions = conditions(&remaining, &finalizers);
-    let now = now_rfc3339();
-    let result = guaranteed_update(store, namespaces(), None, ns, None, &|cur| {
-        let mut next = cur.clone();
-        next["status"]["conditions"] = merge_conditions(
-            cur.pointer("/status/conditions").unwrap_or(&Value::Null),
-            &conditions,
-            &now,
-        );
-        if empty {
-            // the content is gone: nothing is left to orphan or to wait for
-            let keep = |list: Option<&Value>, drop: &[&str]| -> Value {
-                json!(
-                    list.and_then(Value::as_array)
-                        .into_iter()
-                        .flatten()
-                        .filter(|f| !drop.iter().any(|d| *f == &json!(d)))
-                        .cloned()
-                        .collect::<Vec<_>>()
-                )
-            };
-            next["spec"]["finalizers"] = keep(cur.pointer("/spec/finalizers"), &["kubernetes"]);
-            next["metadata"]["finalizers"] = keep(
-                cur.pointer("/metadata/finalizers"),
-                &["orphan", "foregroundDeletion"],
-            );
+    let gone = |e: &ClientError| e.is_not_found();
+    let path = format!("/api/v1/namespaces/{ns}");
+    let conditions = merge_conditions(
+        current
+            .pointer("/status/conditions")
+            .unwrap_or(&Value::Null),
+        &conditions(&remaining, &finalizers),
+        &now_rfc3339(),
+    );
+    if current.pointer("/status/conditions") != Some(&conditions) {
+        let patch = json!({"status": {"conditions": conditions}});
+        match client.patch(&format!("{path}/status"), &patch).await {
+            Err(e) if gone(&e) => return Ok(true),
+            other => {
+                other?;
+            }
         }
-        Ok(next)
-    })
-    .await;
-    match result {
-        Ok(v) => Ok(empty
-            && v["metadata"]["finalizers"]
-                .as_array()
-                .is_none_or(Vec::is_empty)),
-        Err(e) if e.code == http::StatusCode::NOT_FOUND => Ok(true),
+    }
+    if !remaining.is_empty() {
+        return Ok(false);
+    }
+    // the content is gone: nothing is left to orphan or to wait for
+    let keep = |list: Option<&Value>, drop: &[&str]| -> Vec<Value> {
+        list.and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter(|f| !drop.iter().any(|d| *f == &json!(d)))
+            .cloned()
+            .collect()
+    };
+    let held = current.pointer("/metadata/finalizers");
+    let kept = keep(held, &["orphan", "foregroundDeletion"]);
+    if held
+        .and_then(Value::as_array)
+        .is_some_and(|h| h.len() != kept.len())
+    {
+        match client
+            .patch(&path, &json!({"metadata": {"finalizers": kept}}))
+            .await
+        {
+            Err(e) if gone(&e) => return Ok(true),
+            other => {
+                other?;
+            }
+        }
+    }
+    let finalize = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns},
+        "spec": {"finalizers": keep(current.pointer("/spec/finalizers"), &["kubernetes"])}});
+    match client.update(&format!("{path}/finalize"), &finalize).await {
+        Ok(v) => Ok(v["metadata"]["finalizers"]
+            .as_array()
+            .is_none_or(Vec::is_empty)),
+        Err(e) if gone(&e) => Ok(true),
         Err(e) => Err(e),
     }
 }
