@@ -1,6 +1,7 @@
 //! The HTTPS front: TLS with the server CA, HTTP/1.1 and HTTP/2, anonymous access
 //! limited to health and version, client certificates from the admin kubeconfig —
 //! driven with curl and with the oldest and newest kubectl.
+#![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
 
 mod common;
 

@@ -1,6 +1,7 @@
 //! Manifests from files, as people use kubectl: `apply -f` (create, then a three-way
 //! strategic merge that really removes deleted list entries), `create -f` with strict
 //! field validation, `replace -f` and `explain` — with kubectl 1.27 and 1.33.
+#![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
 
 mod common;
 

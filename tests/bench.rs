@@ -1,6 +1,7 @@
 //! The benchmarks run end to end in small sizes, so a broken benchmark is caught here
 //! and not when someone needs its figures. (Nothing is timed: the figures themselves
 //! live in BENCHMARKS.md.)
+#![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
 
 use std::process::Command;
 

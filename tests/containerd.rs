@@ -1,6 +1,7 @@
 //! The agent runs a containerd of its own, keeps it running, and imports image
 //! tarballs from its images directory, as k3s' agent does on air-gapped nodes. Needs
 //! root and Debian's containerd (CI has both; scripts/test.sh installs it).
+#![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
 
 mod common;
 

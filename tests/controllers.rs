@@ -1,6 +1,7 @@
 //! Control loops against the real binary: simulated nodes (`skua sim`), the
 //! scheduler, and the ReplicaSet, Deployment and garbage-collector controllers, driven
 //! with kubectl 1.27 and 1.33 as people drive them.
+#![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
 
 mod common;
 

@@ -6,6 +6,7 @@
 //! compacts as fast as it can and prints every acknowledgement; it is SIGKILLed (often
 //! in the middle of a purge), the store is reopened and checked, again and again.
 //! etcd: the same against a real etcd that is SIGKILLed under load and restarted.
+#![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
 
 mod common;
 

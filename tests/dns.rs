@@ -3,6 +3,7 @@
 //! busybox pod, the search path, SRV for named ports, headless services and
 //! StatefulSet pod names, a new service resolving at once, and names outside the
 //! cluster relayed to the node's upstream resolver (a fake one in the lab namespace).
+#![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
 
 mod common;
 

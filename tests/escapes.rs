@@ -1,6 +1,7 @@
 //! A container may not reach its host: the attacks of CVE-2017-1002101/1002102 and
 //! their kin, run with real containers on the agent's own containerd inside the
 //! test's network namespace (needs root, containerd and runc; CI has them).
+#![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! `--datastore-endpoint https://…` with `--datastore-cafile/certfile/keyfile`: a real
 //! etcd on 127.0.0.1 that serves TLS and requires client certificates.
+#![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
 
 mod common;
 

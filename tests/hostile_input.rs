@@ -2,6 +2,7 @@
 //! be read back or copy without bound, a stored object nobody can read, pod specs and
 //! keys that name host paths, impersonation. Each gets upstream's answer, and nothing
 //! else is lost.
+#![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
 
 mod common;
 

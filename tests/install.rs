@@ -2,6 +2,7 @@
 //! argument handling (scripts/install-lib.sh, which install.sh sources) is run here
 //! with hostile values; the whole installer builds a release and touches /etc, so it
 //! is not run by the suite.
+#![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
 
 use std::process::Command;
 

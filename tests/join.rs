@@ -1,5 +1,6 @@
 //! Joining an agent, the k3s way: the node token pins the server's CA and carries the
 //! secret that buys a node its certificates; the node password guards its name.
+#![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
 
 mod common;
 

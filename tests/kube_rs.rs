@@ -1,5 +1,6 @@
 //! kube-rs against a real skua server: typed create/list/patch, and the runtime
 //! watcher (list, then watch, restarting and relisting as kube-rs does).
+#![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
 
 mod common;
 

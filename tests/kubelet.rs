@@ -1,6 +1,7 @@
 //! The kubelet runs real containers on the agent's own containerd, inside a network
 //! namespace each test creates (tests/common/cluster.rs). Needs root, containerd,
 //! runc and the CNI plugins (CI has them; scripts/test.sh installs them).
+#![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
 
 mod common;
 

@@ -2,6 +2,7 @@
 //! lab of network namespaces: default deny, then allowed by pod selector on a named
 //! port (across nodes and on the same node), by namespace selector, by ipBlock with an
 //! exception; egress isolation; everything open again when the policies go.
+#![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
 
 mod common;
 

@@ -1,6 +1,7 @@
 //! A node credential is worth one node (upstream's Node authorizer and
 //! NodeRestriction): the attacks a stolen kubelet certificate — or the join token,
 //! which buys one — would try, each refused as upstream refuses it.
+#![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
 
 mod common;
 

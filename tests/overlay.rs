@@ -5,6 +5,7 @@
 //! vxlan, host-gw and auto; pod-to-pod keeps its source address, traffic leaving the
 //! cluster is masqueraded; pod → ClusterIP and lab host → NodePort on either node;
 //! a node leaving takes its route with it; a restart removes stale routes.
+#![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
 
 mod common;
 

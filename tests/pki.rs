@@ -1,4 +1,5 @@
 //! The server's certificates, checked with openssl, and its kubeconfig, read by kubectl.
+#![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
 
 use skua::pki::{self, PkiOptions};
 use std::os::unix::fs::PermissionsExt;

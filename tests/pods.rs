@@ -2,6 +2,7 @@
 //! namespace, tests/common/cluster.rs): images through registries.yaml mirrors and
 //! pull secrets, eviction under node pressure, and probes, hooks, claims and container
 //! settings as the container sees them.
+#![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
 
 mod common;
 

@@ -1,6 +1,7 @@
 //! Kubernetes protobuf through the real API, as Go clients speak it: bodies built and
 //! read with the types `k8s-pb` generates from upstream's `.proto` files; kubectl 1.33's
 //! protobuf generator commands.
+#![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
 
 mod common;
 

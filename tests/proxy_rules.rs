@@ -3,6 +3,7 @@
 //! each one the table is exactly what a rebuild from scratch gives. Service ports move
 //! at random between the shapes the proxy renders (endpoints coming and going, ready
 //! and not, affinity, node ports, external and load-balancer IPs, Local policies, UDP).
+#![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
 
 mod common;
 

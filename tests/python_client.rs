@@ -1,5 +1,6 @@
 //! The official Python `kubernetes` client against a real skua server: create, list
 //! (selectors, paging), watch with resume, conflicts, a Deployment's scale.
+#![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
 
 mod common;
 

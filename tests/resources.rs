@@ -1,5 +1,6 @@
 //! Stored resources through the real API: CRUD, conflicts, validation errors, lists
 //! with selectors and paging, watches — with kubectl 1.27 and raw HTTPS (JSON).
+#![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
 
 mod common;
 

@@ -3,6 +3,7 @@
 //! are removed, a field another manager owns is a 409 `FieldManagerConflict` until
 //! `--force-conflicts`, and kubectl's migration from client-side apply works — with
 //! kubectl 1.27 and 1.33. Bad apply requests get upstream's answers and change nothing.
+#![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
 
 mod common;
 

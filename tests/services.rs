@@ -3,6 +3,7 @@
 //! NodePort and LoadBalancer from the node, hairpin, ClientIP session affinity, an
 //! endpoint failing readiness, a service without endpoints refusing at once, and the
 //! table's removal on a clean stop and rebuild on start.
+#![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
 
 mod common;
 

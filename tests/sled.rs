@@ -1,6 +1,7 @@
 //! What only the embedded backend promises: slow watchers are cut off without slowing
 //! writers, damaged or foreign data dirs are refused and left untouched, history is
 //! kept bounded on disk under steady churn, and data survives a clean restart.
+#![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! The `Store` conformance suite and the watch checker, run against every backend:
 //! memory, sled, and a real etcd started on 127.0.0.1 for each test.
+#![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
 
 mod common;
 

@@ -14,6 +14,7 @@
 //! --test store_model`. `SKUA_MODEL_OPS` sets the operations per seed (default 1500),
 //! `SKUA_MODEL_SECONDS` keeps starting new seeds until that much time has passed (the
 //! long local run), `SKUA_MODEL_SEEDS` the number of seeds otherwise (default 2).
+#![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
 
 mod common;
 

@@ -1,5 +1,7 @@
 //! Shared harness for integration tests: real backends, each in its own temp dir.
 #![allow(dead_code)]
+// test helpers: a failed unwrap is a failed test
+#![allow(clippy::unwrap_used)]
 
 pub mod cluster;
 pub mod conformance;
