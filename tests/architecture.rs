@@ -22,7 +22,6 @@ const LEAVES: &[(&str, &[&str])] = &[
 /// issue 16 untie it). The config seam already untied agent, cli, server and sim.
 const KNOWN_CYCLES: &[(&str, &str)] = &[
     ("apiserver", "client"),
-    ("apiserver", "controllers"),
     ("apiserver", "kubelet"),
     ("apiserver", "pki"),
     ("client", "apiserver"),

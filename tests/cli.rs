@@ -1,7 +1,7 @@
 //! The command line: k3s' defaults with our names, and flag > env > file > default.
 //! (nextest runs each test in its own process, so setting env vars here is contained.)
-#![allow(clippy::unwrap_used)]
 // test helpers: a failed unwrap is a failed test
+#![allow(clippy::unwrap_used)]
 // std::env::set_var is unsafe in Rust 2024; nextest runs each test in its own process
 #![allow(unsafe_code)]
 

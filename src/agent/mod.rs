@@ -255,7 +255,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     // one copy of the endpoint slices for the proxy and cluster DNS
     let slices = crate::client::watch::Informer::start(
         client.clone(),
-        crate::controllers::resource("discovery.k8s.io", "endpointslices"),
+        &crate::api::registry::ENDPOINTSLICES,
         None,
     );
     let dns = if off.disable_dns {

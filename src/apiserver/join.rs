@@ -151,8 +151,7 @@ fn password_hash(password: &str) -> String {
 
 /// Checks (or, on a first join, records) `name`'s node password.
 async fn check_password(ctx: &ApiContext, name: &str, password: &str) -> Result<(), ApiStatus> {
-    let secrets = crate::api::registry::find("", "v1", "secrets")
-        .ok_or_else(|| internal("no secrets resource"))?;
+    let secrets = &crate::api::registry::SECRETS;
     let secret_name = format!("{name}.node-password.skua");
     let key = super::resources::object::key(secrets, Some("kube-system"), &secret_name);
     let got = ctx

@@ -18,7 +18,7 @@ use super::request_info::RequestInfo;
 use super::resources::object::{from_store, key, prefix};
 use super::status::ApiStatus;
 use crate::api::pod_refs::{RefKind, pod_refs};
-use crate::api::registry::{self, Resource};
+use crate::api::registry;
 use crate::store::{EventKind, ListOptions, Store, WatchMessage};
 use http::StatusCode;
 use serde_json::Value;
@@ -175,10 +175,6 @@ enum Followed {
     Claims,
 }
 
-fn core(plural: &str) -> &'static Resource {
-    registry::find("", "v1", plural).unwrap_or(&registry::RESOURCES[0])
-}
-
 /// Keeps `graph` equal to the stored pods and claims until the store shuts down.
 pub async fn follow(store: Arc<dyn Store>, graph: Arc<NodeGraph>) {
     tokio::join!(
@@ -189,8 +185,8 @@ pub async fn follow(store: Arc<dyn Store>, graph: Arc<NodeGraph>) {
 
 async fn follow_one(store: Arc<dyn Store>, graph: Arc<NodeGraph>, which: Followed) {
     let res = match which {
-        Followed::Pods => core("pods"),
-        Followed::Claims => core("persistentvolumeclaims"),
+        Followed::Pods => &registry::PODS,
+        Followed::Claims => &registry::PERSISTENTVOLUMECLAIMS,
     };
     let prefix = prefix(res, None);
     loop {
@@ -303,7 +299,7 @@ async fn own_pod(
 ) -> Result<(), ApiStatus> {
     let got = ctx
         .store
-        .get(&key(core("pods"), Some(ns), name))
+        .get(&key(&registry::PODS, Some(ns), name))
         .await
         .map_err(super::resources::store_error)?;
     let Some(kv) = got.kv else { return Ok(()) };
@@ -334,7 +330,7 @@ async fn refers_in_store(
     name: &str,
 ) -> Result<bool, ApiStatus> {
     let listed = store
-        .list(&prefix(core("pods"), Some(ns)), ListOptions::default())
+        .list(&prefix(&registry::PODS, Some(ns)), ListOptions::default())
         .await
         .map_err(super::resources::store_error)?;
     Ok(listed.kvs.iter().any(|kv| {
@@ -348,7 +344,7 @@ async fn refers_in_store(
 /// The graph missed a volume: the claims bound to it, and the pods of their
 /// namespaces, from the store.
 async fn volume_in_store(ctx: &ApiContext, node: &str, volume: &str) -> Result<bool, ApiStatus> {
-    let claims_res = core("persistentvolumeclaims");
+    let claims_res = &registry::PERSISTENTVOLUMECLAIMS;
     let claims_prefix = prefix(claims_res, None);
     let listed = ctx
         .store

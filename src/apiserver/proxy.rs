@@ -78,7 +78,7 @@ fn kubelet_tls(ctx: &ApiContext) -> Result<Arc<rustls::ClientConfig>, ApiStatus>
 
 /// The kubelet address of a node: its InternalIP (else any address) and port.
 async fn kubelet_of(ctx: &ApiContext, node: &str) -> Result<(String, u16), ApiStatus> {
-    let nodes = crate::controllers::resource("", "nodes");
+    let nodes = &crate::api::registry::NODES;
     let kv = ctx
         .store
         .get(&super::resources::object::key(nodes, None, node))

@@ -242,11 +242,7 @@ pub async fn run(a: ScaleBenchArgs) -> anyhow::Result<()> {
         ],
         &scratch.join("sim.log"),
     )?;
-    let nodes = Informer::start(
-        client.clone(),
-        crate::controllers::resource("", "nodes"),
-        None,
-    );
+    let nodes = Informer::start(client.clone(), &crate::api::registry::NODES, None);
     nodes.synced().await;
     let started = Instant::now();
     while nodes.list(None).len() < a.nodes {
@@ -257,11 +253,7 @@ pub async fn run(a: ScaleBenchArgs) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let registered = started.elapsed();
-    let pods = Informer::start(
-        client.clone(),
-        crate::controllers::resource("", "pods"),
-        None,
-    );
+    let pods = Informer::start(client.clone(), &crate::api::registry::PODS, None);
     pods.synced().await;
     let seen = watch_startups(&pods);
     let before = metrics(&client).await;

@@ -577,7 +577,7 @@ mod tests {
     #[test]
     fn a_late_subscriber_hears_of_every_object_already_loaded_then_of_changes() {
         let informer = Informer {
-            res: crate::controllers::resource("", "pods"),
+            res: &crate::api::registry::PODS,
             objects: RwLock::new(Objects::default()),
             subscribers: Mutex::new(Vec::new()),
             synced: tokio::sync::watch::channel(false).0,

@@ -25,8 +25,8 @@ fn finished(job: &Value) -> Option<bool> {
 
 /// Runs the loop; `skew` seconds are added to the clock (tests move time forward).
 pub async fn run(cx: Arc<Context>, skew: i64) {
-    let cronjobs = cx.informer("batch", "cronjobs");
-    let jobs = cx.informer("batch", "jobs");
+    let cronjobs = cx.informer(&crate::api::registry::CRONJOBS);
+    let jobs = cx.informer(&crate::api::registry::JOBS);
     let (mut a, mut b) = (cronjobs.subscribe(), jobs.subscribe());
     cronjobs.synced().await;
     jobs.synced().await;

@@ -34,10 +34,10 @@ fn deleted(cx: &Context, ds: &Value, pod: &Value) {
 }
 
 pub async fn run(cx: Arc<Context>) {
-    let sets = cx.informer("apps", "daemonsets");
-    let pods = cx.informer("", "pods");
-    let nodes = cx.informer("", "nodes");
-    let history = cx.informer("apps", "controllerrevisions");
+    let sets = cx.informer(&crate::api::registry::DAEMONSETS);
+    let pods = cx.informer(&crate::api::registry::PODS);
+    let nodes = cx.informer(&crate::api::registry::NODES);
+    let history = cx.informer(&crate::api::registry::CONTROLLERREVISIONS);
     let queue = WorkQueue::default();
     feed(&cx, &sets, &pods, &queue);
     {
@@ -149,7 +149,7 @@ async fn sync(
         .collect();
     revisions::record(
         cx,
-        &cx.informer("apps", "controllerrevisions"),
+        &cx.informer(&crate::api::registry::CONTROLLERREVISIONS),
         &ds,
         &format!("{name}-{hash}"),
         (HASH, &hash),

@@ -8,7 +8,7 @@
 
 use super::queue::WorkQueue;
 use super::replicaset::selects;
-use super::{Context, controller_of, controller_ref, resource};
+use super::{Context, controller_of, controller_ref};
 use crate::api::meta::{now_rfc3339, now_secs, parse_rfc3339};
 use crate::client::ClientError;
 use crate::client::watch::{Informer, object_path};
@@ -20,9 +20,9 @@ const REVISION: &str = "deployment.kubernetes.io/revision";
 const HASH: &str = "pod-template-hash";
 
 pub async fn run(cx: Arc<Context>) {
-    let deps = cx.informer("apps", "deployments");
-    let rss = cx.informer("apps", "replicasets");
-    let pods = cx.informer("", "pods");
+    let deps = cx.informer(&crate::api::registry::DEPLOYMENTS);
+    let rss = cx.informer(&crate::api::registry::REPLICASETS);
+    let pods = cx.informer(&crate::api::registry::PODS);
     let queue = WorkQueue::default();
     super::replicaset::feed(&cx, &deps, &rss, &queue);
     deps.synced().await;
@@ -150,7 +150,7 @@ async fn scale(
         return Ok(());
     }
     let path = object_path(
-        resource("apps", "replicasets"),
+        &crate::api::registry::REPLICASETS,
         rs["metadata"]["namespace"].as_str(),
         rs["metadata"]["name"].as_str().unwrap_or(""),
     );

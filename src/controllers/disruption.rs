@@ -23,8 +23,8 @@ fn scaled(v: &Value, total: i64) -> Option<i64> {
 }
 
 pub async fn run(cx: Arc<Context>) {
-    let budgets = cx.informer("policy", "poddisruptionbudgets");
-    let pods = cx.informer("", "pods");
+    let budgets = cx.informer(&crate::api::registry::PODDISRUPTIONBUDGETS);
+    let pods = cx.informer(&crate::api::registry::PODS);
     let (mut a, mut b) = (budgets.subscribe(), pods.subscribe());
     budgets.synced().await;
     pods.synced().await;

@@ -16,10 +16,10 @@ const SERVICE_NAME: &str = "kubernetes.io/service-name";
 const MANAGED_BY: &str = "endpointslice.kubernetes.io/managed-by";
 
 pub async fn run(cx: Arc<Context>) {
-    let services = cx.informer("", "services");
-    let pods = cx.informer("", "pods");
-    let endpoints = cx.informer("", "endpoints");
-    let slices = cx.informer("discovery.k8s.io", "endpointslices");
+    let services = cx.informer(&crate::api::registry::SERVICES);
+    let pods = cx.informer(&crate::api::registry::PODS);
+    let endpoints = cx.informer(&crate::api::registry::ENDPOINTS);
+    let slices = cx.informer(&crate::api::registry::ENDPOINTSLICES);
     let (mut a, mut b) = (services.subscribe(), pods.subscribe());
     for i in [&services, &pods, &endpoints, &slices] {
         i.synced().await;

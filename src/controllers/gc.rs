@@ -14,35 +14,36 @@
 //! `orphan` finalizer even when nothing depends on it.
 
 use super::Context;
+use crate::api::registry::{self, Resource};
 use crate::client::watch::{Informer, key_of, object_path};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// (group, plural) of the kinds that own others here, and of their dependents.
-const OWNERS: &[(&str, &str)] = &[
-    ("apps", "deployments"),
-    ("apps", "replicasets"),
-    ("apps", "daemonsets"),
-    ("apps", "statefulsets"),
-    ("batch", "jobs"),
-    ("batch", "cronjobs"),
-    ("", "replicationcontrollers"),
-    ("", "pods"),
-    ("", "nodes"),
-    ("", "services"),
-    ("", "endpoints"),
-    ("", "serviceaccounts"),
-    ("", "persistentvolumeclaims"),
-    ("", "resourcequotas"),
-    ("apps", "controllerrevisions"),
-    ("policy", "poddisruptionbudgets"),
+/// The kinds that own others here, and their dependents.
+const OWNERS: &[&Resource] = &[
+    &registry::DEPLOYMENTS,
+    &registry::REPLICASETS,
+    &registry::DAEMONSETS,
+    &registry::STATEFULSETS,
+    &registry::JOBS,
+    &registry::CRONJOBS,
+    &registry::REPLICATIONCONTROLLERS,
+    &registry::PODS,
+    &registry::NODES,
+    &registry::SERVICES,
+    &registry::ENDPOINTS,
+    &registry::SERVICEACCOUNTS,
+    &registry::PERSISTENTVOLUMECLAIMS,
+    &registry::RESOURCEQUOTAS,
+    &registry::CONTROLLERREVISIONS,
+    &registry::PODDISRUPTIONBUDGETS,
 ];
-const DEPENDENTS: &[(&str, &str)] = &[
-    ("apps", "replicasets"),
-    ("", "pods"),
-    ("batch", "jobs"),
-    ("apps", "controllerrevisions"),
+const DEPENDENTS: &[&Resource] = &[
+    &registry::REPLICASETS,
+    &registry::PODS,
+    &registry::JOBS,
+    &registry::CONTROLLERREVISIONS,
 ];
 
 /// A full pass over every dependent at least this often: a safety net under the
@@ -77,9 +78,8 @@ fn refs(obj: &Option<Arc<Value>>) -> Option<&Value> {
 }
 
 pub async fn run(cx: Arc<Context>) {
-    let owners: Vec<Arc<Informer>> = OWNERS.iter().map(|(g, p)| cx.informer(g, p)).collect();
-    let dependents: Vec<Arc<Informer>> =
-        DEPENDENTS.iter().map(|(g, p)| cx.informer(g, p)).collect();
+    let owners: Vec<Arc<Informer>> = OWNERS.iter().map(|r| cx.informer(r)).collect();
+    let dependents: Vec<Arc<Informer>> = DEPENDENTS.iter().map(|r| cx.informer(r)).collect();
     let wake = Arc::new(tokio::sync::Notify::new());
     let dirty: Arc<std::sync::Mutex<Dirty>> = Arc::default();
     // owners: a deleted one's dependents need a look; one being deleted with a

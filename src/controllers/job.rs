@@ -21,8 +21,8 @@ const INDEX: &str = "batch.kubernetes.io/job-completion-index";
 const COMPONENT: &str = "job-controller";
 
 pub async fn run(cx: Arc<Context>) {
-    let jobs = cx.informer("batch", "jobs");
-    let pods = cx.informer("", "pods");
+    let jobs = cx.informer(&crate::api::registry::JOBS);
+    let pods = cx.informer(&crate::api::registry::PODS);
     let queue = WorkQueue::default();
     feed(&cx, &jobs, &pods, &queue);
     jobs.synced().await;

@@ -54,15 +54,11 @@ impl Context {
     /// alone (not shared), owned by this term.
     pub fn selected_informer(
         &self,
-        group: &'static str,
-        plural: &'static str,
+        res: &'static Resource,
         field_selector: String,
     ) -> Arc<Informer> {
-        let (informer, follow) = Informer::following(
-            self.client.clone(),
-            resource(group, plural),
-            Some(field_selector),
-        );
+        let (informer, follow) =
+            Informer::following(self.client.clone(), res, Some(field_selector));
         self.tasks.spawn(follow);
         informer
     }
@@ -81,26 +77,17 @@ impl Context {
             .clear();
     }
 
-    /// The shared informer of `group`/`plural` (started on first use).
-    pub fn informer(&self, group: &'static str, plural: &'static str) -> Arc<Informer> {
+    /// The shared informer of a resource (started on first use).
+    pub fn informer(&self, res: &'static Resource) -> Arc<Informer> {
         let mut map = self.informers.lock().unwrap_or_else(|e| e.into_inner());
-        map.entry((group, plural))
+        map.entry((res.group, res.plural))
             .or_insert_with(|| {
-                let (informer, follow) =
-                    Informer::following(self.client.clone(), resource(group, plural), None);
+                let (informer, follow) = Informer::following(self.client.clone(), res, None);
                 self.tasks.spawn(follow);
                 informer
             })
             .clone()
     }
-}
-
-/// A built-in resource by group and plural (at its preferred version).
-pub fn resource(group: &str, plural: &str) -> &'static Resource {
-    registry::RESOURCES
-        .iter()
-        .find(|r| r.group == group && r.plural == plural)
-        .unwrap_or_else(|| panic!("no built-in resource {plural}.{group}"))
 }
 
 /// What the control loops need from the server's configuration.
@@ -157,8 +144,11 @@ pub fn start(
             let _term = Term(cx.clone());
             let loops = &cx;
             loops.spawn(namespace::run(cx.clone()));
-            loops.spawn(replicaset::run(cx.clone(), "apps", "replicasets"));
-            loops.spawn(replicaset::run(cx.clone(), "", "replicationcontrollers"));
+            loops.spawn(replicaset::run(cx.clone(), &registry::REPLICASETS));
+            loops.spawn(replicaset::run(
+                cx.clone(),
+                &registry::REPLICATIONCONTROLLERS,
+            ));
             loops.spawn(deployment::run(cx.clone()));
             loops.spawn(gc::run(cx.clone()));
             loops.spawn(crate::scheduler::run(cx.clone()));

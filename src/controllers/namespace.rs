@@ -22,7 +22,7 @@ use std::time::Duration;
 /// namespace is still waiting for content to go. Everything goes through the API, as
 /// any client's deletions do (authorization, admission, metrics, managed fields).
 pub async fn run(cx: Arc<Context>) {
-    let namespaces = cx.informer("", "namespaces");
+    let namespaces = cx.informer(&crate::api::registry::NAMESPACES);
     let mut changes = namespaces.subscribe();
     namespaces.synced().await;
     loop {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub async fn run(cx: Arc<Context>, cluster_cidr: crate::config::Ipv4Net) {
-    let nodes = cx.informer("", "nodes");
+    let nodes = cx.informer(&crate::api::registry::NODES);
     let mut changes = nodes.subscribe();
     nodes.synced().await;
     // nodes already told there is no range for them (said once, not at every change)

@@ -24,9 +24,9 @@ const NOT_READY: &str = "node.kubernetes.io/not-ready";
 const UNSCHEDULABLE: &str = "node.kubernetes.io/unschedulable";
 
 pub async fn run(cx: Arc<Context>, grace: Duration) {
-    let nodes = cx.informer("", "nodes");
-    let leases = cx.informer("coordination.k8s.io", "leases");
-    let pods = cx.informer("", "pods");
+    let nodes = cx.informer(&crate::api::registry::NODES);
+    let leases = cx.informer(&crate::api::registry::LEASES);
+    let pods = cx.informer(&crate::api::registry::PODS);
     let mut changes = nodes.subscribe();
     nodes.synced().await;
     leases.synced().await;

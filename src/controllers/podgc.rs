@@ -20,8 +20,8 @@ const ORPHANS_EVERY: Duration = Duration::from_secs(2);
 const TERMINATED_EVERY: Duration = Duration::from_secs(20);
 
 pub async fn run(cx: Arc<Context>, quarantine: Duration, threshold: usize) {
-    let nodes = cx.informer("", "nodes");
-    let pods = cx.informer("", "pods");
+    let nodes = cx.informer(&crate::api::registry::NODES);
+    let pods = cx.informer(&crate::api::registry::PODS);
     nodes.synced().await;
     pods.synced().await;
     let mut orphans_since: HashMap<String, Instant> = HashMap::new();

@@ -28,11 +28,11 @@ struct Expectation {
     since: Option<Instant>,
 }
 
-/// Runs the controller for ReplicaSets (`apps`, `replicasets`) or, with the same
-/// logic, ReplicationControllers (`""`, `replicationcontrollers`).
-pub async fn run(cx: Arc<Context>, group: &'static str, plural: &'static str) {
-    let rss = cx.informer(group, plural);
-    let pods = cx.informer("", "pods");
+/// Runs the controller for ReplicaSets or, with the same logic,
+/// ReplicationControllers.
+pub async fn run(cx: Arc<Context>, res: &'static crate::api::registry::Resource) {
+    let rss = cx.informer(res);
+    let pods = cx.informer(&crate::api::registry::PODS);
     let queue = WorkQueue::default();
     feed(&cx, &rss, &pods, &queue);
     rss.synced().await;

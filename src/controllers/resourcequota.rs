@@ -5,7 +5,7 @@
 
 use super::Context;
 use crate::api::quota;
-use crate::api::registry::{RESOURCES, Resource};
+use crate::api::registry::Resource;
 use crate::client::watch::{Informer, collection_path, key_of, object_path};
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
@@ -24,8 +24,8 @@ const COUNTED: &[&str] = &[
 ];
 
 pub async fn run(cx: Arc<Context>) {
-    let quotas = cx.informer("", "resourcequotas");
-    let pods = cx.informer("", "pods");
+    let quotas = cx.informer(&crate::api::registry::RESOURCEQUOTAS);
+    let pods = cx.informer(&crate::api::registry::PODS);
     let (mut a, mut b) = (quotas.subscribe(), pods.subscribe());
     quotas.synced().await;
     pods.synced().await;
@@ -48,11 +48,8 @@ pub async fn run(cx: Arc<Context>) {
 
 /// The resource a quota key counts objects of.
 fn source(key: &str) -> Option<&'static Resource> {
-    let find = |group: &str, plural: &str| {
-        RESOURCES
-            .iter()
-            .find(|r| r.group == group && r.plural == plural)
-    };
+    // quota keys come from users (`count/widgets.example.com`): looked up by name
+    let find = crate::api::registry::preferred;
     if let Some(what) = key.strip_prefix("count/") {
         let (plural, group) = what.split_once('.').unwrap_or((what, ""));
         return find(group, plural);
@@ -96,7 +93,7 @@ async fn sync(cx: &Context, q: &Value, pods: &Informer) -> Result<(), crate::cli
     let path = format!(
         "{}/status",
         object_path(
-            crate::controllers::resource("", "resourcequotas"),
+            &crate::api::registry::RESOURCEQUOTAS,
             Some(ns),
             q["metadata"]["name"].as_str().unwrap_or("")
         )

@@ -41,10 +41,13 @@ async fn publish_root_ca(cx: &Context, ns: &str, current: Option<&serde_json::Va
 }
 
 pub async fn run(cx: Arc<Context>, root_ca: String) {
-    let namespaces = cx.informer("", "namespaces");
-    let accounts = cx.informer("", "serviceaccounts");
+    let namespaces = cx.informer(&crate::api::registry::NAMESPACES);
+    let accounts = cx.informer(&crate::api::registry::SERVICEACCOUNTS);
     // only the published ConfigMaps, not every ConfigMap of the cluster
-    let configmaps = cx.selected_informer("", "configmaps", format!("metadata.name={ROOT_CA}"));
+    let configmaps = cx.selected_informer(
+        &crate::api::registry::CONFIGMAPS,
+        format!("metadata.name={ROOT_CA}"),
+    );
     let mut c = configmaps.subscribe();
     configmaps.synced().await;
     let (mut a, mut b) = (namespaces.subscribe(), accounts.subscribe());

@@ -103,8 +103,8 @@ pub fn assign(services: &[Arc<Value>], ips: &[String]) -> HashMap<String, Vec<St
 }
 
 pub async fn run(cx: Arc<Context>) {
-    let services = cx.informer("", "services");
-    let nodes = cx.informer("", "nodes");
+    let services = cx.informer(&crate::api::registry::SERVICES);
+    let nodes = cx.informer(&crate::api::registry::NODES);
     let (mut a, mut b) = (services.subscribe(), nodes.subscribe());
     services.synced().await;
     nodes.synced().await;

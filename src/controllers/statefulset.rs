@@ -34,10 +34,10 @@ fn deleted(cx: &Context, set: &Value, pod: &Value) {
 }
 
 pub async fn run(cx: Arc<Context>) {
-    let sets = cx.informer("apps", "statefulsets");
-    let pods = cx.informer("", "pods");
-    let claims = cx.informer("", "persistentvolumeclaims");
-    let history = cx.informer("apps", "controllerrevisions");
+    let sets = cx.informer(&crate::api::registry::STATEFULSETS);
+    let pods = cx.informer(&crate::api::registry::PODS);
+    let claims = cx.informer(&crate::api::registry::PERSISTENTVOLUMECLAIMS);
+    let history = cx.informer(&crate::api::registry::CONTROLLERREVISIONS);
     let queue = WorkQueue::default();
     feed(&cx, &sets, &pods, &queue);
     sets.synced().await;
@@ -105,7 +105,7 @@ async fn sync(
         .collect();
     revisions::record(
         cx,
-        &cx.informer("apps", "controllerrevisions"),
+        &cx.informer(&crate::api::registry::CONTROLLERREVISIONS),
         &set,
         &revision,
         ("controller.kubernetes.io/hash", &hash),

@@ -146,16 +146,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl Kubelet {
     pub fn new(settings: Settings, cri: Cri, client: ApiClient) -> Arc<Kubelet> {
         let selector = format!("spec.nodeName={}", settings.node_name);
-        let pods = Informer::start(
-            client.clone(),
-            crate::controllers::resource("", "pods"),
-            Some(selector),
-        );
-        let services = Informer::start(
-            client.clone(),
-            crate::controllers::resource("", "services"),
-            None,
-        );
+        let pods = Informer::start(client.clone(), &crate::api::registry::PODS, Some(selector));
+        let services = Informer::start(client.clone(), &crate::api::registry::SERVICES, None);
         Arc::new(Kubelet {
             settings,
             cri,

@@ -225,7 +225,7 @@ pub async fn run(
             }
         }
     }
-    let nodes = Informer::start(client, crate::controllers::resource("", "nodes"), None);
+    let nodes = Informer::start(client, &crate::api::registry::NODES, None);
     let mut changes = nodes.subscribe();
     nodes.synced().await;
     let peers = announced(&nodes);

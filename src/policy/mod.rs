@@ -24,11 +24,7 @@ pub async fn run(
     nft: Arc<dyn Nft>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    let policies = Informer::start(
-        client.clone(),
-        crate::controllers::resource("networking.k8s.io", "networkpolicies"),
-        None,
-    );
+    let policies = Informer::start(client.clone(), &crate::api::registry::NETWORKPOLICIES, None);
     let mut policy_changes = policies.subscribe();
     tokio::select! {
         _ = policies.synced() => {}
@@ -40,16 +36,9 @@ pub async fn run(
     let mut retry = false;
     loop {
         if others.is_none() && !policies.list(None).is_empty() {
-            let pods = Informer::start(
-                client.clone(),
-                crate::controllers::resource("", "pods"),
-                None,
-            );
-            let namespaces = Informer::start(
-                client.clone(),
-                crate::controllers::resource("", "namespaces"),
-                None,
-            );
+            let pods = Informer::start(client.clone(), &crate::api::registry::PODS, None);
+            let namespaces =
+                Informer::start(client.clone(), &crate::api::registry::NAMESPACES, None);
             for inf in [&pods, &namespaces] {
                 let mut sub = inf.subscribe();
                 let tx = tx.clone();

@@ -37,8 +37,8 @@ fn wants(pod: &Value) -> bool {
 }
 
 pub async fn run(cx: Arc<Context>) {
-    let pods = cx.informer("", "pods");
-    let nodes = cx.informer("", "nodes");
+    let pods = cx.informer(&crate::api::registry::PODS);
+    let nodes = cx.informer(&crate::api::registry::NODES);
     let queue = WorkQueue::default();
     let cache: Arc<Mutex<Cache>> = Arc::default();
     let unschedulable: Arc<Mutex<Vec<String>>> = Arc::default();
@@ -387,7 +387,7 @@ async fn mark_unschedulable(cx: &Context, pod: &Value, message: &str) {
     }));
     let path = format!(
         "{}/status",
-        object_path(crate::controllers::resource("", "pods"), ns, name)
+        object_path(&crate::api::registry::PODS, ns, name)
     );
     let patch = json!({"status": {"conditions": conditions}});
     let _ = cx

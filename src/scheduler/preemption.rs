@@ -111,7 +111,7 @@ pub fn plan(pod: &Value, nodes: &[NodeInfo], chosen: &mut Chosen) -> Option<Plan
 
 /// Carries the plan out: victims marked, told and deleted; the pod nominated.
 pub async fn execute(cx: &Context, pod: &Value, plan: &Plan) {
-    let pods = crate::controllers::resource("", "pods");
+    let pods = &crate::api::registry::PODS;
     let now = crate::api::meta::now_rfc3339();
     let uid = pod["metadata"]["uid"].as_str().unwrap_or("");
     for v in &plan.victims {

@@ -102,11 +102,7 @@ pub async fn run(args: SimArgs) -> anyhow::Result<()> {
     let registered: Arc<std::sync::Mutex<Vec<(usize, String)>>> = Arc::default();
     {
         let (client, registered, args) = (client.clone(), registered.clone(), args.clone());
-        let node_objects = Informer::start(
-            client.clone(),
-            crate::controllers::resource("", "nodes"),
-            None,
-        );
+        let node_objects = Informer::start(client.clone(), &crate::api::registry::NODES, None);
         tokio::spawn(async move {
             let slots = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
             let leases: Arc<std::sync::Mutex<HashMap<String, Value>>> = Arc::default();
@@ -183,7 +179,7 @@ pub async fn run(args: SimArgs) -> anyhow::Result<()> {
     tracing::info!(nodes = names.len(), "simulated nodes registered");
     let pods = Informer::start(
         client.clone(),
-        crate::controllers::resource("", "pods"),
+        &crate::api::registry::PODS,
         Some("spec.nodeName!=".into()),
     );
     let mut changes = pods.subscribe();

@@ -4,7 +4,6 @@
 use super::object::key;
 use super::{create, namespace_resource, store_error, write};
 use crate::api::managed::{Actor, Operation};
-use crate::api::registry::RESOURCES;
 use crate::apiserver::status::ApiStatus;
 use crate::store::Store;
 use http::StatusCode;
@@ -34,10 +33,7 @@ pub async fn bootstrap(store: &dyn Store) -> Result<(), ApiStatus> {
         }
     }
     // upstream's two system priority classes (k3s manifests name them)
-    let classes = RESOURCES
-        .iter()
-        .find(|r| r.plural == "priorityclasses" && r.group == "scheduling.k8s.io")
-        .expect("a built-in resource");
+    let classes = &crate::api::registry::PRIORITYCLASSES;
     for (name, value, description) in [
         (
             "system-node-critical",
@@ -81,12 +77,6 @@ pub async fn bootstrap_kubernetes_service(
     port: u16,
 ) -> Result<(), ApiStatus> {
     let actor = system_actor();
-    let find = |plural: &str, group: &str| {
-        RESOURCES
-            .iter()
-            .find(|r| r.plural == plural && r.group == group)
-            .expect("a built-in resource")
-    };
     let service = json!({
         "apiVersion": "v1", "kind": "Service",
         "metadata": {"name": "kubernetes", "namespace": "default", "labels": {"component": "apiserver", "provider": "kubernetes"}},
@@ -107,9 +97,9 @@ pub async fn bootstrap_kubernetes_service(
         "ports": [{"name": "https", "port": port, "protocol": "TCP"}],
     });
     for (res, obj) in [
-        (find("services", ""), service),
-        (find("endpoints", ""), endpoints),
-        (find("endpointslices", "discovery.k8s.io"), slice),
+        (&crate::api::registry::SERVICES, service),
+        (&crate::api::registry::ENDPOINTS, endpoints),
+        (&crate::api::registry::ENDPOINTSLICES, slice),
     ] {
         let exists = store
             .get(&key(res, Some("default"), "kubernetes"))
@@ -166,10 +156,7 @@ pub async fn bootstrap_dns_service(
     cluster_dns: std::net::IpAddr,
 ) -> Result<(), ApiStatus> {
     let actor = system_actor();
-    let res = RESOURCES
-        .iter()
-        .find(|r| r.plural == "services" && r.group.is_empty())
-        .expect("a built-in resource");
+    let res = &crate::api::registry::SERVICES;
     if store
         .get(&key(res, Some("kube-system"), "kube-dns"))
         .await

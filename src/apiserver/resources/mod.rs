@@ -20,7 +20,7 @@ use super::auth::UserInfo;
 use super::request_info::{RequestInfo, query_pairs};
 use super::status::{ApiStatus, Body, json};
 use crate::api::managed::{Actor, Operation};
-use crate::api::registry::{self, RESOURCES, Resource};
+use crate::api::registry::{self, Resource};
 use crate::store::{Store, StoreError};
 use http::{Request, StatusCode};
 use object::{decode, from_store, key, prepare_create, to_store};
@@ -658,10 +658,7 @@ async fn get(
 }
 
 pub(super) fn namespace_resource() -> &'static Resource {
-    RESOURCES
-        .iter()
-        .find(|r| r.group.is_empty() && r.plural == "namespaces")
-        .unwrap_or(&RESOURCES[0])
+    &crate::api::registry::NAMESPACES
 }
 
 /// Creates an object (the create verb, and the server's own bootstrap objects).

@@ -12,7 +12,7 @@ use http::StatusCode;
 use serde_json::{Value, json};
 
 fn pods() -> &'static registry::Resource {
-    registry::find("", "v1", "pods").expect("pods are in the registry")
+    &crate::api::registry::PODS
 }
 
 fn success() -> Value {
@@ -87,8 +87,7 @@ pub async fn evict(
         .pointer("/metadata/labels")
         .and_then(Value::as_object)
         .cloned();
-    let pdbs =
-        registry::find("policy", "v1", "poddisruptionbudgets").expect("pdbs are in the registry");
+    let pdbs = &crate::api::registry::PODDISRUPTIONBUDGETS;
     let page = store
         .list(&prefix(pdbs, Some(namespace)), Default::default())
         .await

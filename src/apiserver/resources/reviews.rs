@@ -23,7 +23,7 @@ fn string_list(v: Option<&Value>) -> Vec<String> {
 }
 
 fn service_accounts() -> &'static registry::Resource {
-    registry::find("", "v1", "serviceaccounts").expect("serviceaccounts are in the registry")
+    &crate::api::registry::SERVICEACCOUNTS
 }
 
 /// The uid of a service account, if it exists.
@@ -85,7 +85,7 @@ pub async fn authenticate(
 
 /// A pod, if it exists.
 async fn pod_of(ctx: &ApiContext, namespace: &str, name: &str) -> Result<Option<Value>, ApiStatus> {
-    let pods = registry::find("", "v1", "pods").expect("pods are in the registry");
+    let pods = &crate::api::registry::PODS;
     let got = ctx
         .store
         .get(&key(pods, Some(namespace), name))
