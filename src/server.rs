@@ -223,6 +223,7 @@ pub async fn start_api(store: Arc<dyn Store>, cfg: &ServerConfig) -> anyhow::Res
             },
         }),
         service_ranges: ranges,
+        admission: apiserver::admission::Chain::builtin(),
         kubelet_tls: Default::default(),
     });
     let instance = std::fs::canonicalize(&cfg.data_dir)

@@ -105,8 +105,6 @@ fn pod(obj: &mut Value) {
     let Some(spec) = obj_mut(obj, "spec") else {
         return;
     };
-    default(spec, "serviceAccountName", json!("default"));
-    default(spec, "serviceAccount", json!("default"));
     default(spec, "preemptionPolicy", json!("PreemptLowerPriority"));
     // DefaultTolerationSeconds admission: evict from not-ready/unreachable nodes after 5 min
     let tolerations = spec.entry("tolerations").or_insert_with(|| json!([]));
@@ -417,7 +415,8 @@ mod tests {
             (Some("Always"), Some("ClusterFirst"))
         );
         assert_eq!(s["terminationGracePeriodSeconds"], 30);
-        assert_eq!(s["serviceAccountName"], "default");
+        // the ServiceAccount admission plugin names the account (never on mirror pods)
+        assert!(s.get("serviceAccountName").is_none());
         assert_eq!(s["tolerations"].as_array().unwrap().len(), 2);
         assert_eq!(s["containers"][0]["imagePullPolicy"], "Always");
         assert_eq!(s["containers"][1]["imagePullPolicy"], "IfNotPresent");

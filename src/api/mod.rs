@@ -6,6 +6,7 @@ pub mod convert;
 pub mod cron;
 pub mod defaults;
 pub mod fieldset;
+pub mod lifecycle;
 pub mod managed;
 pub mod merge_keys;
 pub mod meta;

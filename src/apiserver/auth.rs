@@ -23,6 +23,15 @@ impl UserInfo {
         }
     }
 
+    /// The API server itself, for the objects it writes on its own behalf (as
+    /// upstream's loopback client, `system:apiserver` in `system:masters`).
+    pub fn apiserver() -> UserInfo {
+        UserInfo {
+            name: "system:apiserver".into(),
+            groups: vec!["system:masters".into(), "system:authenticated".into()],
+        }
+    }
+
     pub fn is_anonymous(&self) -> bool {
         self.name == "system:anonymous"
     }

@@ -185,9 +185,9 @@ async fn check_password(ctx: &ApiContext, name: &str, password: &str) -> Result<
         "type": "skua.io/node-password",
         "data": {"hash": STANDARD.encode(hash)},
     });
+    let apiserver = super::auth::UserInfo::apiserver();
     match super::resources::create(
-        &*ctx.store,
-        None,
+        &ctx.writer(&apiserver),
         secrets,
         Some("kube-system"),
         secret,

@@ -2,6 +2,7 @@
 //! connection upgrades), client-certificate authentication against the client CA, and
 //! the endpoints every client touches first. Resource handlers come next (issue #3).
 
+pub mod admission;
 pub mod audit;
 pub mod auth;
 pub mod body;
@@ -10,7 +11,6 @@ pub mod inflight;
 pub mod join;
 pub mod metrics;
 pub mod node_authz;
-pub mod node_restriction;
 pub mod openapi;
 mod openapi_v2;
 pub mod protobuf;
@@ -74,6 +74,8 @@ pub struct ApiContext {
     /// `--service-cidr` and `--service-node-port-range`: where Services' addresses and
     /// node ports come from.
     pub service_ranges: resources::allocate::ServiceRanges,
+    /// The admission plugins every write passes.
+    pub admission: admission::Chain,
     /// The client TLS to kubelets (logs, exec, port-forward), built on first use.
     pub kubelet_tls: proxy::KubeletTls,
 }

@@ -2,8 +2,10 @@
 //! system PriorityClasses, and the `kubernetes` Service with its endpoints.
 
 use super::object::key;
-use super::{create, namespace_resource, store_error, write};
+use super::{Writer, create, store_error, write};
 use crate::api::managed::{Actor, Operation};
+use crate::apiserver::admission::Chain;
+use crate::apiserver::auth::UserInfo;
 use crate::apiserver::status::ApiStatus;
 use crate::store::Store;
 use http::StatusCode;
@@ -11,11 +13,17 @@ use serde_json::json;
 
 /// The namespaces every cluster starts with.
 pub async fn bootstrap(store: &dyn Store) -> Result<(), ApiStatus> {
+    let (chain, user) = (Chain::builtin(), UserInfo::apiserver());
+    let w = Writer {
+        store,
+        ranges: None,
+        admission: &chain,
+        user: &user,
+    };
     for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
         match create(
-            store,
-            None,
-            namespace_resource(),
+            &w,
+            &crate::api::registry::NAMESPACES,
             None,
             json!({"metadata": {"name": ns}}),
             Some(&Actor {
@@ -48,7 +56,7 @@ pub async fn bootstrap(store: &dyn Store) -> Result<(), ApiStatus> {
     ] {
         let class = json!({"metadata": {"name": name}, "value": value, "description": description,
                            "preemptionPolicy": "PreemptLowerPriority"});
-        match create(store, None, classes, None, class, None).await {
+        match create(&w, classes, None, class, None).await {
             Ok(_) => tracing::info!(priority_class = name, "created priority class"),
             Err(s) if s.reason == "AlreadyExists" => {}
             Err(s) => return Err(s),
@@ -115,8 +123,12 @@ pub async fn bootstrap_kubernetes_service(
             ))
         } else {
             create(
-                store,
-                Some(ranges),
+                &Writer {
+                    store,
+                    ranges: Some(ranges),
+                    admission: &Chain::builtin(),
+                    user: &UserInfo::apiserver(),
+                },
                 res,
                 Some("default"),
                 obj.clone(),
@@ -181,16 +193,14 @@ pub async fn bootstrap_dns_service(
                  "ports": [{"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 53},
                            {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": 53}]},
     });
-    match create(
+    let (chain, user) = (Chain::builtin(), UserInfo::apiserver());
+    let w = Writer {
         store,
-        Some(ranges),
-        res,
-        Some("kube-system"),
-        service,
-        Some(&actor),
-    )
-    .await
-    {
+        ranges: Some(ranges),
+        admission: &chain,
+        user: &user,
+    };
+    match create(&w, res, Some("kube-system"), service, Some(&actor)).await {
         Ok(_) => Ok(()),
         Err(s) if s.reason == "AlreadyExists" => Ok(()),
         Err(s) => Err(s),

@@ -16,43 +16,6 @@ use std::sync::Arc;
 
 const EXPIRED_CONTINUE: &str = "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list.";
 
-/// The fields a kind can be selected by (upstream's per-kind field label conversions).
-pub fn selectable_fields(kind: &str) -> Vec<&'static str> {
-    let mut f = vec!["metadata.name", "metadata.namespace"];
-    f.extend(match kind {
-        "Pod" => &[
-            "spec.nodeName",
-            "spec.restartPolicy",
-            "spec.schedulerName",
-            "spec.serviceAccountName",
-            "spec.hostNetwork",
-            "status.phase",
-            "status.podIP",
-            "status.nominatedNodeName",
-        ][..],
-        "Event" => &[
-            "involvedObject.kind",
-            "involvedObject.namespace",
-            "involvedObject.name",
-            "involvedObject.uid",
-            "involvedObject.apiVersion",
-            "involvedObject.resourceVersion",
-            "involvedObject.fieldPath",
-            "reason",
-            "reportingComponent",
-            "source",
-            "type",
-        ][..],
-        "Secret" => &["type"][..],
-        "Node" => &["spec.unschedulable"][..],
-        "Namespace" => &["status.phase"][..],
-        "ReplicaSet" | "ReplicationController" => &["status.replicas"][..],
-        "Job" => &["status.successful"][..],
-        _ => &[][..],
-    });
-    f
-}
-
 /// Query parameters of a list or watch.
 pub struct Selection {
     pub labels: LabelSelector,
@@ -70,8 +33,11 @@ impl Selection {
         };
         Ok(Selection {
             labels: LabelSelector::parse(get("labelSelector")).map_err(ApiStatus::bad_request)?,
-            fields: FieldSelector::parse(get("fieldSelector"), &selectable_fields(res.kind))
-                .map_err(ApiStatus::bad_request)?,
+            fields: FieldSelector::parse(
+                get("fieldSelector"),
+                &super::kinds::selectable_fields(res),
+            )
+            .map_err(ApiStatus::bad_request)?,
         })
     }
 
@@ -251,6 +217,7 @@ pub async fn list(
 
 pub async fn delete_collection(
     ctx: &Arc<ApiContext>,
+    w: &super::Writer<'_>,
     res: &Resource,
     namespace: Option<&str>,
     query: &[(String, String)],
@@ -263,7 +230,7 @@ pub async fn delete_collection(
             .and_then(Value::as_str)
             .unwrap_or_default();
         let ns = obj.pointer("/metadata/namespace").and_then(Value::as_str);
-        match delete(&*ctx.store, res, ns.or(namespace), name, b"").await {
+        match delete(w, res, ns.or(namespace), name, b"").await {
             Ok(_) => {}
             Err(s) if s.code == StatusCode::NOT_FOUND => {}
             Err(s) => return Err(s),

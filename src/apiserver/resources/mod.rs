@@ -1,17 +1,22 @@
 //! Generic storage-backed resources: get, list, watch, create, update (PUT), delete and
 //! deletecollection, for every stored kind in the registry.
 
-mod admission;
 pub mod allocate;
 mod bootstrap;
+mod create;
 mod delete;
+pub mod kinds;
 mod list;
 pub mod object;
 mod pods;
 pub mod reviews;
+mod unstored;
 pub mod watch;
 pub use bootstrap::{bootstrap, bootstrap_dns_service, bootstrap_kubernetes_service};
+pub use create::create;
 pub use delete::delete;
+#[cfg(test)]
+mod admitted_tests;
 mod write;
 pub use write::guaranteed_update;
 
@@ -23,9 +28,30 @@ use crate::api::managed::{Actor, Operation};
 use crate::api::registry::{self, Resource};
 use crate::store::{Store, StoreError};
 use http::{Request, StatusCode};
-use object::{decode, from_store, key, prepare_create, to_store};
+use object::{decode, from_store, key};
 use serde_json::{Value, json};
 use std::sync::Arc;
+
+/// Who writes and what a write passes through: the store, this server's service
+/// ranges (Services' addresses come from them), the admission chain, the caller.
+pub struct Writer<'a> {
+    pub store: &'a dyn Store,
+    pub ranges: Option<&'a allocate::ServiceRanges>,
+    pub admission: &'a crate::apiserver::admission::Chain,
+    pub user: &'a UserInfo,
+}
+
+impl ApiContext {
+    /// How `user`'s requests write.
+    pub fn writer<'a>(&'a self, user: &'a UserInfo) -> Writer<'a> {
+        Writer {
+            store: &*self.store,
+            ranges: Some(&self.service_ranges),
+            admission: &self.admission,
+            user,
+        }
+    }
+}
 
 /// How objects go out: as they are, or as a `Table` of `kind` (server-side printing).
 #[derive(Clone, Copy)]
@@ -286,48 +312,15 @@ where
     if let Some(sub) = info.subresource.as_deref() {
         return subresource(ctx, caller, res, namespace, info, sub, req).await;
     }
-    match (res.plural, info.verb.as_str()) {
-        ("tokenreviews", "create") => {
-            let (_, body) = read_body(req, OBJECT_TYPES).await?;
-            return reviews::token_review(ctx, &body)
-                .await
-                .map(|o| json(StatusCode::CREATED, &o));
-        }
-        ("bindings", "create") => {
-            let (_, body) = read_body(req, OBJECT_TYPES).await?;
-            let pod = serde_json::from_slice::<Value>(&body)
-                .ok()
-                .and_then(|b| {
-                    b.pointer("/metadata/name")
-                        .and_then(Value::as_str)
-                        .map(String::from)
-                })
-                .unwrap_or_default();
-            return pods::bind(&*ctx.store, namespace.unwrap_or_default(), &pod, &body)
-                .await
-                .map(|o| json(StatusCode::CREATED, &o));
-        }
-        (
-            "subjectaccessreviews" | "localsubjectaccessreviews" | "selfsubjectaccessreviews",
-            "create",
-        ) => {
-            let (_, body) = read_body(req, OBJECT_TYPES).await?;
-            let local = (res.plural == "localsubjectaccessreviews")
-                .then_some(namespace)
-                .flatten();
-            return reviews::access_review(res.kind, caller, &body, local)
-                .map(|o| json(StatusCode::CREATED, &o));
-        }
-        ("selfsubjectreviews", "create") => {
-            return Ok(json(
-                StatusCode::CREATED,
-                &reviews::self_subject_review(caller),
-            ));
-        }
-        _ => {}
-    }
     if !res.is_stored() {
-        return Err(not_found());
+        if info.verb != "create" {
+            return Err(not_found());
+        }
+        let (_, body) = read_body(req, OBJECT_TYPES).await?;
+        return match unstored::create(ctx, caller, res, namespace, &body).await {
+            Some(answer) => answer.map(|o| json(StatusCode::CREATED, &o)),
+            None => Err(not_found()),
+        };
     }
     if !res.verbs.contains(&info.verb.as_str()) || (info.verb == "create" && info.name.is_some()) {
         return Err(ApiStatus::new(
@@ -385,16 +378,7 @@ where
             let (media, body) = read_body(req, OBJECT_TYPES).await?;
             let obj = decode(res, &media, &body)?;
             let warnings = check(&obj)?;
-            crate::apiserver::node_restriction::on_create(caller, res, &obj)?;
-            let obj = create(
-                &*ctx.store,
-                Some(&ctx.service_ranges),
-                res,
-                namespace,
-                obj,
-                Some(&actor),
-            )
-            .await?;
+            let obj = create(&ctx.writer(caller), res, namespace, obj, Some(&actor)).await?;
             Ok(with_warnings(json(StatusCode::CREATED, &obj), &warnings))
         }
         "update" => {
@@ -403,7 +387,7 @@ where
             let obj = decode(res, &media, &body)?;
             let warnings = check(&obj)?;
             let obj =
-                write::update(&*ctx.store, res, namespace, &name, obj, &actor, caller).await?;
+                write::update(&ctx.writer(caller), res, namespace, &name, obj, &actor).await?;
             Ok(with_warnings(json(StatusCode::OK, &obj), &warnings))
         }
         "delete" => {
@@ -418,11 +402,13 @@ where
             } else {
                 body
             };
-            delete(&*ctx.store, res, namespace, &name, &body)
+            delete(&ctx.writer(caller), res, namespace, &name, &body)
                 .await
                 .map(|s| json(StatusCode::OK, &s))
         }
-        "deletecollection" => list::delete_collection(ctx, res, namespace, &query).await,
+        "deletecollection" => {
+            list::delete_collection(ctx, &ctx.writer(caller), res, namespace, &query).await
+        }
         "patch" => {
             let is_apply = req
                 .headers()
@@ -448,8 +434,7 @@ where
                 }
                 let (_, body) = read_body(req, PATCH_TYPES).await?;
                 let (obj, warnings, created) = write::apply(
-                    &*ctx.store,
-                    &ctx.service_ranges,
+                    &ctx.writer(caller),
                     res,
                     namespace,
                     &name,
@@ -457,7 +442,6 @@ where
                     &check,
                     &actor,
                     force == Some("true"),
-                    caller,
                 )
                 .await?;
                 let code = if created {
@@ -478,7 +462,7 @@ where
             let actor = actor("PatchOptions", Operation::Update)?;
             let (media, body) = read_body(req, PATCH_TYPES).await?;
             let (obj, warnings) = write::patch(
-                &*ctx.store,
+                &ctx.writer(caller),
                 res,
                 namespace,
                 &name,
@@ -486,7 +470,6 @@ where
                 &body,
                 &check,
                 &actor,
-                caller,
             )
             .await?;
             Ok(with_warnings(json(StatusCode::OK, &obj), &warnings))
@@ -526,7 +509,7 @@ where
         ));
     }
     let name = info.name.clone().unwrap_or_default();
-    let store = &*ctx.store;
+    let w = ctx.writer(caller);
     let query = query_pairs(req.uri().query().unwrap_or(""));
     let user_agent = user_agent(&req);
     let options = if info.verb == "patch" {
@@ -579,13 +562,13 @@ where
             .map(|o| json(StatusCode::OK, &o)),
         ("binding", "create") => {
             let (_, body) = read_body(req, OBJECT_TYPES).await?;
-            pods::bind(store, namespace.unwrap_or_default(), &name, &body)
+            pods::bind(&w, namespace.unwrap_or_default(), &name, &body)
                 .await
                 .map(|o| json(StatusCode::CREATED, &o))
         }
         ("eviction", "create") => {
             let (_, body) = read_body(req, OBJECT_TYPES).await?;
-            pods::evict(store, namespace.unwrap_or_default(), &name, &body)
+            pods::evict(&w, namespace.unwrap_or_default(), &name, &body)
                 .await
                 .map(|o| json(StatusCode::CREATED, &o))
         }
@@ -602,9 +585,9 @@ where
                 read_body(req, if patch { PATCH_TYPES } else { OBJECT_TYPES }).await?;
             let media = patch.then_some(media.as_str());
             let written = if sub == "status" {
-                write::status(store, res, namespace, &name, media, &body, &actor).await?
+                write::status(&w, res, namespace, &name, media, &body, &actor).await?
             } else {
-                write::scale(store, res, namespace, &name, media, &body, &actor).await?
+                write::scale(&w, res, namespace, &name, media, &body, &actor).await?
             };
             Ok(json(StatusCode::OK, &written))
         }
@@ -625,7 +608,7 @@ where
                     "spec.finalizers must be a list of strings",
                 ));
             }
-            let written = write::guaranteed_update(store, res, None, &name, sent, &|cur| {
+            let written = write::finalize(&w, res, &name, sent, &|cur| {
                 let mut next = cur.clone();
                 next["spec"]["finalizers"] = finalizers.clone();
                 Ok(next)
@@ -655,104 +638,4 @@ async fn get(
         .kv
         .ok_or_else(|| ApiStatus::not_found(res.group, res.plural, name))?;
     Ok(crate::api::convert::to_version(from_store(&kv)?, res))
-}
-
-pub(super) fn namespace_resource() -> &'static Resource {
-    &crate::api::registry::NAMESPACES
-}
-
-/// Creates an object (the create verb, and the server's own bootstrap objects).
-pub async fn create(
-    store: &dyn Store,
-    ranges: Option<&allocate::ServiceRanges>,
-    res: &Resource,
-    namespace: Option<&str>,
-    obj: Value,
-    actor: Option<&Actor>,
-) -> Result<Value, ApiStatus> {
-    // admission names an object by what the client sent: its name, or generateName
-    let shown = ["name", "generateName"]
-        .iter()
-        .find_map(|k| obj["metadata"][*k].as_str().filter(|n| !n.is_empty()))
-        .unwrap_or("")
-        .to_string();
-    let (mut obj, name) = prepare_create(res, obj, namespace)?;
-    if let Some(ns) = namespace {
-        admission::admit(store, res, ns, &shown, &mut obj).await?;
-    }
-    if write::has_status(res) {
-        // status is written by controllers through <resource>/status, as upstream
-        obj["status"] = json!({});
-    }
-    if res.kind == "Pod" {
-        obj["status"] =
-            json!({"phase": "Pending", "qosClass": crate::api::defaults::qos_class(&obj)});
-    }
-    if let Some(ns) = namespace {
-        let ns_key = key(namespace_resource(), None, ns);
-        let found = store.get(&ns_key).await.map_err(store_error)?;
-        let ns_obj = found
-            .kv
-            .ok_or_else(|| ApiStatus::not_found("", "namespaces", ns))?;
-        let ns_obj = from_store(&ns_obj)?;
-        if ns_obj.pointer("/metadata/deletionTimestamp").is_some() {
-            return Err(ApiStatus::new(
-                StatusCode::FORBIDDEN,
-                "Forbidden",
-                format!(
-                    "{} \"{name}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated",
-                    res.plural
-                ),
-            ));
-        }
-    }
-    if let Some(actor) = actor {
-        crate::api::managed::track_update(
-            None,
-            &mut obj,
-            actor,
-            write::scope_of(res),
-            &crate::api::meta::now_rfc3339(),
-        );
-    }
-    let allocated = if res.kind == "Service" {
-        let ranges = ranges.ok_or_else(|| {
-            ApiStatus::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "InternalError",
-                "a Service is created without this server's service ranges",
-            )
-        })?;
-        allocate::allocate(store, ranges, &mut obj).await?
-    } else {
-        Vec::new()
-    };
-    object::normalize(res, &mut obj);
-    let bytes = match to_store(&obj) {
-        Ok(b) => b,
-        Err(e) => {
-            allocate::release(store, &obj).await;
-            return Err(e);
-        }
-    };
-    let created = store.create(&key(res, namespace, &name), bytes).await;
-    if created.is_err() && !allocated.is_empty() {
-        allocate::release(store, &obj).await;
-    }
-    match created {
-        Ok(revision) => {
-            object::set_resource_version(&mut obj, revision);
-            Ok(obj)
-        }
-        Err(StoreError::AlreadyExists { .. }) => Err(ApiStatus::new(
-            StatusCode::CONFLICT,
-            "AlreadyExists",
-            format!(
-                "{} \"{name}\" already exists",
-                super::status::qualified(res.plural, res.group)
-            ),
-        )
-        .with_details(json!({"name": name, "group": res.group, "kind": res.plural}))),
-        Err(e) => Err(store_error(e)),
-    }
 }

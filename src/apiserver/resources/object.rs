@@ -169,15 +169,14 @@ pub fn invalid(
     }))
 }
 
-/// Value validation (`api::validation`) as a 422 in upstream's shape: one cause is
-/// `Kind "name" is invalid: field: message`, several are listed in brackets.
-fn check_values(
+/// Validation causes (the kind strategy's `validate`) as a 422 in upstream's shape:
+/// one cause is `Kind "name" is invalid: field: message`, several are listed in
+/// brackets.
+pub(super) fn check_values(
     res: &Resource,
     name: &str,
-    obj: &Value,
-    old: Option<&Value>,
+    causes: &[crate::api::validation::Cause],
 ) -> Result<(), ApiStatus> {
-    let causes = crate::api::validation::validate(res.kind, obj, old);
     if causes.is_empty() {
         return Ok(());
     }
@@ -243,7 +242,8 @@ fn check_name(res: &Resource, name: &str) -> Result<(), ApiStatus> {
 }
 
 /// Prepares a new object: namespace, name (or generateName), uid, creation time,
-/// generation, and the defaults every object of some kinds gets.
+/// generation, and the kind's defaults (the kind's strategy and validation follow
+/// admission's mutating phase, in `create`).
 pub fn prepare_create(
     res: &Resource,
     mut obj: Value,
@@ -292,55 +292,12 @@ pub fn prepare_create(
     }
     check_name(res, &name)?;
     crate::api::defaults::apply(res.kind, &mut obj);
-    if res.kind == "Job" {
-        generate_job_selector(&mut obj);
-    }
-    check_values(res, &name, &obj, None)?;
-    if res.kind == "Namespace" {
-        obj["spec"] = json!({"finalizers": ["kubernetes"]});
-        obj["status"] = json!({"phase": "Active"});
-        let labels = metadata_mut(&mut obj)
-            .entry("labels")
-            .or_insert_with(|| json!({}));
-        if let Some(l) = labels.as_object_mut() {
-            l.insert("kubernetes.io/metadata.name".into(), json!(name));
-        }
-    }
     Ok((obj, name))
 }
 
-/// A Job without `manualSelector` gets a selector on its own uid, and its pod template
-/// the matching labels (upstream's job strategy does this on create).
-fn generate_job_selector(obj: &mut Value) {
-    if obj.pointer("/spec/manualSelector") == Some(&json!(true)) {
-        return;
-    }
-    let uid = obj.pointer("/metadata/uid").cloned().unwrap_or(Value::Null);
-    let name = obj
-        .pointer("/metadata/name")
-        .cloned()
-        .unwrap_or(Value::Null);
-    obj["spec"]["selector"] = json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}});
-    let labels = json!({
-        "batch.kubernetes.io/controller-uid": uid, "batch.kubernetes.io/job-name": name,
-        "controller-uid": uid, "job-name": name,
-    });
-    if obj.pointer("/spec/template/metadata").is_none() {
-        obj["spec"]["template"]["metadata"] = json!({});
-    }
-    let meta = &mut obj["spec"]["template"]["metadata"];
-    if !meta.get("labels").is_some_and(Value::is_object) {
-        meta["labels"] = json!({});
-    }
-    if let (Some(target), Some(add)) = (meta["labels"].as_object_mut(), labels.as_object()) {
-        for (k, v) in add {
-            target.insert(k.clone(), v.clone());
-        }
-    }
-}
-
 /// Prepares a replacement of `current` by `obj` (PUT): identity and creation fields are
-/// kept, `generation` moves when the spec changes.
+/// kept, `generation` moves when the spec changes, the kind's strategy keeps what
+/// the main resource may not change, and the result is validated.
 pub fn prepare_update(
     res: &Resource,
     mut obj: Value,
@@ -360,7 +317,8 @@ pub fn prepare_update(
     obj["apiVersion"] = json!(res.group_version());
     obj["kind"] = json!(res.kind);
     crate::api::defaults::apply(res.kind, &mut obj);
-    check_values(res, name, &obj, Some(current))?;
+    let strategy = super::kinds::of(res);
+    strategy.prepare_for_update(&mut obj, current);
     let cur_meta = current
         .get("metadata")
         .cloned()
@@ -387,14 +345,7 @@ pub fn prepare_update(
             + 1;
         metadata_mut(&mut obj).insert("generation".into(), json!(next));
     }
-    if res.kind == "Service" {
-        super::allocate::keep_allocations(&mut obj, current);
-    }
-    if res.kind == "Namespace" {
-        // status is written through namespaces/status; spec.finalizers through finalize
-        obj["spec"] = current.get("spec").cloned().unwrap_or(Value::Null);
-        obj["status"] = current.get("status").cloned().unwrap_or(Value::Null);
-    }
+    check_values(res, name, &strategy.validate(res, &obj, Some(current)))?;
     Ok(obj)
 }
 

@@ -3,11 +3,11 @@
 //! `kubectl drain` uses it).
 
 use super::object::{from_store, key, prefix};
-use super::{delete, store_error, write};
+use super::{Writer, store_error, write};
 use crate::api::registry;
 use crate::api::selector::LabelSelector;
+use crate::apiserver::admission::{Attributes, Operation};
 use crate::apiserver::status::ApiStatus;
-use crate::store::Store;
 use http::StatusCode;
 use serde_json::{Value, json};
 
@@ -19,16 +19,38 @@ fn success() -> Value {
     json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201})
 }
 
+/// Admits the create of a pod subresource (`binding`, `eviction`) whose body is `obj`.
+async fn admit(
+    w: &Writer<'_>,
+    subresource: &str,
+    namespace: &str,
+    pod: &str,
+    obj: &mut Value,
+) -> Result<(), ApiStatus> {
+    let attrs = Attributes {
+        operation: Operation::Create,
+        resource: pods(),
+        subresource,
+        namespace: Some(namespace),
+        name: pod,
+        user: w.user,
+        old: None,
+    };
+    w.admission.run(&attrs, obj, w.store).await
+}
+
 /// `POST pods/<name>/binding` (and the `bindings` resource): sets `spec.nodeName` once.
 pub async fn bind(
-    store: &dyn Store,
+    w: &Writer<'_>,
     namespace: &str,
     pod: &str,
     body: &[u8],
 ) -> Result<Value, ApiStatus> {
-    let binding: Value = serde_json::from_slice(body).map_err(|e| {
+    let mut binding: Value = serde_json::from_slice(body).map_err(|e| {
         ApiStatus::bad_request(format!("couldn't get version/kind; json parse error: {e}"))
     })?;
+    admit(w, "binding", namespace, pod, &mut binding).await?;
+    let store = w.store;
     let node = binding
         .pointer("/target/name")
         .and_then(Value::as_str)
@@ -67,14 +89,16 @@ pub async fn bind(
 /// `POST pods/<name>/eviction`: refuses (429) when the pod's disruption budget allows
 /// no more disruptions, otherwise uses one and deletes the pod.
 pub async fn evict(
-    store: &dyn Store,
+    w: &Writer<'_>,
     namespace: &str,
     pod: &str,
     body: &[u8],
 ) -> Result<Value, ApiStatus> {
-    let eviction: Value = serde_json::from_slice(body).map_err(|e| {
+    let mut eviction: Value = serde_json::from_slice(body).map_err(|e| {
         ApiStatus::bad_request(format!("couldn't get version/kind; json parse error: {e}"))
     })?;
+    admit(w, "eviction", namespace, pod, &mut eviction).await?;
+    let store = w.store;
     let got = store
         .get(&key(pods(), Some(namespace), pod))
         .await
@@ -166,6 +190,7 @@ pub async fn evict(
         .get("deleteOptions")
         .map(|o| o.to_string())
         .unwrap_or_default();
-    delete(store, pods(), Some(namespace), pod, options.as_bytes()).await?;
+    // admitted as the eviction
+    super::delete::delete_with(w, pods(), Some(namespace), pod, options.as_bytes(), false).await?;
     Ok(success())
 }

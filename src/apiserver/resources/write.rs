@@ -2,6 +2,7 @@
 //! `scale` subresources. All go through one read-modify-write loop with optimistic
 //! concurrency, as upstream's GuaranteedUpdate does.
 
+use super::Writer;
 use super::object::{
     conflict, from_store, key, prepare_update, sent_resource_version, set_resource_version,
     to_store,
@@ -11,8 +12,8 @@ use crate::api::managed::{self, Actor, Scope};
 use crate::api::meta::now_rfc3339;
 use crate::api::patch::{PatchError, json_patch, merge_patch};
 use crate::api::registry::Resource;
+use crate::apiserver::admission::{Attributes, Chain, Operation};
 use crate::apiserver::auth::UserInfo;
-use crate::apiserver::node_restriction;
 use crate::apiserver::status::ApiStatus;
 use crate::store::{Revision, Store, StoreError};
 use http::StatusCode;
@@ -21,9 +22,62 @@ use serde_json::{Value, json};
 /// How many times a write retries after losing a race it did not ask to lose.
 pub(super) const WRITE_RETRIES: usize = 5;
 
+/// The admission a request's write passes inside the update loop (the server's own
+/// bookkeeping writes pass none).
+pub(super) struct Admit<'a> {
+    pub chain: &'a Chain,
+    pub user: &'a UserInfo,
+    pub operation: Operation,
+    pub subresource: &'a str,
+}
+
+impl<'a> Admit<'a> {
+    /// An update of `subresource` (`""`: the resource itself) by the writer's caller.
+    pub fn update(w: &Writer<'a>, subresource: &'a str) -> Admit<'a> {
+        Admit {
+            chain: w.admission,
+            user: w.user,
+            operation: Operation::Update,
+            subresource,
+        }
+    }
+}
+
+/// What the update loop did.
+pub(super) enum Outcome {
+    /// The object as now stored (or, when nothing changed, as it was).
+    Stored(Value),
+    /// The object went: its last stored state (absent if it was unreadable).
+    Deleted(Option<Value>),
+}
+
+impl Outcome {
+    /// The object written, or the one deleted.
+    fn object(self, res: &Resource, name: &str) -> Result<Value, ApiStatus> {
+        match self {
+            Outcome::Stored(obj) | Outcome::Deleted(Some(obj)) => Ok(obj),
+            Outcome::Deleted(None) => Err(ApiStatus::not_found(res.group, res.plural, name)),
+        }
+    }
+}
+
+/// One object's read-modify-write.
+pub(super) struct Target<'a> {
+    pub res: &'a Resource,
+    pub namespace: Option<&'a str>,
+    pub name: &'a str,
+    /// A `resourceVersion` the client sent: a mismatch is a 409, not a retry.
+    pub precondition: Option<Revision>,
+    pub admit: Option<Admit<'a>>,
+    /// For a delete: an unreadable stored object (written before a limit existed,
+    /// or damaged) goes as it is, as upstream's unsafe deletion of corrupt objects.
+    pub deleting: bool,
+}
+
 /// Reads the object, computes its next version with `mutate`, and writes it if nobody
 /// wrote in between. With `precondition` (a `resourceVersion` the client sent), a
-/// mismatch is a 409 instead of a retry.
+/// mismatch is a 409 instead of a retry. The server's own writes use this; requests
+/// go through [`update_loop`] with their admission.
 pub async fn guaranteed_update(
     store: &dyn Store,
     res: &Resource,
@@ -32,47 +86,139 @@ pub async fn guaranteed_update(
     precondition: Option<Revision>,
     mutate: &(dyn Fn(&Value) -> Result<Value, ApiStatus> + Sync),
 ) -> Result<Value, ApiStatus> {
-    let k = key(res, namespace, name);
+    let target = Target {
+        res,
+        namespace,
+        name,
+        precondition,
+        admit: None,
+        deleting: false,
+    };
+    update_loop(store, &target, mutate).await?.object(res, name)
+}
+
+/// The one read-modify-write loop (upstream's GuaranteedUpdate): every write to an
+/// existing object, deletes included, goes through it. `mutate` computes the next
+/// version; the admission chain (if any) sees it; an object whose deletion is due
+/// (marked, no finalizers, no grace left) is removed from the store, and what the
+/// kind's strategy reserved for it is released.
+pub(super) async fn update_loop(
+    store: &dyn Store,
+    t: &Target<'_>,
+    mutate: &(dyn Fn(&Value) -> Result<Value, ApiStatus> + Sync),
+) -> Result<Outcome, ApiStatus> {
+    let (res, name) = (t.res, t.name);
+    let k = key(res, t.namespace, name);
+    let lost = |e: StoreError| match e {
+        StoreError::Conflict { .. } if t.precondition.is_none() => None,
+        StoreError::Conflict { .. } => Some(conflict(res, name)),
+        e => Some(store_error(e)),
+    };
     for _ in 0..WRITE_RETRIES {
         let current = store.get(&k).await.map_err(store_error)?;
         let kv = current
             .kv
             .ok_or_else(|| ApiStatus::not_found(res.group, res.plural, name))?;
-        if precondition.is_some_and(|rv| rv != kv.mod_revision) {
+        if t.precondition.is_some_and(|rv| rv != kv.mod_revision) {
             return Err(conflict(res, name));
         }
         // decoded once: the mutation and the no-op check both read it
-        let current = crate::api::convert::to_version(from_store(&kv)?, res);
-        let mut next = mutate(&current)?;
-        super::object::normalize(res, &mut next);
-        if super::delete::ready_to_go(&next) {
-            // the last finalizer of an object being deleted went: finish the deletion
-            match store.delete(&k, kv.mod_revision).await {
-                Ok(revision) => {
-                    set_resource_version(&mut next, revision);
-                    return Ok(next);
+        let current = match from_store(&kv) {
+            Ok(obj) => crate::api::convert::to_version(obj, res),
+            Err(e) if t.deleting => {
+                tracing::warn!(key = %k, error = %e.message, "deleting an unreadable stored object without decoding it");
+                match store.delete(&k, kv.mod_revision).await {
+                    Ok(_) => return Ok(Outcome::Deleted(None)),
+                    Err(e) => match lost(e) {
+                        None => continue,
+                        Some(status) => return Err(status),
+                    },
                 }
-                Err(StoreError::Conflict { .. }) if precondition.is_none() => continue,
-                Err(StoreError::Conflict { .. }) => return Err(conflict(res, name)),
-                Err(e) => return Err(store_error(e)),
+            }
+            Err(e) => return Err(e),
+        };
+        let mut next = mutate(&current)?;
+        if let Some(a) = &t.admit {
+            let attrs = Attributes {
+                operation: a.operation,
+                resource: res,
+                subresource: a.subresource,
+                namespace: t.namespace,
+                name,
+                user: a.user,
+                old: Some(&current),
+            };
+            if a.operation == Operation::Delete {
+                a.chain.run(&attrs, &mut current.clone(), store).await?;
+            } else {
+                a.chain.run(&attrs, &mut next, store).await?;
+            }
+        }
+        super::object::normalize(res, &mut next);
+        if crate::api::lifecycle::ready_to_go(&next) {
+            // deleted with nothing left to wait for, or the last finalizer went
+            match store.delete(&k, kv.mod_revision).await {
+                Ok(_) => {
+                    super::kinds::of(res).release(store, &current).await;
+                    return Ok(Outcome::Deleted(Some(current)));
+                }
+                Err(e) => match lost(e) {
+                    None => continue,
+                    Some(status) => return Err(status),
+                },
             }
         }
         if unchanged(&current, &next) {
             // as upstream: a write that changes nothing is not written
             set_resource_version(&mut next, kv.mod_revision);
-            return Ok(next);
+            return Ok(Outcome::Stored(next));
         }
         match store.update(&k, to_store(&next)?, kv.mod_revision).await {
             Ok(revision) => {
                 set_resource_version(&mut next, revision);
-                return Ok(next);
+                return Ok(Outcome::Stored(next));
             }
-            Err(StoreError::Conflict { .. }) if precondition.is_none() => continue,
-            Err(StoreError::Conflict { .. }) => return Err(conflict(res, name)),
-            Err(e) => return Err(store_error(e)),
+            Err(e) => match lost(e) {
+                None => continue,
+                Some(status) => return Err(status),
+            },
         }
     }
     Err(conflict(res, name))
+}
+
+/// An update of a request, through its admission.
+async fn admitted_update(
+    w: &Writer<'_>,
+    res: &Resource,
+    namespace: Option<&str>,
+    name: &str,
+    subresource: &str,
+    precondition: Option<Revision>,
+    mutate: &(dyn Fn(&Value) -> Result<Value, ApiStatus> + Sync),
+) -> Result<Value, ApiStatus> {
+    let target = Target {
+        res,
+        namespace,
+        name,
+        precondition,
+        admit: Some(Admit::update(w, subresource)),
+        deleting: false,
+    };
+    update_loop(w.store, &target, mutate)
+        .await?
+        .object(res, name)
+}
+
+/// Writes to `<resource>/finalize` (namespaces' `spec.finalizers`).
+pub(super) async fn finalize(
+    w: &Writer<'_>,
+    res: &Resource,
+    name: &str,
+    precondition: Option<Revision>,
+    mutate: &(dyn Fn(&Value) -> Result<Value, ApiStatus> + Sync),
+) -> Result<Value, ApiStatus> {
+    admitted_update(w, res, None, name, "finalize", precondition, mutate).await
 }
 
 /// Whether two versions of an object are the same apart from `resourceVersion`.
@@ -99,26 +245,24 @@ pub(super) fn scope_of(res: &Resource) -> Scope {
 /// Whether writes to the main resource leave `status` alone (upstream: kinds with a
 /// status subresource).
 pub(super) fn has_status(res: &Resource) -> bool {
-    res.subresources.iter().any(|s| s.name == "status") && res.kind != "Namespace"
+    res.subresources.iter().any(|s| s.name == "status")
 }
 
 /// PUT of the whole object.
 pub async fn update(
-    store: &dyn Store,
+    w: &Writer<'_>,
     res: &Resource,
     namespace: Option<&str>,
     name: &str,
     obj: Value,
     actor: &Actor,
-    caller: &UserInfo,
 ) -> Result<Value, ApiStatus> {
     let sent = sent_resource_version(&obj)?;
-    guaranteed_update(store, res, namespace, name, sent, &|cur| {
+    admitted_update(w, res, namespace, name, "", sent, &|cur| {
         let mut next = prepare_update(res, obj.clone(), cur, namespace, name)?;
         if has_status(res) {
             next["status"] = cur.get("status").cloned().unwrap_or(Value::Null);
         }
-        node_restriction::on_update(caller, res, cur, &next)?;
         managed::track_update(Some(cur), &mut next, actor, scope_of(res), &now_rfc3339());
         Ok(next)
     })
@@ -173,7 +317,7 @@ fn decode_patch(body: &[u8]) -> Result<Value, ApiStatus> {
 /// PATCH of the main resource; `check` applies field validation to the result.
 #[allow(clippy::too_many_arguments)]
 pub async fn patch(
-    store: &dyn Store,
+    w: &Writer<'_>,
     res: &Resource,
     namespace: Option<&str>,
     name: &str,
@@ -181,7 +325,6 @@ pub async fn patch(
     body: &[u8],
     check: &(dyn Fn(&Value) -> Result<Vec<String>, ApiStatus> + Sync),
     actor: &Actor,
-    caller: &UserInfo,
 ) -> Result<(Value, Vec<String>), ApiStatus> {
     let doc = decode_patch(body)?;
     let warnings = std::sync::Mutex::new(Vec::new());
@@ -189,14 +332,13 @@ pub async fn patch(
         .pointer("/metadata/resourceVersion")
         .and_then(Value::as_str)
         .and_then(|rv| rv.parse().ok());
-    let out = guaranteed_update(store, res, namespace, name, pinned, &|cur| {
+    let out = admitted_update(w, res, namespace, name, "", pinned, &|cur| {
         let patched = apply_patch(cur, media, &doc)?;
         *warnings.lock().unwrap_or_else(|e| e.into_inner()) = check(&patched)?;
         let mut next = prepare_update(res, patched, cur, namespace, name)?;
         if has_status(res) {
             next["status"] = cur.get("status").cloned().unwrap_or(Value::Null);
         }
-        node_restriction::on_update(caller, res, cur, &next)?;
         managed::track_update(Some(cur), &mut next, actor, scope_of(res), &now_rfc3339());
         Ok(next)
     })
@@ -210,7 +352,7 @@ pub async fn patch(
 /// Writes to `<resource>/status`: only `status` changes (and metadata as upstream
 /// allows); `body` is a whole object (PUT) or a patch (`media` set).
 pub async fn status(
-    store: &dyn Store,
+    w: &Writer<'_>,
     res: &Resource,
     namespace: Option<&str>,
     name: &str,
@@ -228,7 +370,7 @@ pub async fn status(
             (obj, sent)
         }
     };
-    guaranteed_update(store, res, namespace, name, sent, &|cur| {
+    admitted_update(w, res, namespace, name, "status", sent, &|cur| {
         let wanted = match media {
             Some(m) => apply_patch(cur, m, &doc)?,
             None => doc.clone(),
@@ -281,7 +423,7 @@ pub fn scale_of(obj: &Value) -> Value {
 /// Writes to `<resource>/scale`: a Scale (PUT) or a patch of one; only
 /// `spec.replicas` of the object changes.
 pub async fn scale(
-    store: &dyn Store,
+    w: &Writer<'_>,
     res: &Resource,
     namespace: Option<&str>,
     name: &str,
@@ -294,7 +436,7 @@ pub async fn scale(
         None => sent_resource_version(&doc)?,
         Some(_) => None,
     };
-    let written = guaranteed_update(store, res, namespace, name, sent, &|cur| {
+    let written = admitted_update(w, res, namespace, name, "scale", sent, &|cur| {
         let mut current_scale = scale_of(cur);
         if let Some(rv) = cur.pointer("/metadata/resourceVersion") {
             current_scale["metadata"]["resourceVersion"] = rv.clone();
@@ -400,8 +542,7 @@ fn apply_conflict(conflicts: &[managed::Conflict]) -> ApiStatus {
 /// not exist. Returns the object, warnings, and whether it was created.
 #[allow(clippy::too_many_arguments)]
 pub async fn apply(
-    store: &dyn Store,
-    ranges: &super::allocate::ServiceRanges,
+    w: &Writer<'_>,
     res: &Resource,
     namespace: Option<&str>,
     name: &str,
@@ -409,7 +550,6 @@ pub async fn apply(
     check: &(dyn Fn(&Value) -> Result<Vec<String>, ApiStatus> + Sync),
     actor: &Actor,
     force: bool,
-    caller: &UserInfo,
 ) -> Result<(Value, Vec<String>, bool), ApiStatus> {
     let config = decode_apply(res, name, body)?;
     let warnings = check(&config)?;
@@ -417,25 +557,23 @@ pub async fn apply(
     let scope = scope_of(res);
     let k = key(res, namespace, name);
     for _ in 0..WRITE_RETRIES {
-        let exists = store.get(&k).await.map_err(store_error)?.kv.is_some();
+        let exists = w.store.get(&k).await.map_err(store_error)?.kv.is_some();
         if !exists {
             let obj = managed::apply(None, &config, actor, force, scope, &now_rfc3339())
                 .map_err(|c| apply_conflict(&c))?;
-            node_restriction::on_create(caller, res, &obj)?;
-            match super::create(store, Some(ranges), res, namespace, obj, None).await {
+            match super::create(w, res, namespace, obj, None).await {
                 Ok(created) => return Ok((created, warnings, true)),
                 Err(s) if s.reason == "AlreadyExists" => continue,
                 Err(s) => return Err(s),
             }
         }
-        let written = guaranteed_update(store, res, namespace, name, pinned, &|cur| {
+        let written = admitted_update(w, res, namespace, name, "", pinned, &|cur| {
             let merged = managed::apply(Some(cur), &config, actor, force, scope, &now_rfc3339())
                 .map_err(|c| apply_conflict(&c))?;
             let mut next = prepare_update(res, merged, cur, namespace, name)?;
             if has_status(res) {
                 next["status"] = cur.get("status").cloned().unwrap_or(Value::Null);
             }
-            node_restriction::on_update(caller, res, cur, &next)?;
             Ok(next)
         })
         .await;

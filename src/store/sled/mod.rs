@@ -292,21 +292,42 @@ fn open_db(opts: &SledOptions) -> Result<sled::Db> {
         .cache_capacity(opts.cache_bytes)
         .flush_every_ms(None)
         .mode(sled::Mode::LowSpace);
-    // sled panics on some kinds of damage instead of returning an error.
-    let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || config.open()))
-        .map_err(|_| data_dir_error(path, "the database is damaged (sled could not read it)"))?;
-    opened.map_err(|e| {
-        let text = e.to_string();
-        if text.contains("WouldBlock") || text.contains("lock") {
-            data_dir_error(
+    // A store closed a moment ago can hold its file lock a little longer: sled's
+    // I/O threads finish their last writes after the handle is dropped (a restart
+    // in one process, or a server that has just exited). Only a lock held for
+    // longer than that means another process uses the directory.
+    let deadline = std::time::Instant::now() + LOCK_RELEASE_WAIT;
+    loop {
+        // sled panics on some kinds of damage instead of returning an error.
+        let config = config.clone();
+        let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || config.open()))
+            .map_err(|_| {
+                data_dir_error(path, "the database is damaged (sled could not read it)")
+            })?;
+        let text = match opened {
+            Ok(db) => return Ok(db),
+            Err(e) => e.to_string(),
+        };
+        let locked = text.contains("WouldBlock") || text.contains("lock");
+        if !locked {
+            return Err(data_dir_error(
+                path,
+                &format!("the database cannot be opened: {text}"),
+            ));
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(data_dir_error(
                 path,
                 "it is in use by another process; stop the other skua server or choose another --data-dir",
-            )
-        } else {
-            data_dir_error(path, &format!("the database cannot be opened: {text}"))
+            ));
         }
-    })
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }
+
+/// How long a held datastore lock may take to be released before the directory is
+/// reported as in use.
+const LOCK_RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Refuses data written by a newer skua, damaged data and foreign data; initialises an
 /// empty directory. Returns the format found (this build's for a new directory).

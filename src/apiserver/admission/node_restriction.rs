@@ -3,11 +3,39 @@
 //! references and restricted labels; it takes only its own Lease; it creates only
 //! mirror pods bound to itself that refer to nothing secret.
 
-use super::auth::{UserInfo, node_of};
-use super::status::{ApiStatus, qualified};
+use super::{Attributes, Operation, Plugin};
 use crate::api::registry::Resource;
+use crate::apiserver::auth::{UserInfo, node_of};
+use crate::apiserver::status::{ApiStatus, qualified};
+use crate::store::Store;
+use async_trait::async_trait;
 use http::StatusCode;
 use serde_json::{Map, Value};
+
+pub struct NodeRestriction;
+
+#[async_trait]
+impl Plugin for NodeRestriction {
+    fn name(&self) -> &'static str {
+        "NodeRestriction"
+    }
+
+    async fn validate(
+        &self,
+        attrs: &Attributes<'_>,
+        obj: &Value,
+        _store: &dyn Store,
+    ) -> Result<(), ApiStatus> {
+        if !attrs.subresource.is_empty() {
+            return Ok(()); // the Node authorizer decides a node's subresource writes
+        }
+        match (attrs.operation, attrs.old) {
+            (Operation::Create, _) => on_create(attrs.user, attrs.resource, obj),
+            (Operation::Update, Some(old)) => on_update(attrs.user, attrs.resource, old, obj),
+            _ => Ok(()),
+        }
+    }
+}
 
 /// The annotation that marks a mirror pod (the API copy of a static pod).
 pub const MIRROR_ANNOTATION: &str = "kubernetes.io/config.mirror";
@@ -30,7 +58,7 @@ fn name_of(obj: &Value) -> &str {
 }
 
 /// Checks what a node creates (the name is in the body, so the authorizer cannot).
-pub fn on_create(caller: &UserInfo, res: &Resource, obj: &Value) -> Result<(), ApiStatus> {
+fn on_create(caller: &UserInfo, res: &Resource, obj: &Value) -> Result<(), ApiStatus> {
     let Some(node) = node_of(caller) else {
         return Ok(());
     };
@@ -107,12 +135,7 @@ fn mirror_pod(node: &str, pod: &Value) -> Result<(), String> {
 
 /// Checks what a node changes in an object it may update: its own Node keeps its
 /// taints, owner references and every label a kubelet may not set.
-pub fn on_update(
-    caller: &UserInfo,
-    res: &Resource,
-    old: &Value,
-    new: &Value,
-) -> Result<(), ApiStatus> {
+fn on_update(caller: &UserInfo, res: &Resource, old: &Value, new: &Value) -> Result<(), ApiStatus> {
     let Some(node) = node_of(caller) else {
         return Ok(());
     };
