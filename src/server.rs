@@ -44,6 +44,8 @@ pub struct ServerConfig {
     pub event_ttl: Duration,
     pub service_account_max_token_expiration: Option<Duration>,
     pub anonymous_auth: bool,
+    /// `--watch-cache`: lists and watches from memory.
+    pub watch_cache: bool,
     pub audit: Option<apiserver::audit::AuditConfig>,
     pub max_requests_inflight: usize,
     pub max_mutating_requests_inflight: usize,
@@ -184,11 +186,12 @@ pub async fn start_api(store: Arc<dyn Store>, cfg: &ServerConfig) -> anyhow::Res
     } else {
         cfg.bind_address.to_string()
     };
+    let store: Arc<dyn Store> = Arc::new(apiserver::metrics::InstrumentedStore::new(
+        store,
+        metrics.clone(),
+    ));
     let ctx = Arc::new(apiserver::ApiContext {
-        store: Arc::new(apiserver::metrics::InstrumentedStore::new(
-            store,
-            metrics.clone(),
-        )),
+        store: store.clone(),
         tokens,
         metrics,
         server_address: format!("{host}:{}", addr.port()),
@@ -224,6 +227,7 @@ pub async fn start_api(store: Arc<dyn Store>, cfg: &ServerConfig) -> anyhow::Res
         }),
         service_ranges: ranges,
         admission: apiserver::admission::Chain::builtin(),
+        watch_cache: apiserver::watchcache::WatchCaches::new(store.clone(), cfg.watch_cache),
         kubelet_tls: Default::default(),
     });
     let instance = std::fs::canonicalize(&cfg.data_dir)

@@ -35,6 +35,8 @@ fn bench_api_measures_every_operation_and_the_fan_out() {
         "| create | 1 |",
         "| update | 64 |",
         "| list ",
+        "(watch cache) | 64 |",
+        "(datastore) | 64 |",
         "| watch fan-out: change seen by all 5 |",
         "first start median",
     ] {

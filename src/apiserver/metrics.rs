@@ -63,6 +63,7 @@ struct State {
     watches: BTreeMap<Labels, i64>,
     store: BTreeMap<Labels, Histogram>,
     authentications: BTreeMap<&'static str, u64>,
+    datastore_watches: u64,
 }
 
 /// The server's metrics.
@@ -238,6 +239,11 @@ impl Metrics {
         for (l, v) in &st.watches {
             let _ = writeln!(out, "apiserver_longrunning_requests{l} {v}");
         }
+        let _ = writeln!(
+            out,
+            "# HELP skua_datastore_watches_opened_total Counter of watches opened on the datastore (the watch cache keeps one per resource).\n# TYPE skua_datastore_watches_opened_total counter\nskua_datastore_watches_opened_total {}",
+            st.datastore_watches
+        );
         histogram(
             &mut out,
             "etcd_request_duration_seconds",
@@ -294,6 +300,7 @@ impl Store for InstrumentedStore {
         r
     }
     async fn watch(&self, prefix: &str, since: Revision) -> StoreResult<Watch> {
+        self.metrics.lock().datastore_watches += 1;
         self.inner.watch(prefix, since).await
     }
     async fn current_revision(&self) -> StoreResult<Revision> {

@@ -20,6 +20,7 @@ pub mod resources;
 pub(crate) mod routes;
 pub mod status;
 pub mod tokens;
+pub mod watchcache;
 
 use crate::pki::ServerPki;
 use hyper::service::service_fn;
@@ -74,6 +75,8 @@ pub struct ApiContext {
     /// `--service-cidr` and `--service-node-port-range`: where Services' addresses and
     /// node ports come from.
     pub service_ranges: resources::allocate::ServiceRanges,
+    /// Lists and watches served from memory, one datastore watch per resource.
+    pub watch_cache: watchcache::WatchCaches,
     /// The admission plugins every write passes.
     pub admission: admission::Chain,
     /// The client TLS to kubelets (logs, exec, port-forward), built on first use.

@@ -115,6 +115,17 @@ pub fn json_typed(code: StatusCode, body: &Value, content_type: &str) -> Respons
     resp
 }
 
+/// A JSON response whose body is already encoded.
+pub fn json_bytes(code: StatusCode, body: Vec<u8>) -> Response<Body> {
+    let mut resp = Response::new(Full::new(Bytes::from(body)).boxed());
+    *resp.status_mut() = code;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
 /// A plain-text response, as the health endpoints answer.
 pub fn text(code: StatusCode, body: &'static str) -> Response<Body> {
     let mut resp = Response::new(Full::new(Bytes::from_static(body.as_bytes())).boxed());

@@ -1,7 +1,8 @@
 //! `skua bench api`: an in-process skua API server (sled datastore, real TLS on
 //! loopback) driven over HTTP/2 with the admin certificate, as kubectl and client-go
 //! talk to it. Measures create / get / list of 1 000 / update at 1, 16 and 64
-//! concurrent clients, and the fan-out of one change to 500 watchers.
+//! concurrent clients (lists both from the watch cache and, side by side, from the
+//! datastore), and the fan-out of one change to 500 watchers.
 
 use crate::server::{open_store, start_api};
 use bytes::Bytes;
@@ -148,6 +149,34 @@ where
         all.extend(task.await??);
     }
     Ok((all, t.elapsed()))
+}
+
+/// `workers` clients each listing `path` `lists` times (each list must hold at least
+/// `min_items`).
+async fn list_phase(
+    clients: &[Client],
+    workers: usize,
+    lists: usize,
+    path: &str,
+    min_items: usize,
+) -> anyhow::Result<(Vec<Duration>, Duration)> {
+    phase(clients, workers, |_, mut c| {
+        let path = path.to_string();
+        async move {
+            let mut out = Vec::new();
+            for _ in 0..lists {
+                let (status, list, d) = c.call(Method::GET, &path, None).await?;
+                anyhow::ensure!(
+                    status == StatusCode::OK
+                        && list["items"].as_array().map_or(0, Vec::len) >= min_items,
+                    "list answered {status}"
+                );
+                out.push(d);
+            }
+            Ok(out)
+        }
+    })
+    .await
 }
 
 /// Time from spawning `skua server` to its first `/readyz` answer over TLS.
@@ -330,25 +359,19 @@ pub async fn run(a: ApiBenchArgs) -> anyhow::Result<()> {
         .await?;
         report("update", lat, wall);
         let lists = (60 / level).max(1);
-        let (lat, wall) = phase(&clients, level, |_, mut c| {
-            let base = base.clone();
-            async move {
-                let mut out = Vec::new();
-                for _ in 0..lists {
-                    let (status, list, d) = c.call(Method::GET, &base, None).await?;
-                    anyhow::ensure!(
-                        status == StatusCode::OK
-                            && list["items"].as_array().map_or(0, Vec::len)
-                                >= 1000.min(per * level),
-                        "list answered {status}"
-                    );
-                    out.push(d);
-                }
-                Ok(out)
-            }
-        })
-        .await?;
-        report(&format!("list {}", per * level), lat, wall);
+        let min_items = 1000.min(per * level);
+        let (lat, wall) = list_phase(&clients, level, lists, &base, min_items).await?;
+        report(&format!("list {} (watch cache)", per * level), lat, wall);
+        // the same list read from the datastore (an exact resourceVersion is never
+        // served from the cache), side by side
+        let (_, listed, _) = clients[0].clone().call(Method::GET, &base, None).await?;
+        let rv = listed["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap_or("0")
+            .to_string();
+        let exact = format!("{base}?resourceVersion={rv}&resourceVersionMatch=Exact");
+        let (lat, wall) = list_phase(&clients, level, lists, &exact, min_items).await?;
+        report(&format!("list {} (datastore)", per * level), lat, wall);
     }
 
     // fan-out: one change, seen by every watcher

@@ -189,6 +189,11 @@ pub struct ServerArgs {
     /// off, and so does skua). `/ping` and `/cacerts` are always open.
     #[arg(long, env = "SKUA_ANONYMOUS_AUTH", default_value_t = false, action = clap::ArgAction::Set)]
     pub anonymous_auth: bool,
+    /// Whether lists and watches are served from the in-memory watch cache (one
+    /// datastore watch per resource); false reads the datastore for each (upstream's
+    /// kube-apiserver flag).
+    #[arg(long, env = "SKUA_WATCH_CACHE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub watch_cache: bool,
     /// Read-only requests served at once; more get 429 (upstream's kube-apiserver
     /// flag; 0: no limit).
     #[arg(long, env = "SKUA_MAX_REQUESTS_INFLIGHT", default_value_t = crate::apiserver::inflight::DEFAULT_MAX_REQUESTS_INFLIGHT)]
@@ -521,6 +526,7 @@ impl TryFrom<ServerArgs> for ServerConfig {
             event_ttl: a.event_ttl,
             service_account_max_token_expiration: a.service_account_max_token_expiration,
             anonymous_auth: a.anonymous_auth,
+            watch_cache: a.watch_cache,
             audit: a.audit_log_path.map(|path| apiserver::audit::AuditConfig {
                 path,
                 max_size_mib: a.audit_log_maxsize,

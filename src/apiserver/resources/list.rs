@@ -172,15 +172,129 @@ pub async fn read(
     }
 }
 
+/// A first page (or a whole list) from the watch cache, when the request allows it:
+/// not a continuation and not `resourceVersionMatch=Exact` (those read the
+/// datastore at their revision, as upstream), and the cache reaches the revision
+/// the request needs in time. `None`: the datastore serves it.
+async fn from_cache(
+    ctx: &ApiContext,
+    res: &'static Resource,
+    namespace: Option<&str>,
+    selection: &Selection,
+    query: &[(String, String)],
+) -> Option<Page> {
+    if !ctx.watch_cache.enabled()
+        || param(query, "continue").is_some()
+        || param(query, "resourceVersionMatch").is_some_and(|m| m != "NotOlderThan")
+    {
+        return None;
+    }
+    let limit: usize = match param(query, "limit") {
+        Some(l) => l.parse().ok()?,
+        None => 0,
+    };
+    let min = match param(query, "resourceVersion") {
+        // a consistent read: the cache must reach the datastore's current revision,
+        // which needs the datastore's progress notifications
+        None if ctx.store.supports_progress() => ctx.watch_cache.current_revision().await?,
+        None => return None,
+        Some("0") => 0,
+        Some(rv) => rv.parse().ok()?,
+    };
+    let cache = ctx.watch_cache.of(res);
+    cache.fresh(min).await?;
+    let snapshot = cache.snapshot(&prefix(res, namespace));
+    let mut page = Page {
+        revision: snapshot.revision,
+        entries: Vec::new(),
+        next: None,
+        remaining: None,
+    };
+    let total = snapshot.entries.len();
+    for (i, (key, entry)) in snapshot.entries.into_iter().enumerate() {
+        if !selection.matches(&entry.view) {
+            continue;
+        }
+        page.entries.push(entry);
+        if limit > 0 && page.entries.len() == limit {
+            if i + 1 < total {
+                page.next = Some(encode_continue(page.revision, &format!("{key}\0")));
+                page.remaining = selection.is_everything().then_some(total - (i + 1));
+            }
+            break;
+        }
+    }
+    Some(page)
+}
+
+/// One page of a list read from the watch cache.
+struct Page {
+    revision: Revision,
+    entries: Vec<std::sync::Arc<crate::apiserver::watchcache::Entry>>,
+    next: Option<String>,
+    remaining: Option<usize>,
+}
+
+impl Page {
+    /// The items as `res`'s version shows them (converted only where the stored
+    /// version is another).
+    fn objects(&self, res: &Resource) -> Vec<Value> {
+        self.entries
+            .iter()
+            .filter_map(|e| e.object())
+            .map(|o| crate::api::convert::to_version(o, res))
+            .collect()
+    }
+
+    /// The list as JSON, the stored objects spliced in as they are.
+    fn body(&self, res: &Resource) -> Vec<u8> {
+        let mut metadata = json!({"resourceVersion": self.revision.to_string()});
+        if let Some(next) = &self.next {
+            metadata["continue"] = json!(next);
+        }
+        if let Some(n) = self.remaining {
+            metadata["remainingItemCount"] = json!(n);
+        }
+        let head = json!({"kind": format!("{}List", res.kind), "apiVersion": res.group_version(), "metadata": metadata});
+        let mut out = head.to_string().into_bytes();
+        out.pop(); // the closing brace: the items follow
+        out.extend_from_slice(b",\"items\":[");
+        let want = res.group_version();
+        for (i, e) in self.entries.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            if e.view["apiVersion"] == want.as_str() {
+                out.extend_from_slice(&e.body);
+            } else if let Some(o) = e.object() {
+                let converted = crate::api::convert::to_version(o, res);
+                out.extend_from_slice(converted.to_string().as_bytes());
+            }
+        }
+        out.extend_from_slice(b"]}");
+        out
+    }
+}
+
 pub async fn list(
     ctx: &Arc<ApiContext>,
-    res: &Resource,
+    res: &'static Resource,
     namespace: Option<&str>,
     query: &[(String, String)],
     render: Render,
 ) -> Result<http::Response<Body>, ApiStatus> {
     let selection = Selection::from_query(res, query)?;
-    let (items, revision, next, remaining) = read(ctx, res, namespace, &selection, query).await?;
+    let cached = from_cache(ctx, res, namespace, &selection, query).await;
+    let (items, revision, next, remaining) = match cached {
+        Some(page) if render.kind.is_none() => {
+            return Ok(crate::apiserver::status::json_bytes(
+                StatusCode::OK,
+                page.body(res),
+            ));
+        }
+        Some(page) => (page.objects(res), page.revision, page.next, page.remaining),
+        None => read(ctx, res, namespace, &selection, query).await?,
+    };
     if let Some(kind) = render.kind {
         let mut table = crate::api::printers::table(
             kind,

@@ -15,6 +15,7 @@ pub mod watch;
 pub use bootstrap::{bootstrap, bootstrap_dns_service, bootstrap_kubernetes_service};
 pub use create::create;
 pub use delete::delete;
+pub use list::Selection;
 #[cfg(test)]
 mod admitted_tests;
 mod write;

@@ -81,28 +81,73 @@ pub async fn watch(
         ),
     };
     let rv = param("resourceVersion");
-    // the state to start from: current objects as ADDED events, or a revision
-    let (initial, since) = if rv.is_empty() || rv == "0" || send_initial {
-        let (items, revision, _, _) = read(&ctx, res, namespace, &selection, &[]).await?;
-        (items, revision)
+    let from_now = rv.is_empty() || rv == "0" || send_initial;
+    let since: Option<Revision> = if from_now {
+        None
     } else {
-        let since: Revision = rv
-            .parse()
-            .map_err(|_| ApiStatus::bad_request(format!("invalid resourceVersion {rv:?}")))?;
-        (Vec::new(), since)
+        Some(
+            rv.parse()
+                .map_err(|_| ApiStatus::bad_request(format!("invalid resourceVersion {rv:?}")))?,
+        )
+    };
+    let key_prefix = prefix(res, namespace);
+    // from the watch cache when it can serve the start; else from the datastore
+    let mut initial: Vec<Value> = Vec::new();
+    let start = match since {
+        Some(n) => Some(n),
+        // "": the current state, consistently (needs the datastore's progress)
+        None if rv.is_empty() && !ctx.store.supports_progress() => None,
+        None if rv.is_empty() => ctx.watch_cache.current_revision().await,
+        None => Some(0),
+    };
+    let mut cached = None;
+    if ctx.watch_cache.enabled() {
+        let cache = ctx.watch_cache.of(res);
+        match (since, start) {
+            (Some(n), _) => cached = cache.watch_from(n).map(|rx| (n, rx, cache)),
+            (None, Some(min)) if cache.fresh(min).await.is_some() => {
+                let (snapshot, rx) = cache.snapshot_and_watch(&key_prefix);
+                initial = snapshot
+                    .entries
+                    .iter()
+                    .filter(|(_, e)| selection.matches(&e.view))
+                    .filter_map(|(_, e)| e.object())
+                    .collect();
+                cached = Some((snapshot.revision, rx, cache));
+            }
+            _ => {}
+        }
+    }
+    let (since, source) = match cached {
+        Some((revision, rx, cache)) => (revision, Source::Cache(rx, cache)),
+        None => {
+            let since = match since {
+                Some(n) => n,
+                None => {
+                    let (items, revision, _, _) =
+                        read(&ctx, res, namespace, &selection, &[]).await?;
+                    initial = items;
+                    revision
+                }
+            };
+            (since, Source::Store(since))
+        }
     };
     let (tx, rx) = mpsc::channel::<Bytes>(64);
-    let mut store_watch = match ctx.store.watch(&prefix(res, namespace), since).await {
-        Ok(w) => Some(w),
-        Err(e) => {
-            let _ = tx.try_send(error_line(&store_error(e)));
-            None
-        }
+    let mut source = match source {
+        Source::Store(since) => match ctx.store.watch(&key_prefix, since).await {
+            Ok(w) => Some(Live::Store(w)),
+            Err(e) => {
+                let _ = tx.try_send(error_line(&store_error(e)));
+                None
+            }
+        },
+        Source::Cache(rx, cache) => Some(Live::Cache(rx, cache)),
     };
     let gauge = WatchGauge::open(&ctx, res);
     tokio::spawn(async move {
         let _gauge = gauge;
-        let Some(w) = store_watch.as_mut() else {
+        let Some(w) = source.as_mut() else {
             return;
         };
         for obj in &initial {
@@ -122,8 +167,7 @@ pub async fn watch(
                 _ = &mut deadline => return,
                 _ = tx.closed() => return,
                 _ = ticks.tick(), if bookmarks => {
-                    // backends that cannot promise progress refuse; bookmarks are hints
-                    let _ = w.request_progress().await;
+                    w.request_progress().await;
                     continue;
                 }
                 msg = w.next() => msg,
@@ -134,11 +178,16 @@ pub async fn watch(
                     let _ = tx.send(error_line(&store_error(e))).await;
                     return;
                 }
-                Some(Ok(WatchMessage::Progress(r))) if bookmarks => Some(bookmark(res, r, false)),
-                Some(Ok(WatchMessage::Progress(_))) => None,
-                Some(Ok(WatchMessage::Event(e))) => {
+                Some(Ok(Next::Progress(r))) if bookmarks => Some(bookmark(res, r, false)),
+                Some(Ok(Next::Progress(_))) => None,
+                // the cache serves every namespace, and may have changes the client
+                // has already seen (its revision came from another resource)
+                Some(Ok(Next::Event(e)))
+                    if e.kv.key.starts_with(&key_prefix) && e.revision() > since =>
+                {
                     event_line(&ctx.watch_memo, &selection, &e, render)
                 }
+                Some(Ok(Next::Event(_))) => None,
             };
             if let Some(out) = out {
                 if tx.send(out).await.is_err() {
@@ -154,6 +203,58 @@ pub async fn watch(
         header::HeaderValue::from_static("application/json"),
     );
     Ok(resp)
+}
+
+/// Where a watch starts: a datastore watch from a revision, or the watch cache.
+enum Source {
+    Store(Revision),
+    Cache(
+        mpsc::Receiver<crate::apiserver::watchcache::Msg>,
+        Arc<crate::apiserver::watchcache::Cache>,
+    ),
+}
+
+/// A running watch's changes.
+enum Live {
+    Store(crate::store::Watch),
+    /// The receiver, and the cache (asked for progress for bookmarks).
+    Cache(
+        mpsc::Receiver<crate::apiserver::watchcache::Msg>,
+        Arc<crate::apiserver::watchcache::Cache>,
+    ),
+}
+
+/// One message of a running watch.
+enum Next {
+    Event(Arc<Event>),
+    Progress(Revision),
+}
+
+impl Live {
+    async fn next(&mut self) -> Option<Result<Next, crate::store::StoreError>> {
+        use crate::apiserver::watchcache::Msg;
+        match self {
+            Live::Store(w) => Some(w.next().await?.map(|m| match m {
+                WatchMessage::Event(e) => Next::Event(Arc::new(e)),
+                WatchMessage::Progress(r) => Next::Progress(r),
+            })),
+            Live::Cache(rx, _) => Some(Ok(match rx.recv().await? {
+                Msg::Event(e) => Next::Event(e),
+                Msg::Progress(r) => Next::Progress(r),
+            })),
+        }
+    }
+
+    /// Asks for progress (for a bookmark); backends that cannot promise progress
+    /// refuse, and bookmarks are hints.
+    async fn request_progress(&mut self) {
+        match self {
+            Live::Store(w) => {
+                let _ = w.request_progress().await;
+            }
+            Live::Cache(_, cache) => cache.want_progress(),
+        }
+    }
 }
 
 /// Counts an open watch in `apiserver_longrunning_requests` until dropped.
