@@ -198,6 +198,11 @@ pub async fn serve(
                 }
             },
         };
+        // as Go's net package does for every connection: a response's frames go out
+        // as written, not held back for the client's delayed acknowledgement
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(%peer, error = %e, "cannot set TCP_NODELAY");
+        }
         let acceptor = acceptor.clone();
         let ctx = ctx.clone();
         // one cap per source address: beyond it, the newest is closed at once
