@@ -12,6 +12,27 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// What stops a server from starting or running.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// A setting that cannot be used; the message names it.
+    #[error("{0}")]
+    Config(String),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Pki(#[from] crate::pki::PkiError),
+    #[error(transparent)]
+    Api(#[from] apiserver::ApiError),
+    /// An object every cluster starts with could not be written.
+    #[error("creating {0}: {1}")]
+    Bootstrap(&'static str, String),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error("a start-up task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
 /// The one resolved configuration of a server, handed down to every component.
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
@@ -80,7 +101,7 @@ impl ServerConfig {
 }
 
 /// Opens the configured datastore.
-pub async fn open_store(cfg: &DatastoreConfig) -> anyhow::Result<Arc<dyn Store>> {
+pub async fn open_store(cfg: &DatastoreConfig) -> Result<Arc<dyn Store>, ServerError> {
     Ok(match cfg {
         DatastoreConfig::Sled(opts) => {
             let opts = opts.clone();
@@ -112,20 +133,23 @@ impl ApiHandle {
 
 /// The API part of start-up: initial namespaces → PKI → controllers → HTTPS listener. Used by
 /// `skua server` and by `skua bench api`.
-pub async fn start_api(store: Arc<dyn Store>, cfg: &ServerConfig) -> anyhow::Result<ApiHandle> {
+pub async fn start_api(
+    store: Arc<dyn Store>,
+    cfg: &ServerConfig,
+) -> Result<ApiHandle, ServerError> {
     let ranges = apiserver::resources::allocate::ServiceRanges::new(
         cfg.service_cidr,
         cfg.service_node_port_range,
     )
     .ok_or_else(|| {
-        anyhow::anyhow!(
+        ServerError::Config(format!(
             "--service-cidr {} is not an IPv4 range of /8 to /30",
             cfg.service_cidr
-        )
+        ))
     })?;
     apiserver::resources::bootstrap(&*store)
         .await
-        .map_err(|s| anyhow::anyhow!("creating the initial namespaces: {}", s.message))?;
+        .map_err(|s| ServerError::Bootstrap("the initial namespaces", s.message))?;
     let pki = {
         let opts = PkiOptions {
             dir: cfg.data_dir.join("server").join("tls"),
@@ -163,7 +187,7 @@ pub async fn start_api(store: Arc<dyn Store>, cfg: &ServerConfig) -> anyhow::Res
         .unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]));
     apiserver::resources::bootstrap_kubernetes_service(&*store, &ranges, endpoint, addr.port())
         .await
-        .map_err(|s| anyhow::anyhow!("creating the kubernetes service: {}", s.message))?;
+        .map_err(|s| ServerError::Bootstrap("the kubernetes service", s.message))?;
     // a cluster whose DNS address some service already holds keeps running; DNS is
     // still answered on the address, only the Service object is missing
     let dns_on = !cfg.disable.coredns;
@@ -176,7 +200,7 @@ pub async fn start_api(store: Arc<dyn Store>, cfg: &ServerConfig) -> anyhow::Res
     }
     let mut tokens =
         apiserver::tokens::TokenAuthority::new(&pki.service_account_key, &cfg.cluster_domain)
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+            .map_err(|e| ServerError::Config(format!("the service-account key: {e}")))?;
     tokens.max_expiration = cfg
         .service_account_max_token_expiration
         .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
@@ -203,10 +227,9 @@ pub async fn start_api(store: Arc<dyn Store>, cfg: &ServerConfig) -> anyhow::Res
         ),
         anonymous_auth: cfg.anonymous_auth,
         audit: match &cfg.audit {
-            Some(a) => Some(
-                apiserver::audit::AuditLog::start(a.clone())
-                    .map_err(|e| anyhow::anyhow!("--audit-log-path {}: {e}", a.path.display()))?,
-            ),
+            Some(a) => Some(apiserver::audit::AuditLog::start(a.clone()).map_err(|e| {
+                ServerError::Config(format!("--audit-log-path {}: {e}", a.path.display()))
+            })?),
             None => None,
         },
         join: Some(apiserver::join::JoinConfig {
@@ -268,13 +291,13 @@ pub async fn start_api(store: Arc<dyn Store>, cfg: &ServerConfig) -> anyhow::Res
 }
 
 /// Runs `skua server` until SIGINT or SIGTERM.
-pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
+pub async fn run(cfg: ServerConfig) -> Result<(), ServerError> {
     tracing::info!(version = crate::VERSION, data_dir = %cfg.data_dir.display(), "starting skua server");
     // the datastore, the CAs' keys and the token: root only, also for older installs
     // the data dir itself may be a link the operator made (/var/lib/skua -> /data)
     let data_dir = std::fs::canonicalize(&cfg.data_dir).unwrap_or_else(|_| cfg.data_dir.clone());
     for dir in [data_dir.clone(), data_dir.join("server")] {
-        crate::pki::private_dir(&dir).map_err(|e| anyhow::anyhow!("{e}"))?;
+        crate::pki::private_dir(&dir)?;
     }
     let store = open_store(&cfg.datastore).await?;
     let revision = store.current_revision().await?;
@@ -353,14 +376,18 @@ async fn label_control_plane(client: crate::client::ApiClient, node: String) {
 /// labels its node a control-plane node ([`label_control_plane`]).
 fn embedded_agent(
     cfg: &ServerConfig,
-) -> anyhow::Result<impl std::future::Future<Output = ()> + use<>> {
+) -> Result<impl std::future::Future<Output = ()> + use<>, ServerError> {
     let token_file = cfg.data_dir.join("server").join("node-token");
-    let token = std::fs::read_to_string(&token_file)
-        .map_err(|e| anyhow::anyhow!("cannot read the join token {}: {e}", token_file.display()))?;
+    let token = std::fs::read_to_string(&token_file).map_err(|e| {
+        ServerError::Config(format!(
+            "cannot read the join token {}: {e}",
+            token_file.display()
+        ))
+    })?;
     let node = cfg
         .node
         .clone()
-        .ok_or_else(|| anyhow::anyhow!("the embedded agent has no node settings"))?;
+        .ok_or_else(|| ServerError::Config("the embedded agent has no node settings".into()))?;
     let agent = crate::config::AgentConfig {
         data_dir: cfg.data_dir.clone(),
         server: cfg.api_url(),
@@ -377,7 +404,7 @@ fn embedded_agent(
     })
 }
 
-async fn wait_for_shutdown() -> anyhow::Result<()> {
+async fn wait_for_shutdown() -> Result<(), ServerError> {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         r = tokio::signal::ctrl_c() => r?,

@@ -255,3 +255,33 @@ fn the_import_reader_sees_grouped_and_plain_paths() {
     assert!(c.contains(&("a".into(), "b".into())) && c.contains(&("b".into(), "a".into())));
     assert!(!c.contains(&("b".into(), "c".into())));
 }
+
+/// Where `anyhow` may appear: the command-line edge (`cli`, which holds the benches)
+/// and the simulator. Every other module has its own error type.
+const ANYHOW_ALLOWED: &[&str] = &["cli", "sim"];
+
+#[test]
+fn anyhow_only_at_the_command_line_edge() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    sources(&root, &mut files);
+    let mut offenders = Vec::new();
+    for f in &files {
+        let Some(module) = module_of(&root, f) else {
+            continue;
+        };
+        if ANYHOW_ALLOWED.contains(&module.as_str()) {
+            continue;
+        }
+        let text = std::fs::read_to_string(f).unwrap();
+        if code(&text).contains("anyhow") {
+            offenders.push(f.strip_prefix(&root).unwrap().display().to_string());
+        }
+    }
+    assert!(
+        offenders.is_empty(),
+        "anyhow outside the command-line edge (give the module a thiserror enum): {offenders:?}"
+    );
+    // the check sees what it looks for
+    assert!(code("fn f() -> anyhow::Result<()> {}").contains("anyhow"));
+}

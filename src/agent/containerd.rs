@@ -94,7 +94,7 @@ state = "{d}/state"
     pub async fn supervise(
         self,
         mut stop: tokio::sync::watch::Receiver<bool>,
-    ) -> anyhow::Result<()> {
+    ) -> Result<(), ContainerdError> {
         std::fs::create_dir_all(&self.dir)?;
         std::fs::create_dir_all(&self.cni_conf_dir)?;
         // registry credentials from registries.yaml are in it: owner only
@@ -113,7 +113,7 @@ state = "{d}/state"
                 .stderr(log)
                 .kill_on_drop(true)
                 .spawn()
-                .map_err(|e| anyhow::anyhow!("cannot start containerd ({e}); install it (scripts/install-deps.sh node) or pass --container-runtime-endpoint"))?;
+                .map_err(ContainerdError::Spawn)?;
             tracing::info!(pid = child.id(), config = %self.config_path().display(), "containerd started");
             tokio::select! {
                 status = child.wait() => {
@@ -139,19 +139,35 @@ state = "{d}/state"
 }
 
 /// Waits until something answers on `socket`.
-pub async fn wait_ready(socket: &Path, timeout: Duration) -> anyhow::Result<()> {
+pub async fn wait_ready(socket: &Path, timeout: Duration) -> Result<(), ContainerdError> {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         if tokio::net::UnixStream::connect(socket).await.is_ok() {
             return Ok(());
         }
-        anyhow::ensure!(
-            tokio::time::Instant::now() < deadline,
-            "containerd did not answer on {} within {timeout:?}",
-            socket.display()
-        );
+        if tokio::time::Instant::now() >= deadline {
+            return Err(ContainerdError::NotAnswering {
+                socket: socket.to_path_buf(),
+                timeout,
+            });
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// What goes wrong running containerd.
+#[derive(Debug, thiserror::Error)]
+pub enum ContainerdError {
+    #[error(
+        "cannot start containerd ({0}); install it (scripts/install-deps.sh node) or pass --container-runtime-endpoint"
+    )]
+    Spawn(std::io::Error),
+    #[error("containerd did not answer on {} within {timeout:?}", socket.display())]
+    NotAnswering { socket: PathBuf, timeout: Duration },
+    #[error("containerd's files: {0}")]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Pki(#[from] crate::pki::PkiError),
 }
 
 /// Image tarballs already imported: path → (size, modified).

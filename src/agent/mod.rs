@@ -11,7 +11,6 @@ pub mod node;
 pub mod pause;
 
 use crate::config::AgentConfig;
-use anyhow::Context as _;
 use std::path::PathBuf;
 
 fn hostname() -> String {
@@ -28,19 +27,50 @@ pub fn node_name(given: Option<&str>) -> String {
         .to_ascii_lowercase()
 }
 
+/// What stops an agent from starting or running.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// A setting (given, or learnt from the server) that cannot be used.
+    #[error("{0}")]
+    Config(String),
+    #[error(transparent)]
+    Join(#[from] join::JoinError),
+    #[error(transparent)]
+    Pki(#[from] crate::pki::PkiError),
+    #[error(transparent)]
+    Cri(#[from] crate::cri::CriError),
+    #[error(transparent)]
+    Net(#[from] crate::net::NetError),
+    #[error("overlay: {0}")]
+    Overlay(#[from] crate::overlay::OverlayError),
+    #[error(transparent)]
+    Containerd(#[from] containerd::ContainerdError),
+    #[error(transparent)]
+    Client(#[from] crate::client::ClientError),
+    #[error(transparent)]
+    Kubelet(#[from] crate::kubelet::KubeletError),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error("a task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+    /// A component that should run until the agent stops ended by itself.
+    #[error("{0} stopped")]
+    Stopped(&'static str),
+}
+
 /// Runs `skua agent` (and the agent `skua server` embeds) with a configuration that
 /// `cli` has checked completely: nothing here fails on a flag.
-pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
+pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
     let node_cfg = &cfg.node;
     let server = cfg.server.clone();
-    let token = crate::pki::join::Token::parse(&cfg.token).map_err(|e| anyhow::anyhow!(e))?;
+    let token = crate::pki::join::Token::parse(&cfg.token).map_err(AgentError::Config)?;
     let name = node_name(node_cfg.node_name.as_deref());
     let dir = cfg.data_dir.join("agent");
     // node credentials, pod volumes and registry passwords: root only
     // the data dir itself may be a link the operator made (/var/lib/skua -> /data)
     let data_dir = std::fs::canonicalize(&cfg.data_dir).unwrap_or_else(|_| cfg.data_dir.clone());
     for d in [data_dir.clone(), data_dir.join("agent")] {
-        crate::pki::private_dir(&d).map_err(|e| anyhow::anyhow!("{e}"))?;
+        crate::pki::private_dir(&d)?;
     }
     let joined = join::join(
         &server,
@@ -59,10 +89,10 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     let cluster_dns: std::net::IpAddr = match cfg.cluster_dns {
         Some(ip) => ip,
         None => joined.config.cluster_dns.parse().map_err(|_| {
-            anyhow::anyhow!(
+            AgentError::Config(format!(
                 "the server's cluster DNS address {:?} is not an IP address",
                 joined.config.cluster_dns
-            )
+            ))
         })?,
     };
     let cluster_domain = cfg
@@ -72,7 +102,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let registries = std::sync::Arc::new(
         crate::cri::registries::Registries::load(&node_cfg.private_registry)
-            .map_err(|e| anyhow::anyhow!(e))?,
+            .map_err(AgentError::Config)?,
     );
     let (socket, supervisor) = match &node_cfg.container_runtime_endpoint {
         Some(endpoint) => (endpoint.clone(), None),
@@ -122,11 +152,11 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     };
     let listener = tokio::net::TcpListener::bind(("0.0.0.0", node_cfg.kubelet_port))
         .await
-        .with_context(|| {
-            format!(
-                "cannot listen on the kubelet port {}; is another kubelet running? (--kubelet-port)",
+        .map_err(|e| {
+            AgentError::Config(format!(
+                "cannot listen on the kubelet port {}: {e}; is another kubelet running? (--kubelet-port)",
                 node_cfg.kubelet_port
-            )
+            ))
         })?;
     // port 0 picks a free one (tests run several agents on one machine)
     let kubelet_port = listener.local_addr()?.port();
@@ -147,11 +177,10 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     let readiness = tokio::spawn(watch_runtime(cri.clone(), health.clone()));
     started.push("runtime status", &readiness);
     // the overlay, then the pods' CNI config at the MTU it leaves
-    let backend: crate::overlay::plan::Backend = joined
-        .config
-        .flannel_backend
-        .parse()
-        .map_err(|e: String| anyhow::anyhow!("the server's flannel backend: {e}"))?;
+    let backend: crate::overlay::plan::Backend =
+        joined.config.flannel_backend.parse().map_err(|e: String| {
+            AgentError::Config(format!("the server's flannel backend: {e}"))
+        })?;
     // one netlink socket for the overlay and cluster DNS
     let links: std::sync::Arc<dyn crate::net::netlink::Links> =
         std::sync::Arc::new(crate::net::netlink::RtNetlink::connect()?);
@@ -171,11 +200,9 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
                 std::net::IpAddr::V4(v4) => Some(*v4),
                 _ => None,
             }),
-            cluster_cidr: joined
-                .config
-                .cluster_cidr
-                .parse()
-                .map_err(|e: String| anyhow::anyhow!("the server's cluster CIDR: {e}"))?,
+            cluster_cidr: joined.config.cluster_cidr.parse().map_err(|e: String| {
+                AgentError::Config(format!("the server's cluster CIDR: {e}"))
+            })?,
         };
         let (conf, ipam) = (dir.join("etc/cni/net.d"), dir.join("cni"));
         tokio::spawn(async move {
@@ -337,9 +364,9 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
             _ = term.recv() => break,
             r = &mut overlay => {
                 let e = match r {
-                    Ok(Err(e)) => anyhow::anyhow!("overlay: {e}"),
-                    Ok(Ok(())) => anyhow::anyhow!("overlay stopped"),
-                    Err(e) => anyhow::anyhow!("overlay: {e}"),
+                    Ok(Err(e)) => AgentError::Overlay(e),
+                    Ok(Ok(())) => AgentError::Stopped("overlay"),
+                    Err(e) => AgentError::Task(e),
                 };
                 overlay_failed = Some(e);
                 break;
@@ -367,7 +394,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
 
 /// Connects to the runtime over CRI, retrying while containerd's CRI plugin comes up
 /// (its socket answers a moment before the CRI service does).
-async fn connect_cri(socket: &std::path::Path) -> anyhow::Result<crate::cri::Cri> {
+async fn connect_cri(socket: &std::path::Path) -> Result<crate::cri::Cri, AgentError> {
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
         let attempt = async {

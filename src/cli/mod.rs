@@ -345,9 +345,9 @@ pub fn main() -> anyhow::Result<()> {
         .build()?;
     runtime.block_on(async move {
         match cli.command {
-            Command::Server(args) => crate::server::run(ServerConfig::try_from(*args)?).await,
+            Command::Server(args) => Ok(crate::server::run(ServerConfig::try_from(*args)?).await?),
             Command::Agent(args) => {
-                crate::agent::run(crate::config::AgentConfig::try_from(*args)?).await
+                Ok(crate::agent::run(crate::config::AgentConfig::try_from(*args)?).await?)
             }
             Command::Sim(args) => crate::sim::run(args).await,
             Command::Bench(cmd) => bench::run(cmd).await,

@@ -38,6 +38,23 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
+/// What goes wrong syncing a pod or serving the kubelet API.
+#[derive(Debug, thiserror::Error)]
+pub enum KubeletError {
+    #[error("the container runtime: {0}")]
+    Runtime(#[from] tonic::Status),
+    #[error(transparent)]
+    Cri(#[from] crate::cri::CriError),
+    #[error(transparent)]
+    Api(#[from] crate::client::ClientError),
+    #[error(transparent)]
+    Volume(#[from] volumes::VolumeError),
+    #[error("the kubelet's TLS: {0}")]
+    Tls(String),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
 /// The kubelet's settings (from the agent's flags).
 #[derive(Clone, Debug)]
 pub struct Settings {

@@ -113,7 +113,7 @@ impl Kubelet {
         uid: &str,
         pod: Option<&Value>,
         memory: &mut PodMemory,
-    ) -> anyhow::Result<Outcome> {
+    ) -> Result<Outcome, super::KubeletError> {
         let terminating = pod.is_none_or(|p| !p["metadata"]["deletionTimestamp"].is_null());
         if terminating {
             let grace = pod

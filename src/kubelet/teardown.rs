@@ -20,7 +20,7 @@ impl Kubelet {
         pod: Option<&Value>,
         grace: i64,
         memory: &mut PodMemory,
-    ) -> anyhow::Result<()> {
+    ) -> Result<(), super::KubeletError> {
         let all = self.container_statuses(uid, memory).await?;
         let empty = json!({});
         let pod = pod.unwrap_or(&empty);
