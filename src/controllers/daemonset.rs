@@ -5,12 +5,12 @@
 //! outdated pods at most `maxUnavailable` at a time; `OnDelete` waits for the user.
 
 use super::deployment::template_hash;
-use super::queue::{Unseen, WorkQueue};
 use super::replicaset::{active, available, feed};
 use super::{Context, controller_ref, events, revisions};
 use crate::api::meta::now_secs;
 use crate::client::ClientError;
 use crate::client::watch::{Informer, key_of, object_path};
+use crate::runtime::queue::{Unseen, WorkQueue};
 use crate::scheduler::plugins::{NodeInfo, Verdict, filter};
 use serde_json::{Value, json};
 use std::collections::{HashMap, HashSet};
@@ -61,11 +61,14 @@ pub async fn run(cx: Arc<Context>) {
     loop {
         let key = queue.next().await;
         match sync(&cx, &sets, &pods, &nodes, &key, &mut pending).await {
-            Ok(Some(again)) => queue.add_after(key, again),
-            Ok(None) => {}
+            Ok(Some(again)) => {
+                queue.forget(&key);
+                queue.add_after(key, again);
+            }
+            Ok(None) => queue.forget(&key),
             Err(e) => {
                 tracing::debug!(daemonset = %key, error = %e, "daemon set sync failed; retrying");
-                queue.add_after(key, Duration::from_secs(1));
+                queue.add_rate_limited(key);
             }
         }
     }

@@ -6,12 +6,12 @@
 //! reads. A rollback (`kubectl rollout undo`) is a template change back to an old
 //! ReplicaSet's, which then becomes the newest revision again.
 
-use super::queue::WorkQueue;
 use super::replicaset::selects;
 use super::{Context, controller_of, controller_ref};
 use crate::api::meta::{now_rfc3339, now_secs, parse_rfc3339};
 use crate::client::ClientError;
 use crate::client::watch::{Informer, object_path};
+use crate::runtime::queue::WorkQueue;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,11 +32,14 @@ pub async fn run(cx: Arc<Context>) {
     loop {
         let key = queue.next().await;
         match sync(&cx, &deps, &rss, &pods, &key).await {
-            Ok(Some(again)) => queue.add_after(key, again),
-            Ok(None) => {}
+            Ok(Some(again)) => {
+                queue.forget(&key);
+                queue.add_after(key, again);
+            }
+            Ok(None) => queue.forget(&key),
             Err(e) => {
                 tracing::debug!(deployment = %key, error = %e, "deployment sync failed; retrying");
-                queue.add_after(key, Duration::from_secs(1));
+                queue.add_rate_limited(key);
             }
         }
     }

@@ -5,12 +5,12 @@
 //! `Complete` / `Failed` conditions that `kubectl get jobs` and `kubectl wait` read; and
 //! deletes finished jobs `ttlSecondsAfterFinished` later.
 
-use super::queue::{Unseen, WorkQueue};
 use super::replicaset::{active, feed};
 use super::{Context, controller_ref, events};
 use crate::api::meta::{now_rfc3339, now_secs, parse_rfc3339};
 use crate::client::ClientError;
 use crate::client::watch::{Informer, object_path};
+use crate::runtime::queue::{Unseen, WorkQueue};
 use serde_json::{Value, json};
 use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
@@ -34,11 +34,14 @@ pub async fn run(cx: Arc<Context>) {
     loop {
         let key = queue.next().await;
         match sync(&cx, &jobs, &pods, &key, &mut pending).await {
-            Ok(Some(again)) => queue.add_after(key, again),
-            Ok(None) => {}
+            Ok(Some(again)) => {
+                queue.forget(&key);
+                queue.add_after(key, again);
+            }
+            Ok(None) => queue.forget(&key),
             Err(e) => {
                 tracing::debug!(job = %key, error = %e, "job sync failed; retrying");
-                queue.add_after(key, Duration::from_secs(1));
+                queue.add_rate_limited(key);
             }
         }
     }

@@ -17,7 +17,6 @@ pub mod namespace;
 pub mod nodeipam;
 pub mod nodelifecycle;
 pub mod podgc;
-pub mod queue;
 pub mod replicaset;
 pub mod resourcequota;
 pub mod revisions;
@@ -201,7 +200,7 @@ fn hostname() -> String {
 pub fn resync(
     cx: &Context,
     informer: &Arc<Informer>,
-    queue: &queue::WorkQueue,
+    queue: &crate::runtime::queue::WorkQueue,
     period: std::time::Duration,
 ) {
     let (informer, queue) = (informer.clone(), queue.clone());

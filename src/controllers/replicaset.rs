@@ -8,11 +8,11 @@
 //! created and deleted ("expectations", as upstream) and does not act on a replica set
 //! again until the informer has seen those changes (or a few seconds have passed).
 
-use super::queue::WorkQueue;
 use super::{Context, controller_of, controller_ref, events};
 use crate::api::meta::{now_secs, parse_rfc3339};
 use crate::api::selector::LabelSelector;
 use crate::client::watch::{Informer, key_of, object_path};
+use crate::runtime::queue::WorkQueue;
 use serde_json::{Value, json};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -41,9 +41,12 @@ pub async fn run(cx: Arc<Context>, res: &'static crate::api::registry::Resource)
     let mut expectations: HashMap<String, Expectation> = HashMap::new();
     loop {
         let key = queue.next().await;
-        if let Err(e) = sync(&cx, &rss, &pods, &key, &mut expectations, &queue).await {
-            tracing::debug!(replicaset = %key, error = %e, "replica set sync failed; retrying");
-            queue.add_after(key, Duration::from_secs(1));
+        match sync(&cx, &rss, &pods, &key, &mut expectations, &queue).await {
+            Ok(()) => queue.forget(&key),
+            Err(e) => {
+                tracing::debug!(replicaset = %key, error = %e, "replica set sync failed; retrying");
+                queue.add_rate_limited(key);
+            }
         }
     }
 }

@@ -6,11 +6,11 @@
 //! `partition`, one at a time, each once the rest are ready.
 
 use super::deployment::template_hash;
-use super::queue::{Unseen, WorkQueue};
 use super::replicaset::{active, feed, ready};
 use super::{Context, controller_ref, events, revisions};
 use crate::client::ClientError;
 use crate::client::watch::{Informer, object_path};
+use crate::runtime::queue::{Unseen, WorkQueue};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -48,9 +48,12 @@ pub async fn run(cx: Arc<Context>) {
     let mut pending = Unseen::default();
     loop {
         let key = queue.next().await;
-        if let Err(e) = sync(&cx, &sets, &pods, &claims, &key, &mut pending).await {
-            tracing::debug!(statefulset = %key, error = %e, "stateful set sync failed; retrying");
-            queue.add_after(key, Duration::from_secs(1));
+        match sync(&cx, &sets, &pods, &claims, &key, &mut pending).await {
+            Ok(()) => queue.forget(&key),
+            Err(e) => {
+                tracing::debug!(statefulset = %key, error = %e, "stateful set sync failed; retrying");
+                queue.add_rate_limited(key);
+            }
         }
     }
 }

@@ -3,6 +3,8 @@
 //! informers, feeders, resyncs and loops alike — so nothing outlives the leadership
 //! term, agent or server that started it (upstream's contexts; linkerd's drain).
 
+pub mod queue;
+
 use std::future::Future;
 use std::sync::Mutex;
 use tokio::task::{AbortHandle, JoinSet};

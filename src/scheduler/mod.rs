@@ -12,7 +12,7 @@ pub mod preemption;
 use crate::client::watch::{key_of, object_path};
 use crate::controllers::Context;
 use crate::controllers::events;
-use crate::controllers::queue::WorkQueue;
+use crate::runtime::queue::WorkQueue;
 use cache::Cache;
 use interpod::Prepared;
 use plugins::{NodeInfo, Verdict};
