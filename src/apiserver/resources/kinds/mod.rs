@@ -6,6 +6,7 @@
 
 mod job;
 mod namespace;
+mod node;
 mod pod;
 mod service;
 
@@ -104,7 +105,7 @@ pub fn of(res: &Resource) -> &'static dyn Strategy {
         ("batch", "jobs") => &job::Job,
         ("", "events") | ("events.k8s.io", "events") => &EVENT_FIELDS,
         ("", "secrets") => &Fields(&["type"]),
-        ("", "nodes") => &Fields(&["spec.unschedulable"]),
+        ("", "nodes") => &node::Node,
         ("", "replicationcontrollers") | ("apps", "replicasets") => &Fields(&["status.replicas"]),
         _ => &Plain,
     }
@@ -148,6 +149,22 @@ mod tests {
             of(&registry::CONFIGMAPS).grace_period(&bound, &json!({})),
             0
         );
+    }
+
+    #[test]
+    fn a_node_is_registered_with_its_status() {
+        let node = of(&registry::NODES);
+        let sent = json!({"spec": {"configSource": {"x": 1}},
+            "status": {"nodeInfo": {"kubeletVersion": "v1"}, "config": {"active": {}}}});
+        let mut created = sent.clone();
+        node.prepare_for_create(&mut created);
+        assert!(created["spec"].get("configSource").is_none());
+        let status = node.initial_status(&created);
+        assert_eq!(status["nodeInfo"]["kubeletVersion"], "v1");
+        assert!(status.get("config").is_none());
+        assert_eq!(node.initial_status(&json!({})), json!({}));
+        // other kinds start empty: their controllers write status
+        assert_eq!(of(&registry::DEPLOYMENTS).initial_status(&sent), json!({}));
     }
 
     #[test]
