@@ -285,3 +285,36 @@ fn anyhow_only_at_the_command_line_edge() {
     // the check sees what it looks for
     assert!(code("fn f() -> anyhow::Result<()> {}").contains("anyhow"));
 }
+
+/// The generic verbs' files: per-kind behaviour belongs to a kind's strategy
+/// (`apiserver/resources/kinds/`) or an admission plugin, never here.
+const GENERIC_VERBS: &[&str] = &[
+    "apiserver/resources/create.rs",
+    "apiserver/resources/write.rs",
+    "apiserver/resources/delete.rs",
+    "apiserver/resources/list.rs",
+    "apiserver/resources/watch.rs",
+    "apiserver/resources/object.rs",
+    "apiserver/watchcache.rs",
+];
+
+#[test]
+fn generic_verbs_name_no_kind() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let names_a_kind = |code: &str| {
+        ["kind ==", "kind !=", "plural ==", "plural !="]
+            .iter()
+            .any(|p| code.contains(&format!("{p} \"")))
+    };
+    for file in GENERIC_VERBS {
+        let text = std::fs::read_to_string(root.join(file)).unwrap();
+        assert!(
+            !names_a_kind(&code(&text)),
+            "{file} branches on a kind name: give the kind a Strategy instead"
+        );
+    }
+    assert!(
+        names_a_kind("if res.kind == \"Pod\" {}"),
+        "the check sees a branch"
+    );
+}
