@@ -1,9 +1,9 @@
 //! Build-time facts: the build date for `/version`, and the OpenAPI v3 documents of
 //! every built-in group version (generated from k8s-openapi's schemas for the kinds in
-//! `src/api/registry.rs`, with the patch merge keys of `src/api/merge_keys.rs`).
+//! `src/api/registry/`, with the patch merge keys of `src/api/merge_keys.rs`).
 
 #[allow(dead_code)]
-#[path = "src/api/registry.rs"]
+#[path = "src/api/registry/mod.rs"]
 mod registry;
 
 #[allow(dead_code)]
@@ -20,7 +20,7 @@ use std::fmt::Write as _;
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
-    println!("cargo:rerun-if-changed=src/api/registry.rs");
+    println!("cargo:rerun-if-changed=src/api/registry");
     println!("cargo:rerun-if-changed=src/api/merge_keys.rs");
     println!("cargo:rerun-if-changed=src/api/civil.rs");
     build_date();
