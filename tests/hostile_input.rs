@@ -232,3 +232,37 @@ fn impersonation_is_refused_not_ignored() {
         "{body}"
     );
 }
+
+/// What a client puts in a list's or watch's query reaches the watch cache first:
+/// malformed versions and limits are refused as before, a version from the future
+/// does not hold the request for ever, and the server keeps answering.
+#[test]
+fn malformed_list_and_watch_parameters_are_refused_and_nothing_hangs() {
+    let server = SkuaServer::start();
+    let base = "/api/v1/namespaces/default/configmaps";
+    for query in [
+        "resourceVersion=abc",
+        "resourceVersion=-1&resourceVersionMatch=Exact",
+        "limit=-1",
+        "limit=abc",
+        "continue=!!!",
+        "watch=1&resourceVersion=abc",
+        "watch=1&timeoutSeconds=abc",
+    ] {
+        let (code, body) = admin_request(&server, "GET", &format!("{base}?{query}"), None);
+        assert_eq!(code, 400, "{query}: {body}");
+        assert!(body.contains("\"kind\":\"Status\""), "{query}: {body}");
+    }
+    // a version far ahead: the cache waits a bounded time, then the datastore answers
+    let t = std::time::Instant::now();
+    let (code, body) = admin_request(
+        &server,
+        "GET",
+        &format!("{base}?resourceVersion=999999999999"),
+        None,
+    );
+    assert!(code == 200 || code == 504, "{code}: {body}");
+    assert!(t.elapsed() < std::time::Duration::from_secs(10));
+    let (code, _) = admin_request(&server, "GET", base, None);
+    assert_eq!(code, 200, "the server still lists");
+}

@@ -284,6 +284,14 @@ pub async fn list(
     render: Render,
 ) -> Result<http::Response<Body>, ApiStatus> {
     let selection = Selection::from_query(res, query)?;
+    if let Some(rv) = param(query, "resourceVersion") {
+        // as upstream: a version that is not one is refused, whichever path serves
+        if rv.parse::<Revision>().map_or(true, |r| r < 0) {
+            return Err(ApiStatus::bad_request(format!(
+                "invalid resourceVersion {rv:?}: it must be a resourceVersion the server returned"
+            )));
+        }
+    }
     let cached = from_cache(ctx, res, namespace, &selection, query).await;
     let (items, revision, next, remaining) = match cached {
         Some(page) if render.kind.is_none() => {
