@@ -11,24 +11,10 @@ fn obj_mut<'a>(v: &'a mut Value, key: &str) -> Option<&'a mut Map<String, Value>
     v.get_mut(key).and_then(Value::as_object_mut)
 }
 
-/// Sets `key` unless it is set. As upstream's defaulting (`if x == "" { … }`), an
-/// empty string is unset: a client may send Go's zero value explicitly.
 fn default(map: &mut Map<String, Value>, key: &str, value: Value) {
-    if map
-        .get(key)
-        .is_none_or(|v| v.is_null() || v.as_str() == Some(""))
-    {
+    if map.get(key).is_none_or(Value::is_null) {
         map.insert(key.to_string(), value);
     }
-}
-
-/// [`default`] for Go value-type numbers whose zero upstream defaults (`if x == 0`):
-/// a probe's `timeoutSeconds: 0` is one second, not none.
-fn default_nonzero(map: &mut Map<String, Value>, key: &str, value: Value) {
-    if map.get(key).and_then(Value::as_i64) == Some(0) {
-        map.remove(key);
-    }
-    default(map, key, value);
 }
 
 fn each_mut(v: Option<&mut Value>, mut f: impl FnMut(&mut Value)) {
@@ -39,10 +25,10 @@ fn each_mut(v: Option<&mut Value>, mut f: impl FnMut(&mut Value)) {
 
 fn probe(p: &mut Value) {
     if let Some(m) = p.as_object_mut() {
-        default_nonzero(m, "timeoutSeconds", json!(1));
-        default_nonzero(m, "periodSeconds", json!(10));
-        default_nonzero(m, "successThreshold", json!(1));
-        default_nonzero(m, "failureThreshold", json!(3));
+        default(m, "timeoutSeconds", json!(1));
+        default(m, "periodSeconds", json!(10));
+        default(m, "successThreshold", json!(1));
+        default(m, "failureThreshold", json!(3));
     }
     if let Some(h) = p.get_mut("httpGet").and_then(Value::as_object_mut) {
         default(h, "scheme", json!("HTTP"));
@@ -369,7 +355,7 @@ pub fn apply(kind: &str, obj: &mut Value) {
                 if let Some(p) = p.as_object_mut() {
                     default(p, "protocol", json!("TCP"));
                     if let Some(port) = port {
-                        default_nonzero(p, "targetPort", port);
+                        default(p, "targetPort", port);
                     }
                 }
             });
@@ -445,40 +431,6 @@ mod tests {
             "HTTP"
         );
         assert_eq!(qos_class(&p), "BestEffort");
-        // Go's zero values sent explicitly are defaulted as upstream defaults them;
-        // a pointer field's zero (terminationGracePeriodSeconds: 0) is a value
-        let mut z = json!({"spec": {"restartPolicy": "", "terminationGracePeriodSeconds": 0,
-            "containers": [{"name": "a", "image": "nginx", "imagePullPolicy": "",
-                "terminationMessagePath": "",
-                "livenessProbe": {"tcpSocket": {"port": 80}, "timeoutSeconds": 0,
-                                  "periodSeconds": 0, "successThreshold": 0,
-                                  "failureThreshold": 0, "initialDelaySeconds": 0}}]}});
-        apply("Pod", &mut z);
-        let s = &z["spec"];
-        assert_eq!(s["restartPolicy"], "Always");
-        assert_eq!(s["terminationGracePeriodSeconds"], 0);
-        let c = &s["containers"][0];
-        assert_eq!(c["imagePullPolicy"], "Always");
-        assert_eq!(c["terminationMessagePath"], "/dev/termination-log");
-        let probe = &c["livenessProbe"];
-        assert_eq!(
-            (&probe["timeoutSeconds"], &probe["periodSeconds"]),
-            (&json!(1), &json!(10))
-        );
-        assert_eq!(
-            (&probe["successThreshold"], &probe["failureThreshold"]),
-            (&json!(1), &json!(3))
-        );
-        assert_eq!(probe["initialDelaySeconds"], 0);
-        let mut svc = json!({"spec": {"type": "", "sessionAffinity": "",
-            "ports": [{"port": 80, "targetPort": 0, "protocol": ""}]}});
-        apply("Service", &mut svc);
-        assert_eq!(svc["spec"]["type"], "ClusterIP");
-        assert_eq!(svc["spec"]["sessionAffinity"], "None");
-        assert_eq!(
-            svc["spec"]["ports"][0],
-            json!({"port": 80, "targetPort": 80, "protocol": "TCP"})
-        );
         let g = json!({"spec": {"containers": [{"resources": {"limits": {"cpu": "1", "memory": "1Gi"}}}]}});
         assert_eq!(qos_class(&g), "Guaranteed");
         let b = json!({"spec": {"containers": [{"resources": {"requests": {"cpu": "1"}}}]}});
