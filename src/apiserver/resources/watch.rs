@@ -118,8 +118,9 @@ pub async fn watch(
             _ => {}
         }
     }
-    let (since, source) = match cached {
-        Some((revision, rx, cache)) => (revision, Source::Cache(rx, cache)),
+    let (tx, body) = mpsc::channel::<Bytes>(64);
+    let (since, mut source) = match cached {
+        Some((revision, rx, cache)) => (revision, Some(Live::Cache(rx, cache))),
         None => {
             let since = match since {
                 Some(n) => n,
@@ -130,19 +131,15 @@ pub async fn watch(
                     revision
                 }
             };
-            (since, Source::Store(since))
+            let live = match ctx.store.watch(&key_prefix, since).await {
+                Ok(w) => Some(Live::Store(w)),
+                Err(e) => {
+                    let _ = tx.try_send(error_line(&store_error(e)));
+                    None
+                }
+            };
+            (since, live)
         }
-    };
-    let (tx, rx) = mpsc::channel::<Bytes>(64);
-    let mut source = match source {
-        Source::Store(since) => match ctx.store.watch(&key_prefix, since).await {
-            Ok(w) => Some(Live::Store(w)),
-            Err(e) => {
-                let _ = tx.try_send(error_line(&store_error(e)));
-                None
-            }
-        },
-        Source::Cache(rx, cache) => Some(Live::Cache(rx, cache)),
     };
     let gauge = WatchGauge::open(&ctx, res);
     tokio::spawn(async move {
@@ -196,22 +193,13 @@ pub async fn watch(
             }
         }
     });
-    let mut resp = Response::new(ChannelBody::new(rx).boxed());
+    let mut resp = Response::new(ChannelBody::new(body).boxed());
     *resp.status_mut() = StatusCode::OK;
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         header::HeaderValue::from_static("application/json"),
     );
     Ok(resp)
-}
-
-/// Where a watch starts: a datastore watch from a revision, or the watch cache.
-enum Source {
-    Store(Revision),
-    Cache(
-        mpsc::Receiver<crate::apiserver::watchcache::Msg>,
-        Arc<crate::apiserver::watchcache::Cache>,
-    ),
 }
 
 /// A running watch's changes.
