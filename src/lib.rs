@@ -26,3 +26,4 @@ pub mod scheduler;
 pub mod server;
 pub mod sim;
 pub mod store;
+pub mod util;

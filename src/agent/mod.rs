@@ -280,7 +280,7 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
         ))
     };
     // one copy of the endpoint slices for the proxy and cluster DNS
-    let slices = crate::client::watch::Informer::start(
+    let slices = crate::runtime::informer::Informer::start(
         client.clone(),
         &crate::api::registry::ENDPOINTSLICES,
         None,

@@ -136,10 +136,7 @@ fn selects_node(selector: Option<&str>, node: &str) -> bool {
     })
 }
 
-/// The identity agents run their network functions under (k3s' `system:k3s-controller`):
-/// NetworkPolicy needs every pod's labels and address, and the namespaces' labels,
-/// which a node credential must not give.
-pub const AGENT_CONTROLLER_USER: &str = "system:skua-controller";
+pub use crate::api::users::AGENT_CONTROLLER_USER;
 
 /// What [`AGENT_CONTROLLER_USER`] may do: read nodes, namespaces, pods and
 /// NetworkPolicies, as k3s' `system:k3s-controller` ClusterRole.

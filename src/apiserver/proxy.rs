@@ -241,14 +241,14 @@ pub async fn stream<B>(
     sub: &str,
     req: &mut http::Request<B>,
 ) -> Result<http::Response<Body>, ApiStatus> {
-    use crate::client::upgrade;
+    use crate::net::upgrade;
     let name = pod["metadata"]["name"].as_str().unwrap_or("");
     let ns = pod["metadata"]["namespace"].as_str().unwrap_or("");
     if !upgrade::is_upgrade(req.headers()) {
         return Err(ApiStatus::bad_request("Upgrade request required"));
     }
     let query = req.uri().query().unwrap_or("").to_string();
-    let values = |k: &str| crate::kubelet::stream::all(&query, k);
+    let values = |k: &str| crate::util::url::values(&query, k);
     let flag = |k: &str| values(k).iter().any(|v| matches!(v.as_str(), "1" | "true"));
     let phase = pod["status"]["phase"].as_str().unwrap_or("Pending");
     let path = if sub == "portforward" {
@@ -259,7 +259,7 @@ pub async fn stream<B>(
         }
         let ports: Vec<String> = values("ports")
             .iter()
-            .map(|p| format!("ports={}", crate::client::watch::urlencode(p)))
+            .map(|p| format!("ports={}", crate::util::url::encode(p)))
             .collect();
         format!(
             "/portForward/{ns}/{name}{}{}",
@@ -282,7 +282,7 @@ pub async fn stream<B>(
                 ));
             }
             for c in commands {
-                params.push(format!("command={}", crate::client::watch::urlencode(&c)));
+                params.push(format!("command={}", crate::util::url::encode(&c)));
             }
         }
         for (theirs, ours) in [
@@ -354,7 +354,7 @@ pub async fn pod_log(
         "limitBytes",
     ] {
         if let Some(v) = q(key) {
-            forward.push(format!("{key}={}", crate::client::watch::urlencode(v)));
+            forward.push(format!("{key}={}", crate::util::url::encode(v)));
         }
     }
     let path = format!(

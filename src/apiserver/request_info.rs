@@ -44,7 +44,7 @@ pub fn query_pairs(query: &str) -> Vec<(String, String)> {
 }
 
 fn percent_decode(s: &str) -> String {
-    crate::client::watch::urldecode(s)
+    crate::util::url::decode(s)
 }
 
 impl RequestInfo {

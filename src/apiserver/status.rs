@@ -1,5 +1,6 @@
-//! Response bodies: Kubernetes `Status` errors (metav1.Status), JSON and text bodies,
-//! and the streaming body that watches write to.
+//! Response bodies: Kubernetes `Status` errors (metav1.Status), JSON and text bodies.
+
+pub use crate::util::body::ChannelBody;
 
 use bytes::Bytes;
 use http::{Response, StatusCode, header};
@@ -7,8 +8,6 @@ use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use serde_json::{Value, json};
 use std::convert::Infallible;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 
 /// The body type of every response.
 pub type Body = BoxBody<Bytes, Infallible>;
@@ -135,30 +134,4 @@ pub fn text(code: StatusCode, body: &'static str) -> Response<Body> {
         header::HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     resp
-}
-
-/// A body fed chunk by chunk from a channel (watch streams); it ends when the sender
-/// is dropped, and the sender learns the client left when sending fails.
-pub struct ChannelBody {
-    rx: tokio::sync::mpsc::Receiver<Bytes>,
-}
-
-impl ChannelBody {
-    pub fn new(rx: tokio::sync::mpsc::Receiver<Bytes>) -> Self {
-        ChannelBody { rx }
-    }
-}
-
-impl http_body::Body for ChannelBody {
-    type Data = Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
-        self.rx
-            .poll_recv(cx)
-            .map(|chunk| chunk.map(|b| Ok(http_body::Frame::data(b))))
-    }
 }

@@ -4,8 +4,8 @@
 //! p99 latency during the run (from the server's own `/metrics`), and the server's peak
 //! resident memory.
 
-use crate::client::watch::Informer;
 use crate::client::{ApiClient, Remote};
+use crate::runtime::informer::Informer;
 use clap::Args;
 use serde_json::json;
 use std::path::Path;

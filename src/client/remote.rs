@@ -117,8 +117,11 @@ impl Remote {
         tokio::spawn(conn);
         Ok(send)
     }
+}
 
-    pub(super) async fn send(
+#[async_trait::async_trait]
+impl super::Transport for Remote {
+    async fn send(
         &self,
         req: Request<Full<Bytes>>,
     ) -> Result<http::Response<ResponseBody>, ClientError> {

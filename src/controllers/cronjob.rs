@@ -4,10 +4,11 @@
 //! jobs side by side, Forbid skips a run while one is active, Replace deletes the
 //! active one first; finished jobs beyond the history limits are deleted.
 
-use super::{Context, controller_of, controller_ref, events};
+use super::{Context, controller_of, controller_ref};
 use crate::api::cron::{Schedule, Zone};
 use crate::api::meta::{now_secs, parse_rfc3339, rfc3339};
-use crate::client::watch::{Informer, object_path};
+use crate::client::watch::object_path;
+use crate::runtime::informer::Informer;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
@@ -178,18 +179,18 @@ async fn sync(
         let mut me = (**cj).clone();
         me["kind"] = json!("CronJob");
         me["apiVersion"] = json!("batch/v1");
-        events::record(
-            &cx.client,
-            &me,
-            false,
-            "SuccessfulCreate",
-            &format!(
-                "Created job {}",
-                j["metadata"]["name"].as_str().unwrap_or("")
-            ),
-            "cronjob-controller",
-        )
-        .await;
+        cx.events
+            .record(
+                &me,
+                false,
+                "SuccessfulCreate",
+                &format!(
+                    "Created job {}",
+                    j["metadata"]["name"].as_str().unwrap_or("")
+                ),
+                "cronjob-controller",
+            )
+            .await;
     }
     let last_success = owned
         .iter()

@@ -6,12 +6,13 @@
 
 use super::deployment::template_hash;
 use super::replicaset::{active, available, feed};
-use super::{Context, controller_ref, events, revisions};
+use super::{Context, controller_ref, revisions};
 use crate::api::meta::now_secs;
+use crate::api::scheduling::{NodeInfo, Verdict, filter};
 use crate::client::ClientError;
-use crate::client::watch::{Informer, key_of, object_path};
+use crate::client::watch::{key_of, object_path};
+use crate::runtime::informer::Informer;
 use crate::runtime::queue::{Unseen, WorkQueue};
-use crate::scheduler::plugins::{NodeInfo, Verdict, filter};
 use serde_json::{Value, json};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -23,8 +24,7 @@ const COMPONENT: &str = "daemonset-controller";
 
 fn deleted(cx: &Context, ds: &Value, pod: &Value) {
     let name = pod["metadata"]["name"].as_str().unwrap_or("");
-    events::emit(
-        &cx.client,
+    cx.events.emit(
         ds,
         false,
         "SuccessfulDelete",
@@ -60,17 +60,8 @@ pub async fn run(cx: Arc<Context>) {
     let mut pending = Unseen::default();
     loop {
         let key = queue.next().await;
-        match sync(&cx, &sets, &pods, &nodes, &key, &mut pending).await {
-            Ok(Some(again)) => {
-                queue.forget(&key);
-                queue.add_after(key, again);
-            }
-            Ok(None) => queue.forget(&key),
-            Err(e) => {
-                tracing::debug!(daemonset = %key, error = %e, "daemon set sync failed; retrying");
-                queue.add_rate_limited(key);
-            }
-        }
+        let outcome = sync(&cx, &sets, &pods, &nodes, &key, &mut pending).await;
+        crate::runtime::controller::settle("daemonset", &queue, key, outcome);
     }
 }
 
@@ -258,8 +249,7 @@ async fn sync(
             .await?;
         if let Some(n) = made["metadata"]["name"].as_str() {
             pending.created(key, n);
-            events::emit(
-                &cx.client,
+            cx.events.emit(
                 &ds,
                 false,
                 "SuccessfulCreate",

@@ -10,7 +10,8 @@ use super::replicaset::selects;
 use super::{Context, controller_of, controller_ref};
 use crate::api::meta::{now_rfc3339, now_secs, parse_rfc3339};
 use crate::client::ClientError;
-use crate::client::watch::{Informer, object_path};
+use crate::client::watch::object_path;
+use crate::runtime::informer::Informer;
 use crate::runtime::queue::WorkQueue;
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -31,17 +32,8 @@ pub async fn run(cx: Arc<Context>) {
     super::resync(&cx, &deps, &queue, Duration::from_secs(30));
     loop {
         let key = queue.next().await;
-        match sync(&cx, &deps, &rss, &pods, &key).await {
-            Ok(Some(again)) => {
-                queue.forget(&key);
-                queue.add_after(key, again);
-            }
-            Ok(None) => queue.forget(&key),
-            Err(e) => {
-                tracing::debug!(deployment = %key, error = %e, "deployment sync failed; retrying");
-                queue.add_rate_limited(key);
-            }
-        }
+        let outcome = sync(&cx, &deps, &rss, &pods, &key).await;
+        crate::runtime::controller::settle("deployment", &queue, key, outcome);
     }
 }
 
@@ -173,15 +165,15 @@ async fn scale(
             "Scaled {verb} replica set {} from {from} to {to}",
             rs["metadata"]["name"].as_str().unwrap_or("")
         );
-        super::events::record(
-            &cx.client,
-            &me,
-            false,
-            "ScalingReplicaSet",
-            &message,
-            "deployment-controller",
-        )
-        .await;
+        cx.events
+            .record(
+                &me,
+                false,
+                "ScalingReplicaSet",
+                &message,
+                "deployment-controller",
+            )
+            .await;
     }
     Ok(())
 }

@@ -89,9 +89,9 @@ fn resolve(port: &Value, pod: &Value) -> Option<i64> {
 async fn sync(
     cx: &Context,
     svc: &Value,
-    pods: &crate::client::watch::Informer,
-    endpoints: &crate::client::watch::Informer,
-    slices: &crate::client::watch::Informer,
+    pods: &crate::runtime::informer::Informer,
+    endpoints: &crate::runtime::informer::Informer,
+    slices: &crate::runtime::informer::Informer,
 ) -> Result<(), crate::client::ClientError> {
     let Some(selector) = svc["spec"]["selector"]
         .as_object()

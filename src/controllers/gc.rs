@@ -15,7 +15,8 @@
 
 use super::Context;
 use crate::api::registry::{self, Resource};
-use crate::client::watch::{Informer, key_of, object_path};
+use crate::client::watch::{key_of, object_path};
+use crate::runtime::informer::Informer;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;

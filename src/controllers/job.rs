@@ -6,10 +6,11 @@
 //! deletes finished jobs `ttlSecondsAfterFinished` later.
 
 use super::replicaset::{active, feed};
-use super::{Context, controller_ref, events};
+use super::{Context, controller_ref};
 use crate::api::meta::{now_rfc3339, now_secs, parse_rfc3339};
 use crate::client::ClientError;
-use crate::client::watch::{Informer, object_path};
+use crate::client::watch::object_path;
+use crate::runtime::informer::Informer;
 use crate::runtime::queue::{Unseen, WorkQueue};
 use serde_json::{Value, json};
 use std::collections::{BTreeSet, HashSet};
@@ -33,17 +34,8 @@ pub async fn run(cx: Arc<Context>) {
     let mut pending = Unseen::default();
     loop {
         let key = queue.next().await;
-        match sync(&cx, &jobs, &pods, &key, &mut pending).await {
-            Ok(Some(again)) => {
-                queue.forget(&key);
-                queue.add_after(key, again);
-            }
-            Ok(None) => queue.forget(&key),
-            Err(e) => {
-                tracing::debug!(job = %key, error = %e, "job sync failed; retrying");
-                queue.add_rate_limited(key);
-            }
-        }
+        let outcome = sync(&cx, &jobs, &pods, &key, &mut pending).await;
+        crate::runtime::controller::settle("job", &queue, key, outcome);
     }
 }
 
@@ -177,8 +169,7 @@ async fn sync(
             );
             cx.client.delete(&path, &json!({})).await?;
             let pod_name = p["metadata"]["name"].as_str().unwrap_or("");
-            events::emit(
-                &cx.client,
+            cx.events.emit(
                 &job,
                 false,
                 "SuccessfulDelete",
@@ -229,8 +220,7 @@ async fn sync(
                     .await?;
                 if let Some(n) = made["metadata"]["name"].as_str() {
                     pending.created(key, n);
-                    events::emit(
-                        &cx.client,
+                    cx.events.emit(
                         &job,
                         false,
                         "SuccessfulCreate",
@@ -284,19 +274,14 @@ async fn sync(
             Some("Reached expected number of succeeded pods"),
         );
         status["completionTime"] = json!(now_text);
-        events::emit(
-            &cx.client,
-            &job,
-            false,
-            "Completed",
-            "Job completed".into(),
-            COMPONENT,
-        );
+        cx.events
+            .emit(&job, false, "Completed", "Job completed".into(), COMPONENT);
     } else if let Some((reason, message)) = fail_reason {
         if running.is_empty() {
             add("FailureTarget", Some(reason), Some(message));
             add("Failed", Some(reason), Some(message));
-            events::emit(&cx.client, &job, true, reason, message.into(), COMPONENT);
+            cx.events
+                .emit(&job, true, reason, message.into(), COMPONENT);
         }
     } else if suspended && !condition(&job, "Suspended") {
         add("Suspended", Some("JobSuspended"), Some("Job suspended"));

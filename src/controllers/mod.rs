@@ -12,7 +12,6 @@ pub mod endpoints;
 pub mod events;
 pub mod gc;
 pub mod job;
-pub mod leader;
 pub mod namespace;
 pub mod nodeipam;
 pub mod nodelifecycle;
@@ -24,70 +23,11 @@ pub mod serviceaccount;
 pub mod servicelb;
 pub mod statefulset;
 
-use crate::api::registry::{self, Resource};
-use crate::apiserver::ApiContext;
+use crate::api::registry;
 use crate::client::ApiClient;
-use crate::client::watch::Informer;
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-
-/// What every control loop shares: the client and the informers.
-pub struct Context {
-    pub client: ApiClient,
-    informers: Mutex<HashMap<(&'static str, &'static str), Arc<Informer>>>,
-    /// Every task of this leadership term: the loops, their feeders and resyncs, and
-    /// the informers. [`Context::stop`] (or dropping the context) ends them all.
-    tasks: crate::runtime::Tasks,
-}
-
-impl Context {
-    pub fn new(client: ApiClient) -> Arc<Context> {
-        Arc::new(Context {
-            client,
-            informers: Mutex::new(HashMap::new()),
-            tasks: crate::runtime::Tasks::new(),
-        })
-    }
-
-    /// An informer of what `field_selector` selects of `group`/`plural`, for one loop
-    /// alone (not shared), owned by this term.
-    pub fn selected_informer(
-        &self,
-        res: &'static Resource,
-        field_selector: String,
-    ) -> Arc<Informer> {
-        let (informer, follow) =
-            Informer::following(self.client.clone(), res, Some(field_selector));
-        self.tasks.spawn(follow);
-        informer
-    }
-
-    /// Runs `fut` as a task of this term.
-    pub fn spawn(&self, fut: impl std::future::Future<Output = ()> + Send + 'static) {
-        self.tasks.spawn(fut);
-    }
-
-    /// Ends the term: every loop and informer stops.
-    pub fn stop(&self) {
-        self.tasks.stop();
-        self.informers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
-    }
-
-    /// The shared informer of a resource (started on first use).
-    pub fn informer(&self, res: &'static Resource) -> Arc<Informer> {
-        let mut map = self.informers.lock().unwrap_or_else(|e| e.into_inner());
-        map.entry((res.group, res.plural))
-            .or_insert_with(|| {
-                let (informer, follow) = Informer::following(self.client.clone(), res, None);
-                self.tasks.spawn(follow);
-                informer
-            })
-            .clone()
-    }
-}
+pub use crate::runtime::Context;
+pub use crate::runtime::controller::{next_pass, resync};
+use std::sync::Arc;
 
 /// What the control loops need from the server's configuration.
 #[derive(Clone, Debug)]
@@ -108,16 +48,20 @@ pub struct Settings {
     pub servicelb: bool,
 }
 
-/// Starts the control loops under leader election; they stop when the returned task
-/// is aborted.
+/// A loop the assembly adds to each term (the scheduler), sharing its informers.
+pub type Loop = fn(Arc<Context>) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// Starts the control loops (and `others`) under leader election, calling the API
+/// through `client`; they stop when the returned task is aborted.
 ///
 /// `instance` names this server stably across restarts (its data directory), so a
 /// server restarted after a crash takes its own lease back at once instead of waiting
 /// for it to expire.
 pub fn start(
-    api: Arc<ApiContext>,
+    client: ApiClient,
     instance: &str,
     settings: Settings,
+    others: Vec<Loop>,
 ) -> tokio::task::JoinHandle<()> {
     let digest = ring::digest::digest(&ring::digest::SHA256, instance.as_bytes());
     let id: String = digest.as_ref()[..6]
@@ -126,12 +70,7 @@ pub fn start(
         .collect();
     let identity = format!("{}_{id}", hostname());
     tokio::spawn(async move {
-        let client = ApiClient::local(
-            api,
-            "system:kube-controller-manager",
-            "skua-controller-manager",
-        );
-        let election = leader::Election {
+        let election = crate::runtime::leader::Election {
             name: "skua-controller-manager".into(),
             identity,
             duration_secs: 15,
@@ -150,7 +89,9 @@ pub fn start(
             ));
             loops.spawn(deployment::run(cx.clone()));
             loops.spawn(gc::run(cx.clone()));
-            loops.spawn(crate::scheduler::run(cx.clone()));
+            for other in &others {
+                loops.spawn(other(cx.clone()));
+            }
             loops.spawn(serviceaccount::run(cx.clone(), settings.root_ca.clone()));
             loops.spawn(job::run(cx.clone()));
             loops.spawn(resourcequota::run(cx.clone()));
@@ -193,40 +134,6 @@ fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "skua".into())
-}
-
-/// Queues every object of `informer` now and every `period` (level-triggered: a lost
-/// event costs at most one period).
-pub fn resync(
-    cx: &Context,
-    informer: &Arc<Informer>,
-    queue: &crate::runtime::queue::WorkQueue,
-    period: std::time::Duration,
-) {
-    let (informer, queue) = (informer.clone(), queue.clone());
-    cx.spawn(async move {
-        loop {
-            for o in informer.list(None) {
-                queue.add(crate::client::watch::key_of(&o));
-            }
-            tokio::time::sleep(period).await;
-        }
-    });
-}
-
-/// Waits for the next pass of a loop that looks at everything each time: a change on
-/// either informer (a burst settles into one pass) or 30 s.
-pub async fn next_pass(
-    a: &mut tokio::sync::mpsc::UnboundedReceiver<crate::client::watch::Change>,
-    b: &mut tokio::sync::mpsc::UnboundedReceiver<crate::client::watch::Change>,
-) {
-    tokio::select! {
-        Some(_) = a.recv() => {}
-        Some(_) = b.recv() => {}
-        _ = tokio::time::sleep(std::time::Duration::from_secs(30)) => {}
-    }
-    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    while a.try_recv().is_ok() || b.try_recv().is_ok() {}
 }
 
 /// The owner reference of `obj` that is its controller, if any.

@@ -11,8 +11,9 @@
 use super::Context;
 use crate::api::meta::now_rfc3339;
 use crate::api::registry::RESOURCES;
-use crate::client::watch::{Informer, collection_path};
+use crate::client::watch::collection_path;
 use crate::client::{ApiClient, ClientError};
+use crate::runtime::informer::Informer;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -51,8 +51,7 @@ pub async fn run(cx: Arc<Context>, cluster_cidr: crate::config::Ipv4Net) {
                 if told.insert(name.to_string()) {
                     tracing::warn!(node = name, %cluster_cidr, "no pod range left for this node; widen --cluster-cidr");
                     // the informer's copy already names its kind and apiVersion
-                    super::events::emit(
-                        &cx.client,
+                    cx.events.emit(
                         node,
                         false,
                         "CIDRNotAvailable",
@@ -82,7 +81,7 @@ pub async fn run(cx: Arc<Context>, cluster_cidr: crate::config::Ipv4Net) {
         // wait for a change that asks for work (a node without a range, or a range
         // freed while a node waits for one): a pass reads every node, and in a big
         // cluster nodes change all the time
-        let wants = |c: &crate::client::watch::Change| match &c.new {
+        let wants = |c: &crate::runtime::informer::Change| match &c.new {
             Some(n) => n["spec"]["podCIDR"].as_str().is_none_or(str::is_empty),
             None => !told.is_empty(),
         };

@@ -12,9 +12,9 @@
 //!   deleted when that time is up — so their controllers replace them elsewhere.
 
 use super::Context;
-use super::events;
 use crate::api::meta::{now_rfc3339, now_secs, parse_rfc3339};
-use crate::client::watch::{Informer, object_path};
+use crate::client::watch::object_path;
+use crate::runtime::informer::Informer;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
@@ -239,15 +239,15 @@ async fn pass(
                 let mut p = (*pod).clone();
                 p["kind"] = json!("Pod");
                 p["apiVersion"] = json!("v1");
-                events::record(
-                    &cx.client,
-                    &p,
-                    false,
-                    "TaintManagerEviction",
-                    &format!("Marking for deletion Pod {}/{pod_name}", ns.unwrap_or("")),
-                    "taint-eviction-controller",
-                )
-                .await;
+                cx.events
+                    .record(
+                        &p,
+                        false,
+                        "TaintManagerEviction",
+                        &format!("Marking for deletion Pod {}/{pod_name}", ns.unwrap_or("")),
+                        "taint-eviction-controller",
+                    )
+                    .await;
                 cx.client.delete(&path, &json!({})).await?;
             }
         }

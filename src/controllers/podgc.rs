@@ -8,7 +8,8 @@
 //!   finished pods cannot fill the datastore.
 
 use super::Context;
-use crate::client::watch::{Informer, key_of, object_path};
+use crate::client::watch::{key_of, object_path};
+use crate::runtime::informer::Informer;
 use serde_json::{Value, json};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;

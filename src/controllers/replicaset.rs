@@ -8,10 +8,11 @@
 //! created and deleted ("expectations", as upstream) and does not act on a replica set
 //! again until the informer has seen those changes (or a few seconds have passed).
 
-use super::{Context, controller_of, controller_ref, events};
+use super::{Context, controller_of, controller_ref};
 use crate::api::meta::{now_secs, parse_rfc3339};
 use crate::api::selector::LabelSelector;
-use crate::client::watch::{Informer, key_of, object_path};
+use crate::client::watch::{key_of, object_path};
+use crate::runtime::informer::Informer;
 use crate::runtime::queue::WorkQueue;
 use serde_json::{Value, json};
 use std::collections::{HashMap, HashSet};
@@ -41,13 +42,10 @@ pub async fn run(cx: Arc<Context>, res: &'static crate::api::registry::Resource)
     let mut expectations: HashMap<String, Expectation> = HashMap::new();
     loop {
         let key = queue.next().await;
-        match sync(&cx, &rss, &pods, &key, &mut expectations, &queue).await {
-            Ok(()) => queue.forget(&key),
-            Err(e) => {
-                tracing::debug!(replicaset = %key, error = %e, "replica set sync failed; retrying");
-                queue.add_rate_limited(key);
-            }
-        }
+        let outcome = sync(&cx, &rss, &pods, &key, &mut expectations, &queue)
+            .await
+            .map(|()| None);
+        crate::runtime::controller::settle(res.plural, &queue, key, outcome);
     }
 }
 
@@ -278,8 +276,7 @@ async fn sync(
                 Ok(Ok(created)) => {
                     if let Some(n) = created["metadata"]["name"].as_str() {
                         expectation.adds.insert(n.to_string());
-                        events::emit(
-                            &cx.client,
+                        cx.events.emit(
                             &rs,
                             false,
                             "SuccessfulCreate",
@@ -289,8 +286,7 @@ async fn sync(
                     }
                 }
                 Ok(Err(e)) => {
-                    events::emit(
-                        &cx.client,
+                    cx.events.emit(
                         &rs,
                         true,
                         "FailedCreate",
@@ -318,8 +314,7 @@ async fn sync(
         expectations.insert(key.to_string(), expectation);
         while let Some(r) = tasks.join_next().await {
             match r {
-                Ok(Ok(name)) => events::emit(
-                    &cx.client,
+                Ok(Ok(name)) => cx.events.emit(
                     &rs,
                     false,
                     "SuccessfulDelete",

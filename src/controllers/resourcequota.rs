@@ -6,7 +6,8 @@
 use super::Context;
 use crate::api::quota;
 use crate::api::registry::Resource;
-use crate::client::watch::{Informer, collection_path, key_of, object_path};
+use crate::client::watch::{collection_path, key_of, object_path};
+use crate::runtime::informer::Informer;
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -5,7 +5,8 @@
 
 use super::{Context, controller_ref};
 use crate::client::ClientError;
-use crate::client::watch::{Informer, object_path};
+use crate::client::watch::object_path;
+use crate::runtime::informer::Informer;
 use serde_json::{Value, json};
 use std::collections::HashSet;
 

@@ -7,9 +7,10 @@
 
 use super::deployment::template_hash;
 use super::replicaset::{active, feed, ready};
-use super::{Context, controller_ref, events, revisions};
+use super::{Context, controller_ref, revisions};
 use crate::client::ClientError;
-use crate::client::watch::{Informer, object_path};
+use crate::client::watch::object_path;
+use crate::runtime::informer::Informer;
 use crate::runtime::queue::{Unseen, WorkQueue};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashSet};
@@ -23,8 +24,7 @@ const COMPONENT: &str = "statefulset-controller";
 fn deleted(cx: &Context, set: &Value, pod: &Value) {
     let pod = pod["metadata"]["name"].as_str().unwrap_or("");
     let name = set["metadata"]["name"].as_str().unwrap_or("");
-    events::emit(
-        &cx.client,
+    cx.events.emit(
         set,
         false,
         "SuccessfulDelete",
@@ -48,13 +48,10 @@ pub async fn run(cx: Arc<Context>) {
     let mut pending = Unseen::default();
     loop {
         let key = queue.next().await;
-        match sync(&cx, &sets, &pods, &claims, &key, &mut pending).await {
-            Ok(()) => queue.forget(&key),
-            Err(e) => {
-                tracing::debug!(statefulset = %key, error = %e, "stateful set sync failed; retrying");
-                queue.add_rate_limited(key);
-            }
-        }
+        let outcome = sync(&cx, &sets, &pods, &claims, &key, &mut pending)
+            .await
+            .map(|()| None);
+        crate::runtime::controller::settle("statefulset", &queue, key, outcome);
     }
 }
 
@@ -158,8 +155,7 @@ async fn sync(
             .create(&format!("/api/v1/namespaces/{ns}/pods"), &pod)
             .await
         {
-            Ok(_) => events::emit(
-                &cx.client,
+            Ok(_) => cx.events.emit(
                 &set,
                 false,
                 "SuccessfulCreate",
@@ -168,8 +164,7 @@ async fn sync(
             ),
             Err(e) if e.is_already_exists() => {}
             Err(e) => {
-                events::emit(
-                    &cx.client,
+                cx.events.emit(
                     &set,
                     true,
                     "FailedCreate",
@@ -325,8 +320,7 @@ async fn ensure_claims(
         {
             Ok(_) => {
                 let pod = format!("{name}-{ordinal}");
-                events::emit(
-                    &cx.client,
+                cx.events.emit(
                     set,
                     false,
                     "SuccessfulCreate",

@@ -8,8 +8,8 @@
 pub mod records;
 pub mod wire;
 
-use crate::client::watch::Informer;
 use crate::net::netlink::Links;
+use crate::runtime::informer::Informer;
 use records::{ClusterView, Resolution};
 use serde_json::Value;
 use std::net::{IpAddr, SocketAddr};

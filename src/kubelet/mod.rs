@@ -29,8 +29,8 @@ pub mod teardown;
 pub mod volumes;
 
 use crate::client::ApiClient;
-use crate::client::watch::Informer;
 use crate::cri::Cri;
+use crate::runtime::informer::Informer;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -130,6 +130,7 @@ pub struct Kubelet {
     pub settings: Settings,
     cri: Cri,
     pub client: ApiClient,
+    events: crate::runtime::events::Recorder,
     pub pods: Arc<Informer>,
     pub services: Arc<Informer>,
     /// pod uid → the worker's inbox (the newest pod object; `None` once deleted)
@@ -168,6 +169,7 @@ impl Kubelet {
         Arc::new(Kubelet {
             settings,
             cri,
+            events: crate::runtime::events::Recorder::new(client.clone()),
             client,
             pods,
             services,
@@ -203,7 +205,8 @@ impl Kubelet {
         let mut about = pod.clone();
         about["kind"] = Value::from("Pod");
         about["apiVersion"] = Value::from("v1");
-        crate::controllers::events::emit(&self.client, &about, warning, reason, message, "kubelet");
+        self.events
+            .emit(&about, warning, reason, message, "kubelet");
     }
 
     /// Runs until `stop` turns true.

@@ -11,7 +11,7 @@
 
 use super::Kubelet;
 use super::logs::{Options, render, rotated_files};
-use crate::apiserver::status::ChannelBody;
+use crate::util::body::ChannelBody;
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, combinators::BoxBody};
@@ -197,7 +197,7 @@ async fn handle(
         .filter(|p| !p.is_empty())
         .map(|p| {
             let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (k.to_string(), crate::client::watch::urldecode(v))
+            (k.to_string(), crate::util::url::decode(v))
         })
         .collect();
     let parts: Vec<&str> = path.trim_matches('/').split('/').collect();

@@ -5,7 +5,7 @@
 //! codes travel on its error channel as `NonZeroExitCode`, as upstream).
 
 use super::Kubelet;
-use crate::client::upgrade;
+use crate::net::upgrade;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, combinators::BoxBody};
@@ -25,18 +25,8 @@ fn error(code: StatusCode, message: impl Into<String>) -> Response<Body> {
     r
 }
 
-/// The values of `key` in a query, in order (`command` repeats).
-pub fn all(query: &str, key: &str) -> Vec<String> {
-    query
-        .split('&')
-        .filter_map(|p| p.split_once('='))
-        .filter(|(k, _)| *k == key)
-        .map(|(_, v)| crate::client::watch::urldecode(v))
-        .collect()
-}
-
 fn flag(query: &str, key: &str) -> bool {
-    all(query, key)
+    crate::util::url::values(query, key)
         .iter()
         .any(|v| matches!(v.as_str(), "1" | "true"))
 }
@@ -163,7 +153,7 @@ pub async fn exec_or_attach<B>(
             .await
             .map(|r| r.into_inner().url)
     } else {
-        let cmd = all(&query, "command");
+        let cmd = crate::util::url::values(&query, "command");
         if cmd.is_empty() {
             return error(
                 StatusCode::BAD_REQUEST,
@@ -214,7 +204,7 @@ pub async fn port_forward<B>(
             format!("pod {ns}/{pod} has no running sandbox"),
         );
     };
-    let ports: Vec<i32> = all(req.uri().query().unwrap_or(""), "ports")
+    let ports: Vec<i32> = crate::util::url::values(req.uri().query().unwrap_or(""), "ports")
         .iter()
         .flat_map(|p| p.split(',').map(str::to_string).collect::<Vec<_>>())
         .filter_map(|p| p.trim().parse().ok())

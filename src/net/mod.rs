@@ -5,6 +5,7 @@
 //! only ever read back the agent's own table.
 
 pub mod netlink;
+pub mod upgrade;
 
 use std::io::Write as _;
 use std::process::{Command, Stdio};

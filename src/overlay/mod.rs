@@ -11,9 +11,9 @@
 pub mod plan;
 
 use crate::client::ApiClient;
-use crate::client::watch::Informer;
 use crate::net::netlink::{Links, VxlanSpec};
 use crate::net::{NetError, Nft};
+use crate::runtime::informer::Informer;
 use plan::{Backend, Desired, Local, Net, Peer};
 use serde_json::json;
 use std::collections::BTreeSet;

@@ -162,7 +162,7 @@ pub fn agent_controller_cert(tls_dir: &Path) -> Result<(String, String), PkiErro
     let client_ca: Ca = load_or_make_ca(tls_dir, "client-ca", "skua-client-ca")?;
     leaf(
         &client_ca,
-        crate::apiserver::auth::AGENT_CONTROLLER_USER,
+        crate::api::users::AGENT_CONTROLLER_USER,
         None,
         Vec::new(),
         ExtendedKeyUsagePurpose::ClientAuth,

@@ -9,8 +9,8 @@
 pub mod rules;
 
 use crate::client::ApiClient;
-use crate::client::watch::Informer;
 use crate::net::Nft;
+use crate::runtime::informer::Informer;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -7,8 +7,8 @@
 pub mod model;
 pub mod rules;
 
-use crate::client::watch::{Change, Informer};
 use crate::net::{Conntrack, NetError, Nft};
+use crate::runtime::informer::{Change, Informer};
 use model::ServicePort;
 use rules::ServiceRules;
 use serde_json::Value;

@@ -3,7 +3,14 @@
 //! informers, feeders, resyncs and loops alike — so nothing outlives the leadership
 //! term, agent or server that started it (upstream's contexts; linkerd's drain).
 
+pub mod context;
+pub mod controller;
+pub mod events;
+pub mod informer;
+pub mod leader;
 pub mod queue;
+
+pub use context::Context;
 
 use std::future::Future;
 use std::sync::Mutex;

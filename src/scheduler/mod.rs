@@ -6,12 +6,14 @@
 
 pub mod cache;
 pub mod interpod;
-pub mod plugins;
+/// The per-node filters and scores: pure, shared with the DaemonSet controller.
+pub use crate::api::scheduling as plugins;
+#[cfg(test)]
+mod plugin_tests;
 pub mod preemption;
 
 use crate::client::watch::{key_of, object_path};
-use crate::controllers::Context;
-use crate::controllers::events;
+use crate::runtime::Context;
 use crate::runtime::queue::WorkQueue;
 use cache::Cache;
 use interpod::Prepared;
@@ -131,8 +133,7 @@ pub async fn run(cx: Arc<Context>) {
                     let _permit = permit;
                     match bind(&cx, &pod, &node).await {
                         Ok(()) => {
-                            events::emit(
-                                &cx.client,
+                            cx.events.emit(
                                 &with_kind(&pod),
                                 false,
                                 "Scheduled",
@@ -399,13 +400,7 @@ async fn mark_unschedulable(cx: &Context, pod: &Value, message: &str) {
             Some(&patch),
         )
         .await;
-    events::record(
-        &cx.client,
-        &with_kind(pod),
-        true,
-        "FailedScheduling",
-        message,
-        NAME,
-    )
-    .await;
+    cx.events
+        .record(&with_kind(pod), true, "FailedScheduling", message, NAME)
+        .await;
 }

@@ -10,7 +10,7 @@
 use super::plugins::{Facts, NodeInfo, Verdict, filter_with};
 use super::{NAME, with_kind};
 use crate::client::watch::object_path;
-use crate::controllers::{Context, events};
+use crate::runtime::Context;
 use serde_json::{Value, json};
 use std::sync::Arc;
 
@@ -134,8 +134,7 @@ pub async fn execute(cx: &Context, pod: &Value, plan: &Plan) {
                 Some(&condition),
             )
             .await;
-        events::emit(
-            &cx.client,
+        cx.events.emit(
             &with_kind(v),
             false,
             "Preempted",

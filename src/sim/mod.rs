@@ -8,8 +8,9 @@
 
 use crate::api::meta::now_rfc3339;
 use crate::client::node::{register, renew_lease};
-use crate::client::watch::{Informer, key_of};
+use crate::client::watch::key_of;
 use crate::client::{ApiClient, Remote};
+use crate::runtime::informer::Informer;
 use serde_json::{Value, json};
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;

@@ -2,6 +2,10 @@
 //! This build starts the datastore and its compactor; the API server and the rest
 //! follow in their own issues.
 
+mod in_process;
+
+pub use in_process::InProcess;
+
 use crate::apiserver;
 use crate::pki::{self, PkiOptions, kubeconfig};
 use crate::store::etcd::{EtcdOptions, EtcdStore};
@@ -258,7 +262,11 @@ pub async fn start_api(
         .display()
         .to_string();
     let controllers = crate::controllers::start(
-        ctx.clone(),
+        InProcess::client(
+            ctx.clone(),
+            "system:kube-controller-manager",
+            "skua-controller-manager",
+        ),
         &instance,
         crate::controllers::Settings {
             cluster_cidr: cfg.cluster_cidr,
@@ -269,6 +277,7 @@ pub async fn start_api(
             root_ca: pki.server_ca_cert.clone(),
             servicelb: !cfg.disable.servicelb,
         },
+        vec![|cx| Box::pin(crate::scheduler::run(cx))],
     );
     let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(apiserver::serve(
@@ -327,7 +336,7 @@ pub async fn run(cfg: ServerConfig) -> Result<(), ServerError> {
         (None, None)
     } else {
         let labeller = tokio::spawn(label_control_plane(
-            crate::client::ApiClient::local(api.ctx.clone(), "system:skua-server", "skua-server"),
+            InProcess::client(api.ctx.clone(), "system:skua-server", "skua-server"),
             crate::agent::node_name(cfg.node.as_ref().and_then(|n| n.node_name.as_deref())),
         ));
         (Some(tokio::spawn(embedded_agent(&cfg)?)), Some(labeller))
