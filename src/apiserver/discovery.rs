@@ -1,8 +1,9 @@
 //! Discovery: `/api`, `/apis`, `/api/v1`, `/apis/<group>[/<version>]`, and aggregated
 //! discovery (`apidiscovery.k8s.io` v2 and v2beta1) when the Accept header asks for it.
 
+use super::registry::Registry;
 use super::status::{Body, json, json_typed};
-use crate::api::registry::{self, Resource};
+use crate::api::registry::Resource;
 use http::{Response, StatusCode};
 use serde_json::{Value, json};
 
@@ -58,8 +59,10 @@ fn resource_entries(r: &Resource) -> Vec<Value> {
 }
 
 /// `APIResourceList` of one group version.
-pub fn resource_list(group: &str, version: &str) -> Option<Response<Body>> {
-    let resources: Vec<Value> = registry::resources_of(group, version)
+pub fn resource_list(reg: &Registry, group: &str, version: &str) -> Option<Response<Body>> {
+    let resources: Vec<Value> = reg
+        .resources_of(group, version)
+        .into_iter()
         .flat_map(resource_entries)
         .collect();
     if resources.is_empty() {
@@ -76,8 +79,9 @@ pub fn resource_list(group: &str, version: &str) -> Option<Response<Body>> {
     ))
 }
 
-fn api_group(group: &str) -> Option<Value> {
-    let versions: Vec<Value> = registry::group_versions()
+fn api_group(reg: &Registry, group: &str) -> Option<Value> {
+    let versions: Vec<Value> = reg
+        .group_versions()
         .into_iter()
         .filter(|(g, _)| *g == group)
         .map(|(g, v)| json!({"groupVersion": format!("{g}/{v}"), "version": v}))
@@ -87,17 +91,17 @@ fn api_group(group: &str) -> Option<Value> {
 }
 
 /// `/apis/<group>`.
-pub fn group(group: &str) -> Option<Response<Body>> {
-    let mut g = api_group(group)?;
+pub fn group(reg: &Registry, group: &str) -> Option<Response<Body>> {
+    let mut g = api_group(reg, group)?;
     g["kind"] = json!("APIGroup");
     g["apiVersion"] = json!("v1");
     Some(json(StatusCode::OK, &g))
 }
 
 /// `/api` (legacy core group) or its aggregated form.
-pub fn core(aggregated: Option<&str>, server_address: &str) -> Response<Body> {
+pub fn core(reg: &Registry, aggregated: Option<&str>, server_address: &str) -> Response<Body> {
     match aggregated {
-        Some(v) => aggregated_list(v, &[("", "v1")]),
+        Some(v) => aggregated_list(reg, v, &[("", "v1")]),
         None => json(
             StatusCode::OK,
             &json!({
@@ -110,10 +114,10 @@ pub fn core(aggregated: Option<&str>, server_address: &str) -> Response<Body> {
 }
 
 /// `/apis` or its aggregated form.
-pub fn groups(aggregated: Option<&str>) -> Response<Body> {
-    let gvs = registry::group_versions();
+pub fn groups(reg: &Registry, aggregated: Option<&str>) -> Response<Body> {
+    let gvs = reg.group_versions();
     match aggregated {
-        Some(v) => aggregated_list(v, &gvs),
+        Some(v) => aggregated_list(reg, v, &gvs),
         None => {
             let mut names: Vec<&str> = Vec::new();
             for (g, _) in &gvs {
@@ -121,7 +125,7 @@ pub fn groups(aggregated: Option<&str>) -> Response<Body> {
                     names.push(g);
                 }
             }
-            let groups: Vec<Value> = names.iter().filter_map(|g| api_group(g)).collect();
+            let groups: Vec<Value> = names.iter().filter_map(|g| api_group(reg, g)).collect();
             json(
                 StatusCode::OK,
                 &json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}),
@@ -160,12 +164,12 @@ fn aggregated_resource(r: &Resource) -> Value {
     out
 }
 
-fn aggregated_list(version: &str, gvs: &[(&str, &str)]) -> Response<Body> {
+fn aggregated_list(reg: &Registry, version: &str, gvs: &[(&str, &str)]) -> Response<Body> {
     let mut items: Vec<Value> = Vec::new();
     for (g, v) in gvs {
         let entry = json!({
             "version": v,
-            "resources": registry::resources_of(g, v).map(aggregated_resource).collect::<Vec<_>>(),
+            "resources": reg.resources_of(g, v).into_iter().map(aggregated_resource).collect::<Vec<_>>(),
             "freshness": "Current",
         });
         match items.iter_mut().find(|i| i["metadata"]["name"] == *g) {

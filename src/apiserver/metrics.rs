@@ -86,8 +86,12 @@ impl<'a> RequestLabels<'a> {
     /// The labels of `info`'s request, only from what the server knows: an unknown
     /// group, version or resource is `""`, an unknown subresource `""`, an unknown
     /// verb `other` (upstream's `cleanVerb`), so no client can invent series.
-    pub fn of(info: &'a super::request_info::RequestInfo) -> RequestLabels<'a> {
-        let known = crate::api::registry::find(&info.group, &info.version, &info.resource)
+    pub fn of(
+        info: &'a super::request_info::RequestInfo,
+        registry: &super::registry::Registry,
+    ) -> RequestLabels<'a> {
+        let known = registry
+            .find(&info.group, &info.version, &info.resource)
             .filter(|_| info.is_resource_request);
         let subresource = match (known, info.subresource.as_deref()) {
             (Some(res), Some(sub)) if res.subresources.iter().any(|s| s.name == sub) => sub,
@@ -325,15 +329,16 @@ mod tests {
     fn request_labels_come_only_from_known_resources_and_verbs() {
         use crate::apiserver::request_info::RequestInfo;
         use http::Method;
+        let reg = crate::apiserver::registry::Registry::new();
         let info = RequestInfo::parse(&Method::GET, "/apis/zzz-random/v9/things-xyz", "");
-        let l = RequestLabels::of(&info);
+        let l = RequestLabels::of(&info, &reg);
         assert_eq!((l.group, l.version, l.resource, l.scope), ("", "", "", ""));
         let weird = Method::from_bytes(b"FROBNICATE").unwrap();
         let info = RequestInfo::parse(&weird, "/api/v1/namespaces/default/pods/x/bogus", "");
-        let l = RequestLabels::of(&info);
+        let l = RequestLabels::of(&info, &reg);
         assert_eq!((l.verb, l.resource, l.subresource), ("other", "pods", ""));
         let info = RequestInfo::parse(&Method::GET, "/api/v1/namespaces/default/pods", "watch=1");
-        let l = RequestLabels::of(&info);
+        let l = RequestLabels::of(&info, &reg);
         assert_eq!(
             (l.verb, l.resource, l.scope),
             ("WATCH", "pods", "namespace")
@@ -342,7 +347,11 @@ mod tests {
         let m = Metrics::default();
         for i in 0..10_000 {
             let info = RequestInfo::parse(&Method::GET, &format!("/apis/g{i}/v{i}/r{i}"), "");
-            m.request(&RequestLabels::of(&info), 404, Duration::from_millis(1));
+            m.request(
+                &RequestLabels::of(&info, &reg),
+                404,
+                Duration::from_millis(1),
+            );
         }
         assert_eq!(m.lock().requests.len(), 1);
     }

@@ -15,10 +15,13 @@ pub mod openapi;
 mod openapi_v2;
 pub mod protobuf;
 pub mod proxy;
+pub mod registry;
 pub mod request_info;
 pub mod resources;
 pub(crate) mod routes;
 pub mod status;
+#[cfg(test)]
+pub mod testing;
 pub mod tokens;
 pub mod watchcache;
 
@@ -81,6 +84,8 @@ pub struct ApiContext {
     pub admission: admission::Chain,
     /// The client TLS to kubelets (logs, exec, port-forward), built on first use.
     pub kubelet_tls: proxy::KubeletTls,
+    /// The resources served: the built-in ones and those added at run time.
+    pub registry: registry::Registry,
 }
 
 /// Builds the TLS configuration: the serving certificate, ALPN h2 then http/1.1, and

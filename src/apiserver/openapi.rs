@@ -2,7 +2,9 @@
 //! build.rs) and the schema knowledge served from them: unknown-field detection for
 //! `fieldValidation`.
 
+use super::registry::Registry;
 use super::status::{ApiStatus, Body, json, json_typed};
+use bytes::Bytes;
 use http::{Response, StatusCode};
 use serde_json::{Map, Value, json};
 use std::collections::HashMap;
@@ -10,9 +12,10 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 include!(concat!(env!("OUT_DIR"), "/openapi_docs.rs"));
 
-/// `GET /openapi/v3`.
-pub fn index() -> Response<Body> {
-    let paths: Map<String, Value> = DOCS
+/// `GET /openapi/v3`: the built-in group versions' documents and one for each group
+/// version served only by entries added at run time.
+pub fn index(reg: &Registry) -> Response<Body> {
+    let mut paths: Map<String, Value> = DOCS
         .iter()
         .map(|(path, _, hash)| {
             (
@@ -21,20 +24,97 @@ pub fn index() -> Response<Body> {
             )
         })
         .collect();
+    for (group, version) in reg.group_versions() {
+        if reg.is_added_group_version(group, version) {
+            let path = format!("apis/{group}/{version}");
+            let hash = hash_of(&added_document(reg, group, version).to_string());
+            let url = format!("/openapi/v3/{path}?hash={hash}");
+            paths.insert(path, json!({"serverRelativeURL": url}));
+        }
+    }
     json(StatusCode::OK, &json!({"paths": paths}))
 }
 
 /// `GET /openapi/v3/<path>`.
-pub fn document(path: &str) -> Option<Response<Body>> {
-    let (_, doc, hash) = DOCS.iter().find(|(p, _, _)| *p == path)?;
+pub fn document(path: &str, reg: &Registry) -> Option<Response<Body>> {
+    let (doc, hash) = match DOCS.iter().find(|(p, _, _)| *p == path) {
+        Some((_, doc, hash)) => (Bytes::from_static(doc.as_bytes()), hash.to_string()),
+        None => {
+            let (group, version) = path.strip_prefix("apis/")?.split_once('/')?;
+            if !reg.is_added_group_version(group, version) {
+                return None;
+            }
+            let doc = added_document(reg, group, version).to_string();
+            let hash = hash_of(&doc);
+            (Bytes::from(doc), hash)
+        }
+    };
     let mut resp = json_typed(StatusCode::OK, &Value::Null, "application/json");
-    *resp.body_mut() = http_body_util::BodyExt::boxed(http_body_util::Full::new(
-        bytes::Bytes::from_static(doc.as_bytes()),
-    ));
+    *resp.body_mut() = http_body_util::BodyExt::boxed(http_body_util::Full::new(doc));
     if let Ok(etag) = http::HeaderValue::from_str(&format!("\"{hash}\"")) {
         resp.headers_mut().insert(http::header::ETAG, etag);
     }
     Some(resp)
+}
+
+/// A document's hash as kube-openapi gives it: upper-case hex of the first 8 bytes of
+/// its SHA-512.
+fn hash_of(doc: &str) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA512, doc.as_bytes());
+    digest.as_ref()[..8]
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect()
+}
+
+/// The document of a group version served by entries added at run time: each
+/// resource's paths (with the query parameters kubectl looks for, so it leaves field
+/// validation to the server) and a schema that keeps every field, as upstream
+/// publishes a CustomResourceDefinition without a structural schema.
+fn added_document(reg: &Registry, group: &str, version: &str) -> Value {
+    let reversed: Vec<&str> = group.split('.').rev().collect();
+    let mut schemas = Map::new();
+    let mut paths = Map::new();
+    for r in reg.resources_of(group, version) {
+        let name = format!("{}.{version}.{}", reversed.join("."), r.kind);
+        let gvk = json!([{"group": group, "kind": r.kind, "version": version}]);
+        schemas.insert(
+            name.clone(),
+            json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true,
+                   "x-kubernetes-group-version-kind": gvk}),
+        );
+        let reference = json!({"$ref": format!("#/components/schemas/{name}")});
+        let params: Vec<Value> = ["dryRun", "fieldManager", "fieldValidation"]
+            .iter()
+            .map(|n| json!({"name": n, "in": "query", "schema": {"type": "string", "uniqueItems": true}}))
+            .collect();
+        let op = |action: &str, with_params: bool| {
+            json!({
+                "operationId": format!("{action}{}", r.kind),
+                "parameters": if with_params { params.clone() } else { Vec::new() },
+                "responses": {"200": {"description": "OK", "content": {"application/json": {"schema": reference}}}},
+                "x-kubernetes-action": action,
+                "x-kubernetes-group-version-kind": gvk[0],
+            })
+        };
+        let base = format!("/apis/{group}/{version}");
+        let collection = if r.namespaced {
+            format!("{base}/namespaces/{{namespace}}/{}", r.plural)
+        } else {
+            format!("{base}/{}", r.plural)
+        };
+        paths.insert(
+            collection.clone(),
+            json!({"get": op("list", false), "post": op("post", true)}),
+        );
+        paths.insert(
+            format!("{collection}/{{name}}"),
+            json!({"get": op("get", false), "put": op("put", true),
+                   "patch": op("patch", true), "delete": op("delete", false)}),
+        );
+    }
+    json!({"openapi": "3.0.0", "info": {"title": "Kubernetes", "version": crate::apiserver::KUBE_GIT_VERSION},
+           "paths": paths, "components": {"schemas": schemas}})
 }
 
 /// Parsed documents, by path, loaded on first use.

@@ -5,8 +5,9 @@
 //! `x-kubernetes-group-version-kind` extension and the query parameters. Schemas are
 //! served by `/openapi/v3`.
 
+use super::registry::Registry;
 use super::status::{Body, json, json_typed};
-use crate::api::registry::RESOURCES;
+use crate::api::registry::{RESOURCES, Resource};
 use bytes::Bytes;
 use http::{Response, StatusCode};
 use http_body_util::{BodyExt, Full};
@@ -43,8 +44,10 @@ fn message(build: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
 }
 
 /// (path, group, version, kind) of every PATCH endpoint.
-fn patch_paths() -> Vec<(String, &'static str, &'static str, &'static str)> {
-    RESOURCES
+fn patch_paths(
+    resources: &[&'static Resource],
+) -> Vec<(String, &'static str, &'static str, &'static str)> {
+    resources
         .iter()
         .filter(|r| r.verbs.contains(&"patch"))
         .map(|r| {
@@ -63,7 +66,7 @@ fn patch_paths() -> Vec<(String, &'static str, &'static str, &'static str)> {
         .collect()
 }
 
-fn encode() -> Vec<u8> {
+fn encode(resources: &[&'static Resource]) -> Vec<u8> {
     message(|doc| {
         field(doc, 1, b"2.0"); // swagger
         field(
@@ -78,7 +81,7 @@ fn encode() -> Vec<u8> {
             doc,
             8,
             &message(|paths| {
-                for (path, group, version, kind) in patch_paths() {
+                for (path, group, version, kind) in patch_paths(resources) {
                     let operation = message(|op| {
                         field(op, 5, format!("patch{kind}").as_bytes()); // operation_id
                         for name in QUERY_PARAMS {
@@ -120,9 +123,9 @@ fn encode() -> Vec<u8> {
     })
 }
 
-fn document_json() -> Value {
+fn document_json(resources: &[&'static Resource]) -> Value {
     let mut paths = Map::new();
-    for (path, group, version, kind) in patch_paths() {
+    for (path, group, version, kind) in patch_paths(resources) {
         let params: Vec<Value> = QUERY_PARAMS
             .iter()
             .map(|n| json!({"name": n, "in": "query", "type": "string", "uniqueItems": true}))
@@ -138,15 +141,23 @@ fn document_json() -> Value {
 }
 
 /// `GET /openapi/v2`: protobuf when asked for it, JSON otherwise.
-pub fn serve(accept: &str) -> Response<Body> {
+/// `GET /openapi/v2`: every resource served now (the built-in document is encoded
+/// once; entries added at run time make a fresh one).
+pub fn serve(accept: &str, reg: &Registry) -> Response<Body> {
     static PB: OnceLock<Bytes> = OnceLock::new();
+    let all = reg.all();
+    let only_builtin = all.len() == RESOURCES.len();
     if accept.contains(PROTOBUF_ACCEPT) {
-        let body = PB.get_or_init(|| Bytes::from(encode())).clone();
+        let body = if only_builtin {
+            PB.get_or_init(|| Bytes::from(encode(RESOURCES))).clone()
+        } else {
+            Bytes::from(encode(&all))
+        };
         let mut resp = json_typed(StatusCode::OK, &Value::Null, PROTOBUF);
         *resp.body_mut() = Full::new(body).boxed();
         return resp;
     }
-    json(StatusCode::OK, &document_json())
+    json(StatusCode::OK, &document_json(&all))
 }
 
 #[cfg(test)]
@@ -181,7 +192,7 @@ mod tests {
 
     #[test]
     fn the_protobuf_document_nests_as_gnostic_expects() {
-        let doc = encode();
+        let doc = encode(RESOURCES);
         let top = fields(&doc);
         assert_eq!(top[0], (1, b"2.0".to_vec()));
         let paths = &top.iter().find(|(n, _)| *n == 8).unwrap().1;

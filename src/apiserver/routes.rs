@@ -102,7 +102,7 @@ where
     //    resources and verbs
     record(&audited, resp.status());
     ctx.metrics.request(
-        &super::metrics::RequestLabels::of(&info),
+        &super::metrics::RequestLabels::of(&info, &ctx.registry),
         resp.status().as_u16(),
         started.elapsed(),
     );
@@ -271,11 +271,15 @@ where
         let aggregated = discovery::aggregated_version(accept);
         let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
         let resp = match parts.as_slice() {
-            ["api"] => Some(discovery::core(aggregated, &ctx.server_address)),
-            ["apis"] => Some(discovery::groups(aggregated)),
-            ["api", "v1"] => discovery::resource_list("", "v1"),
-            ["apis", group] => discovery::group(group),
-            ["apis", group, version] => discovery::resource_list(group, version),
+            ["api"] => Some(discovery::core(
+                &ctx.registry,
+                aggregated,
+                &ctx.server_address,
+            )),
+            ["apis"] => Some(discovery::groups(&ctx.registry, aggregated)),
+            ["api", "v1"] => discovery::resource_list(&ctx.registry, "", "v1"),
+            ["apis", group] => discovery::group(&ctx.registry, group),
+            ["apis", group, version] => discovery::resource_list(&ctx.registry, group, version),
             ["metrics"] => {
                 let mut resp = text(StatusCode::OK, "");
                 *resp.body_mut() = http_body_util::BodyExt::boxed(http_body_util::Full::new(
@@ -287,9 +291,11 @@ where
                 );
                 Some(resp)
             }
-            ["openapi", "v2"] => Some(super::openapi_v2::serve(accept)),
-            ["openapi", "v3"] => Some(super::openapi::index()),
-            ["openapi", "v3", rest @ ..] => super::openapi::document(&rest.join("/")),
+            ["openapi", "v2"] => Some(super::openapi_v2::serve(accept, &ctx.registry)),
+            ["openapi", "v3"] => Some(super::openapi::index(&ctx.registry)),
+            ["openapi", "v3", rest @ ..] => {
+                super::openapi::document(&rest.join("/"), &ctx.registry)
+            }
             _ => None,
         };
         return Ok(resp.unwrap_or_else(not_found));

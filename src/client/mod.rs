@@ -6,6 +6,7 @@
 //! never bypassed. The client knows nothing of the API server (kube-rs' layering:
 //! requests built without I/O, the I/O injected).
 
+pub mod discovery;
 pub mod node;
 mod remote;
 #[cfg(test)]

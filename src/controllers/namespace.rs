@@ -10,8 +10,6 @@
 
 use super::Context;
 use crate::api::meta::now_rfc3339;
-use crate::api::registry::RESOURCES;
-use crate::client::watch::collection_path;
 use crate::client::{ApiClient, ClientError};
 use crate::runtime::informer::Informer;
 use serde_json::{Value, json};
@@ -67,8 +65,12 @@ async fn finish(client: &ApiClient, current: &Value, ns: &str) -> Result<bool, C
     let mut remaining: BTreeMap<String, usize> = BTreeMap::new();
     let mut finalizers: BTreeMap<String, usize> = BTreeMap::new();
     let items = |list: &Value| list["items"].as_array().cloned().unwrap_or_default();
-    for res in RESOURCES.iter().filter(|r| r.namespaced && r.is_stored()) {
-        let path = collection_path(res, Some(ns));
+    let resources = crate::client::discovery::preferred_resources(client).await?;
+    for res in resources
+        .iter()
+        .filter(|r| r.namespaced && r.has_verb("list") && r.has_verb("deletecollection"))
+    {
+        let path = res.collection_path(Some(ns));
         let mut left = items(&client.get(&path).await?);
         if left
             .iter()

@@ -256,6 +256,7 @@ pub async fn start_api(
         admission: apiserver::admission::Chain::builtin(),
         watch_cache: apiserver::watchcache::WatchCaches::new(store.clone(), cfg.watch_cache),
         kubelet_tls: Default::default(),
+        registry: Default::default(),
     });
     let instance = std::fs::canonicalize(&cfg.data_dir)
         .unwrap_or_else(|_| cfg.data_dir.clone())

@@ -45,7 +45,15 @@ pub async fn create(
     strategy.prepare_for_create(&mut obj);
     if super::write::has_status(res) {
         // status is written by controllers through <resource>/status, as upstream
-        obj["status"] = strategy.initial_status(&obj);
+        match (strategy.initial_status(&obj), obj.as_object_mut()) {
+            (Some(status), Some(o)) => {
+                o.insert("status".into(), status);
+            }
+            (None, Some(o)) => {
+                o.remove("status");
+            }
+            _ => {}
+        }
     }
     object::check_values(res, &name, &strategy.validate(res, &obj, None))?;
     w.admission.validate(&attrs, &obj, w.store).await?;

@@ -26,7 +26,7 @@ use super::auth::UserInfo;
 use super::request_info::{RequestInfo, query_pairs};
 use super::status::{ApiStatus, Body, json};
 use crate::api::managed::{Actor, Operation};
-use crate::api::registry::{self, Resource};
+use crate::api::registry::Resource;
 use crate::store::{Store, StoreError};
 use http::{Request, StatusCode};
 use object::{decode, from_store, key};
@@ -298,7 +298,10 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let not_found = ApiStatus::unknown_path;
-    let res = registry::find(&info.group, &info.version, &info.resource).ok_or_else(not_found)?;
+    let res = ctx
+        .registry
+        .find(&info.group, &info.version, &info.resource)
+        .ok_or_else(not_found)?;
     let namespace = if res.namespaced {
         info.namespace.as_deref()
     } else {

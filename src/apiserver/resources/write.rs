@@ -248,6 +248,20 @@ pub(super) fn has_status(res: &Resource) -> bool {
     res.subresources.iter().any(|s| s.name == "status")
 }
 
+/// The stored status, whatever the main resource's write sent (an object that had no
+/// status keeps having none).
+fn keep_status(next: &mut Value, cur: &Value) {
+    match (cur.get("status"), next.as_object_mut()) {
+        (Some(status), Some(obj)) => {
+            obj.insert("status".into(), status.clone());
+        }
+        (None, Some(obj)) => {
+            obj.remove("status");
+        }
+        _ => {}
+    }
+}
+
 /// PUT of the whole object.
 pub async fn update(
     w: &Writer<'_>,
@@ -261,7 +275,7 @@ pub async fn update(
     admitted_update(w, res, namespace, name, "", sent, &|cur| {
         let mut next = prepare_update(res, obj.clone(), cur, namespace, name)?;
         if has_status(res) {
-            next["status"] = cur.get("status").cloned().unwrap_or(Value::Null);
+            keep_status(&mut next, cur);
         }
         managed::track_update(Some(cur), &mut next, actor, scope_of(res), &now_rfc3339());
         Ok(next)
@@ -337,7 +351,7 @@ pub async fn patch(
         *warnings.lock().unwrap_or_else(|e| e.into_inner()) = check(&patched)?;
         let mut next = prepare_update(res, patched, cur, namespace, name)?;
         if has_status(res) {
-            next["status"] = cur.get("status").cloned().unwrap_or(Value::Null);
+            keep_status(&mut next, cur);
         }
         managed::track_update(Some(cur), &mut next, actor, scope_of(res), &now_rfc3339());
         Ok(next)
@@ -572,7 +586,7 @@ pub async fn apply(
                 .map_err(|c| apply_conflict(&c))?;
             let mut next = prepare_update(res, merged, cur, namespace, name)?;
             if has_status(res) {
-                next["status"] = cur.get("status").cloned().unwrap_or(Value::Null);
+                keep_status(&mut next, cur);
             }
             Ok(next)
         })

@@ -4,6 +4,7 @@
 //! IPs and node ports) and what fields it can be selected by. The verbs in
 //! `resources` ask the kind's [`Strategy`]; they never name a kind.
 
+mod custom;
 mod job;
 mod namespace;
 mod node;
@@ -32,9 +33,9 @@ pub trait Strategy: Send + Sync {
     fn prepare_for_create(&self, _obj: &mut Value) {}
 
     /// The status a new object of a kind with a status subresource starts with
-    /// (what the client sent is dropped: controllers write it).
-    fn initial_status(&self, _obj: &Value) -> Value {
-        json!({})
+    /// (what the client sent is dropped: controllers write it); `None`: no status.
+    fn initial_status(&self, _obj: &Value) -> Option<Value> {
+        Some(json!({}))
     }
 
     /// Upstream's `PrepareForUpdate` for writes to the main resource: keeps what
@@ -107,6 +108,9 @@ pub fn of(res: &Resource) -> &'static dyn Strategy {
         ("", "secrets") => &Fields(&["type"]),
         ("", "nodes") => &node::Node,
         ("", "replicationcontrollers") | ("apps", "replicasets") => &Fields(&["status.replicas"]),
+        _ if crate::api::registry::find(res.group, res.version, res.plural).is_none() => {
+            &custom::CustomResource
+        }
         _ => &Plain,
     }
 }
@@ -159,12 +163,15 @@ mod tests {
         let mut created = sent.clone();
         node.prepare_for_create(&mut created);
         assert!(created["spec"].get("configSource").is_none());
-        let status = node.initial_status(&created);
+        let status = node.initial_status(&created).unwrap();
         assert_eq!(status["nodeInfo"]["kubeletVersion"], "v1");
         assert!(status.get("config").is_none());
-        assert_eq!(node.initial_status(&json!({})), json!({}));
+        assert_eq!(node.initial_status(&json!({})), Some(json!({})));
         // other kinds start empty: their controllers write status
-        assert_eq!(of(&registry::DEPLOYMENTS).initial_status(&sent), json!({}));
+        assert_eq!(
+            of(&registry::DEPLOYMENTS).initial_status(&sent),
+            Some(json!({}))
+        );
     }
 
     #[test]
@@ -177,7 +184,7 @@ mod tests {
             created["metadata"]["labels"]["kubernetes.io/metadata.name"],
             "a"
         );
-        assert_eq!(ns.initial_status(&created)["phase"], "Active");
+        assert_eq!(ns.initial_status(&created).unwrap()["phase"], "Active");
         let old = json!({"spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}});
         let mut new = json!({"spec": {"finalizers": []}, "status": {"phase": "Terminating"}});
         ns.prepare_for_update(&mut new, &old);

@@ -37,8 +37,8 @@ impl Strategy for Namespace {
         obj["metadata"]["labels"]["kubernetes.io/metadata.name"] = name;
     }
 
-    fn initial_status(&self, _obj: &Value) -> Value {
-        json!({"phase": "Active"})
+    fn initial_status(&self, _obj: &Value) -> Option<Value> {
+        Some(json!({"phase": "Active"}))
     }
 
     fn prepare_for_update(&self, new: &mut Value, old: &Value) {

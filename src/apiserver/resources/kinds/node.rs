@@ -19,15 +19,15 @@ impl Strategy for Node {
         }
     }
 
-    fn initial_status(&self, obj: &Value) -> Value {
+    fn initial_status(&self, obj: &Value) -> Option<Value> {
         let mut status = obj.get("status").cloned().unwrap_or_else(|| json!({}));
         if let Some(s) = status.as_object_mut() {
             s.remove("config");
         }
-        if status.is_object() {
+        Some(if status.is_object() {
             status
         } else {
             json!({})
-        }
+        })
     }
 }

@@ -23,8 +23,8 @@ impl Strategy for Pod {
         ]
     }
 
-    fn initial_status(&self, pod: &Value) -> Value {
-        json!({"phase": "Pending", "qosClass": crate::api::defaults::qos_class(pod)})
+    fn initial_status(&self, pod: &Value) -> Option<Value> {
+        Some(json!({"phase": "Pending", "qosClass": crate::api::defaults::qos_class(pod)}))
     }
 
     fn grace_period(&self, pod: &Value, options: &Value) -> i64 {
