@@ -11,6 +11,7 @@ pub mod disruption;
 pub mod endpoints;
 pub mod events;
 pub mod gc;
+mod harness_tests;
 pub mod job;
 pub mod namespace;
 pub mod nodeipam;

@@ -2,6 +2,8 @@
 //! This build starts the datastore and its compactor; the API server and the rest
 //! follow in their own issues.
 
+#[cfg(test)]
+pub mod harness;
 mod in_process;
 
 pub use in_process::InProcess;

@@ -49,9 +49,29 @@ pub fn set_resource_version(obj: &mut Value, revision: Revision) {
 }
 
 /// What upstream's typed round trip does to every object it stores: `null` members
-/// are unset fields and go; required fields get their zero values (`api::zero`).
+/// are unset fields and go; the object metadata's empty lists and maps go too (they
+/// are `omitempty`: an owner reference list emptied by orphaning is absent, not `[]`);
+/// required fields get their zero values (`api::zero`).
 pub fn normalize(res: &Resource, obj: &mut Value) {
     crate::api::defaults::drop_nulls_of(res.kind, obj);
+    if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+        for field in [
+            "labels",
+            "annotations",
+            "ownerReferences",
+            "finalizers",
+            "managedFields",
+        ] {
+            let empty = match meta.get(field) {
+                Some(Value::Array(a)) => a.is_empty(),
+                Some(Value::Object(o)) => o.is_empty(),
+                _ => false,
+            };
+            if empty {
+                meta.remove(field);
+            }
+        }
+    }
     crate::api::zero::fill(res.group, res.version, res.kind, obj);
 }
 

@@ -1,0 +1,91 @@
+//! The in-process harness for control loops: the API server over the memory store
+//! (`apiserver::testing`), a client through the in-process transport, and a runtime
+//! `Context` the loops under test run in. Nothing else runs: the test plays the
+//! kubelet (marking pods Ready or Succeeded) and, with paused time, back-offs and
+//! resyncs pass in no time, so rollout, job and garbage-collection behaviour is tested
+//! in milliseconds.
+#![cfg(test)]
+
+use super::InProcess;
+use crate::apiserver::ApiContext;
+use crate::client::ApiClient;
+use crate::runtime::Context;
+use serde_json::{Value, json};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// An API server, a client and a term for loops (see the module documentation).
+pub struct Harness {
+    pub ctx: Arc<ApiContext>,
+    pub client: ApiClient,
+    pub cx: Arc<Context>,
+}
+
+impl Harness {
+    pub async fn new() -> Harness {
+        let ctx = crate::apiserver::testing::context().await;
+        let client = InProcess::client(ctx.clone(), "system:kube-controller-manager", "harness");
+        Harness {
+            cx: Context::new(client.clone()),
+            ctx,
+            client,
+        }
+    }
+
+    /// Runs a loop in this harness's term.
+    pub fn run(
+        &self,
+        start: impl FnOnce(Arc<Context>) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>>,
+    ) {
+        self.cx.spawn(start(self.cx.clone()));
+    }
+
+    /// Waits (in harness time: up to a simulated minute) until `check` finds what it
+    /// looks for; fails the test with `what` otherwise.
+    pub async fn until<T, F, Fut>(&self, what: &str, mut check: F) -> T
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Option<T>>,
+    {
+        for _ in 0..6000 {
+            if let Some(found) = check().await {
+                return found;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("never: {what}");
+    }
+
+    /// The items of a list.
+    pub async fn list(&self, path: &str) -> Vec<Value> {
+        self.client.get(path).await.expect("a list")["items"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Plays the kubelet for `pod`: Running and Ready (or a final phase).
+    pub async fn set_pod_phase(&self, pod: &Value, phase: &str) {
+        let ns = pod["metadata"]["namespace"].as_str().unwrap_or("");
+        let name = pod["metadata"]["name"].as_str().unwrap_or("");
+        let now = crate::api::meta::now_rfc3339();
+        let ready = if phase == "Running" { "True" } else { "False" };
+        let status = json!({"status": {"phase": phase, "conditions": [
+            {"type": "Ready", "status": ready, "lastTransitionTime": now},
+        ]}});
+        self.client
+            .patch(
+                &format!("/api/v1/namespaces/{ns}/pods/{name}/status"),
+                &status,
+            )
+            .await
+            .expect("pod status");
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.cx.stop();
+    }
+}
