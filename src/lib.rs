@@ -15,6 +15,7 @@ pub mod config;
 pub mod controllers;
 pub mod cri;
 pub mod dns;
+pub mod host;
 pub mod kubelet;
 pub mod net;
 pub mod overlay;

@@ -21,7 +21,7 @@ const LEAVES: &[(&str, &[&str])] = &[
 /// logic moves down).
 const LAYERS: &[(&str, &[&str])] = &[
     ("L0 leaves", &["api", "config", "util"]),
-    ("L1 boundaries", &["store", "pki", "cri", "net"]),
+    ("L1 boundaries", &["store", "pki", "cri", "net", "host"]),
     ("L2 API", &["apiserver", "client"]),
     ("L3 runtime", &["runtime"]),
     (

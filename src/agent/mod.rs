@@ -398,7 +398,7 @@ async fn connect_cri(socket: &std::path::Path) -> Result<crate::cri::Cri, AgentE
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
         let attempt = async {
-            let mut cri = crate::cri::Cri::connect(socket).await?;
+            let cri = crate::cri::Cri::connect(socket).await?;
             cri.version().await?;
             Ok::<_, crate::cri::CriError>(cri)
         };
@@ -413,7 +413,7 @@ async fn connect_cri(socket: &std::path::Path) -> Result<crate::cri::Cri, AgentE
 /// Follows the runtime's own conditions (CRI `Status`): the node is Ready when the
 /// runtime and its network (the CNI config) are.
 async fn watch_runtime(
-    mut cri: crate::cri::Cri,
+    cri: crate::cri::Cri,
     health: std::sync::Arc<tokio::sync::watch::Sender<node::Health>>,
 ) {
     loop {

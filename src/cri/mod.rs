@@ -1,16 +1,19 @@
-//! The CRI v1 client: gRPC to the container runtime's Unix socket (tonic, with the
-//! `k8s-cri` crate's bindings generated from upstream's `api.proto`). The kubelet
-//! drives pods through this; the agent also uses it to learn what runtime it has
-//! and which images it holds.
+//! The CRI v1 client: the runtime and image services (`services.rs`: traits, and
+//! gRPC to the container runtime's Unix socket), or an in-memory runtime for tests
+//! (`fake.rs`). The kubelet drives pods through this; the agent also uses it to learn
+//! what runtime it has and which images it holds.
 
+#[cfg(test)]
+pub mod fake;
 pub mod registries;
+pub mod services;
 
 use hyper_util::rt::TokioIo;
-use k8s_cri::v1::image_service_client::ImageServiceClient;
-use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use k8s_cri::v1::{ListImagesRequest, VersionRequest};
+pub use services::{ImageService, RuntimeService};
 use std::path::{Path, PathBuf};
-use tonic::transport::{Channel, Endpoint, Uri};
+use std::sync::Arc;
+use tonic::transport::{Endpoint, Uri};
 
 /// Why a CRI call failed.
 #[derive(Debug, thiserror::Error)]
@@ -23,13 +26,13 @@ pub enum CriError {
     Call(#[from] tonic::Status),
 }
 
-/// A connection to a CRI runtime.
+/// A CRI runtime: its two services.
 #[derive(Clone)]
 pub struct Cri {
     /// The runtime service (sandboxes, containers, exec); the kubelet calls it directly.
-    pub runtime: RuntimeServiceClient<Channel>,
+    pub runtime: Arc<dyn RuntimeService>,
     /// The image service (pull, status, list).
-    pub images: ImageServiceClient<Channel>,
+    pub images: Arc<dyn ImageService>,
 }
 
 /// What the runtime says it is (`Version`).
@@ -66,15 +69,16 @@ impl Cri {
             }))
             .await
             .map_err(|e| fail(e.to_string()))?;
+        let grpc = Arc::new(services::Grpc::new(channel));
         Ok(Cri {
-            runtime: RuntimeServiceClient::new(channel.clone()),
-            images: ImageServiceClient::new(channel),
+            runtime: grpc.clone(),
+            images: grpc,
         })
     }
 
     /// The runtime's name and version (what a node reports as
     /// `containerRuntimeVersion`, e.g. `containerd://1.6.20`).
-    pub async fn version(&mut self) -> Result<RuntimeVersion, CriError> {
+    pub async fn version(&self) -> Result<RuntimeVersion, CriError> {
         let v = self
             .runtime
             .version(VersionRequest {
@@ -90,7 +94,7 @@ impl Cri {
     }
 
     /// The tags of every image the runtime holds.
-    pub async fn image_tags(&mut self) -> Result<Vec<String>, CriError> {
+    pub async fn image_tags(&self) -> Result<Vec<String>, CriError> {
         let list = self
             .images
             .list_images(ListImagesRequest { filter: None })

@@ -13,7 +13,8 @@ use k8s_cri::v1::{
 };
 use serde_json::Value;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 impl Kubelet {
     /// Pulls (by policy), creates and starts one container, then runs its postStart

@@ -25,6 +25,7 @@ pub mod status;
 pub mod stream;
 pub mod subpath;
 pub mod sync;
+mod sync_tests;
 pub mod teardown;
 pub mod volumes;
 
@@ -35,8 +36,9 @@ use serde_json::Value;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 /// What goes wrong syncing a pod or serving the kubelet API.
 #[derive(Debug, thiserror::Error)]
@@ -131,6 +133,8 @@ pub struct Kubelet {
     cri: Cri,
     pub client: ApiClient,
     events: crate::runtime::events::Recorder,
+    /// Monotonic and wall time (paused in tests).
+    clock: Arc<dyn crate::host::Clock>,
     pub pods: Arc<Informer>,
     pub services: Arc<Informer>,
     /// pod uid → the worker's inbox (the newest pod object; `None` once deleted)
@@ -163,6 +167,16 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Kubelet {
     pub fn new(settings: Settings, cri: Cri, client: ApiClient) -> Arc<Kubelet> {
+        Kubelet::with_clock(settings, cri, client, Arc::new(crate::host::SystemClock))
+    }
+
+    /// A kubelet on `clock` (tests run it on paused time).
+    pub fn with_clock(
+        settings: Settings,
+        cri: Cri,
+        client: ApiClient,
+        clock: Arc<dyn crate::host::Clock>,
+    ) -> Arc<Kubelet> {
         let selector = format!("spec.nodeName={}", settings.node_name);
         let pods = Informer::start(client.clone(), &crate::api::registry::PODS, Some(selector));
         let services = Informer::start(client.clone(), &crate::api::registry::SERVICES, None);
@@ -170,6 +184,7 @@ impl Kubelet {
             settings,
             cri,
             events: crate::runtime::events::Recorder::new(client.clone()),
+            clock,
             client,
             pods,
             services,

@@ -5,7 +5,8 @@
 use crate::cri::Cri;
 use k8s_cri::v1::ExecSyncRequest;
 use serde_json::Value;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 /// The probes of one container instance and what they found so far.
 #[derive(Debug)]

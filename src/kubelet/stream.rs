@@ -140,7 +140,7 @@ pub async fn exec_or_attach<B>(
         flag(&query, "error"),
         flag(&query, "tty"),
     );
-    let mut cri = kubelet.cri();
+    let cri = kubelet.cri();
     let url = if attach {
         cri.runtime
             .attach(AttachRequest {

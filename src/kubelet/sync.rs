@@ -15,7 +15,7 @@ use k8s_cri::v1::{
 };
 use serde_json::{Value, json};
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Upstream's crash-loop back-off: 10 s doubling to 5 min, forgotten after 10 min.
 const BACKOFF_START: Duration = Duration::from_secs(10);
@@ -169,7 +169,7 @@ impl Kubelet {
             match volumes::set_up(&env, pod).await {
                 Ok(v) => {
                     memory.volumes = Some(v);
-                    memory.volumes_at = Some(Instant::now());
+                    memory.volumes_at = Some(self.clock.now());
                 }
                 Err(e) if memory.volumes.is_none() => {
                     self.event(pod, true, "FailedMount", e.to_string());
@@ -396,7 +396,7 @@ impl Kubelet {
         memory: &mut PodMemory,
     ) {
         let name = c["name"].as_str().unwrap_or("").to_string();
-        let now = Instant::now();
+        let now = self.clock.now();
         let ran_long = memory
             .backoff
             .get(&name)
@@ -405,9 +405,7 @@ impl Kubelet {
             memory.backoff.remove(&name);
         }
         let finished = {
-            let now_ns = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos() as i64);
+            let now_ns = self.clock.wall_nanos();
             now - Duration::from_nanos((now_ns - finished_at).max(0) as u64)
         };
         if let Some((delay, _)) = memory.backoff.get(&name) {
