@@ -150,12 +150,15 @@ fn the_agent_runs_its_own_containerd_restarts_it_and_imports_image_tarballs() {
         .to_string();
     assert_eq!(node["status"]["capacity"]["cpu"], cpus.as_str());
     assert_eq!(node["metadata"]["labels"]["kubernetes.io/hostname"], "c1");
-    let (ok, out) = common::kubectl_run(
-        &server,
-        "1.33",
-        &["get", "lease", "c1", "-n", "kube-node-lease"],
-    );
-    assert!(ok, "{out}");
+    // the lease is created right after the node registers (not with it): wait for it
+    eventually(10, "the node's lease", || {
+        let (ok, _) = common::kubectl_run(
+            &server,
+            "1.33",
+            &["get", "lease", "c1", "-n", "kube-node-lease"],
+        );
+        ok.then_some(())
+    });
     // once node IPAM gives the node its range, containerd gets a CNI config for it
     let cidr = eventually(30, "a pod range for c1", || {
         let (_, out) = common::kubectl_run(

@@ -12,10 +12,13 @@ use http_body_util::{BodyExt, Full};
 use serde_json::Value;
 use std::sync::Arc;
 
-/// An API server over an empty memory store with the built-in admission chain and
-/// the namespaces every cluster has.
+/// An API server over a memory store bootstrapped as the server's is (namespaces,
+/// system priority classes) with the built-in admission chain.
 pub async fn context() -> Arc<ApiContext> {
     let store: Arc<dyn crate::store::Store> = Arc::new(MemoryStore::new());
+    super::resources::bootstrap(&*store)
+        .await
+        .expect("the bootstrap objects");
     let key = rcgen::KeyPair::generate().expect("a P-256 key");
     let service_cidr = "10.43.0.0/16".parse().expect("a network");
     let node_ports = crate::config::PortRange {
@@ -41,12 +44,6 @@ pub async fn context() -> Arc<ApiContext> {
         kubelet_tls: Default::default(),
         registry: Default::default(),
     });
-    for ns in ["default", "kube-system"] {
-        let body =
-            serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
-        let (code, _) = call(&ctx, Method::POST, "/api/v1/namespaces", Some(&body)).await;
-        assert_eq!(code, StatusCode::CREATED, "namespace {ns}");
-    }
     ctx
 }
 

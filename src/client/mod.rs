@@ -26,36 +26,65 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// A response body, streamed (watches) or read in full.
 pub type ResponseBody = BoxBody<Bytes, BoxError>;
 
-/// A failed call: the API's `Status` (code, reason, message), or a transport error
-/// (code 0).
+/// A failed call.
 #[derive(Clone, Debug, thiserror::Error)]
-#[error("{message}")]
-pub struct ClientError {
-    pub code: u16,
-    pub reason: String,
-    pub message: String,
+pub enum ClientError {
+    /// The server refused with a `Status` (its code, reason and message).
+    #[error("{message}")]
+    Api {
+        code: u16,
+        reason: String,
+        message: String,
+    },
+    /// No answer from the server: connection, TLS, a body cut short or unreadable.
+    #[error("{0}")]
+    Transport(String),
 }
 
 impl ClientError {
     /// A failure below HTTP (connection, TLS, a body cut short).
     pub fn transport(e: impl std::fmt::Display) -> ClientError {
-        ClientError {
-            code: 0,
-            reason: "Transport".into(),
-            message: e.to_string(),
+        ClientError::Transport(e.to_string())
+    }
+
+    /// The server's refusal from its HTTP status and `Status` body (`Null` if none).
+    pub fn from_status(code: StatusCode, status: &Value, fallback: &str) -> ClientError {
+        ClientError::Api {
+            code: code.as_u16(),
+            reason: status["reason"].as_str().unwrap_or("Unknown").to_string(),
+            message: status["message"]
+                .as_str()
+                .map(String::from)
+                .unwrap_or_else(|| format!("{fallback}: the server answered {code}")),
+        }
+    }
+
+    /// The HTTP status code (0: no answer).
+    pub fn code(&self) -> u16 {
+        match self {
+            ClientError::Api { code, .. } => *code,
+            ClientError::Transport(_) => 0,
+        }
+    }
+
+    /// The `Status` reason (`NotFound`, `AlreadyExists`, …; `Transport` without answer).
+    pub fn reason(&self) -> &str {
+        match self {
+            ClientError::Api { reason, .. } => reason,
+            ClientError::Transport(_) => "Transport",
         }
     }
 
     pub fn is_not_found(&self) -> bool {
-        self.code == 404
+        self.code() == 404
     }
 
     pub fn is_conflict(&self) -> bool {
-        self.code == 409
+        self.code() == 409
     }
 
     pub fn is_already_exists(&self) -> bool {
-        self.reason == "AlreadyExists"
+        self.reason() == "AlreadyExists"
     }
 }
 
@@ -139,14 +168,7 @@ impl ApiClient {
         if status.is_success() {
             return Ok(value);
         }
-        Err(ClientError {
-            code: status.as_u16(),
-            reason: value["reason"].as_str().unwrap_or("Unknown").to_string(),
-            message: value["message"]
-                .as_str()
-                .map(String::from)
-                .unwrap_or_else(|| format!("the server answered {status}")),
-        })
+        Err(ClientError::from_status(status, &value, path))
     }
 
     pub async fn get(&self, path: &str) -> Result<Value, ClientError> {
@@ -189,12 +211,13 @@ impl ApiClient {
 
 /// Whether `status` is one a retry may cure.
 pub fn retryable(e: &ClientError) -> bool {
-    e.code == 0 || e.code == 409 || e.code == 429 || e.code >= 500
+    let code = e.code();
+    code == 0 || code == 409 || code == 429 || code >= 500
 }
 
 impl From<StatusCode> for ClientError {
     fn from(code: StatusCode) -> Self {
-        ClientError {
+        ClientError::Api {
             code: code.as_u16(),
             reason: code.canonical_reason().unwrap_or("").into(),
             message: format!("the server answered {code}"),

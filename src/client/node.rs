@@ -86,7 +86,7 @@ pub async fn renew_lease(
         lease["spec"]["renewTime"] = json!(now);
         match client.update(&path, &lease).await {
             Ok(stored) => return Ok(stored),
-            Err(e) if e.code == 409 || e.is_not_found() => {}
+            Err(e) if e.code() == 409 || e.is_not_found() => {}
             Err(e) => return Err(e),
         }
     }

@@ -52,7 +52,7 @@ impl WatchStream {
                             .to_string(),
                     ),
                     _ => {
-                        return Some(Err(ClientError {
+                        return Some(Err(ClientError::Api {
                             code: obj["code"].as_u64().unwrap_or(500) as u16,
                             reason: obj["reason"].as_str().unwrap_or("").to_string(),
                             message: obj["message"].as_str().unwrap_or("watch error").to_string(),
@@ -88,11 +88,7 @@ impl ApiClient {
                 .map_err(ClientError::transport)?
                 .to_bytes();
             let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-            return Err(ClientError {
-                code: status.as_u16(),
-                reason: v["reason"].as_str().unwrap_or("").to_string(),
-                message: v["message"].as_str().unwrap_or("watch refused").to_string(),
-            });
+            return Err(ClientError::from_status(status, &v, "watch refused"));
         }
         Ok(WatchStream {
             body: resp.into_body(),

@@ -290,7 +290,7 @@ async fn sync(
                         &rs,
                         true,
                         "FailedCreate",
-                        format!("Error creating: {}", e.message),
+                        format!("Error creating: {e}"),
                         component,
                     );
                     failed = Some(e);

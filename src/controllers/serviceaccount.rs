@@ -34,7 +34,7 @@ async fn publish_root_ca(cx: &Context, ns: &str, current: Option<&serde_json::Va
         }
     };
     if let Err(e) = outcome {
-        if !(e.is_already_exists() || e.code == 403 || e.is_not_found()) {
+        if !(e.is_already_exists() || e.code() == 403 || e.is_not_found()) {
             tracing::debug!(namespace = ns, error = %e, "could not publish the root CA");
         }
     }
@@ -73,7 +73,7 @@ pub async fn run(cx: Arc<Context>, root_ca: String) {
                 .await
             {
                 Ok(_) => {}
-                Err(e) if e.is_already_exists() || e.code == 403 || e.is_not_found() => {}
+                Err(e) if e.is_already_exists() || e.code() == 403 || e.is_not_found() => {}
                 Err(e) => {
                     tracing::debug!(namespace = name, error = %e, "could not create the default service account")
                 }

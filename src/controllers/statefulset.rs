@@ -168,10 +168,7 @@ async fn sync(
                     &set,
                     true,
                     "FailedCreate",
-                    format!(
-                        "create Pod {pod_name} in StatefulSet {name} failed error: {}",
-                        e.message
-                    ),
+                    format!("create Pod {pod_name} in StatefulSet {name} failed error: {e}"),
                     COMPONENT,
                 );
                 return Err(e);

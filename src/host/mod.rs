@@ -1,7 +1,15 @@
-//! Seams over the host the node's components live on. Today: the clock, so what
-//! depends on time (crash-loop back-off against the runtime's exit times, probe
-//! periods, volume refreshes) runs in tests on tokio's paused time, wall clock
-//! included.
+//! Seams over the host the node's components live on: the clock, so what depends on
+//! time (crash-loop back-off against the runtime's exit times, probe periods, volume
+//! refreshes) runs in tests on tokio's paused time, wall clock included; mounts
+//! (`mounts.rs`), so volume set-up and teardown are tested without root; and the
+//! node's resources (`resources.rs`), so eviction is tested under chosen pressure.
+
+pub mod mounts;
+pub mod resources;
+
+pub use mounts::Mounts;
+pub use resources::Resources;
+use std::sync::Arc;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::time::Instant;
@@ -64,5 +72,24 @@ impl Clock for TokioClock {
     fn wall_nanos(&self) -> i64 {
         let since = Instant::now().duration_since(self.start).as_nanos();
         self.wall_start + i64::try_from(since).unwrap_or(i64::MAX)
+    }
+}
+
+/// What the kubelet needs of its host.
+#[derive(Clone)]
+pub struct Host {
+    pub clock: Arc<dyn Clock>,
+    pub mounts: Arc<dyn Mounts>,
+    pub resources: Arc<dyn Resources>,
+}
+
+impl Host {
+    /// The real host.
+    pub fn system() -> Host {
+        Host {
+            clock: Arc::new(SystemClock),
+            mounts: Arc::new(mounts::SystemMounts),
+            resources: Arc::new(resources::SystemResources),
+        }
     }
 }

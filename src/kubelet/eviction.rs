@@ -9,6 +9,7 @@
 
 use super::Kubelet;
 use crate::api::quantity;
+use crate::host::Resources;
 use k8s_cri::v1::ListContainerStatsRequest;
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -70,45 +71,19 @@ fn kib(v: f64) -> String {
     format!("{}Ki", (v / 1024.0).round() as i64)
 }
 
-fn df(path: &Path, inodes: bool) -> Option<(f64, f64)> {
-    let fields = if inodes {
-        "--output=iavail,itotal"
-    } else {
-        "--output=avail,size"
-    };
-    let out = std::process::Command::new("df")
-        .args(["-k", fields])
-        .arg(path)
-        .output()
-        .ok()?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let mut nums = text
-        .lines()
-        .nth(1)?
-        .split_whitespace()
-        .map(|n| n.parse::<f64>().ok());
-    let (a, c) = (nums.next()??, nums.next()??);
-    Some(if inodes {
-        (a, c)
-    } else {
-        (a * 1024.0, c * 1024.0)
-    })
-}
-
 /// The node's signals now.
-pub fn observe(nodefs: &Path, imagefs: &Path) -> Observed {
+pub fn observe(host: &dyn Resources, nodefs: &Path, imagefs: &Path) -> Observed {
     let mut seen = Observed::new();
-    let field = |name: &str| super::stats::meminfo_bytes(name).map(|b| b as f64);
-    if let (Some(avail), Some(total)) = (field("MemAvailable:"), field("MemTotal:")) {
-        seen.insert(Signal::MemoryAvailable, (avail, total));
+    if let Some(memory) = host.memory() {
+        seen.insert(Signal::MemoryAvailable, memory);
     }
-    if let Some(v) = df(nodefs, false) {
+    if let Some(v) = host.filesystem(nodefs, false) {
         seen.insert(Signal::NodefsAvailable, v);
     }
-    if let Some(v) = df(nodefs, true) {
+    if let Some(v) = host.filesystem(nodefs, true) {
         seen.insert(Signal::NodefsInodesFree, v);
     }
-    if let Some(v) = df(imagefs, false) {
+    if let Some(v) = host.filesystem(imagefs, false) {
         seen.insert(Signal::ImagefsAvailable, v);
     }
     seen
@@ -168,56 +143,65 @@ pub async fn run(
     thresholds: Thresholds,
     pressure: impl Fn(bool, bool) + Send,
 ) {
-    let nodefs = kubelet.settings.root_dir.clone();
-    let imagefs = kubelet.settings.image_dir.clone();
     loop {
         tokio::time::sleep(Duration::from_secs(10)).await;
-        let seen = {
-            let (n, i) = (nodefs.clone(), imagefs.clone());
-            tokio::task::spawn_blocking(move || observe(&n, &i))
-                .await
-                .unwrap_or_default()
-        };
-        let under = pressures(&thresholds, &seen);
-        let (memory, disk) = conditions(&under);
-        pressure(memory, disk);
-        let Some((signal, threshold, available)) = under.first().cloned() else {
-            continue;
-        };
-        let used = usage(&kubelet).await;
-        let resource = signal.resource();
-        let candidates: Vec<Candidate> = kubelet
-            .pods
-            .list(None)
-            .iter()
-            .filter(|p| {
-                p["status"]["phase"] == "Running" && p["metadata"]["deletionTimestamp"].is_null()
-            })
-            .filter(|p| p["spec"]["priority"].as_i64().unwrap_or(0) < CRITICAL)
-            .map(|p| {
-                let uid = p["metadata"]["uid"].as_str().unwrap_or("");
-                let (mem, disk) = used.get(uid).copied().unwrap_or_default();
-                Candidate {
-                    key: super::pod_key(p),
-                    priority: p["spec"]["priority"].as_i64().unwrap_or(0),
-                    usage: if resource == "memory" { mem } else { disk },
-                    request: requested(p, resource),
-                }
-            })
-            .collect();
-        let Some(victim) = rank(candidates).into_iter().next() else {
-            continue;
-        };
-        let Some(pod) = kubelet.pods.get(&victim.key) else {
-            continue;
-        };
-        let message = format!(
-            "The node was low on resource: {resource}. Threshold quantity: {threshold}, available: {}. ",
-            kib(available)
-        );
-        tracing::warn!(pod = %victim.key, signal = signal.name(), "evicting: {message}");
-        kubelet.evict(&pod, &message).await;
+        round(&kubelet, &thresholds, &pressure).await;
     }
+}
+
+/// One round: the signals now, the node's conditions, and at most one eviction; the
+/// pod evicted, if any.
+pub async fn round(
+    kubelet: &Arc<Kubelet>,
+    thresholds: &Thresholds,
+    pressure: &(impl Fn(bool, bool) + Send),
+) -> Option<String> {
+    let seen = {
+        let k = kubelet.clone();
+        tokio::task::spawn_blocking(move || {
+            observe(
+                &*k.host.resources,
+                &k.settings.root_dir,
+                &k.settings.image_dir,
+            )
+        })
+        .await
+        .unwrap_or_default()
+    };
+    let under = pressures(thresholds, &seen);
+    let (memory, disk) = conditions(&under);
+    pressure(memory, disk);
+    let (signal, threshold, available) = under.first().cloned()?;
+    let used = usage(kubelet).await;
+    let resource = signal.resource();
+    let candidates: Vec<Candidate> = kubelet
+        .pods
+        .list(None)
+        .iter()
+        .filter(|p| {
+            p["status"]["phase"] == "Running" && p["metadata"]["deletionTimestamp"].is_null()
+        })
+        .filter(|p| p["spec"]["priority"].as_i64().unwrap_or(0) < CRITICAL)
+        .map(|p| {
+            let uid = p["metadata"]["uid"].as_str().unwrap_or("");
+            let (mem, disk) = used.get(uid).copied().unwrap_or_default();
+            Candidate {
+                key: super::pod_key(p),
+                priority: p["spec"]["priority"].as_i64().unwrap_or(0),
+                usage: if resource == "memory" { mem } else { disk },
+                request: requested(p, resource),
+            }
+        })
+        .collect();
+    let victim = rank(candidates).into_iter().next()?;
+    let pod = kubelet.pods.get(&victim.key)?;
+    let message = format!(
+        "The node was low on resource: {resource}. Threshold quantity: {threshold}, available: {}. ",
+        kib(available)
+    );
+    tracing::warn!(pod = %victim.key, signal = signal.name(), "evicting: {message}");
+    kubelet.evict(&pod, &message).await;
+    Some(victim.key)
 }
 
 impl Kubelet {

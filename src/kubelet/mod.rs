@@ -133,8 +133,8 @@ pub struct Kubelet {
     cri: Cri,
     pub client: ApiClient,
     events: crate::runtime::events::Recorder,
-    /// Monotonic and wall time (paused in tests).
-    clock: Arc<dyn crate::host::Clock>,
+    /// The clock and the mounts (fakes in tests).
+    host: crate::host::Host,
     pub pods: Arc<Informer>,
     pub services: Arc<Informer>,
     /// pod uid → the worker's inbox (the newest pod object; `None` once deleted)
@@ -167,15 +167,15 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Kubelet {
     pub fn new(settings: Settings, cri: Cri, client: ApiClient) -> Arc<Kubelet> {
-        Kubelet::with_clock(settings, cri, client, Arc::new(crate::host::SystemClock))
+        Kubelet::with_host(settings, cri, client, crate::host::Host::system())
     }
 
-    /// A kubelet on `clock` (tests run it on paused time).
-    pub fn with_clock(
+    /// A kubelet on `host` (tests give it paused time and listed mounts).
+    pub fn with_host(
         settings: Settings,
         cri: Cri,
         client: ApiClient,
-        clock: Arc<dyn crate::host::Clock>,
+        host: crate::host::Host,
     ) -> Arc<Kubelet> {
         let selector = format!("spec.nodeName={}", settings.node_name);
         let pods = Informer::start(client.clone(), &crate::api::registry::PODS, Some(selector));
@@ -184,7 +184,7 @@ impl Kubelet {
             settings,
             cri,
             events: crate::runtime::events::Recorder::new(client.clone()),
-            clock,
+            host,
             client,
             pods,
             services,

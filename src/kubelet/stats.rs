@@ -69,7 +69,7 @@ pub async fn containers(kubelet: &Kubelet) -> Vec<Usage> {
 }
 
 /// The node's CPU time (all cores, ns) and memory (total, available, bytes).
-fn node() -> (u64, u64, u64) {
+fn node(host: &dyn crate::host::Resources) -> (u64, u64, u64) {
     let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
     let ticks: u64 = stat
         .lines()
@@ -86,18 +86,8 @@ fn node() -> (u64, u64, u64) {
         .unwrap_or(0);
     // USER_HZ is 100 on Linux
     let cpu_ns = ticks * 10_000_000;
-    let kb = |name: &str| meminfo_bytes(name).unwrap_or(0);
-    (cpu_ns, kb("MemTotal:"), kb("MemAvailable:"))
-}
-
-/// A `/proc/meminfo` field (`MemTotal:`, `MemAvailable:`, …) in bytes.
-pub fn meminfo_bytes(name: &str) -> Option<u64> {
-    std::fs::read_to_string("/proc/meminfo")
-        .ok()?
-        .lines()
-        .find_map(|l| l.strip_prefix(name))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map(|kb| kb * 1024)
+    let (available, total) = host.memory().unwrap_or_default();
+    (cpu_ns, total as u64, available as u64)
 }
 
 fn rfc3339_ns(ns: i64) -> String {
@@ -108,7 +98,7 @@ fn rfc3339_ns(ns: i64) -> String {
 pub async fn summary(kubelet: &Kubelet) -> Value {
     let now = crate::api::meta::now_rfc3339();
     let list = containers(kubelet).await;
-    let (cpu_ns, total, available) = node();
+    let (cpu_ns, total, available) = node(&*kubelet.host.resources);
     let mut pods: BTreeMap<(String, String, String), Vec<&Usage>> = BTreeMap::new();
     for u in &list {
         pods.entry(u.pod.clone()).or_default().push(u);
@@ -143,7 +133,7 @@ pub async fn summary(kubelet: &Kubelet) -> Value {
 /// `/metrics/resource`, in the names and labels upstream's kubelet uses.
 pub async fn resource_metrics(kubelet: &Kubelet) -> String {
     let list = containers(kubelet).await;
-    let (cpu_ns, total, available) = node();
+    let (cpu_ns, total, available) = node(&*kubelet.host.resources);
     let ms = |ns: i64| ns / 1_000_000;
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -160,7 +160,7 @@ pub fn bind(root: &Path, sub: &str, target: &Path) -> Result<PathBuf, SubPathErr
     };
     // a mount left from the container's last start is replaced: the subPath is
     // resolved again every time
-    if super::volumes::is_mount(target) {
+    if crate::host::Mounts::is_mount(&crate::host::mounts::SystemMounts, target) {
         rustix::mount::unmount(target, rustix::mount::UnmountFlags::DETACH)
             .map_err(|e| io(format!("cannot unmount the previous subPath mount: {e}")))?;
     }

@@ -125,7 +125,7 @@ impl Kubelet {
                 let path = super::pod_path(p);
                 let opts = json!({"gracePeriodSeconds": 0, "preconditions": {"uid": uid}});
                 if let Err(e) = self.client.delete(&path, &opts).await {
-                    if e.code != 409 {
+                    if e.code() != 409 {
                         return Err(e.into());
                     }
                 }
@@ -160,6 +160,7 @@ impl Kubelet {
         if refresh || memory.volumes.is_none() {
             let env = volumes::Env {
                 client: &self.client,
+                mounts: &*self.host.mounts,
                 root: &self.settings.root_dir,
                 host_ip: &self.settings.host_ip,
                 pod_ip: &pod_ip_now,
@@ -169,7 +170,7 @@ impl Kubelet {
             match volumes::set_up(&env, pod).await {
                 Ok(v) => {
                     memory.volumes = Some(v);
-                    memory.volumes_at = Some(self.clock.now());
+                    memory.volumes_at = Some(self.host.clock.now());
                 }
                 Err(e) if memory.volumes.is_none() => {
                     self.event(pod, true, "FailedMount", e.to_string());
@@ -396,7 +397,7 @@ impl Kubelet {
         memory: &mut PodMemory,
     ) {
         let name = c["name"].as_str().unwrap_or("").to_string();
-        let now = self.clock.now();
+        let now = self.host.clock.now();
         let ran_long = memory
             .backoff
             .get(&name)
@@ -405,7 +406,7 @@ impl Kubelet {
             memory.backoff.remove(&name);
         }
         let finished = {
-            let now_ns = self.clock.wall_nanos();
+            let now_ns = self.host.clock.wall_nanos();
             now - Duration::from_nanos((now_ns - finished_at).max(0) as u64)
         };
         if let Some((delay, _)) = memory.backoff.get(&name) {

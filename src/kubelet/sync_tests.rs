@@ -7,6 +7,8 @@
 use super::{Kubelet, PodMemory, Settings};
 use crate::cri::fake::{Behaviour, FakeRuntime};
 use crate::host::TokioClock;
+use crate::host::mounts::FakeMounts;
+use crate::host::resources::FakeResources;
 use crate::server::harness::Harness;
 use k8s_cri::v1::ContainerState;
 use serde_json::{Value, json};
@@ -16,8 +18,11 @@ use std::time::Duration;
 const PODS: &str = "/api/v1/namespaces/default/pods";
 
 struct Node {
+    dir: std::path::PathBuf,
     h: Harness,
     runtime: Arc<FakeRuntime>,
+    mounts: Arc<FakeMounts>,
+    resources: Arc<FakeResources>,
     kubelet: Arc<Kubelet>,
     clock: Arc<TokioClock>,
     _dir: tempfile::TempDir,
@@ -28,10 +33,20 @@ async fn node() -> Node {
     let clock = Arc::new(TokioClock::new());
     let runtime = FakeRuntime::new(&["busybox:1"], clock.clone());
     let dir = tempfile::tempdir().unwrap();
-    let kubelet = kubelet_on(&h, &runtime, &clock, dir.path());
+    let mounts = Arc::new(FakeMounts::default());
+    let resources = Arc::new(FakeResources::default());
+    let host = crate::host::Host {
+        clock: clock.clone(),
+        mounts: mounts.clone(),
+        resources: resources.clone(),
+    };
+    let kubelet = kubelet_on(&h, &runtime, host, dir.path());
     Node {
+        dir: dir.path().to_path_buf(),
         h,
         runtime,
+        mounts,
+        resources,
         kubelet,
         clock,
         _dir: dir,
@@ -41,7 +56,7 @@ async fn node() -> Node {
 fn kubelet_on(
     h: &Harness,
     runtime: &Arc<FakeRuntime>,
-    clock: &Arc<TokioClock>,
+    host: crate::host::Host,
     dir: &std::path::Path,
 ) -> Arc<Kubelet> {
     let mut settings = Settings::for_tests();
@@ -49,7 +64,7 @@ fn kubelet_on(
     settings.pod_log_dir = dir.join("pods");
     settings.container_log_dir = dir.join("containers");
     settings.resolv_conf = dir.join("resolv.conf");
-    Kubelet::with_clock(settings, runtime.cri(), h.client.clone(), clock.clone())
+    Kubelet::with_host(settings, runtime.cri(), h.client.clone(), host)
 }
 
 fn container(name: &str) -> Value {
@@ -230,7 +245,12 @@ async fn a_restarted_kubelet_adopts_what_runs_instead_of_starting_it_again() {
     );
     // a new kubelet: nothing remembered, everything read back from the runtime
     let dir = tempfile::tempdir().unwrap();
-    let again = kubelet_on(&n.h, &n.runtime, &n.clock, dir.path());
+    let host = crate::host::Host {
+        clock: n.clock.clone(),
+        mounts: n.mounts.clone(),
+        resources: n.resources.clone(),
+    };
+    let again = kubelet_on(&n.h, &n.runtime, host, dir.path());
     let mut fresh = PodMemory::default();
     let pod = sync(&n, &again, "adopted", &mut fresh).await;
     let after: Vec<String> = n.runtime.calls()[before..]
@@ -351,4 +371,196 @@ async fn a_deleted_pod_is_stopped_then_removed_without_a_trace_and_released() {
         gone.is_err_and(|e| e.is_not_found()),
         "the kubelet released the pod"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn secrets_and_memory_volumes_are_on_tmpfs_written_then_unmounted_and_removed() {
+    let n = node().await;
+    let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "creds"},
+        "stringData": {"password": "s3cret", "user": "me"}});
+    n.h.client
+        .create("/api/v1/namespaces/default/secrets", &secret)
+        .await
+        .unwrap();
+    let mut app = container("app");
+    app["volumeMounts"] = json!([{"name": "creds", "mountPath": "/creds"},
+                                 {"name": "scratch", "mountPath": "/scratch"}]);
+    let uid = create(
+        &n,
+        "mounted",
+        json!({"containers": [app], "volumes": [
+            {"name": "creds", "secret": {"secretName": "creds", "defaultMode": 0o400}},
+            {"name": "scratch", "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}},
+            {"name": "disk", "emptyDir": {}}]}),
+    )
+    .await;
+    let mut memory = PodMemory::default();
+    let pod = sync(&n, &n.kubelet, "mounted", &mut memory).await;
+    assert!(
+        pod["status"]["containerStatuses"][0]["state"]["running"].is_object(),
+        "{pod}"
+    );
+    let volumes = n.dir.join("kubelet/pods").join(&uid).join("volumes");
+    let volumes = std::fs::canonicalize(volumes).unwrap();
+    let mounted = n.mounts.mounted();
+    let at = |p: &str| volumes.join(p);
+    assert_eq!(mounted.len(), 2, "{mounted:?}");
+    assert!(
+        mounted.iter().any(
+            |(p, o)| *p == at("kubernetes.io~secret/creds") && o.starts_with("mode=0755,size=")
+        )
+    );
+    assert!(
+        mounted
+            .iter()
+            .any(|(p, o)| *p == at("kubernetes.io~empty-dir/scratch")
+                && o == &format!("mode=0777,size={}", 64 << 20))
+    );
+    assert!(
+        !mounted.iter().any(|(p, _)| p.ends_with("disk")),
+        "a disk emptyDir is a plain directory"
+    );
+    let password = std::fs::read(at("kubernetes.io~secret/creds/password")).unwrap();
+    assert_eq!(password, b"s3cret");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(at("kubernetes.io~secret/creds/password"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o400);
+
+    n.h.client
+        .delete(&format!("{PODS}/mounted"), &json!({}))
+        .await
+        .unwrap();
+    let pod = n.h.client.get(&format!("{PODS}/mounted")).await.unwrap();
+    n.kubelet
+        .sync_pod(&uid, Some(&pod), &mut memory)
+        .await
+        .unwrap();
+    assert!(n.mounts.mounted().is_empty(), "every tmpfs unmounted");
+    assert!(
+        !volumes.exists(),
+        "the pod's volumes are removed once nothing is mounted"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn volumes_unmount_deepest_first_and_a_busy_one_keeps_the_pod_directory() {
+    let n = node().await;
+    let uid = create(
+        &n,
+        "stuck",
+        json!({"containers": [container("app")], "volumes": [
+            {"name": "scratch", "emptyDir": {"medium": "Memory"}}]}),
+    )
+    .await;
+    let mut memory = PodMemory::default();
+    sync(&n, &n.kubelet, "stuck", &mut memory).await;
+    let dir = std::fs::canonicalize(n.dir.join("kubelet/pods").join(&uid)).unwrap();
+    // a mount below the volume (a subPath bind), which will not let go
+    let inner = dir.join("volumes/kubernetes.io~empty-dir/scratch/inner");
+    std::fs::create_dir_all(&inner).unwrap();
+    crate::host::Mounts::mount_tmpfs(&*n.mounts, &inner, "mode=0700").unwrap();
+    n.mounts.busy.lock().unwrap().push(inner.clone());
+    n.h.client
+        .delete(&format!("{PODS}/stuck"), &json!({}))
+        .await
+        .unwrap();
+    let pod = n.h.client.get(&format!("{PODS}/stuck")).await.unwrap();
+    n.kubelet
+        .sync_pod(&uid, Some(&pod), &mut memory)
+        .await
+        .unwrap();
+    let unmounted = n.mounts.unmounted.lock().unwrap().clone();
+    assert_eq!(unmounted.len(), 2, "{unmounted:?}");
+    assert_eq!(unmounted[0], inner, "deepest first");
+    assert!(
+        dir.exists(),
+        "nothing is removed through a mount that stayed"
+    );
+    assert!(inner.exists());
+}
+
+#[tokio::test(start_paused = true)]
+async fn under_memory_pressure_the_lowest_priority_pod_goes_and_a_critical_one_never() {
+    let n = node().await;
+    let class = json!({"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass",
+        "metadata": {"name": "high"}, "value": 1000});
+    n.h.client
+        .create("/apis/scheduling.k8s.io/v1/priorityclasses", &class)
+        .await
+        .unwrap();
+    let with_class = |class: &str| {
+        let mut c = container("app");
+        c["resources"] = json!({"requests": {"memory": "64Mi"}});
+        let mut spec = json!({"containers": [c]});
+        if !class.is_empty() {
+            spec["priorityClassName"] = json!(class);
+        }
+        spec
+    };
+    create(&n, "low", with_class("")).await;
+    create(&n, "high", with_class("high")).await;
+    create(&n, "critical", with_class("system-cluster-critical")).await;
+    let mut memories: Vec<PodMemory> = (0..3).map(|_| PodMemory::default()).collect();
+    for (name, memory) in ["low", "high", "critical"].iter().zip(memories.iter_mut()) {
+        sync(&n, &n.kubelet, name, memory).await;
+    }
+    n.h.until("the kubelet sees three running pods", || async {
+        let running = n
+            .kubelet
+            .pods
+            .list(None)
+            .iter()
+            .filter(|p| p["status"]["phase"] == "Running")
+            .count();
+        (running == 3).then_some(())
+    })
+    .await;
+    let thresholds =
+        super::eviction::Thresholds::parse(super::eviction::Thresholds::DEFAULT).unwrap();
+    let said = std::sync::Mutex::new(Vec::new());
+    let pressure = |m: bool, d: bool| said.lock().unwrap().push((m, d));
+    *n.resources.memory.lock().unwrap() = Some((4e9, 8e9));
+    *n.resources.disk.lock().unwrap() = Some((50e9, 100e9));
+    assert_eq!(
+        super::eviction::round(&n.kubelet, &thresholds, &pressure).await,
+        None
+    );
+    // 50 MiB left: below the 100Mi threshold
+    *n.resources.memory.lock().unwrap() = Some((50.0 * 1024.0 * 1024.0, 8e9));
+    let evicted = super::eviction::round(&n.kubelet, &thresholds, &pressure).await;
+    assert_eq!(evicted.as_deref(), Some("default/low"));
+    assert_eq!(*said.lock().unwrap(), [(false, false), (true, false)]);
+    let low = n.h.client.get(&format!("{PODS}/low")).await.unwrap();
+    assert_eq!(
+        (&low["status"]["phase"], &low["status"]["reason"]),
+        (&json!("Failed"), &json!("Evicted"))
+    );
+    assert!(
+        low["status"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("low on resource: memory")
+    );
+    // next rounds: the high-priority pod, then nothing (the critical one stays)
+    n.h.until("the informer sees the eviction", || async {
+        let p = n.kubelet.pods.get("default/low")?;
+        (p["status"]["phase"] == "Failed").then_some(())
+    })
+    .await;
+    let next = super::eviction::round(&n.kubelet, &thresholds, &pressure).await;
+    assert_eq!(next.as_deref(), Some("default/high"));
+    n.h.until("the informer sees the second eviction", || async {
+        let p = n.kubelet.pods.get("default/high")?;
+        (p["status"]["phase"] == "Failed").then_some(())
+    })
+    .await;
+    assert_eq!(
+        super::eviction::round(&n.kubelet, &thresholds, &pressure).await,
+        None
+    );
+    let critical = n.h.client.get(&format!("{PODS}/critical")).await.unwrap();
+    assert_eq!(critical["status"]["phase"], "Running");
 }

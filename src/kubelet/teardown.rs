@@ -92,7 +92,7 @@ impl Kubelet {
                 })
                 .await;
         }
-        volumes::tear_down(&self.settings.root_dir, uid);
+        volumes::tear_down(&*self.host.mounts, &self.settings.root_dir, uid);
         super::logs::unlink(&self.settings.container_log_dir, &ids);
         let log_dir = log_dir.or_else(|| pod.map(spec::log_dir_name));
         if let Some(d) = log_dir {

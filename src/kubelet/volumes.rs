@@ -10,6 +10,7 @@
 
 use super::spec::{field_ref, resource_field_ref};
 use crate::client::ApiClient;
+use crate::host::Mounts;
 use base64::Engine as _;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
@@ -43,6 +44,8 @@ pub fn pod_dir(root: &Path, uid: &str) -> PathBuf {
 /// What the volume needs from the node to be written.
 pub struct Env<'a> {
     pub client: &'a ApiClient,
+    /// What is mounted, and mounting (tmpfs for secrets and memory emptyDirs).
+    pub mounts: &'a dyn Mounts,
     pub root: &'a Path,
     pub host_ip: &'a str,
     pub pod_ip: &'a str,
@@ -72,10 +75,11 @@ pub async fn set_up(env: &Env<'_>, pod: &Value) -> Result<HashMap<String, PathBu
             let dir = at("kubernetes.io~empty-dir");
             std::fs::create_dir_all(&dir).map_err(io)?;
             std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).map_err(io)?;
-            if v["emptyDir"]["medium"] == "Memory" && !is_mount(&dir) {
+            if v["emptyDir"]["medium"] == "Memory" && !env.mounts.is_mount(&dir) {
                 let opts = tmpfs_options(&v["emptyDir"]["sizeLimit"]).map_err(|m| fail(name, m))?;
-                run_mount(&["-t", "tmpfs", "-o", &opts, "tmpfs"], &dir)
-                    .map_err(|m| fail(name, m))?;
+                env.mounts
+                    .mount_tmpfs(&dir, &opts)
+                    .map_err(|e| fail(name, e.to_string()))?;
             }
             dir
         } else if v["hostPath"].is_object() {
@@ -94,7 +98,7 @@ pub async fn set_up(env: &Env<'_>, pod: &Value) -> Result<HashMap<String, PathBu
             };
             let dir = at(plugin);
             if plugin == "kubernetes.io~secret" {
-                memory_backed(&dir, 1).map_err(|m| fail(name, m))?;
+                memory_backed(env.mounts, &dir, 1).map_err(|m| fail(name, m))?;
             }
             write_atomic(&dir, &files).map_err(io)?;
             dir
@@ -107,7 +111,7 @@ pub async fn set_up(env: &Env<'_>, pod: &Value) -> Result<HashMap<String, PathBu
             let files = projected(env, pod, name, &v["projected"]).await?;
             let dir = at("kubernetes.io~projected");
             let sources = v["projected"]["sources"].as_array().map_or(1, Vec::len);
-            memory_backed(&dir, sources).map_err(|m| fail(name, m))?;
+            memory_backed(env.mounts, &dir, sources).map_err(|m| fail(name, m))?;
             write_atomic(&dir, &files).map_err(io)?;
             dir
         } else if v["persistentVolumeClaim"].is_object() {
@@ -126,18 +130,18 @@ pub async fn set_up(env: &Env<'_>, pod: &Value) -> Result<HashMap<String, PathBu
 /// Unmounts and removes every volume of the pod `uid`: its tmpfs volumes and subPath
 /// binds first, deepest first; if one stays mounted nothing is removed, since a
 /// removal would go through the mount.
-pub fn tear_down(root: &Path, uid: &str) {
+pub fn tear_down(mounts: &dyn Mounts, root: &Path, uid: &str) {
     let dir = pod_dir(root, uid);
     // mountinfo has resolved paths: a relative or symlinked root must match them
     let dir = std::fs::canonicalize(&dir).unwrap_or(dir);
-    let mut mounted = mounts_under(&dir);
+    let mut mounted = mounts.mounts_under(&dir);
     mounted.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
     for m in &mounted {
-        if let Err(e) = rustix::mount::unmount(m, rustix::mount::UnmountFlags::DETACH) {
+        if let Err(e) = mounts.unmount(m) {
             tracing::warn!(mount = %m.display(), error = %e, "cannot unmount a pod's volume");
         }
     }
-    if !mounts_under(&dir).is_empty() {
+    if !mounts.mounts_under(&dir).is_empty() {
         tracing::warn!(dir = %dir.display(), "a pod's volume is still mounted: its directory is kept");
         return;
     }
@@ -161,50 +165,6 @@ fn tmpfs_options(size_limit: &Value) -> Result<String, String> {
     Ok(opts)
 }
 
-/// Mount points, as `/proc/self/mountinfo` writes them (octal escapes decoded).
-fn mount_points() -> Vec<PathBuf> {
-    let Ok(mounts) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return Vec::new();
-    };
-    mounts
-        .lines()
-        .filter_map(|l| l.split_whitespace().nth(4))
-        .map(|p| {
-            let mut out = Vec::new();
-            let b = p.as_bytes();
-            let mut i = 0;
-            while i < b.len() {
-                let octal = b
-                    .get(i + 1..i + 4)
-                    .filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
-                match octal {
-                    Some(d) if b[i] == b'\\' => {
-                        out.push((d[0] - b'0') * 64 + (d[1] - b'0') * 8 + (d[2] - b'0'));
-                        i += 4;
-                    }
-                    _ => {
-                        out.push(b[i]);
-                        i += 1;
-                    }
-                }
-            }
-            PathBuf::from(<std::ffi::OsString as std::os::unix::ffi::OsStringExt>::from_vec(out))
-        })
-        .collect()
-}
-
-pub(super) fn is_mount(path: &Path) -> bool {
-    let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-    mount_points().contains(&path)
-}
-
-fn mounts_under(dir: &Path) -> Vec<PathBuf> {
-    mount_points()
-        .into_iter()
-        .filter(|m| m.starts_with(dir))
-        .collect()
-}
-
 /// Upstream's limit on one stored object, which bounds what one source projects.
 const OBJECT_BYTES: u64 = 3 << 19;
 
@@ -213,8 +173,8 @@ const OBJECT_BYTES: u64 = 3 << 19;
 /// atomic writer keeps the old one until the new one is in place). A directory that
 /// already holds files from an older skua is left as it is: its containers have it
 /// mounted.
-fn memory_backed(dir: &Path, sources: usize) -> Result<(), String> {
-    if is_mount(dir) {
+fn memory_backed(mounts: &dyn Mounts, dir: &Path, sources: usize) -> Result<(), String> {
+    if mounts.is_mount(dir) {
         return Ok(());
     }
     std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
@@ -226,16 +186,9 @@ fn memory_backed(dir: &Path, sources: usize) -> Result<(), String> {
         return Ok(());
     }
     let size = 2 * OBJECT_BYTES * (sources.max(1) as u64) + (1 << 20);
-    run_mount(
-        &[
-            "-t",
-            "tmpfs",
-            "-o",
-            &format!("mode=0755,size={size}"),
-            "tmpfs",
-        ],
-        dir,
-    )
+    mounts
+        .mount_tmpfs(dir, &format!("mode=0755,size={size}"))
+        .map_err(|e| e.to_string())
 }
 
 /// A lowercase RFC 1123 label, as upstream requires of volume and container names.
@@ -246,19 +199,6 @@ pub(super) fn is_dns_label(s: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')
-}
-
-fn run_mount(args: &[&str], target: &Path) -> Result<(), String> {
-    let out = std::process::Command::new("mount")
-        .args(args)
-        .arg(target)
-        .output()
-        .map_err(|e| format!("cannot run mount: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
-    }
 }
 
 /// A hostPath volume, checked (or created) by its `type` as upstream does.

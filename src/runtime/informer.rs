@@ -270,7 +270,7 @@ impl Informer {
             Ok(list) => list,
             // the token's revision was compacted away: upstream's answer is to list
             // again in one piece
-            Err(e) if e.code == 410 && !token.is_empty() => return Ok(Phase::List { limit: 0 }),
+            Err(e) if e.code() == 410 && !token.is_empty() => return Ok(Phase::List { limit: 0 }),
             Err(e) => return Err((e, Phase::Paging { limit, token, seen })),
         };
         for item in list["items"].as_array().into_iter().flatten() {
@@ -345,7 +345,7 @@ impl Informer {
         );
         let mut stream = match client.watch(&path).await {
             Ok(s) => s,
-            Err(e) if e.code == 410 => return Ok(Phase::start()),
+            Err(e) if e.code() == 410 => return Ok(Phase::start()),
             Err(e) => return Err((e, Phase::Watch { rv })),
         };
         while let Some(ev) = stream.next().await {
@@ -357,7 +357,7 @@ impl Informer {
                 Ok(WatchEvent::Added(o) | WatchEvent::Modified(o)) => (o, false),
                 Ok(WatchEvent::Deleted(o)) => (o, true),
                 // expired: list again
-                Err(e) if e.code == 410 => return Ok(Phase::start()),
+                Err(e) if e.code() == 410 => return Ok(Phase::start()),
                 Err(e) => return Err((e, Phase::Watch { rv })),
             };
             if let Some(r) = obj["metadata"]["resourceVersion"].as_str() {
