@@ -25,7 +25,7 @@ pub async fn context() -> Arc<ApiContext> {
         first: 30000,
         last: 32767,
     };
-    let ctx = Arc::new(ApiContext {
+    Arc::new(ApiContext {
         store: store.clone(),
         tokens: super::tokens::TokenAuthority::new(&key.serialize_pem(), "cluster.local")
             .expect("a token authority"),
@@ -43,8 +43,7 @@ pub async fn context() -> Arc<ApiContext> {
         admission: super::admission::Chain::builtin(),
         kubelet_tls: Default::default(),
         registry: Default::default(),
-    });
-    ctx
+    })
 }
 
 /// One request as an administrator; the status and the JSON body (`Null` if none).
