@@ -178,9 +178,13 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
     started.push("runtime status", &readiness);
     // the overlay, then the pods' CNI config at the MTU it leaves
     let backend: crate::overlay::plan::Backend =
-        joined.config.flannel_backend.parse().map_err(|e: String| {
-            AgentError::Config(format!("the server's flannel backend: {e}"))
-        })?;
+        joined
+            .config
+            .flannel_backend
+            .parse()
+            .map_err(|e: crate::config::ConfigError| {
+                AgentError::Config(format!("the server's flannel backend: {e}"))
+            })?;
     // one netlink socket for the overlay and cluster DNS
     let links: std::sync::Arc<dyn crate::net::netlink::Links> =
         std::sync::Arc::new(crate::net::netlink::RtNetlink::connect()?);
@@ -200,9 +204,11 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
                 std::net::IpAddr::V4(v4) => Some(*v4),
                 _ => None,
             }),
-            cluster_cidr: joined.config.cluster_cidr.parse().map_err(|e: String| {
-                AgentError::Config(format!("the server's cluster CIDR: {e}"))
-            })?,
+            cluster_cidr: joined.config.cluster_cidr.parse().map_err(
+                |e: crate::config::ConfigError| {
+                    AgentError::Config(format!("the server's cluster CIDR: {e}"))
+                },
+            )?,
         };
         let (conf, ipam) = (dir.join("etc/cni/net.d"), dir.join("cni"));
         tokio::spawn(async move {

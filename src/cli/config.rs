@@ -188,7 +188,9 @@ fn as_list(v: Value) -> Vec<Value> {
 /// An IPv4 or IPv6 CIDR such as `10.42.0.0/16` (kept as text; parsed where used).
 /// `--disable`: a packaged component k3s knows.
 pub fn parse_disable(s: &str) -> Result<String, String> {
-    crate::config::Disabled::default().add(s)?;
+    crate::config::Disabled::default()
+        .add(s)
+        .map_err(|e| e.to_string())?;
     Ok(s.to_string())
 }
 

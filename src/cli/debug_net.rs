@@ -97,12 +97,18 @@ pub fn blast(a: BlastArgs) -> anyhow::Result<()> {
 /// the VTEP MAC (empty without a VXLAN device).
 pub async fn overlay_apply(a: OverlayApplyArgs) -> anyhow::Result<()> {
     use crate::overlay::plan::{Backend, Net, Peer};
-    let backend: Backend = a.backend.parse().map_err(|e: String| anyhow::anyhow!(e))?;
-    let pod_cidr: Net = a.pod_cidr.parse().map_err(|e: String| anyhow::anyhow!(e))?;
+    let backend: Backend = a
+        .backend
+        .parse()
+        .map_err(|e: crate::config::ConfigError| anyhow::anyhow!(e))?;
+    let pod_cidr: Net = a
+        .pod_cidr
+        .parse()
+        .map_err(|e: crate::config::ConfigError| anyhow::anyhow!(e))?;
     let links = crate::net::netlink::RtNetlink::connect()?;
     let cluster: Net = "10.42.0.0/16"
         .parse()
-        .map_err(|e: String| anyhow::anyhow!(e))?;
+        .map_err(|e: crate::config::ConfigError| anyhow::anyhow!(e))?;
     let dev = crate::overlay::setup_device(
         &links,
         "bench",
@@ -123,7 +129,7 @@ pub async fn overlay_apply(a: OverlayApplyArgs) -> anyhow::Result<()> {
             .next()
             .unwrap_or("")
             .parse()
-            .map_err(|e: String| anyhow::anyhow!(e))?;
+            .map_err(|e: crate::config::ConfigError| anyhow::anyhow!(e))?;
         let ip: Ipv4Addr = parts.next().unwrap_or("").parse()?;
         let mac = parts.next().and_then(crate::net::netlink::parse_mac);
         peers.push(Peer {

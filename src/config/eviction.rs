@@ -1,6 +1,8 @@
 //! `--eviction-hard`: the signals and thresholds under which the kubelet evicts pods
 //! (upstream's hard eviction), parsed once when the configuration is resolved.
 
+use super::ConfigError;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Signal {
     MemoryAvailable,
@@ -44,22 +46,18 @@ impl Thresholds {
     pub const DEFAULT: &'static str =
         "memory.available<100Mi,nodefs.available<10%,imagefs.available<15%,nodefs.inodesFree<5%";
 
-    pub fn parse(text: &str) -> Result<Thresholds, String> {
+    pub fn parse(text: &str) -> Result<Thresholds, ConfigError> {
         let mut out = Vec::new();
         for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let (name, value) = part.split_once('<').ok_or_else(|| {
-                format!("--eviction-hard: {part:?} is not <signal><<quantity> (e.g. memory.available<100Mi)")
-            })?;
+            let (name, value) = part
+                .split_once('<')
+                .ok_or_else(|| ConfigError::NotThreshold(part.to_string()))?;
             let signal = match name.trim() {
                 "memory.available" => Signal::MemoryAvailable,
                 "nodefs.available" => Signal::NodefsAvailable,
                 "nodefs.inodesFree" => Signal::NodefsInodesFree,
                 "imagefs.available" => Signal::ImagefsAvailable,
-                other => {
-                    return Err(format!(
-                        "--eviction-hard: unknown signal {other:?} (memory.available, nodefs.available, nodefs.inodesFree, imagefs.available)"
-                    ));
-                }
+                other => return Err(ConfigError::UnknownSignal(other.to_string())),
             };
             let value = value.trim();
             let amount = match value.strip_suffix('%') {
@@ -67,11 +65,11 @@ impl Thresholds {
                     p.parse::<f64>()
                         .ok()
                         .filter(|p| (0.0..=100.0).contains(p))
-                        .ok_or_else(|| format!("--eviction-hard: {value:?} is not a percentage"))?,
+                        .ok_or_else(|| ConfigError::NotPercentage(value.to_string()))?,
                 ),
                 None => Amount::Quantity(
                     crate::api::quantity::parse(value)
-                        .ok_or_else(|| format!("--eviction-hard: {value:?} is not a quantity"))?,
+                        .ok_or_else(|| ConfigError::NotQuantity(value.to_string()))?,
                     value.to_string(),
                 ),
             };

@@ -11,6 +11,33 @@ pub use net::{Ipv4Net, PortRange};
 use std::net::IpAddr;
 use std::path::PathBuf;
 
+/// A configuration value that is not one.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("unknown flannel backend {0:?}: use vxlan, host-gw, auto or none")]
+    UnknownBackend(String),
+    #[error(
+        "unknown component {0:?}: --disable takes coredns, servicelb, traefik, local-storage, metrics-server"
+    )]
+    UnknownComponent(String),
+    #[error("{0:?} is not an IPv4 CIDR (like 10.42.0.0/16)")]
+    NotCidr(String),
+    #[error("{0:?} has a bad prefix length")]
+    BadPrefix(String),
+    #[error("{0:?} is not a port range; write it as FIRST-LAST, e.g. 30000-32767")]
+    NotPortRange(String),
+    #[error("--eviction-hard: {0:?} is not <signal><<quantity> (e.g. memory.available<100Mi)")]
+    NotThreshold(String),
+    #[error(
+        "--eviction-hard: unknown signal {0:?} (memory.available, nodefs.available, nodefs.inodesFree, imagefs.available)"
+    )]
+    UnknownSignal(String),
+    #[error("--eviction-hard: {0:?} is not a percentage")]
+    NotPercentage(String),
+    #[error("--eviction-hard: {0:?} is not a quantity")]
+    NotQuantity(String),
+}
+
 /// How pod traffic crosses nodes (`--flannel-backend`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FlannelBackend {
@@ -26,16 +53,14 @@ pub enum FlannelBackend {
 }
 
 impl std::str::FromStr for FlannelBackend {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = ConfigError;
+    fn from_str(s: &str) -> Result<Self, ConfigError> {
         match s {
             "vxlan" => Ok(FlannelBackend::Vxlan),
             "host-gw" => Ok(FlannelBackend::HostGw),
             "auto" => Ok(FlannelBackend::Auto),
             "none" => Ok(FlannelBackend::None),
-            other => Err(format!(
-                "unknown flannel backend {other:?}: use vxlan, host-gw, auto or none"
-            )),
+            other => Err(ConfigError::UnknownBackend(other.to_string())),
         }
     }
 }
@@ -82,25 +107,22 @@ impl Disabled {
     ];
 
     /// Adds one component by its k3s name.
-    pub fn add(&mut self, name: &str) -> Result<(), String> {
+    pub fn add(&mut self, name: &str) -> Result<(), ConfigError> {
         let flag = match name {
             "coredns" => &mut self.coredns,
             "servicelb" => &mut self.servicelb,
             "traefik" => &mut self.traefik,
             "local-storage" => &mut self.local_storage,
             "metrics-server" => &mut self.metrics_server,
-            other => {
-                return Err(format!(
-                    "unknown component {other:?}: --disable takes {}",
-                    Self::NAMES.join(", ")
-                ));
-            }
+            other => return Err(ConfigError::UnknownComponent(other.to_string())),
         };
         *flag = true;
         Ok(())
     }
 
-    pub fn from_names<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<Disabled, String> {
+    pub fn from_names<'a>(
+        names: impl IntoIterator<Item = &'a str>,
+    ) -> Result<Disabled, ConfigError> {
         let mut d = Disabled::default();
         for n in names {
             d.add(n)?;

@@ -1,5 +1,6 @@
 //! Network values of the configuration: IPv4 networks and port ranges, parsed once.
 
+use super::ConfigError;
 use std::net::Ipv4Addr;
 
 fn mask(prefix: u8) -> u32 {
@@ -31,19 +32,16 @@ impl Ipv4Net {
 }
 
 impl std::str::FromStr for Ipv4Net {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Ipv4Net, String> {
-        let (a, p) = s
-            .split_once('/')
-            .ok_or_else(|| format!("{s:?} is not an IPv4 CIDR (like 10.42.0.0/16)"))?;
-        let addr: Ipv4Addr = a
-            .parse()
-            .map_err(|_| format!("{s:?} is not an IPv4 CIDR (like 10.42.0.0/16)"))?;
+    type Err = ConfigError;
+    fn from_str(s: &str) -> Result<Ipv4Net, ConfigError> {
+        let not_cidr = || ConfigError::NotCidr(s.to_string());
+        let (a, p) = s.split_once('/').ok_or_else(not_cidr)?;
+        let addr: Ipv4Addr = a.parse().map_err(|_| not_cidr())?;
         let prefix: u8 = p
             .parse()
             .ok()
             .filter(|p| *p <= 32)
-            .ok_or_else(|| format!("{s:?} has a bad prefix length"))?;
+            .ok_or_else(|| ConfigError::BadPrefix(s.to_string()))?;
         Ok(Ipv4Net::new(addr, prefix))
     }
 }
@@ -80,9 +78,9 @@ pub struct PortRange {
 }
 
 impl std::str::FromStr for PortRange {
-    type Err = String;
-    fn from_str(s: &str) -> Result<PortRange, String> {
-        let bad = || format!("{s:?} is not a port range; write it as FIRST-LAST, e.g. 30000-32767");
+    type Err = ConfigError;
+    fn from_str(s: &str) -> Result<PortRange, ConfigError> {
+        let bad = || ConfigError::NotPortRange(s.to_string());
         let (a, b) = s.split_once('-').ok_or_else(bad)?;
         let (first, last): (u16, u16) = (
             a.trim().parse().map_err(|_| bad())?,

@@ -242,6 +242,7 @@ mod tests {
         assert!(
             Thresholds::parse("cpu.available<1")
                 .unwrap_err()
+                .to_string()
                 .contains("unknown signal")
         );
         assert!(Thresholds::parse("nodefs.available<110%").is_err());

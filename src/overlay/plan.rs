@@ -460,13 +460,20 @@ mod tests {
         assert_eq!(n.to_string(), "10.42.0.0/16");
         assert!(n.contains("10.42.200.1".parse().unwrap()));
         assert!(!n.contains("10.43.0.1".parse().unwrap()));
-        assert!("10.42.0.0".parse::<Net>().unwrap_err().contains("CIDR"));
+        assert!(
+            "10.42.0.0"
+                .parse::<Net>()
+                .unwrap_err()
+                .to_string()
+                .contains("CIDR")
+        );
         assert!("10.42.0.0/40".parse::<Net>().is_err());
         assert_eq!("host-gw".parse::<Backend>(), Ok(Backend::HostGw));
         assert!(
             "wireguard"
                 .parse::<Backend>()
                 .unwrap_err()
+                .to_string()
                 .contains("vxlan, host-gw, auto or none")
         );
         let t = masquerade_table("10.42.0.0/16".parse().unwrap());
