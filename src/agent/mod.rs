@@ -63,7 +63,8 @@ pub enum AgentError {
 pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
     let node_cfg = &cfg.node;
     let server = cfg.server.clone();
-    let token = crate::pki::join::Token::parse(&cfg.token).map_err(AgentError::Config)?;
+    let token = crate::pki::join::Token::parse(&cfg.token)
+        .map_err(|e| AgentError::Config(e.to_string()))?;
     let name = node_name(node_cfg.node_name.as_deref());
     let dir = cfg.data_dir.join("agent");
     // node credentials, pod volumes and registry passwords: root only
@@ -102,7 +103,7 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let registries = std::sync::Arc::new(
         crate::cri::registries::Registries::load(&node_cfg.private_registry)
-            .map_err(AgentError::Config)?,
+            .map_err(|e| AgentError::Config(e.to_string()))?,
     );
     let (socket, supervisor) = match &node_cfg.container_runtime_endpoint {
         Some(endpoint) => (endpoint.clone(), None),

@@ -14,23 +14,44 @@ pub struct Schedule {
     either_day: bool,
 }
 
-fn field(text: &str, lo: u32, hi: u32, names: &[&str]) -> Result<(Vec<bool>, bool), String> {
+/// A schedule or time zone that is not one.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CronError {
+    #[error("{0:?} is not a number")]
+    NotNumber(String),
+    #[error("bad step {0:?}")]
+    BadStep(String),
+    #[error("a step must be positive")]
+    ZeroStep,
+    #[error("{part:?} is out of range {lo}-{hi}")]
+    OutOfRange { part: String, lo: u32, hi: u32 },
+    #[error("expected exactly 5 fields, found {count}: {text:?}")]
+    FieldCount { count: usize, text: String },
+    #[error("unknown time zone {0}")]
+    UnknownZone(String),
+}
+
+fn field(text: &str, lo: u32, hi: u32, names: &[&str]) -> Result<(Vec<bool>, bool), CronError> {
     let mut set = vec![false; (hi + 1) as usize];
     let mut restricted = true;
-    let value = |s: &str| -> Result<u32, String> {
+    let value = |s: &str| -> Result<u32, CronError> {
         if let Some(i) = names.iter().position(|n| n.eq_ignore_ascii_case(s)) {
             return Ok(i as u32 + lo);
         }
         s.parse::<u32>()
-            .map_err(|_| format!("{s:?} is not a number"))
+            .map_err(|_| CronError::NotNumber(s.to_string()))
     };
     for part in text.split(',') {
         let (range, step) = match part.split_once('/') {
-            Some((r, s)) => (r, s.parse::<u32>().map_err(|_| format!("bad step {s:?}"))?),
+            Some((r, s)) => (
+                r,
+                s.parse::<u32>()
+                    .map_err(|_| CronError::BadStep(s.to_string()))?,
+            ),
             None => (part, 1),
         };
         if step == 0 {
-            return Err("a step must be positive".into());
+            return Err(CronError::ZeroStep);
         }
         let (a, b) = if range == "*" || range == "?" {
             if step == 1 {
@@ -44,7 +65,11 @@ fn field(text: &str, lo: u32, hi: u32, names: &[&str]) -> Result<(Vec<bool>, boo
             (a, if part.contains('/') { hi } else { a })
         };
         if a < lo || b > hi || a > b {
-            return Err(format!("{part:?} is out of range {lo}-{hi}"));
+            return Err(CronError::OutOfRange {
+                part: part.to_string(),
+                lo,
+                hi,
+            });
         }
         let mut v = a;
         while v <= b {
@@ -56,7 +81,7 @@ fn field(text: &str, lo: u32, hi: u32, names: &[&str]) -> Result<(Vec<bool>, boo
 }
 
 impl Schedule {
-    pub fn parse(text: &str) -> Result<Schedule, String> {
+    pub fn parse(text: &str) -> Result<Schedule, CronError> {
         let text = match text.trim() {
             "@yearly" | "@annually" => "0 0 1 1 *",
             "@monthly" => "0 0 1 * *",
@@ -67,10 +92,10 @@ impl Schedule {
         };
         let parts: Vec<&str> = text.split_whitespace().collect();
         if parts.len() != 5 {
-            return Err(format!(
-                "expected exactly 5 fields, found {}: {text:?}",
-                parts.len()
-            ));
+            return Err(CronError::FieldCount {
+                count: parts.len(),
+                text: text.to_string(),
+            });
         }
         const MONTHS: &[&str] = &[
             "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
@@ -158,16 +183,16 @@ impl Zone {
     }
 
     /// The zone `name` from /usr/share/zoneinfo (`UTC` and `Etc/UTC` need no file).
-    pub fn load(name: &str) -> Result<Zone, String> {
+    pub fn load(name: &str) -> Result<Zone, CronError> {
         if matches!(name, "" | "UTC" | "Etc/UTC" | "Etc/GMT" | "GMT") {
             return Ok(Zone::utc());
         }
         if name.contains("..") || name.starts_with('/') {
-            return Err(format!("unknown time zone {name}"));
+            return Err(CronError::UnknownZone(name.to_string()));
         }
         let data = std::fs::read(format!("/usr/share/zoneinfo/{name}"))
-            .map_err(|_| format!("unknown time zone {name}"))?;
-        Zone::from_tzif(&data).ok_or_else(|| format!("unknown time zone {name}"))
+            .map_err(|_| CronError::UnknownZone(name.to_string()))?;
+        Zone::from_tzif(&data).ok_or_else(|| CronError::UnknownZone(name.to_string()))
     }
 
     /// The version 1 data of a TZif file.

@@ -46,15 +46,28 @@ fn set_values(rest: &str) -> Option<Vec<String>> {
     )
 }
 
+/// A selector that cannot be parsed, in upstream's words.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SelectorError {
+    #[error("unable to parse requirement: {0:?}")]
+    Requirement(String),
+    #[error("{0:?} is not a valid label selector operator")]
+    Operator(Option<String>),
+    #[error("invalid selector: '{selector}'; can't understand '{part}'")]
+    Field { selector: String, part: String },
+    #[error("field label not supported: {0}")]
+    UnsupportedField(String),
+}
+
 impl LabelSelector {
-    pub fn parse(s: &str) -> Result<LabelSelector, String> {
+    pub fn parse(s: &str) -> Result<LabelSelector, SelectorError> {
         let mut reqs = Vec::new();
         for part in split_top(s)
             .into_iter()
             .map(str::trim)
             .filter(|p| !p.is_empty())
         {
-            let bad = || format!("unable to parse requirement: {part:?}");
+            let bad = || SelectorError::Requirement(part.to_string());
             let req = if let Some(key) = part.strip_prefix('!') {
                 Requirement::DoesNotExist(key.trim().to_string())
             } else if let Some((k, v)) = part.split_once("!=") {
@@ -86,7 +99,7 @@ impl LabelSelector {
 
     /// A `metav1.LabelSelector` object (`matchLabels` and `matchExpressions` with In,
     /// NotIn, Exists, DoesNotExist). An empty selector matches everything.
-    pub fn from_object(sel: &Value) -> Result<LabelSelector, String> {
+    pub fn from_object(sel: &Value) -> Result<LabelSelector, SelectorError> {
         let mut reqs = Vec::new();
         if let Some(labels) = sel.get("matchLabels").and_then(Value::as_object) {
             for (k, v) in labels {
@@ -121,7 +134,7 @@ impl LabelSelector {
                 Some("NotIn") => Requirement::NotIn(key, values),
                 Some("Exists") => Requirement::Exists(key),
                 Some("DoesNotExist") => Requirement::DoesNotExist(key),
-                other => return Err(format!("{other:?} is not a valid label selector operator")),
+                other => return Err(SelectorError::Operator(other.map(String::from))),
             });
         }
         Ok(LabelSelector(reqs))
@@ -148,7 +161,7 @@ pub struct FieldSelector(Vec<(String, bool, String)>);
 impl FieldSelector {
     /// Parses `path=value`, `path==value`, `path!=value`, comma-separated, allowing only
     /// the fields in `supported` (upstream answers 400 for others).
-    pub fn parse(s: &str, supported: &[&str]) -> Result<FieldSelector, String> {
+    pub fn parse(s: &str, supported: &[&str]) -> Result<FieldSelector, SelectorError> {
         let mut out = Vec::new();
         for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let (field, equal, value) = if let Some((f, v)) = part.split_once("!=") {
@@ -158,13 +171,14 @@ impl FieldSelector {
             } else if let Some((f, v)) = part.split_once('=') {
                 (f, true, v)
             } else {
-                return Err(format!(
-                    "invalid selector: '{s}'; can't understand '{part}'"
-                ));
+                return Err(SelectorError::Field {
+                    selector: s.to_string(),
+                    part: part.to_string(),
+                });
             };
             let field = field.trim();
             if !supported.contains(&field) {
-                return Err(format!("field label not supported: {field}"));
+                return Err(SelectorError::UnsupportedField(field.to_string()));
             }
             out.push((field.to_string(), equal, value.trim().to_string()));
         }
@@ -253,7 +267,9 @@ mod tests {
                 .matches(&pod)
         );
         assert_eq!(
-            FieldSelector::parse("spec.foo=1", &["metadata.name"]).unwrap_err(),
+            FieldSelector::parse("spec.foo=1", &["metadata.name"])
+                .unwrap_err()
+                .to_string(),
             "field label not supported: spec.foo"
         );
     }

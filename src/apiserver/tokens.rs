@@ -60,13 +60,48 @@ impl TokenClaims {
     }
 }
 
+/// Why a key cannot sign, or a token is refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("the service-account key is not a PKCS#8 key")]
+    NotPkcs8,
+    #[error("the service-account key is unreadable: {0}")]
+    UnreadableKey(String),
+    #[error("the service-account key is not a P-256 key: {0}")]
+    NotP256(String),
+    #[error("signing failed: {0}")]
+    Signing(String),
+    #[error("not a JWT")]
+    NotJwt,
+    #[error("bad signature encoding")]
+    SignatureEncoding,
+    #[error("invalid signature")]
+    Signature,
+    #[error("bad claims")]
+    Claims,
+    #[error("token issued by another issuer")]
+    Issuer,
+    #[error("token has expired")]
+    Expired,
+    #[error("token is not valid yet")]
+    NotYetValid,
+    #[error("token audiences are invalid")]
+    Audience,
+    #[error("pod {namespace}/{pod} that the token is bound to has been deleted or replaced")]
+    BoundPodGone { namespace: String, pod: String },
+    #[error("service account {namespace}/{name} has been deleted or replaced")]
+    AccountGone { namespace: String, name: String },
+    #[error("cannot check the token's objects: {0}")]
+    Lookup(String),
+}
+
 impl TokenAuthority {
     /// From the service-account signing key (PKCS#8 PEM, P-256).
-    pub fn new(key_pem: &str, cluster_domain: &str) -> Result<TokenAuthority, String> {
+    pub fn new(key_pem: &str, cluster_domain: &str) -> Result<TokenAuthority, TokenError> {
         let der = match PrivateKeyDer::from_pem_slice(key_pem.as_bytes()) {
             Ok(PrivateKeyDer::Pkcs8(k)) => k,
-            Ok(_) => return Err("the service-account key is not a PKCS#8 key".into()),
-            Err(e) => return Err(format!("the service-account key is unreadable: {e}")),
+            Ok(_) => return Err(TokenError::NotPkcs8),
+            Err(e) => return Err(TokenError::UnreadableKey(e.to_string())),
         };
         let rng = SystemRandom::new();
         let key = EcdsaKeyPair::from_pkcs8(
@@ -74,7 +109,7 @@ impl TokenAuthority {
             der.secret_pkcs8_der(),
             &rng,
         )
-        .map_err(|e| format!("the service-account key is not a P-256 key: {e}"))?;
+        .map_err(|e| TokenError::NotP256(e.to_string()))?;
         let digest = ring::digest::digest(&ring::digest::SHA256, key.public_key().as_ref());
         Ok(TokenAuthority {
             key_id: B64.encode(digest.as_ref()),
@@ -86,7 +121,7 @@ impl TokenAuthority {
     }
 
     /// Issues a token for a service account.
-    pub fn issue(&self, claims: &TokenClaims) -> Result<String, String> {
+    pub fn issue(&self, claims: &TokenClaims) -> Result<String, TokenError> {
         let now = now_secs();
         let header = json!({"alg": "ES256", "kid": self.key_id});
         let mut body = json!({
@@ -113,36 +148,35 @@ impl TokenAuthority {
         let sig = self
             .key
             .sign(&self.rng, signing_input.as_bytes())
-            .map_err(|e| format!("signing failed: {e}"))?;
+            .map_err(|e| TokenError::Signing(e.to_string()))?;
         Ok(format!("{signing_input}.{}", B64.encode(sig.as_ref())))
     }
 
     /// Checks signature, issuer, time and audience (any of `audiences`, default the
     /// issuer). Whether the service account still exists is the caller's check.
-    pub fn verify(&self, token: &str, audiences: &[String]) -> Result<TokenClaims, String> {
+    pub fn verify(&self, token: &str, audiences: &[String]) -> Result<TokenClaims, TokenError> {
         let mut parts = token.split('.');
         let (Some(h), Some(b), Some(s), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
         else {
-            return Err("not a JWT".into());
+            return Err(TokenError::NotJwt);
         };
-        let sig = B64.decode(s).map_err(|_| "bad signature encoding")?;
+        let sig = B64.decode(s).map_err(|_| TokenError::SignatureEncoding)?;
         UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, self.key.public_key().as_ref())
             .verify(format!("{h}.{b}").as_bytes(), &sig)
-            .map_err(|_| "invalid signature".to_string())?;
-        let claims: Value =
-            serde_json::from_slice(&B64.decode(b).map_err(|_| "bad claims encoding")?)
-                .map_err(|_| "bad claims".to_string())?;
+            .map_err(|_| TokenError::Signature)?;
+        let claims: Value = serde_json::from_slice(&B64.decode(b).map_err(|_| TokenError::Claims)?)
+            .map_err(|_| TokenError::Claims)?;
         if claims["iss"] != json!(self.issuer) {
-            return Err("token issued by another issuer".into());
+            return Err(TokenError::Issuer);
         }
         let now = now_secs();
         let exp = claims["exp"].as_i64().unwrap_or(0);
         if exp < now {
-            return Err("token has expired".into());
+            return Err(TokenError::Expired);
         }
         if claims["nbf"].as_i64().unwrap_or(0) > now + 60 {
-            return Err("token is not valid yet".into());
+            return Err(TokenError::NotYetValid);
         }
         let token_aud: Vec<String> = claims["aud"]
             .as_array()
@@ -158,7 +192,7 @@ impl TokenAuthority {
             audiences.to_vec()
         };
         if !token_aud.iter().any(|a| accepted.contains(a)) {
-            return Err("token audiences are invalid".into());
+            return Err(TokenError::Audience);
         }
         let k8s = &claims["kubernetes.io"];
         Ok(TokenClaims {
@@ -232,12 +266,12 @@ mod tests {
         assert_eq!(
             a.verify(&a.issue(&claims(now_secs() - 1, &a.issuer)).unwrap(), &[])
                 .unwrap_err(),
-            "token has expired"
+            TokenError::Expired
         );
         assert_eq!(
             a.verify(&a.issue(&claims(now_secs() + 600, "vault")).unwrap(), &[])
                 .unwrap_err(),
-            "token audiences are invalid"
+            TokenError::Audience
         );
         assert!(
             a.verify(
@@ -248,8 +282,9 @@ mod tests {
         );
         assert_eq!(
             authority().verify(&token, &[]).unwrap_err(),
-            "invalid signature"
+            TokenError::Signature
         );
-        assert!(a.verify("a.b", &[]).is_err());
+        assert_eq!(a.verify("a.b", &[]).unwrap_err(), TokenError::NotJwt);
+        assert_eq!(TokenError::Expired.to_string(), "token has expired");
     }
 }

@@ -72,31 +72,56 @@ pub fn toml(s: &str) -> String {
     out
 }
 
+/// A registries file that cannot be used, naming it.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistriesError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path} is not a valid registries file (k3s format: mirrors, configs): {message}")]
+    Invalid { path: String, message: String },
+    #[error(
+        "{path}: mirrors.{registry}.rewrite: {pattern:?} is not a regular expression: {message}"
+    )]
+    Rewrite {
+        path: String,
+        registry: String,
+        pattern: String,
+        message: String,
+    },
+}
+
 impl Registries {
     /// Reads the file; a missing file is no configuration, a broken one an error that
     /// names it.
-    pub fn load(path: &Path) -> Result<Registries, String> {
+    pub fn load(path: &Path) -> Result<Registries, RegistriesError> {
         let text = match std::fs::read_to_string(path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Registries::default()),
-            Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+            Err(source) => {
+                return Err(RegistriesError::Read {
+                    path: path.display().to_string(),
+                    source,
+                });
+            }
         };
         if text.trim().is_empty() {
             return Ok(Registries::default());
         }
-        let parsed: Registries = serde_saphyr::from_str(&text).map_err(|e| {
-            format!(
-                "{} is not a valid registries file (k3s format: mirrors, configs): {e}",
-                path.display()
-            )
-        })?;
+        let parsed: Registries =
+            serde_saphyr::from_str(&text).map_err(|e| RegistriesError::Invalid {
+                path: path.display().to_string(),
+                message: e.to_string(),
+            })?;
         for (registry, m) in &parsed.mirrors {
             for pattern in m.rewrite.keys() {
-                regex_lite::Regex::new(pattern).map_err(|e| {
-                    format!(
-                        "{}: mirrors.{registry}.rewrite: {pattern:?} is not a regular expression: {e}",
-                        path.display()
-                    )
+                regex_lite::Regex::new(pattern).map_err(|e| RegistriesError::Rewrite {
+                    path: path.display().to_string(),
+                    registry: registry.clone(),
+                    pattern: pattern.clone(),
+                    message: e.to_string(),
                 })?;
             }
         }
@@ -255,7 +280,8 @@ configs:
         assert_eq!(r.rewrite("busybox"), None);
         std::fs::write(&path, "mirrors:\n  docker.io:\n    endpoints: [x]\n").unwrap();
         let e = Registries::load(&path).unwrap_err();
-        assert!(e.contains("not a valid registries file"), "{e}");
+        assert!(matches!(e, RegistriesError::Invalid { .. }), "{e}");
+        assert!(e.to_string().contains("not a valid registries file"), "{e}");
     }
 
     #[test]

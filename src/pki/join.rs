@@ -26,11 +26,28 @@ pub struct Token {
     pub secret: String,
 }
 
+/// A join token that is not one.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("the join token is empty")]
+    Empty,
+    #[error(
+        "a K10 join token has the form K10<ca-hash>::server:<secret>; copy it whole from the server's <data-dir>/server/node-token"
+    )]
+    Form,
+    #[error(
+        "the CA hash in the join token ({0:?}) is not a sha256 in hex; copy the token whole from the server's <data-dir>/server/node-token"
+    )]
+    Hash(String),
+    #[error("the join token has no secret after its CA hash")]
+    NoSecret,
+}
+
 impl Token {
-    pub fn parse(text: &str) -> Result<Token, String> {
+    pub fn parse(text: &str) -> Result<Token, TokenError> {
         let text = text.trim();
         if text.is_empty() {
-            return Err("the join token is empty".into());
+            return Err(TokenError::Empty);
         }
         let Some(rest) = text.strip_prefix("K10") else {
             return Ok(Token {
@@ -39,18 +56,14 @@ impl Token {
                 secret: text.to_string(),
             });
         };
-        let (hash, creds) = rest.split_once("::").ok_or_else(|| {
-            "a K10 join token has the form K10<ca-hash>::server:<secret>; copy it whole from the server's <data-dir>/server/node-token".to_string()
-        })?;
+        let (hash, creds) = rest.split_once("::").ok_or(TokenError::Form)?;
         let valid_hash = hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit());
         if !valid_hash {
-            return Err(format!(
-                "the CA hash in the join token ({hash:?}) is not a sha256 in hex; copy the token whole from the server's <data-dir>/server/node-token"
-            ));
+            return Err(TokenError::Hash(hash.to_string()));
         }
         let (user, secret) = creds.split_once(':').unwrap_or(("server", creds));
         if secret.is_empty() {
-            return Err("the join token has no secret after its CA hash".into());
+            return Err(TokenError::NoSecret);
         }
         Ok(Token {
             ca_hash: Some(hash.to_ascii_lowercase()),
@@ -85,7 +98,11 @@ pub fn ensure_token(
 ) -> Result<String, PkiError> {
     let path = server_dir.join("token");
     let secret = match given.filter(|g| !g.trim().is_empty()) {
-        Some(g) => Token::parse(g).map_err(PkiError::Invalid)?.secret,
+        Some(g) => {
+            Token::parse(g)
+                .map_err(|e| PkiError::Invalid(e.to_string()))?
+                .secret
+        }
         None => match files::read(&path)? {
             Some(old) => {
                 Token::parse(&old)
@@ -131,7 +148,9 @@ pub fn ensure_agent_token(
         }
         return Ok(None);
     };
-    let secret = Token::parse(given).map_err(PkiError::Invalid)?.secret;
+    let secret = Token::parse(given)
+        .map_err(|e| PkiError::Invalid(e.to_string()))?
+        .secret;
     let token = Token {
         ca_hash: Some(ca_hash(server_ca_pem)),
         user: "node".into(),
@@ -251,11 +270,13 @@ mod tests {
         assert!(
             Token::parse("K10abc::server:x")
                 .unwrap_err()
+                .to_string()
                 .contains("sha256")
         );
         assert!(
             Token::parse(&format!("K10{h}"))
                 .unwrap_err()
+                .to_string()
                 .contains("K10<ca-hash>")
         );
         assert!(Token::parse("").is_err());

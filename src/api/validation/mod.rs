@@ -138,7 +138,11 @@ fn selector_matches_template(obj: &Value, out: &mut Vec<Cause>) {
             ),
         }),
         Ok(_) => {}
-        Err(e) => out.push(Cause::invalid("spec.selector", &selector.to_string(), &e)),
+        Err(e) => out.push(Cause::invalid(
+            "spec.selector",
+            &selector.to_string(),
+            &e.to_string(),
+        )),
     }
 }
 
@@ -203,7 +207,7 @@ fn cidr(s: &str) -> Option<(u128, u32, u32)> {
 fn network_policy(obj: &Value, out: &mut Vec<Cause>) {
     let selector_ok = |v: &Value, field: &str, out: &mut Vec<Cause>| {
         if let Err(e) = crate::api::selector::LabelSelector::from_object(v) {
-            out.push(Cause::invalid(field, &v.to_string(), &e));
+            out.push(Cause::invalid(field, &v.to_string(), &e.to_string()));
         }
     };
     match obj.pointer("/spec/podSelector") {

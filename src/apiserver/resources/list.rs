@@ -32,12 +32,13 @@ impl Selection {
                 .unwrap_or("")
         };
         Ok(Selection {
-            labels: LabelSelector::parse(get("labelSelector")).map_err(ApiStatus::bad_request)?,
+            labels: LabelSelector::parse(get("labelSelector"))
+                .map_err(|e| ApiStatus::bad_request(e.to_string()))?,
             fields: FieldSelector::parse(
                 get("fieldSelector"),
                 &super::kinds::selectable_fields(res),
             )
-            .map_err(ApiStatus::bad_request)?,
+            .map_err(|e| ApiStatus::bad_request(e.to_string()))?,
         })
     }
 

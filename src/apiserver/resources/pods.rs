@@ -126,7 +126,7 @@ pub async fn evict(
         // a nil selector selects nothing; an empty one everything
         if !selector.is_null()
             && LabelSelector::from_object(&selector)
-                .map_err(ApiStatus::bad_request)?
+                .map_err(|e| ApiStatus::bad_request(e.to_string()))?
                 .matches(labels.as_ref())
         {
             matching.push(pdb);

@@ -8,7 +8,9 @@ use crate::api::registry;
 use crate::apiserver::ApiContext;
 use crate::apiserver::auth::UserInfo;
 use crate::apiserver::status::ApiStatus;
-use crate::apiserver::tokens::{DEFAULT_EXPIRATION_SECONDS, MIN_EXPIRATION_SECONDS, TokenClaims};
+use crate::apiserver::tokens::{
+    DEFAULT_EXPIRATION_SECONDS, MIN_EXPIRATION_SECONDS, TokenClaims, TokenError,
+};
 use http::StatusCode;
 use serde_json::{Value, json};
 
@@ -52,22 +54,22 @@ pub async fn authenticate(
     ctx: &ApiContext,
     token: &str,
     audiences: &[String],
-) -> Result<(TokenClaims, UserInfo), String> {
+) -> Result<(TokenClaims, UserInfo), TokenError> {
     let claims = ctx.tokens.verify(token, audiences)?;
     if let Some((pod, uid)) = &claims.pod {
         // a token bound to a pod dies with it (upstream's bound-object check)
         let current = pod_of(ctx, &claims.namespace, pod)
             .await
-            .map_err(|e| e.message)?;
+            .map_err(|e| TokenError::Lookup(e.message))?;
         if current
             .as_ref()
             .and_then(|p| p.pointer("/metadata/uid")?.as_str())
             != Some(uid)
         {
-            return Err(format!(
-                "pod {}/{pod} that the token is bound to has been deleted or replaced",
-                claims.namespace
-            ));
+            return Err(TokenError::BoundPodGone {
+                namespace: claims.namespace.clone(),
+                pod: pod.clone(),
+            });
         }
     }
     match service_account_uid(ctx, &claims.namespace, &claims.service_account).await {
@@ -75,11 +77,11 @@ pub async fn authenticate(
             let user = claims.user();
             Ok((claims, user))
         }
-        Ok(_) => Err(format!(
-            "service account {}/{} has been deleted or replaced",
-            claims.namespace, claims.service_account
-        )),
-        Err(e) => Err(e.message),
+        Ok(_) => Err(TokenError::AccountGone {
+            namespace: claims.namespace.clone(),
+            name: claims.service_account.clone(),
+        }),
+        Err(e) => Err(TokenError::Lookup(e.message)),
     }
 }
 
@@ -251,10 +253,13 @@ pub async fn token_request(
         expires,
         pod: bound.map(|(name, uid, _)| (name, uid)),
     };
-    let token = ctx
-        .tokens
-        .issue(&claims)
-        .map_err(|e| ApiStatus::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", e))?;
+    let token = ctx.tokens.issue(&claims).map_err(|e| {
+        ApiStatus::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalError",
+            e.to_string(),
+        )
+    })?;
     Ok(json!({
         "kind": "TokenRequest",
         "apiVersion": "authentication.k8s.io/v1",
@@ -280,7 +285,7 @@ pub async fn token_review(ctx: &ApiContext, body: &[u8]) -> Result<Value, ApiSta
             "user": {"username": user.name, "uid": claims.service_account_uid, "groups": user.groups},
             "audiences": claims.audiences,
         }),
-        Err(error) => json!({"authenticated": false, "user": {}, "error": error}),
+        Err(error) => json!({"authenticated": false, "user": {}, "error": error.to_string()}),
     };
     Ok(json!({
         "kind": "TokenReview",
