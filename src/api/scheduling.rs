@@ -196,19 +196,27 @@ pub enum Verdict {
     No(Vec<String>),
 }
 
+/// Whether one toleration matches `taint` (key, operator, value and effect as
+/// upstream's `ToleratesTaint`); shared with the taint manager.
+pub fn toleration_matches(t: &Value, taint: &Value) -> bool {
+    let key_ok = match t["key"].as_str().unwrap_or("") {
+        "" => t["operator"] == "Exists",
+        k => k == taint["key"].as_str().unwrap_or(""),
+    };
+    let value_ok = t["operator"] == "Exists"
+        || t["value"].as_str().unwrap_or("") == taint["value"].as_str().unwrap_or("");
+    let effect_ok = t["effect"]
+        .as_str()
+        .is_none_or(|e| e.is_empty() || e == taint["effect"].as_str().unwrap_or(""));
+    key_ok && value_ok && effect_ok
+}
+
 fn tolerates(tolerations: &Value, taint: &Value) -> bool {
-    tolerations.as_array().into_iter().flatten().any(|t| {
-        let key_ok = match t["key"].as_str().unwrap_or("") {
-            "" => t["operator"] == "Exists",
-            k => k == taint["key"].as_str().unwrap_or(""),
-        };
-        let value_ok = t["operator"] == "Exists"
-            || t["value"].as_str().unwrap_or("") == taint["value"].as_str().unwrap_or("");
-        let effect_ok = t["effect"]
-            .as_str()
-            .is_none_or(|e| e.is_empty() || e == taint["effect"].as_str().unwrap_or(""));
-        key_ok && value_ok && effect_ok
-    })
+    tolerations
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|t| toleration_matches(t, taint))
 }
 
 fn expression_matches(expr: &Value, labels: &Value) -> bool {

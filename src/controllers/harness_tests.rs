@@ -27,29 +27,18 @@ fn live(pods: &[Value]) -> Vec<&Value> {
 /// Plays the kubelet: every pod without a phase becomes `phase` (Running and Ready, or
 /// Succeeded), until `stop`.
 fn kubelet(h: &Harness, phase: &'static str, stop: Arc<AtomicBool>) {
-    let (client, me) = (h.client.clone(), Harness::player(h));
+    let client = h.client.clone();
     h.cx.spawn(async move {
         while !stop.load(Ordering::Relaxed) {
             let pods = client.get(&format!("{NS}/pods")).await.expect("pods");
             for p in pods["items"].as_array().into_iter().flatten() {
                 if p["status"]["phase"].is_null() || p["status"]["phase"] == "Pending" {
-                    me.set_pod_phase(p, phase).await;
+                    crate::server::harness::set_pod_phase(&client, p, phase).await;
                 }
             }
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
     });
-}
-
-impl Harness {
-    /// A second handle on the same API for a spawned player.
-    fn player(h: &Harness) -> Arc<Harness> {
-        Arc::new(Harness {
-            ctx: h.ctx.clone(),
-            client: h.client.clone(),
-            cx: crate::runtime::Context::new(h.client.clone()),
-        })
-    }
 }
 
 #[tokio::test(start_paused = true)]

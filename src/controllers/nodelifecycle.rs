@@ -52,16 +52,8 @@ fn tolerates(pod: &Value, taint: &Value) -> Option<Option<i64>> {
     // Some(None): forever; Some(Some(s)): for s seconds; None: not at all
     let mut best: Option<Option<i64>> = None;
     for t in pod["spec"]["tolerations"].as_array().into_iter().flatten() {
-        let key_ok = match t["key"].as_str().unwrap_or("") {
-            "" => t["operator"] == "Exists",
-            k => k == taint["key"].as_str().unwrap_or(""),
-        };
-        let value_ok = t["operator"] == "Exists"
-            || t["value"].as_str().unwrap_or("") == taint["value"].as_str().unwrap_or("");
-        let effect_ok = t["effect"]
-            .as_str()
-            .is_none_or(|e| e.is_empty() || e == "NoExecute");
-        if key_ok && value_ok && effect_ok {
+        // the taints asked about here are NoExecute ones
+        if crate::api::scheduling::toleration_matches(t, taint) {
             let s = t["tolerationSeconds"].as_i64();
             best = Some(match (best, s) {
                 (Some(None), _) | (_, None) => None,

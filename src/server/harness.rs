@@ -67,21 +67,26 @@ impl Harness {
 
     /// Plays the kubelet for `pod`: Running and Ready (or a final phase).
     pub async fn set_pod_phase(&self, pod: &Value, phase: &str) {
-        let ns = pod["metadata"]["namespace"].as_str().unwrap_or("");
-        let name = pod["metadata"]["name"].as_str().unwrap_or("");
-        let now = crate::api::meta::now_rfc3339();
-        let ready = if phase == "Running" { "True" } else { "False" };
-        let status = json!({"status": {"phase": phase, "conditions": [
-            {"type": "Ready", "status": ready, "lastTransitionTime": now},
-        ]}});
-        self.client
-            .patch(
-                &format!("/api/v1/namespaces/{ns}/pods/{name}/status"),
-                &status,
-            )
-            .await
-            .expect("pod status");
+        set_pod_phase(&self.client, pod, phase).await;
     }
+}
+
+/// Plays the kubelet for `pod` through `client` (for a task the test spawns).
+pub async fn set_pod_phase(client: &ApiClient, pod: &Value, phase: &str) {
+    let ns = pod["metadata"]["namespace"].as_str().unwrap_or("");
+    let name = pod["metadata"]["name"].as_str().unwrap_or("");
+    let now = crate::api::meta::now_rfc3339();
+    let ready = if phase == "Running" { "True" } else { "False" };
+    let status = json!({"status": {"phase": phase, "conditions": [
+        {"type": "Ready", "status": ready, "lastTransitionTime": now},
+    ]}});
+    client
+        .patch(
+            &format!("/api/v1/namespaces/{ns}/pods/{name}/status"),
+            &status,
+        )
+        .await
+        .expect("pod status");
 }
 
 impl Drop for Harness {
