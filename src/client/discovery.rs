@@ -20,15 +20,13 @@ pub struct ApiResource {
 impl ApiResource {
     /// The collection path (of one namespace, for a namespaced resource).
     pub fn collection_path(&self, namespace: Option<&str>) -> String {
-        let base = if self.group.is_empty() {
-            format!("/api/{}", self.version)
-        } else {
-            format!("/apis/{}/{}", self.group, self.version)
-        };
-        match namespace {
-            Some(ns) if self.namespaced => format!("{base}/namespaces/{ns}/{}", self.plural),
-            _ => format!("{base}/{}", self.plural),
-        }
+        super::watch::path_of(
+            &self.group,
+            &self.version,
+            &self.plural,
+            self.namespaced,
+            namespace,
+        )
     }
 
     pub fn has_verb(&self, verb: &str) -> bool {

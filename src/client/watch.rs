@@ -99,14 +99,32 @@ impl ApiClient {
 
 /// The collection path of `res` across all namespaces (or one).
 pub fn collection_path(res: &Resource, namespace: Option<&str>) -> String {
-    let base = if res.group.is_empty() {
-        format!("/api/{}", res.version)
+    path_of(
+        res.group,
+        res.version,
+        res.plural,
+        res.namespaced,
+        namespace,
+    )
+}
+
+/// The collection path of `group`/`version`/`plural` (of one namespace, for a
+/// namespaced resource): what built-in and discovered resources share.
+pub fn path_of(
+    group: &str,
+    version: &str,
+    plural: &str,
+    namespaced: bool,
+    namespace: Option<&str>,
+) -> String {
+    let base = if group.is_empty() {
+        format!("/api/{version}")
     } else {
-        format!("/apis/{}/{}", res.group, res.version)
+        format!("/apis/{group}/{version}")
     };
     match namespace {
-        Some(ns) if res.namespaced => format!("{base}/namespaces/{ns}/{}", res.plural),
-        _ => format!("{base}/{}", res.plural),
+        Some(ns) if namespaced => format!("{base}/namespaces/{ns}/{plural}"),
+        _ => format!("{base}/{plural}"),
     }
 }
 
