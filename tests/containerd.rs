@@ -52,6 +52,7 @@ fn the_agent_runs_its_own_containerd_restarts_it_and_imports_image_tarballs() {
     let mut agent = Agent(
         server
             .command(env!("CARGO_BIN_EXE_skua"))
+            .env("SKUA_EVICTION_HARD", common::TEST_EVICTION_HARD)
             .args([
                 "agent",
                 "--server",

@@ -135,6 +135,7 @@ impl Cluster {
             .unwrap();
         let mut cmd = self.netns.command(env!("CARGO_BIN_EXE_skua"));
         cmd.env("SKUA_LOG", "info,skua=debug")
+            .env("SKUA_EVICTION_HARD", super::TEST_EVICTION_HARD)
             .arg("server")
             .arg("--config")
             .arg(root.join("none.yaml"))
@@ -334,6 +335,7 @@ impl Cluster {
         };
         ns.command(env!("CARGO_BIN_EXE_skua"))
             .env("SKUA_LOG", "info,skua=debug")
+            .env("SKUA_EVICTION_HARD", super::TEST_EVICTION_HARD)
             .args([
                 "agent",
                 "--server",

@@ -459,6 +459,14 @@ impl Drop for SimNodes {
     }
 }
 
+/// The kubelet's hard eviction thresholds in test clusters: memory only. Upstream's
+/// disk defaults (`nodefs.available<10%`, `imagefs.available<15%`) measure the
+/// machine's disk, which a cold build of the tests can fill past them: the nodes then
+/// evict every pod that lives longer than one eviction round (CI saw ten tests fail
+/// so). Tests of eviction set their own thresholds with `--eviction-hard`, which wins
+/// over this variable.
+pub const TEST_EVICTION_HARD: &str = "memory.available<100Mi";
+
 /// Polls `check` every 100 ms until it returns `Some`, or panics with `what` after
 /// `secs` seconds.
 pub fn eventually<T>(secs: u64, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
