@@ -322,6 +322,68 @@ fn anyhow_only_at_the_command_line_edge() {
     assert!(code("fn f() -> anyhow::Result<()> {}").contains("anyhow"));
 }
 
+/// Whether a line of code returns a bare `String` as its error (`Result<T, String>`,
+/// generics of `T` included).
+fn string_error(line: &str) -> bool {
+    let mut rest = line;
+    while let Some(i) = rest.find("Result<") {
+        let mut depth = 0usize;
+        let inner = &rest[i + "Result<".len()..];
+        let mut last_comma = None;
+        for (j, ch) in inner.char_indices() {
+            match ch {
+                '<' | '(' => depth += 1,
+                ')' => depth = depth.saturating_sub(1),
+                ',' if depth == 0 => last_comma = Some(j),
+                '>' if depth == 0 => {
+                    if last_comma.is_some_and(|c| inner[c + 1..j].trim() == "String") {
+                        return true;
+                    }
+                    break;
+                }
+                '>' => depth -= 1,
+                _ => {}
+            }
+        }
+        rest = &rest[i + 1..];
+    }
+    false
+}
+
+#[test]
+fn errors_are_types_not_strings() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    sources(&root, &mut files);
+    let mut offenders = Vec::new();
+    for f in &files {
+        let text = std::fs::read_to_string(f).unwrap();
+        for (n, line) in code(&text).lines().enumerate() {
+            if string_error(line) {
+                let file = f.strip_prefix(&root).unwrap().display();
+                offenders.push(format!("{file}:{}: {}", n + 1, line.trim()));
+            }
+        }
+    }
+    assert!(
+        offenders.is_empty(),
+        "errors as strings (give the module a thiserror enum):\n{}",
+        offenders.join("\n")
+    );
+    // the check sees what it looks for, and only that
+    assert!(string_error("fn f() -> Result<(), String> {"));
+    assert!(string_error(
+        "fn f() -> Result<Vec<(u64, Wire<'_>)>, String> {"
+    ));
+    assert!(string_error(
+        "fn f() -> Result<Option<BTreeMap<String, String>>, String> {"
+    ));
+    assert!(!string_error(
+        "fn f() -> Result<BTreeMap<String, String>, EnvError> {"
+    ));
+    assert!(!string_error("fn f() -> Result<String, Error> {"));
+}
+
 /// The generic verbs' files: per-kind behaviour belongs to a kind's strategy
 /// (`apiserver/resources/kinds/`) or an admission plugin, never here.
 const GENERIC_VERBS: &[&str] = &[

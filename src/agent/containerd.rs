@@ -18,7 +18,9 @@ pub struct Containerd {
     pub dir: PathBuf,
     /// The pod sandbox image (`--pause-image`).
     pub sandbox_image: String,
+    /// Where the CNI plugin binaries are.
     pub cni_bin_dir: PathBuf,
+    /// Where the pods' CNI network config is written.
     pub cni_conf_dir: PathBuf,
     /// containerd's registry sections from registries.yaml.
     pub registries: String,
@@ -40,6 +42,7 @@ pub fn can_lower_oom_score() -> bool {
 }
 
 impl Containerd {
+    /// The socket containerd serves CRI on.
     pub fn socket(&self) -> PathBuf {
         self.dir.join("containerd.sock")
     }
@@ -158,14 +161,23 @@ pub async fn wait_ready(socket: &Path, timeout: Duration) -> Result<(), Containe
 /// What goes wrong running containerd.
 #[derive(Debug, thiserror::Error)]
 pub enum ContainerdError {
+    /// The `containerd` binary could not be started (usually: not installed).
     #[error(
         "cannot start containerd ({0}); install it (scripts/install-deps.sh node) or pass --container-runtime-endpoint"
     )]
     Spawn(std::io::Error),
+    /// containerd did not accept connections on its socket in time.
     #[error("containerd did not answer on {} within {timeout:?}", socket.display())]
-    NotAnswering { socket: PathBuf, timeout: Duration },
+    NotAnswering {
+        /// The socket that was tried.
+        socket: PathBuf,
+        /// How long we waited.
+        timeout: Duration,
+    },
+    /// containerd's directories, config or log could not be written.
     #[error("containerd's files: {0}")]
     Io(#[from] std::io::Error),
+    /// containerd's config (which holds registry credentials) could not be written privately.
     #[error(transparent)]
     Pki(#[from] crate::pki::PkiError),
 }

@@ -150,6 +150,25 @@ fn tls_pinned(ca_pem: &str) -> Result<Arc<rustls::ClientConfig>, JoinError> {
 /// The most a join answer (a CA bundle, a certificate and key, the config) may be.
 const MAX_ANSWER_BYTES: usize = 1 << 20;
 
+/// Why the server could not be asked (worth retrying, unless its certificate is wrong).
+#[derive(Debug, thiserror::Error)]
+enum Unreachable {
+    #[error("connection timed out")]
+    Timeout,
+    #[error("{0}")]
+    Connect(std::io::Error),
+    #[error("{0}")]
+    Name(String),
+    #[error("TLS: {0}")]
+    Tls(std::io::Error),
+    #[error("{0}")]
+    Http(hyper::Error),
+    #[error("{0}")]
+    Request(http::Error),
+    #[error("reading the answer: {0}")]
+    Read(Box<dyn std::error::Error + Send + Sync>),
+}
+
 /// One HTTPS GET; `Err` is a transport failure (worth retrying).
 async fn get(
     host: &str,
@@ -157,29 +176,32 @@ async fn get(
     tls: Arc<rustls::ClientConfig>,
     path: &str,
     headers: &[(&str, String)],
-) -> Result<(StatusCode, Option<String>, Bytes), String> {
+) -> Result<(StatusCode, Option<String>, Bytes), Unreachable> {
     let tcp = tokio::time::timeout(
         Duration::from_secs(10),
         tokio::net::TcpStream::connect((host, port)),
     )
     .await
-    .map_err(|_| "connection timed out".to_string())?
-    .map_err(|e| e.to_string())?;
-    let name = ServerName::try_from(host.to_string()).map_err(|e| e.to_string())?;
+    .map_err(|_| Unreachable::Timeout)?
+    .map_err(Unreachable::Connect)?;
+    let name =
+        ServerName::try_from(host.to_string()).map_err(|e| Unreachable::Name(e.to_string()))?;
     let stream = tokio_rustls::TlsConnector::from(tls)
         .connect(name, tcp)
         .await
-        .map_err(|e| format!("TLS: {e}"))?;
+        .map_err(Unreachable::Tls)?;
     let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(Unreachable::Http)?;
     tokio::spawn(conn);
     let mut req = Request::get(path).header("host", format!("{host}:{port}"));
     for (k, v) in headers {
         req = req.header(*k, v);
     }
-    let req = req.body(Empty::<Bytes>::new()).map_err(|e| e.to_string())?;
-    let resp = send.send_request(req).await.map_err(|e| e.to_string())?;
+    let req = req
+        .body(Empty::<Bytes>::new())
+        .map_err(Unreachable::Request)?;
+    let resp = send.send_request(req).await.map_err(Unreachable::Http)?;
     let status = resp.status();
     let date = resp
         .headers()
@@ -190,7 +212,7 @@ async fn get(
     let body = http_body_util::Limited::new(resp.into_body(), MAX_ANSWER_BYTES)
         .collect()
         .await
-        .map_err(|e| format!("reading the answer: {e}"))?
+        .map_err(Unreachable::Read)?
         .to_bytes();
     Ok((status, date, body))
 }
@@ -213,7 +235,7 @@ async fn get_retrying(
                 tokio::time::sleep(Duration::from_secs(10)).await;
             }
             Ok(r) => return Ok(r),
-            Err(e) if e.starts_with("TLS: ") && e.contains("certificate") => {
+            Err(e @ Unreachable::Tls(_)) if e.to_string().contains("certificate") => {
                 return Err(JoinError::Refused(format!(
                     "the server at {server} does not present a certificate from the CA the token pins ({e}); check --server"
                 )));

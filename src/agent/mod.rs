@@ -4,11 +4,11 @@
 //! API, the service proxy (`crate::proxy`), the overlay (`crate::overlay`) and the
 //! pods' CNI config at the overlay's MTU (`cni.rs`).
 
-pub mod cni;
+pub(crate) mod cni;
 pub mod containerd;
-pub mod join;
-pub mod node;
-pub mod pause;
+pub(crate) mod join;
+pub(crate) mod node;
+pub(crate) mod pause;
 
 use crate::config::AgentConfig;
 use std::path::PathBuf;
@@ -33,24 +33,34 @@ pub enum AgentError {
     /// A setting (given, or learnt from the server) that cannot be used.
     #[error("{0}")]
     Config(String),
+    /// Joining the cluster failed.
     #[error(transparent)]
     Join(#[from] join::JoinError),
+    /// The node's credentials could not be written or read.
     #[error(transparent)]
     Pki(#[from] crate::pki::PkiError),
+    /// The container runtime failed.
     #[error(transparent)]
     Cri(#[from] crate::cri::CriError),
+    /// Setting up the node's networking failed.
     #[error(transparent)]
     Net(#[from] crate::net::NetError),
+    /// The overlay network failed.
     #[error("overlay: {0}")]
     Overlay(#[from] crate::overlay::OverlayError),
+    /// Running containerd failed.
     #[error(transparent)]
     Containerd(#[from] containerd::ContainerdError),
+    /// Talking to the API server failed.
     #[error(transparent)]
     Client(#[from] crate::client::ClientError),
+    /// The kubelet failed.
     #[error(transparent)]
     Kubelet(#[from] crate::kubelet::KubeletError),
+    /// The agent's files or directories could not be read or written.
     #[error(transparent)]
     Io(#[from] std::io::Error),
+    /// A spawned task panicked or was cancelled.
     #[error("a task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
     /// A component that should run until the agent stops ended by itself.

@@ -33,33 +33,76 @@ async fn present(cri: &mut Cri, image: &str) -> bool {
         .is_ok_and(|r| r.into_inner().image.is_some())
 }
 
-async fn run(cmd: &mut Command) -> Result<(), String> {
-    let out = cmd
-        .output()
-        .await
-        .map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
+/// Why the sandbox image cannot be made ready (logged; pods then wait for one).
+#[derive(Debug, thiserror::Error)]
+pub enum PauseError {
+    /// The image is missing and busybox-static, which it is built from, too.
+    #[error(
+        "the sandbox image {0} is not on this node and cannot be built here ({BUSYBOX} is missing): install busybox-static, or put a pause image tarball in <data-dir>/agent/images"
+    )]
+    NoBusybox(String),
+    /// A file of the build could not be written.
+    #[error("building the sandbox image in {}: {error}", .dir.display())]
+    Io {
+        /// The build directory.
+        dir: std::path::PathBuf,
+        /// What the filesystem said.
+        error: std::io::Error,
+    },
+    /// A tool (tar, ctr) could not be started.
+    #[error("cannot run {command}: {error}")]
+    Spawn {
+        /// The command line.
+        command: String,
+        /// Why it did not start.
+        error: std::io::Error,
+    },
+    /// A tool failed.
+    #[error("{command} failed: {stderr}")]
+    Failed {
+        /// The command line.
+        command: String,
+        /// What it wrote to stderr.
+        stderr: String,
+    },
+    /// The import succeeded but the runtime does not list the image.
+    #[error("built and imported {0}, but the runtime does not list it")]
+    NotListed(String),
+}
+
+async fn run(cmd: &mut Command) -> Result<(), PauseError> {
+    let out = cmd.output().await.map_err(|error| PauseError::Spawn {
+        command: format!("{cmd:?}"),
+        error,
+    })?;
     if out.status.success() {
         Ok(())
     } else {
-        Err(format!(
-            "{cmd:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
+        Err(PauseError::Failed {
+            command: format!("{cmd:?}"),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        })
     }
 }
 
 /// Makes sure the runtime holds `image`, building it in `work` if it must.
-pub async fn ensure(cri: &mut Cri, socket: &Path, image: &str, work: &Path) -> Result<(), String> {
+pub async fn ensure(
+    cri: &mut Cri,
+    socket: &Path,
+    image: &str,
+    work: &Path,
+) -> Result<(), PauseError> {
     if present(cri, image).await {
         return Ok(());
     }
     if !Path::new(BUSYBOX).exists() {
-        return Err(format!(
-            "the sandbox image {image} is not on this node and cannot be built here ({BUSYBOX} is missing): install busybox-static, or put a pause image tarball in <data-dir>/agent/images"
-        ));
+        return Err(PauseError::NoBusybox(image.to_string()));
     }
     let name = crate::cri::registries::normalize(image);
-    let io = |e: std::io::Error| format!("building the sandbox image in {}: {e}", work.display());
+    let io = |error: std::io::Error| PauseError::Io {
+        dir: work.to_path_buf(),
+        error,
+    };
     let _ = std::fs::remove_dir_all(work);
     let rootfs = work.join("rootfs");
     let blobs = work.join("layout/blobs/sha256");
@@ -138,8 +181,6 @@ pub async fn ensure(cri: &mut Cri, socket: &Path, image: &str, work: &Path) -> R
         tracing::info!(image = %name, "built the sandbox image from this machine's busybox");
         Ok(())
     } else {
-        Err(format!(
-            "built and imported {name}, but the runtime does not list it"
-        ))
+        Err(PauseError::NotListed(name))
     }
 }

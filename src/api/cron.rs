@@ -158,6 +158,7 @@ impl Schedule {
     }
 
     /// The first scheduled time after `after`.
+    #[cfg(test)]
     pub fn next_after(&self, after: i64, zone: &Zone) -> Option<i64> {
         let mut t = after - after.rem_euclid(60) + 60;
         for _ in 0..(366 * 24 * 60) {

@@ -11,6 +11,31 @@
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 
+/// Why a `FieldsV1` object cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum FieldSetError {
+    /// A key that is not `f:`, `k:`, `v:` or `i:` followed by its text.
+    #[error("{0:?} is not a field path element (f:, k:, v: or i:)")]
+    NotAnElement(String),
+    /// A `k:` element whose key is not a JSON object.
+    #[error("{0:?}: a key must be a JSON object")]
+    Key(String),
+    /// A `v:` element whose value is not JSON.
+    #[error("{element:?}: {error}")]
+    Value {
+        /// The element.
+        element: String,
+        /// Why its value does not parse.
+        error: serde_json::Error,
+    },
+    /// An `i:` element whose index is not a number.
+    #[error("{0:?}: an index must be a number")]
+    Index(String),
+    /// A node that is not a JSON object.
+    #[error("every node of fieldsV1 must be a JSON object")]
+    NotAnObject,
+}
+
 /// One step of a field path.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Element {
@@ -34,26 +59,27 @@ impl Element {
         }
     }
 
-    fn decode(s: &str) -> Result<Element, String> {
+    fn decode(s: &str) -> Result<Element, FieldSetError> {
         let (kind, rest) = s
             .split_once(':')
-            .ok_or_else(|| format!("{s:?} is not a field path element (f:, k:, v: or i:)"))?;
+            .ok_or_else(|| FieldSetError::NotAnElement(s.to_string()))?;
         match kind {
             "f" => Ok(Element::Field(rest.to_string())),
             "k" => match serde_json::from_str::<Value>(rest) {
                 Ok(v @ Value::Object(_)) => Ok(Element::Key(v.to_string())),
-                _ => Err(format!("{s:?}: a key must be a JSON object")),
+                _ => Err(FieldSetError::Key(s.to_string())),
             },
             "v" => serde_json::from_str::<Value>(rest)
                 .map(|v| Element::Value(v.to_string()))
-                .map_err(|e| format!("{s:?}: {e}")),
+                .map_err(|error| FieldSetError::Value {
+                    element: s.to_string(),
+                    error,
+                }),
             "i" => rest
                 .parse()
                 .map(Element::Index)
-                .map_err(|_| format!("{s:?}: an index must be a number")),
-            _ => Err(format!(
-                "{s:?} is not a field path element (f:, k:, v: or i:)"
-            )),
+                .map_err(|_| FieldSetError::Index(s.to_string())),
+            _ => Err(FieldSetError::NotAnElement(s.to_string())),
         }
     }
 
@@ -102,15 +128,6 @@ impl FieldSet {
             node = node.children.entry(e.clone()).or_default();
         }
         node
-    }
-
-    /// The node of `path`, if any.
-    pub fn node(&self, path: &[Element]) -> Option<&FieldSet> {
-        let mut node = self;
-        for e in path {
-            node = node.children.get(e)?;
-        }
-        Some(node)
     }
 
     /// Adds every member of `other`.
@@ -199,10 +216,10 @@ impl FieldSet {
     }
 
     /// Reads a `FieldsV1` JSON object.
-    pub fn from_fields_v1(v: &Value) -> Result<FieldSet, String> {
-        fn node(v: &Value) -> Result<FieldSet, String> {
+    pub fn from_fields_v1(v: &Value) -> Result<FieldSet, FieldSetError> {
+        fn node(v: &Value) -> Result<FieldSet, FieldSetError> {
             let Value::Object(map) = v else {
-                return Err("every node of fieldsV1 must be a JSON object".into());
+                return Err(FieldSetError::NotAnObject);
             };
             let mut out = FieldSet {
                 member: map.is_empty(),

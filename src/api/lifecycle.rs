@@ -26,9 +26,14 @@ pub fn ready_to_go(obj: &Value) -> bool {
             == 0
 }
 
+/// A `propagationPolicy` upstream does not know.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[error("unsupported propagationPolicy {0:?}; use Foreground, Background or Orphan")]
+pub struct PolicyError(pub String);
+
 /// The finalizer a `DeleteOptions` asks for: `propagationPolicy` Foreground or
 /// Orphan (or the older `orphanDependents: true`). An unknown policy is an error.
-pub fn propagation_finalizer(options: &Value) -> Result<Option<&'static str>, String> {
+pub fn propagation_finalizer(options: &Value) -> Result<Option<&'static str>, PolicyError> {
     match options.get("propagationPolicy").and_then(Value::as_str) {
         Some("Foreground") => Ok(Some("foregroundDeletion")),
         Some("Orphan") => Ok(Some("orphan")),
@@ -36,9 +41,7 @@ pub fn propagation_finalizer(options: &Value) -> Result<Option<&'static str>, St
             Ok(Some("orphan"))
         }
         Some("Background") | None => Ok(None),
-        Some(other) => Err(format!(
-            "unsupported propagationPolicy {other:?}; use Foreground, Background or Orphan"
-        )),
+        Some(other) => Err(PolicyError(other.to_string())),
     }
 }
 

@@ -13,6 +13,7 @@ pub enum NameRule {
 }
 
 impl NameRule {
+    /// The rule upstream applies to names of `kind`.
     pub fn for_kind(kind: &str) -> NameRule {
         match kind {
             "Namespace" | "Service" => NameRule::Label,

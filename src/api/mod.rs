@@ -1,24 +1,24 @@
 //! Pure Kubernetes API knowledge, no I/O: which resources exist and how they are
 //! named and scoped, object metadata rules, label and field selectors, patches.
 
-pub mod civil;
-pub mod convert;
-pub mod cron;
-pub mod defaults;
-pub mod fieldset;
-pub mod lifecycle;
-pub mod managed;
-pub mod merge_keys;
+pub(crate) mod civil;
+pub(crate) mod convert;
+pub(crate) mod cron;
+pub(crate) mod defaults;
+pub(crate) mod fieldset;
+pub(crate) mod lifecycle;
+pub(crate) mod managed;
+pub(crate) mod merge_keys;
 pub mod meta;
-pub mod patch;
-pub mod pod_refs;
-pub mod printers;
-pub mod quantity;
-pub mod quota;
+pub(crate) mod patch;
+pub(crate) mod pod_refs;
+pub(crate) mod printers;
+pub(crate) mod quantity;
+pub(crate) mod quota;
 pub mod registry;
-pub mod scheduling;
-pub mod selector;
-pub mod strategic;
-pub mod users;
-pub mod validation;
-pub mod zero;
+pub(crate) mod scheduling;
+pub(crate) mod selector;
+pub(crate) mod strategic;
+pub(crate) mod users;
+pub(crate) mod validation;
+pub(crate) mod zero;

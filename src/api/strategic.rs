@@ -20,9 +20,33 @@ fn strategy(name: &str, sample: Option<&Value>) -> ListStrategy {
     list_strategy(name, hint)
 }
 
+/// Why a strategic merge patch cannot be applied.
+#[derive(Debug, thiserror::Error)]
+pub enum StrategicError {
+    /// A `$patch` directive other than delete, replace and merge.
+    #[error("unknown patch type {0:?}")]
+    PatchType(String),
+    /// A list merged by key whose patch holds something other than objects.
+    #[error("{list}: expected objects with merge key {key:?}")]
+    NotObject {
+        /// The list's field.
+        list: String,
+        /// Its merge key.
+        key: String,
+    },
+    /// An element of a list merged by key without that key.
+    #[error("{list}: an element lacks its merge key {key:?}")]
+    NoKey {
+        /// The list's field.
+        list: String,
+        /// Its merge key.
+        key: String,
+    },
+}
+
 /// Applies a strategic merge patch to `target`. Returns `None` if the patch deletes the
 /// whole object (`$patch: delete` at the top).
-pub fn apply(target: &Value, patch: &Value) -> Result<Option<Value>, String> {
+pub fn apply(target: &Value, patch: &Value) -> Result<Option<Value>, StrategicError> {
     match (target, patch) {
         (Value::Object(t), Value::Object(p)) => merge_map(t, p).map(|m| m.map(Value::Object)),
         (_, Value::Object(p)) => merge_map(&Map::new(), p).map(|m| m.map(Value::Object)),
@@ -51,7 +75,7 @@ fn drop_nulls(m: &mut Map<String, Value>) {
 fn merge_map(
     target: &Map<String, Value>,
     patch: &Map<String, Value>,
-) -> Result<Option<Map<String, Value>>, String> {
+) -> Result<Option<Map<String, Value>>, StrategicError> {
     match patch.get("$patch").and_then(Value::as_str) {
         Some("delete") => return Ok(None),
         Some("replace") => {
@@ -63,7 +87,7 @@ fn merge_map(
             return Ok(Some(out));
         }
         Some("merge") | None => {}
-        Some(other) => return Err(format!("unknown patch type {other:?}")),
+        Some(other) => return Err(StrategicError::PatchType(other.to_string())),
     }
     let mut out = target.clone();
     let mut orders: Vec<(String, Vec<Value>)> = Vec::new();
@@ -125,7 +149,7 @@ fn merge_map(
     Ok(Some(out))
 }
 
-fn merge_list(name: &str, base: &[Value], patch: &[Value]) -> Result<Vec<Value>, String> {
+fn merge_list(name: &str, base: &[Value], patch: &[Value]) -> Result<Vec<Value>, StrategicError> {
     // a `{"$patch": "replace"}` element replaces the whole list with the rest
     if patch
         .iter()
@@ -160,11 +184,17 @@ fn merge_list(name: &str, base: &[Value], patch: &[Value]) -> Result<Vec<Value>,
             }
             for element in patch {
                 let Value::Object(pm) = element else {
-                    return Err(format!("{name}: expected objects with merge key {key:?}"));
+                    return Err(StrategicError::NotObject {
+                        list: name.to_string(),
+                        key: key.to_string(),
+                    });
                 };
                 let id = pm
                     .get(key)
-                    .ok_or_else(|| format!("{name}: an element lacks its merge key {key:?}"))?
+                    .ok_or_else(|| StrategicError::NoKey {
+                        list: name.to_string(),
+                        key: key.to_string(),
+                    })?
                     .to_string();
                 let pos = index.get(&id).copied();
                 let delete = pm.get("$patch").and_then(Value::as_str) == Some("delete");

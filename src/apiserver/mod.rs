@@ -2,27 +2,27 @@
 //! connection upgrades), client-certificate authentication against the client CA, and
 //! the endpoints every client touches first. Resource handlers come next (issue #3).
 
-pub mod admission;
-pub mod audit;
-pub mod auth;
-pub mod body;
+pub(crate) mod admission;
+pub(crate) mod audit;
+pub(crate) mod auth;
+pub(crate) mod body;
 mod discovery;
-pub mod inflight;
-pub mod join;
-pub mod metrics;
-pub mod node_authz;
-pub mod openapi;
+pub(crate) mod inflight;
+pub(crate) mod join;
+pub(crate) mod metrics;
+pub(crate) mod node_authz;
+pub(crate) mod openapi;
 mod openapi_v2;
-pub mod protobuf;
-pub mod proxy;
-pub mod registry;
-pub mod request_info;
-pub mod resources;
+pub(crate) mod protobuf;
+pub(crate) mod proxy;
+pub(crate) mod registry;
+pub(crate) mod request_info;
+pub(crate) mod resources;
 pub(crate) mod routes;
-pub mod status;
+pub(crate) mod status;
 #[cfg(test)]
-pub mod testing;
-pub mod tokens;
+pub(crate) mod testing;
+pub(crate) mod tokens;
 pub mod watchcache;
 
 use crate::pki::ServerPki;
@@ -42,19 +42,24 @@ pub const KUBE_GIT_VERSION: &str = "v1.33.0+skua";
 /// Why the API server cannot start.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
+    /// The listening socket could not be bound.
     #[error(
         "cannot listen on {addr}: {source}; is another skua or kube-apiserver using the port? Change it with --https-listen-port or --bind-address"
     )]
     Listen {
+        /// The address it tried to listen on.
         addr: SocketAddr,
+        /// Why binding failed.
         source: std::io::Error,
     },
+    /// The certificates, key or client CA could not be loaded into TLS.
     #[error("TLS set-up failed: {0}")]
     Tls(String),
 }
 
 /// What every request handler shares.
 pub struct ApiContext {
+    /// The datastore every object lives in.
     pub store: Arc<dyn crate::store::Store>,
     /// Issues and checks service-account tokens.
     pub tokens: tokens::TokenAuthority,

@@ -103,6 +103,7 @@ fn set_path(view: &mut Value, path: &str, value: Value) {
 
 /// What a watcher of the cache receives.
 pub enum Msg {
+    /// A change to an object under the watched prefix.
     Event(Arc<Event>),
     /// Every change up to this revision has been sent.
     Progress(Revision),
@@ -144,6 +145,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// A consistent view of the objects under a key prefix.
 pub struct Snapshot {
+    /// The datastore revision the view is at.
     pub revision: Revision,
     /// In key order.
     pub entries: Vec<(String, Arc<Entry>)>,

@@ -185,18 +185,15 @@ fn as_list(v: Value) -> Vec<Value> {
     }
 }
 
-/// An IPv4 or IPv6 CIDR such as `10.42.0.0/16` (kept as text; parsed where used).
 /// `--disable`: a packaged component k3s knows.
-pub fn parse_disable(s: &str) -> Result<String, String> {
-    crate::config::Disabled::default()
-        .add(s)
-        .map_err(|e| e.to_string())?;
+pub fn parse_disable(s: &str) -> Result<String, crate::config::ConfigError> {
+    crate::config::Disabled::default().add(s)?;
     Ok(s.to_string())
 }
 
 /// A duration like `300s`, `5m`, `1h` or `1h30m` (Kubernetes flags' style).
-pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
-    let bad = || format!("{s:?} is not a duration; write it like 30s, 5m or 1h30m");
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, crate::config::ConfigError> {
+    let bad = || crate::config::ConfigError::NotDuration(s.to_string());
     let mut total = 0u64;
     let mut number = String::new();
     for c in s.trim().chars() {
@@ -226,12 +223,12 @@ mod tests {
     #[test]
     fn durations() {
         assert_eq!(
-            parse_duration("5m"),
-            Ok(std::time::Duration::from_secs(300))
+            parse_duration("5m").ok(),
+            Some(std::time::Duration::from_secs(300))
         );
         assert_eq!(
-            parse_duration("1h30m"),
-            Ok(std::time::Duration::from_secs(5400))
+            parse_duration("1h30m").ok(),
+            Some(std::time::Duration::from_secs(5400))
         );
         assert!(parse_duration("5").is_err());
         assert!(parse_duration("5x").is_err());

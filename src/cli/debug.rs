@@ -15,6 +15,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// The hidden `skua debug` commands.
 #[derive(Subcommand, Debug)]
 pub enum DebugCommand {
     /// Write to a sled store until killed, printing `ack <key> <revision>` per
@@ -37,6 +38,7 @@ pub enum DebugCommand {
     Fuzz(FuzzArgs),
 }
 
+/// Flags of `skua debug fuzz`.
 #[derive(Args, Debug)]
 pub struct FuzzArgs {
     /// The target: json-patch, merge-patch, strategic-merge, label-selector,
@@ -60,6 +62,7 @@ pub struct FuzzArgs {
     pub save_every: Option<u64>,
 }
 
+/// Flags of `skua debug store-writer`.
 #[derive(Args, Debug)]
 pub struct StoreWriterArgs {
     /// Directory of the sled store.
@@ -82,6 +85,7 @@ fn sled_options(data_dir: &std::path::Path, purge_chunk: usize) -> SledOptions {
     opts
 }
 
+/// Flags of `skua debug store-serve`.
 #[derive(Args, Debug)]
 pub struct StoreServeArgs {
     /// Directory of the sled store.
@@ -96,37 +100,61 @@ pub struct StoreServeArgs {
 #[derive(Serialize, Deserialize, Debug, Clone)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum StoreRequest {
+    /// [`Store::get`].
     Get {
+        /// The key to read.
         key: String,
     },
+    /// [`Store::list`].
     List {
+        /// The key prefix to list.
         prefix: String,
+        /// Revision to list at; `0` means the latest.
         revision: Revision,
+        /// Maximum number of items to return; `0` means no limit.
         limit: usize,
+        /// Inclusive key to start from (the previous page's continue key).
         continue_from: Option<String>,
     },
+    /// [`Store::create`].
     Create {
+        /// The key to create.
         key: String,
+        /// Its value.
         value: Vec<u8>,
     },
+    /// [`Store::update`].
     Update {
+        /// The key to replace.
         key: String,
+        /// Its new value.
         value: Vec<u8>,
+        /// The `mod_revision` the key must still have.
         expected: Revision,
     },
+    /// [`Store::delete`].
     Delete {
+        /// The key to delete.
         key: String,
+        /// The `mod_revision` the key must still have.
         expected: Revision,
     },
+    /// [`Store::compact`].
     Compact {
+        /// History before this revision is discarded.
         revision: Revision,
     },
+    /// [`Store::current_revision`].
     Current,
     /// See [`collect_watch`].
     Watch {
+        /// The key prefix to watch.
         prefix: String,
+        /// The revision the watch starts after.
         since: Revision,
+        /// The last revision to collect events up to.
         upto: Revision,
+        /// How long to wait for the events, in milliseconds.
         timeout_ms: u64,
     },
     /// Waits until the background purge of the last compaction is done.
@@ -143,12 +171,19 @@ pub enum StoreRequest {
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 #[serde(rename_all = "snake_case")]
 pub enum StoreReply {
+    /// The answer to a `get`.
     Get(GetResult),
+    /// The answer to a `list`.
     List(ListResult),
+    /// The revision of a write, or the current revision.
     Revision(Revision),
+    /// The events a `watch` collected.
     Events(Vec<Event>),
+    /// Every stored version: key, revision and whether it is a deletion.
     Versions(Vec<(String, Revision, bool)>),
+    /// The request succeeded with nothing to return.
     Done,
+    /// The request failed.
     Error(StoreError),
 }
 
@@ -309,6 +344,7 @@ fn fnv1a(text: &str) -> u64 {
     })
 }
 
+/// Runs a `skua debug` command.
 pub async fn run(cmd: DebugCommand) -> anyhow::Result<()> {
     match cmd {
         DebugCommand::StoreWriter(a) => store_writer(a).await,

@@ -439,6 +439,26 @@ pub fn run_one(target: &str, input: &[u8]) -> u64 {
     }
 }
 
+/// What a fuzzing run found, or why it could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum FuzzError {
+    /// A target `skua debug fuzz` does not know.
+    #[error("unknown target {0:?}; targets: {targets}", targets = TARGETS.join(", "))]
+    UnknownTarget(String),
+    /// An input made the target panic: a finding.
+    #[error("{target}: input {input} panicked ({message}); saved to {}", .saved.display())]
+    Panicked {
+        /// The target.
+        target: String,
+        /// The input's number in the run.
+        input: u64,
+        /// The panic's message.
+        message: String,
+        /// Where the input was saved.
+        saved: PathBuf,
+    },
+}
+
 /// Fuzzes `target` for `time` (or `runs` inputs, whichever comes first), from `seed`.
 /// A panic leaves its input in `out` and is returned as the error.
 pub fn fuzz(
@@ -448,12 +468,9 @@ pub fn fuzz(
     seed: u64,
     out: &Path,
     save_every: Option<u64>,
-) -> Result<Report, String> {
+) -> Result<Report, FuzzError> {
     if !TARGETS.contains(&target) {
-        return Err(format!(
-            "unknown target {target:?}; targets: {}",
-            TARGETS.join(", ")
-        ));
+        return Err(FuzzError::UnknownTarget(target.to_string()));
     }
     let mut rng = Rng(seed.max(1));
     let mut corpus = seeds(target);
@@ -511,10 +528,12 @@ pub fn fuzz(
                 let _ = std::fs::create_dir_all(out);
                 let file: PathBuf = out.join(format!("{target}-{n}.crash"));
                 let _ = std::fs::write(&file, &input);
-                break Err(format!(
-                    "{target}: input {n} panicked ({message}); saved to {}",
-                    file.display()
-                ));
+                break Err(FuzzError::Panicked {
+                    target: target.to_string(),
+                    input: n,
+                    message,
+                    saved: file,
+                });
             }
         }
     };

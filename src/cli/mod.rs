@@ -7,10 +7,10 @@ mod bench_net;
 mod bench_pods;
 mod bench_proxy;
 mod bench_scale;
-pub mod config;
+pub(crate) mod config;
 pub mod debug;
 mod debug_net;
-pub mod fuzz;
+pub(crate) mod fuzz;
 
 use crate::apiserver;
 use crate::pki::{self, kubeconfig};
@@ -24,6 +24,7 @@ use std::path::PathBuf;
 
 pub use crate::VERSION;
 
+/// The whole command line: one command and its flags.
 #[derive(Parser, Debug)]
 #[command(
     name = "skua",
@@ -32,10 +33,12 @@ pub use crate::VERSION;
     long_about = "skua runs a whole Kubernetes cluster from one binary: `skua server` starts the control plane (and, by default, an agent); `skua agent` joins more nodes."
 )]
 pub struct Cli {
+    /// The command to run.
     #[command(subcommand)]
     pub command: Command,
 }
 
+/// The commands of `skua`.
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the control plane (datastore, API, controllers) and, unless disabled, an agent.
@@ -81,6 +84,7 @@ pub struct CommonArgs {
 /// the same name as the flag.
 #[derive(Args, Debug, Clone)]
 pub struct ServerArgs {
+    /// Flags every node command has.
     #[command(flatten)]
     pub common: CommonArgs,
     /// IP addresses of this node (default: the machine's own addresses); they go into
@@ -141,6 +145,7 @@ pub struct ServerArgs {
     /// Run only the control plane, no agent.
     #[arg(long, env = "SKUA_DISABLE_AGENT")]
     pub disable_agent: bool,
+    /// Flags of the agent the server runs.
     #[command(flatten)]
     pub node: NodeArgs,
     /// etcd endpoints (https://host:2379,...) to use instead of the embedded sled store.
@@ -235,6 +240,7 @@ pub struct ServerArgs {
 /// Flags of `skua agent`.
 #[derive(Args, Debug, Clone)]
 pub struct AgentArgs {
+    /// Flags every node command has.
     #[command(flatten)]
     pub common: CommonArgs,
     /// Server to join, e.g. https://10.0.0.1:6443.
@@ -257,6 +263,7 @@ pub struct AgentArgs {
     /// Cluster domain (default: the server's --cluster-domain).
     #[arg(long, env = "SKUA_CLUSTER_DOMAIN")]
     pub cluster_domain: Option<String>,
+    /// Flags of the node side.
     #[command(flatten)]
     pub node: NodeArgs,
 }
@@ -362,6 +369,7 @@ pub enum CliError {
     /// Includes `--help` and `--version`, which clap reports as errors to print.
     #[error(transparent)]
     Clap(#[from] clap::Error),
+    /// A config file is missing, unreadable or invalid, or sets a flag the command lacks.
     #[error(transparent)]
     Config(#[from] config::ConfigError),
 }

@@ -209,12 +209,6 @@ impl ApiClient {
     }
 }
 
-/// Whether `status` is one a retry may cure.
-pub fn retryable(e: &ClientError) -> bool {
-    let code = e.code();
-    code == 0 || code == 409 || code == 429 || code >= 500
-}
-
 impl From<StatusCode> for ClientError {
     fn from(code: StatusCode) -> Self {
         ClientError::Api {

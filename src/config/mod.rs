@@ -36,6 +36,10 @@ pub enum ConfigError {
     NotPercentage(String),
     #[error("--eviction-hard: {0:?} is not a quantity")]
     NotQuantity(String),
+    #[error("{0:?} is not a file mode; write it in octal like 600 or 644")]
+    NotFileMode(String),
+    #[error("{0:?} is not a duration; write it like 30s, 5m or 1h30m")]
+    NotDuration(String),
 }
 
 /// How pod traffic crosses nodes (`--flannel-backend`).

@@ -132,20 +132,6 @@ impl FakeRuntime {
         out.into_iter().map(|(_, n, a, st)| (n, a, st)).collect()
     }
 
-    /// Ends a running container now with `code` (a crash, an OOM kill).
-    pub fn exit(&self, name: &str, code: i32) {
-        let now = self.clock.wall_nanos();
-        let mut s = self.lock();
-        for c in s.containers.values_mut() {
-            let running = c.state == v1::ContainerState::ContainerRunning;
-            if running && c.config.metadata.as_ref().is_some_and(|m| m.name == name) {
-                c.state = v1::ContainerState::ContainerExited;
-                c.finished_at = now;
-                c.exit_code = code;
-            }
-        }
-    }
-
     fn id(s: &mut State, prefix: &str) -> String {
         s.next += 1;
         format!("{prefix}{:04}", s.next)

@@ -9,11 +9,26 @@ use super::volumes::Files;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+/// A payload path the atomic writer refuses, and why.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid path {path:?}: {why}")]
+pub struct PayloadPathError {
+    /// The path.
+    pub path: String,
+    /// The rule it breaks.
+    pub why: &'static str,
+}
+
 /// Upstream's atomic writer's `validatePath`: a payload path is relative, has no `..`
 /// element, does not start with `..` (those names are the writer's own), has no NUL,
 /// and is at most 4096 bytes with elements of at most 255.
-pub fn check_payload_path(path: &str) -> Result<(), String> {
-    let bad = |why: &str| Err(format!("invalid path {path:?}: {why}"));
+pub fn check_payload_path(path: &str) -> Result<(), PayloadPathError> {
+    let bad = |why: &'static str| {
+        Err(PayloadPathError {
+            path: path.to_string(),
+            why,
+        })
+    };
     if path.is_empty() {
         return bad("must not be empty");
     }

@@ -16,6 +16,30 @@ use std::path::PathBuf;
 use std::time::Duration;
 use tokio::time::Instant;
 
+/// Why a container cannot be configured: it waits in `CreateContainerConfigError`
+/// with this message, as upstream's kubelet reports it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// Its security profiles or runAsNonRoot.
+    #[error(transparent)]
+    Profile(#[from] super::security::ProfileError),
+    /// Its environment.
+    #[error(transparent)]
+    Env(#[from] super::env::EnvError),
+    /// A volumeMount naming no volume of the pod.
+    #[error("volume {0:?} is not among the pod's volumes")]
+    UnknownVolume(String),
+    /// A subPath mount for a container whose name cannot be a directory name.
+    #[error("container name {0:?} is not a DNS-1123 label")]
+    NotDnsLabel(String),
+    /// A subPath that cannot be mounted.
+    #[error(transparent)]
+    SubPath(#[from] super::subpath::SubPathError),
+    /// The pod's /etc/hosts could not be written.
+    #[error("cannot write the pod's hosts file: {0}")]
+    Hosts(std::io::Error),
+}
+
 impl Kubelet {
     /// Pulls (by policy), creates and starts one container, then runs its postStart
     /// hook; a failure leaves a waiting reason in `seen`.
@@ -38,8 +62,10 @@ impl Kubelet {
             Ok(x) => x,
             Err(message) => {
                 self.event(pod, true, "Failed", format!("Error: {message}"));
-                seen.waiting
-                    .insert(name, ("CreateContainerConfigError".into(), message));
+                seen.waiting.insert(
+                    name,
+                    ("CreateContainerConfigError".into(), message.to_string()),
+                );
                 return;
             }
         };
@@ -47,14 +73,16 @@ impl Kubelet {
         let checked =
             match super::security::profiles(pod, c, &self.settings.root_dir.join("seccomp")) {
                 Ok(p) => self.non_root_check(pod, c).await.map(|()| p),
-                Err(message) => Err(message),
+                Err(e) => Err(e),
             };
         let profiles = match checked {
             Ok(p) => p,
             Err(message) => {
                 self.event(pod, true, "Failed", format!("Error: {message}"));
-                seen.waiting
-                    .insert(name, ("CreateContainerConfigError".into(), message));
+                seen.waiting.insert(
+                    name,
+                    ("CreateContainerConfigError".into(), message.to_string()),
+                );
                 return;
             }
         };
@@ -132,7 +160,7 @@ impl Kubelet {
             )
             .await;
             if let Err(why) = outcome {
-                self.event(pod, true, "FailedPostStartHook", why);
+                self.event(pod, true, "FailedPostStartHook", why.to_string());
                 self.stop_container(pod, c, &id, None).await;
             }
         }
@@ -165,7 +193,12 @@ impl Kubelet {
     }
 
     /// `runAsNonRoot`: the image's user, from the runtime, when the pod gives none.
-    async fn non_root_check(&self, pod: &Value, c: &Value) -> Result<(), String> {
+    async fn non_root_check(
+        &self,
+        pod: &Value,
+        c: &Value,
+    ) -> Result<(), super::security::ProfileError> {
+        use super::security::ProfileError;
         if super::security::non_root_problem(pod, c, Some(0), "").is_none() {
             return Ok(()); // not asked, or runAsUser decides
         }
@@ -181,14 +214,14 @@ impl Kubelet {
                 verbose: false,
             })
             .await
-            .map_err(|e| format!("cannot read the image's user: {}", e.message()))?
+            .map_err(|e| ProfileError::ImageUser(e.message().to_string()))?
             .into_inner();
         let image = status
             .image
-            .ok_or_else(|| "cannot read the image's user: the image is gone".to_string())?;
+            .ok_or_else(|| ProfileError::ImageUser("the image is gone".into()))?;
         match super::security::non_root_problem(pod, c, image.uid.map(|u| u.value), &image.username)
         {
-            Some(problem) => Err(problem),
+            Some(problem) => Err(ProfileError::NonRoot(problem)),
             None => Ok(()),
         }
     }
@@ -263,7 +296,7 @@ impl Kubelet {
         pod: &Value,
         c: &Value,
         memory: &PodMemory,
-    ) -> Result<(Vec<(String, String)>, Vec<Mount>), String> {
+    ) -> Result<(Vec<(String, String)>, Vec<Mount>), ConfigError> {
         let envs = super::env::resolve(self, pod, c, &memory.pod_ip).await?;
         let volumes = memory.volumes.clone().unwrap_or_default();
         let cname = c["name"].as_str().unwrap_or("");
@@ -291,10 +324,10 @@ impl Kubelet {
             let mut host: PathBuf = volumes
                 .get(vname)
                 .cloned()
-                .ok_or_else(|| format!("volume {vname:?} is not among the pod's volumes"))?;
+                .ok_or_else(|| ConfigError::UnknownVolume(vname.to_string()))?;
             if let Some(sub) = vm["subPath"].as_str().filter(|s| !s.is_empty()) {
                 if !volumes::is_dns_label(cname) {
-                    return Err(format!("container name {cname:?} is not a DNS-1123 label"));
+                    return Err(ConfigError::NotDnsLabel(cname.to_string()));
                 }
                 // opened beneath the volume and bind-mounted by fd: a link a container
                 // planted never leads out of it
@@ -306,7 +339,7 @@ impl Kubelet {
                 .join(vname)
                 .join(cname)
                 .join(index.to_string());
-                host = super::subpath::bind(&host, sub, &target).map_err(|e| e.to_string())?;
+                host = super::subpath::bind(&host, sub, &target)?;
             }
             mounts.push(Mount {
                 container_path: vm["mountPath"].as_str().unwrap_or("").to_string(),
@@ -320,7 +353,7 @@ impl Kubelet {
         {
             let hosts = self
                 .write_hosts(pod, &memory.pod_ip)
-                .map_err(|e| e.to_string())?;
+                .map_err(ConfigError::Hosts)?;
             mounts.push(Mount {
                 container_path: "/etc/hosts".into(),
                 host_path: hosts.to_string_lossy().into_owned(),
@@ -391,7 +424,7 @@ impl Kubelet {
             )
             .await;
             if let Err(why) = outcome {
-                self.event(pod, true, "FailedPreStopHook", why);
+                self.event(pod, true, "FailedPreStopHook", why.to_string());
             }
         }
         let left = (grace - started.elapsed().as_secs() as i64).max(if grace > 0 { 2 } else { 0 });

@@ -41,13 +41,54 @@ fn valid_name(k: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
 }
 
+/// Why a container's environment cannot be resolved (upstream's messages).
+#[derive(Debug, thiserror::Error)]
+pub enum EnvError {
+    /// The API did not answer for a source.
+    #[error("cannot read {kind} {name:?}: {error}")]
+    Read {
+        /// configmap or secret.
+        kind: String,
+        /// Its name.
+        name: String,
+        /// The API's answer.
+        error: crate::client::ClientError,
+    },
+    /// A source that is not optional does not exist.
+    #[error("{0} {1:?} not found")]
+    NotFound(&'static str, String),
+    /// A fieldRef the kubelet cannot resolve.
+    #[error("unsupported fieldPath {path:?} in env {name:?}")]
+    FieldPath {
+        /// The fieldPath.
+        path: String,
+        /// The variable.
+        name: String,
+    },
+    /// A resourceFieldRef the kubelet cannot resolve.
+    #[error("unsupported resource in env {0:?}")]
+    Resource(String),
+    /// A key that is not optional is missing from its ConfigMap or Secret.
+    #[error("couldn't find key {key} in {kind} {namespace}/{name}")]
+    MissingKey {
+        /// The key.
+        key: String,
+        /// ConfigMap or Secret.
+        kind: &'static str,
+        /// Its namespace.
+        namespace: String,
+        /// Its name.
+        name: String,
+    },
+}
+
 /// The data of a ConfigMap or a Secret (decoded), or `None` if it is missing.
 async fn source(
     kubelet: &Kubelet,
     ns: &str,
-    kind: &str,
+    kind: &'static str,
     name: &str,
-) -> Result<Option<BTreeMap<String, String>>, String> {
+) -> Result<Option<BTreeMap<String, String>>, EnvError> {
     let plural = if kind == "configmap" {
         "configmaps"
     } else {
@@ -75,7 +116,11 @@ async fn source(
             Ok(Some(out))
         }
         Err(e) if e.is_not_found() => Ok(None),
-        Err(e) => Err(format!("cannot read {kind} {name:?}: {e}")),
+        Err(e) => Err(EnvError::Read {
+            kind: kind.to_string(),
+            name: name.to_string(),
+            error: e,
+        }),
     }
 }
 
@@ -85,7 +130,7 @@ pub async fn resolve(
     pod: &Value,
     c: &Value,
     pod_ip: &str,
-) -> Result<Vec<(String, String)>, String> {
+) -> Result<Vec<(String, String)>, EnvError> {
     let ns = pod["metadata"]["namespace"].as_str().unwrap_or("default");
     let mut env = Environment::default();
     let services: Vec<Value> = kubelet
@@ -116,7 +161,7 @@ pub async fn resolve(
                 }
             }
             None if r["optional"] == true => {}
-            None => return Err(format!("{kind} {name:?} not found")),
+            None => return Err(EnvError::NotFound(kind, name.to_string())),
         }
     }
     for e in c["env"].as_array().into_iter().flatten() {
@@ -125,8 +170,12 @@ pub async fn resolve(
         let value = if !from.is_object() {
             expand(e["value"].as_str().unwrap_or(""), &env.values)
         } else if let Some(path) = from["fieldRef"]["fieldPath"].as_str() {
-            field_ref(pod, path, &kubelet.settings.host_ip, pod_ip)
-                .ok_or_else(|| format!("unsupported fieldPath {path:?} in env {name:?}"))?
+            field_ref(pod, path, &kubelet.settings.host_ip, pod_ip).ok_or_else(|| {
+                EnvError::FieldPath {
+                    path: path.to_string(),
+                    name: name.clone(),
+                }
+            })?
         } else if from["resourceFieldRef"].is_object() {
             let r = &from["resourceFieldRef"];
             let target = r["containerName"]
@@ -141,7 +190,7 @@ pub async fn resolve(
                 kubelet.settings.node_cpu,
                 kubelet.settings.node_memory,
             )
-            .ok_or_else(|| format!("unsupported resource in env {name:?}"))?
+            .ok_or_else(|| EnvError::Resource(name.clone()))?
         } else {
             let (kind, r) = if from["configMapKeyRef"].is_object() {
                 ("configmap", &from["configMapKeyRef"])
@@ -156,18 +205,20 @@ pub async fn resolve(
                     Some(v) => v.clone(),
                     None if optional => continue,
                     None => {
-                        return Err(format!(
-                            "couldn't find key {key} in {} {ns}/{src}",
-                            if kind == "configmap" {
+                        return Err(EnvError::MissingKey {
+                            key: key.to_string(),
+                            kind: if kind == "configmap" {
                                 "ConfigMap"
                             } else {
                                 "Secret"
-                            }
-                        ));
+                            },
+                            namespace: ns.to_string(),
+                            name: src.to_string(),
+                        });
                     }
                 },
                 None if optional => continue,
-                None => return Err(format!("{kind} {src:?} not found")),
+                None => return Err(EnvError::NotFound(kind, src.to_string())),
             }
         };
         env.set(name, value);

@@ -116,7 +116,7 @@ impl ProbeState {
                     self.ready = !container["readinessProbe"].is_object();
                 }
                 Kind::Startup | Kind::Liveness if failed => {
-                    let why = outcome.err().unwrap_or_default();
+                    let why = outcome.err().map(|e| e.to_string()).unwrap_or_default();
                     let what = if kind == Kind::Startup {
                         "Startup"
                     } else {
@@ -150,6 +150,59 @@ fn port(v: &Value, container: &Value) -> Option<u16> {
         .and_then(|n| u16::try_from(n).ok())
 }
 
+/// Why a probe or a hook failed, in the words upstream's kubelet uses (they reach
+/// events and `kubectl describe`).
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeFailure {
+    /// The runtime could not run an exec action's command.
+    #[error("command {cmd:?} could not run: {message}")]
+    NotRun {
+        /// The command.
+        cmd: Vec<String>,
+        /// The runtime's answer.
+        message: String,
+    },
+    /// An exec action's command exited non-zero.
+    #[error("command {cmd:?} exited with {code}: {output}")]
+    Exited {
+        /// The command.
+        cmd: Vec<String>,
+        /// Its exit code.
+        code: i32,
+        /// What it wrote (stdout, then stderr).
+        output: String,
+    },
+    /// An httpGet or tcpSocket action whose port is neither a number nor a named port
+    /// of the container.
+    #[error("{0} has no usable port")]
+    NoPort(&'static str),
+    /// An httpGet request that could not be made or answered in time.
+    #[error("Get \"{url}\": {message}")]
+    Http {
+        /// The URL asked.
+        url: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// An httpGet answered with a status outside 200-399.
+    #[error("HTTP probe failed with statuscode: {0}")]
+    Status(u16),
+    /// A tcpSocket action that could not connect.
+    #[error("dial tcp {address}: {message}")]
+    Dial {
+        /// host:port.
+        address: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// A gRPC probe.
+    #[error("gRPC probes are not supported by skua's kubelet yet")]
+    Grpc,
+    /// A probe without an action.
+    #[error("the probe names no action (exec, httpGet, tcpSocket)")]
+    NoAction,
+}
+
 /// Runs a probe's or a hook's action once.
 pub async fn run_action(
     cri: &mut Cri,
@@ -158,7 +211,7 @@ pub async fn run_action(
     id: &str,
     target: &str,
     timeout: Duration,
-) -> Result<(), String> {
+) -> Result<(), ProbeFailure> {
     if let Some(cmd) = action["exec"]["command"].as_array() {
         let cmd: Vec<String> = cmd
             .iter()
@@ -172,39 +225,51 @@ pub async fn run_action(
                 timeout: timeout.as_secs() as i64,
             })
             .await
-            .map_err(|e| format!("command {cmd:?} could not run: {}", e.message()))?
+            .map_err(|e| ProbeFailure::NotRun {
+                cmd: cmd.clone(),
+                message: e.message().to_string(),
+            })?
             .into_inner();
         if answer.exit_code == 0 {
             return Ok(());
         }
         let mut out = String::from_utf8_lossy(&answer.stdout).into_owned();
         out.push_str(&String::from_utf8_lossy(&answer.stderr));
-        return Err(format!(
-            "command {cmd:?} exited with {}: {}",
-            answer.exit_code,
-            out.trim()
-        ));
+        return Err(ProbeFailure::Exited {
+            cmd,
+            code: answer.exit_code,
+            output: out.trim().to_string(),
+        });
     }
     if action["httpGet"].is_object() {
         let h = &action["httpGet"];
         let host = h["host"].as_str().unwrap_or(target);
-        let p = port(&h["port"], container).ok_or("httpGet has no usable port")?;
+        let p = port(&h["port"], container).ok_or(ProbeFailure::NoPort("httpGet"))?;
         let path = h["path"].as_str().unwrap_or("/");
         return tokio::time::timeout(timeout, http_get(host, p, path, &h["httpHeaders"]))
             .await
-            .map_err(|_| {
-                format!("Get \"http://{host}:{p}{path}\": context deadline exceeded (Client.Timeout exceeded while awaiting headers)")
+            .map_err(|_| ProbeFailure::Http {
+                url: format!("http://{host}:{p}{path}"),
+                message:
+                    "context deadline exceeded (Client.Timeout exceeded while awaiting headers)"
+                        .into(),
             })?;
     }
     if action["tcpSocket"].is_object() {
         let t = &action["tcpSocket"];
         let host = t["host"].as_str().unwrap_or(target);
-        let p = port(&t["port"], container).ok_or("tcpSocket has no usable port")?;
+        let p = port(&t["port"], container).ok_or(ProbeFailure::NoPort("tcpSocket"))?;
         return match tokio::time::timeout(timeout, tokio::net::TcpStream::connect((host, p))).await
         {
             Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(format!("dial tcp {host}:{p}: {e}")),
-            Err(_) => Err(format!("dial tcp {host}:{p}: i/o timeout")),
+            Ok(Err(e)) => Err(ProbeFailure::Dial {
+                address: format!("{host}:{p}"),
+                message: e.to_string(),
+            }),
+            Err(_) => Err(ProbeFailure::Dial {
+                address: format!("{host}:{p}"),
+                message: "i/o timeout".into(),
+            }),
         };
     }
     if let Some(secs) = action["sleep"]["seconds"].as_u64() {
@@ -212,21 +277,27 @@ pub async fn run_action(
         return Ok(());
     }
     if action["grpc"].is_object() {
-        return Err("gRPC probes are not supported by skua's kubelet yet".into());
+        return Err(ProbeFailure::Grpc);
     }
-    Err("the probe names no action (exec, httpGet, tcpSocket)".into())
+    Err(ProbeFailure::NoAction)
 }
 
-async fn http_get(host: &str, port: u16, path: &str, headers: &Value) -> Result<(), String> {
+async fn http_get(host: &str, port: u16, path: &str, headers: &Value) -> Result<(), ProbeFailure> {
     use http_body_util::{BodyExt, Empty};
     let url = format!("http://{host}:{port}{path}");
     let stream = tokio::net::TcpStream::connect((host, port))
         .await
-        .map_err(|e| format!("Get \"{url}\": dial tcp {host}:{port}: {e}"))?;
+        .map_err(|e| ProbeFailure::Http {
+            url: url.clone(),
+            message: format!("dial tcp {host}:{port}: {e}"),
+        })?;
     let (mut sender, conn) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
             .await
-            .map_err(|e| format!("Get \"{url}\": {e}"))?;
+            .map_err(|e| ProbeFailure::Http {
+                url: url.clone(),
+                message: e.to_string(),
+            })?;
     tokio::spawn(conn);
     let mut req = http::Request::get(path)
         .header(http::header::HOST, format!("{host}:{port}"))
@@ -239,17 +310,23 @@ async fn http_get(host: &str, port: u16, path: &str, headers: &Value) -> Result<
     }
     let req = req
         .body(Empty::<bytes::Bytes>::new())
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| ProbeFailure::Http {
+            url: url.clone(),
+            message: e.to_string(),
+        })?;
     let resp = sender
         .send_request(req)
         .await
-        .map_err(|e| format!("Get \"{url}\": {e}"))?;
+        .map_err(|e| ProbeFailure::Http {
+            url,
+            message: e.to_string(),
+        })?;
     let code = resp.status().as_u16();
     let _ = resp.into_body().collect().await;
     if (200..400).contains(&code) {
         Ok(())
     } else {
-        Err(format!("HTTP probe failed with statuscode: {code}"))
+        Err(ProbeFailure::Status(code))
     }
 }
 
@@ -305,6 +382,6 @@ mod tests {
         let e = http_get("127.0.0.1", p, "/bad", &Value::Null)
             .await
             .unwrap_err();
-        assert_eq!(e, "HTTP probe failed with statuscode: 503");
+        assert_eq!(e.to_string(), "HTTP probe failed with statuscode: 503");
     }
 }

@@ -25,16 +25,45 @@ fn pod_name(pod: &Value) -> String {
     )
 }
 
+/// Why a container's security settings cannot be given to the runtime.
+#[derive(Debug, thiserror::Error)]
+pub enum ProfileError {
+    /// A Localhost profile name that is absolute or climbs out of its directory.
+    #[error("{what} localhostProfile {name:?} must be a relative path without '..'")]
+    LocalName {
+        /// seccomp or AppArmor.
+        what: &'static str,
+        /// The name given.
+        name: String,
+    },
+    /// A seccomp Localhost profile that is not a file on this node.
+    #[error("seccomp profile {} does not exist on this node", .0.display())]
+    Missing(std::path::PathBuf),
+    /// A profile type other than RuntimeDefault, Unconfined and Localhost.
+    #[error("unknown {0} profile type {1:?}")]
+    UnknownType(&'static str, Option<String>),
+    /// An AppArmor annotation other than runtime/default, unconfined, localhost/<name>.
+    #[error("invalid AppArmor profile annotation {0:?}")]
+    Annotation(String),
+    /// The runtime cannot say which user the image runs as (for runAsNonRoot).
+    #[error("cannot read the image's user: {0}")]
+    ImageUser(String),
+    /// runAsNonRoot refused the container's user (upstream's message).
+    #[error("{0}")]
+    NonRoot(String),
+}
+
 /// A profile name under a root directory: relative, no `..`, no NUL.
-fn local_name<'a>(name: &'a str, what: &str) -> Result<&'a str, String> {
+fn local_name<'a>(name: &'a str, what: &'static str) -> Result<&'a str, ProfileError> {
     if name.is_empty()
         || name.starts_with('/')
         || name.contains('\0')
         || name.split('/').any(|p| p == "..")
     {
-        return Err(format!(
-            "{what} localhostProfile {name:?} must be a relative path without '..'"
-        ));
+        return Err(ProfileError::LocalName {
+            what,
+            name: name.to_string(),
+        });
     }
     Ok(name)
 }
@@ -51,7 +80,7 @@ fn profile(kind: ProfileType, localhost_ref: String) -> SecurityProfile {
 /// kubelet's `<root-dir>/seccomp`); a privileged container is unconfined, as
 /// upstream. No seccompProfile: unconfined, upstream's default without
 /// `--seccomp-default`.
-pub fn profiles(pod: &Value, c: &Value, seccomp_root: &Path) -> Result<Profiles, String> {
+pub fn profiles(pod: &Value, c: &Value, seccomp_root: &Path) -> Result<Profiles, ProfileError> {
     let psc = &pod["spec"]["securityContext"];
     let csc = &c["securityContext"];
     let privileged = csc["privileged"] == true;
@@ -71,14 +100,16 @@ pub fn profiles(pod: &Value, c: &Value, seccomp_root: &Path) -> Result<Profiles,
                 let name = local_name(sp["localhostProfile"].as_str().unwrap_or(""), "seccomp")?;
                 let path = seccomp_root.join(name);
                 if !path.is_file() {
-                    return Err(format!(
-                        "seccomp profile {} does not exist on this node",
-                        path.display()
-                    ));
+                    return Err(ProfileError::Missing(path));
                 }
                 profile(ProfileType::Localhost, path.to_string_lossy().into_owned())
             }
-            other => return Err(format!("unknown seccomp profile type {other:?}")),
+            other => {
+                return Err(ProfileError::UnknownType(
+                    "seccomp",
+                    other.map(String::from),
+                ));
+            }
         }),
     };
     // AppArmor: the field (1.30+), else the beta annotation
@@ -95,7 +126,12 @@ pub fn profiles(pod: &Value, c: &Value, seccomp_root: &Path) -> Result<Profiles,
                 ProfileType::Localhost,
                 local_name(ap["localhostProfile"].as_str().unwrap_or(""), "AppArmor")?.to_string(),
             ),
-            other => return Err(format!("unknown AppArmor profile type {other:?}")),
+            other => {
+                return Err(ProfileError::UnknownType(
+                    "AppArmor",
+                    other.map(String::from),
+                ));
+            }
         }),
         (None, Some("runtime/default")) => {
             Some(profile(ProfileType::RuntimeDefault, String::new()))
@@ -106,7 +142,7 @@ pub fn profiles(pod: &Value, c: &Value, seccomp_root: &Path) -> Result<Profiles,
                 ProfileType::Localhost,
                 local_name(name, "AppArmor")?.to_string(),
             )),
-            None => return Err(format!("invalid AppArmor profile annotation {a:?}")),
+            None => return Err(ProfileError::Annotation(a.to_string())),
         },
         (None, None) => None,
     };

@@ -244,6 +244,38 @@ fn truthy(v: Option<&str>) -> bool {
     matches!(v, Some("true" | "1" | ""))
 }
 
+/// Why a container's log cannot be read (upstream's messages; the answer is a 400).
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    /// The pod is not bound to this node.
+    #[error("pod {pod:?} in namespace {namespace:?} is not on this node")]
+    NotHere {
+        /// The pod's name.
+        pod: String,
+        /// Its namespace.
+        namespace: String,
+    },
+    /// The runtime did not list the pod's containers.
+    #[error("{0}")]
+    Runtime(String),
+    /// `previous` asked of a container that has not restarted.
+    #[error("previous terminated container {container:?} in pod {pod:?} not found")]
+    NoPrevious {
+        /// The container's name.
+        container: String,
+        /// The pod's name.
+        pod: String,
+    },
+    /// The container has not started yet.
+    #[error("container {container:?} in pod {pod:?} is waiting to start: ContainerCreating")]
+    Waiting {
+        /// The container's name.
+        container: String,
+        /// The pod's name.
+        pod: String,
+    },
+}
+
 /// The log file of a container instance (newest, or the one before with `previous`).
 async fn log_file(
     kubelet: &Kubelet,
@@ -251,18 +283,18 @@ async fn log_file(
     pod: &str,
     container: &str,
     previous: bool,
-) -> Result<(PathBuf, String, bool), String> {
+) -> Result<(PathBuf, String, bool), LogError> {
     let key = format!("{ns}/{pod}");
-    let p = kubelet
-        .pods
-        .get(&key)
-        .ok_or_else(|| format!("pod {pod:?} in namespace {ns:?} is not on this node"))?;
+    let p = kubelet.pods.get(&key).ok_or_else(|| LogError::NotHere {
+        pod: pod.to_string(),
+        namespace: ns.to_string(),
+    })?;
     let uid = p["metadata"]["uid"].as_str().unwrap_or("").to_string();
     let mut memory = super::PodMemory::default();
     let all = kubelet
         .container_statuses(&uid, &mut memory)
         .await
-        .map_err(|e| e.message().to_string())?;
+        .map_err(|e| LogError::Runtime(e.message().to_string()))?;
     let seen = super::status::Observed {
         containers: all,
         ..Default::default()
@@ -270,10 +302,11 @@ async fn log_file(
     let (latest, before) = seen.instances(container);
     let chosen = if previous { before } else { latest };
     let c = chosen.ok_or_else(|| {
+        let (container, pod) = (container.to_string(), pod.to_string());
         if previous {
-            format!("previous terminated container {container:?} in pod {pod:?} not found")
+            LogError::NoPrevious { container, pod }
         } else {
-            format!("container {container:?} in pod {pod:?} is waiting to start: ContainerCreating")
+            LogError::Waiting { container, pod }
         }
     })?;
     let running = c.state == k8s_cri::v1::ContainerState::ContainerRunning as i32;
@@ -291,7 +324,7 @@ async fn container_logs(
     let previous = truthy(q("previous"));
     let (file, id, running) = match log_file(kubelet, ns, pod, container, previous).await {
         Ok(x) => x,
-        Err(e) => return text(StatusCode::BAD_REQUEST, e),
+        Err(e) => return text(StatusCode::BAD_REQUEST, e.to_string()),
     };
     let now = crate::api::meta::now_secs();
     let opts = Options {

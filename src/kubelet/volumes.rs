@@ -24,17 +24,32 @@ pub enum VolumeError {
     SetUp { volume: String, message: String },
 }
 
-fn fail(volume: &str, message: impl Into<String>) -> VolumeError {
+/// What stops one volume's directory from being prepared (the `message` of
+/// [`VolumeError::SetUp`]).
+#[derive(Debug, thiserror::Error)]
+pub enum Problem {
+    /// A memory-backed emptyDir whose `sizeLimit` is not a quantity.
+    #[error("sizeLimit {0} is not a quantity")]
+    SizeLimit(String),
+    /// The node's filesystem refused.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// The tmpfs could not be mounted.
+    #[error(transparent)]
+    Mount(#[from] crate::host::mounts::MountError),
+}
+
+fn fail(volume: &str, message: impl ToString) -> VolumeError {
     VolumeError::SetUp {
         volume: volume.to_string(),
-        message: message.into(),
+        message: message.to_string(),
     }
 }
 
 /// A file to project: contents and mode.
 pub type Files = BTreeMap<String, (Vec<u8>, u32)>;
 
-pub use super::atomic_writer::{check_payload_path, write_atomic};
+pub use super::atomic_writer::write_atomic;
 
 /// Where a pod's volumes live.
 pub fn pod_dir(root: &Path, uid: &str) -> PathBuf {
@@ -154,12 +169,12 @@ pub fn tear_down(mounts: &dyn Mounts, root: &Path, uid: &str) {
 
 /// The tmpfs options of a memory-backed emptyDir: its `sizeLimit` read as a quantity
 /// (a number of bytes goes to `mount`, never the user's text).
-fn tmpfs_options(size_limit: &Value) -> Result<String, String> {
+fn tmpfs_options(size_limit: &Value) -> Result<String, Problem> {
     let mut opts = "mode=0777".to_string();
     if !size_limit.is_null() {
         let bytes = crate::api::quantity::of(size_limit)
             .filter(|b| b.is_finite() && *b > 0.0 && *b < 1e18)
-            .ok_or_else(|| format!("sizeLimit {size_limit} is not a quantity"))?;
+            .ok_or_else(|| Problem::SizeLimit(size_limit.to_string()))?;
         opts.push_str(&format!(",size={}", bytes.ceil() as u64));
     }
     Ok(opts)
@@ -173,22 +188,18 @@ const OBJECT_BYTES: u64 = 3 << 19;
 /// atomic writer keeps the old one until the new one is in place). A directory that
 /// already holds files from an older skua is left as it is: its containers have it
 /// mounted.
-fn memory_backed(mounts: &dyn Mounts, dir: &Path, sources: usize) -> Result<(), String> {
+fn memory_backed(mounts: &dyn Mounts, dir: &Path, sources: usize) -> Result<(), Problem> {
     if mounts.is_mount(dir) {
         return Ok(());
     }
-    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
-    let used = std::fs::read_dir(dir)
-        .map_err(|e| e.to_string())?
-        .next()
-        .is_some();
+    std::fs::create_dir_all(dir)?;
+    let used = std::fs::read_dir(dir)?.next().is_some();
     if used {
         return Ok(());
     }
     let size = 2 * OBJECT_BYTES * (sources.max(1) as u64) + (1 << 20);
-    mounts
-        .mount_tmpfs(dir, &format!("mode=0755,size={size}"))
-        .map_err(|e| e.to_string())
+    mounts.mount_tmpfs(dir, &format!("mode=0755,size={size}"))?;
+    Ok(())
 }
 
 /// A lowercase RFC 1123 label, as upstream requires of volume and container names.

@@ -4,8 +4,8 @@
 //! Debian tools (`nft -f -`, `conntrack`), exactly as kube-proxy's knftables does, and
 //! only ever read back the agent's own table.
 
-pub mod netlink;
-pub mod upgrade;
+pub(crate) mod netlink;
+pub(crate) mod upgrade;
 
 use std::io::Write as _;
 use std::process::{Command, Stdio};
@@ -14,14 +14,24 @@ use std::sync::Mutex;
 /// Why the kernel refused a change.
 #[derive(Debug, thiserror::Error)]
 pub enum NetError {
+    /// A tool could not be run (usually: its package is not installed).
     #[error("cannot run {tool}: {source} (is the {package} package installed?)")]
     Spawn {
+        /// The tool, e.g. `nft`.
         tool: &'static str,
+        /// The Debian package that provides it.
         package: &'static str,
+        /// Why it could not be run.
         source: std::io::Error,
     },
+    /// A tool ran but rejected the change.
     #[error("{tool} refused the change: {message}")]
-    Refused { tool: &'static str, message: String },
+    Refused {
+        /// The tool, e.g. `nft`.
+        tool: &'static str,
+        /// What it said (the first lines of its error output).
+        message: String,
+    },
 }
 
 /// nftables: each call is one atomic transaction.
@@ -131,7 +141,9 @@ fn first_lines(s: &str, n: usize) -> String {
 /// `fail_next` of them.
 #[derive(Default)]
 pub struct FakeNft {
+    /// Every transaction applied, in order.
     pub applied: Mutex<Vec<String>>,
+    /// How many of the next transactions fail.
     pub fail_next: Mutex<usize>,
 }
 
@@ -224,6 +236,7 @@ impl Conntrack for ConntrackCli {
 /// A conntrack that records what it was asked to delete (unit tests).
 #[derive(Default)]
 pub struct FakeConntrack {
+    /// Each deletion asked for: `endpoint <ip>:<port>` or `destination <ip>:<port>`.
     pub cleared: Mutex<Vec<String>>,
 }
 

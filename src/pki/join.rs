@@ -22,28 +22,36 @@ pub fn ca_hash(pem: &str) -> String {
 pub struct Token {
     /// The pinned CA hash (absent in a bare secret).
     pub ca_hash: Option<String>,
+    /// Who the secret belongs to (`server` unless the token names another).
     pub user: String,
+    /// The shared secret.
     pub secret: String,
 }
 
 /// A join token that is not one.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum TokenError {
+    /// The token is empty or only white space.
     #[error("the join token is empty")]
     Empty,
+    /// A `K10` token without the `::` after its CA hash.
     #[error(
         "a K10 join token has the form K10<ca-hash>::server:<secret>; copy it whole from the server's <data-dir>/server/node-token"
     )]
     Form,
+    /// The CA hash of a `K10` token is not 64 hex digits.
     #[error(
         "the CA hash in the join token ({0:?}) is not a sha256 in hex; copy the token whole from the server's <data-dir>/server/node-token"
     )]
     Hash(String),
+    /// A `K10` token with an empty secret.
     #[error("the join token has no secret after its CA hash")]
     NoSecret,
 }
 
 impl Token {
+    /// Reads a token as given (surrounding white space ignored): a `K10` token, or
+    /// else the bare secret for user `server`.
     pub fn parse(text: &str) -> Result<Token, TokenError> {
         let text = text.trim();
         if text.is_empty() {
@@ -72,6 +80,7 @@ impl Token {
         })
     }
 
+    /// The token as text again: the `K10` form, or the bare secret.
     pub fn render(&self) -> String {
         match &self.ca_hash {
             Some(h) => format!("K10{h}::{}:{}", self.user, self.secret),

@@ -36,12 +36,10 @@ users:
 }
 
 /// Parses `--write-kubeconfig-mode` (octal, like chmod: `600`, `0644`).
-pub fn parse_mode(mode: &str) -> Result<u32, String> {
+pub fn parse_mode(mode: &str) -> Result<u32, crate::config::ConfigError> {
     match u32::from_str_radix(mode.trim_start_matches("0o"), 8) {
         Ok(m) if m <= 0o777 => Ok(m),
-        _ => Err(format!(
-            "{mode:?} is not a file mode; write it in octal like 600 or 644"
-        )),
+        _ => Err(crate::config::ConfigError::NotFileMode(mode.to_string())),
     }
 }
 
@@ -56,8 +54,8 @@ mod tests {
 
     #[test]
     fn modes_are_octal() {
-        assert_eq!(parse_mode("600"), Ok(0o600));
-        assert_eq!(parse_mode("0644"), Ok(0o644));
+        assert_eq!(parse_mode("600").ok(), Some(0o600));
+        assert_eq!(parse_mode("0644").ok(), Some(0o644));
         assert!(parse_mode("999").is_err());
         assert!(parse_mode("rw").is_err());
         assert!(parse_mode("7777").is_err());

@@ -9,7 +9,7 @@
 
 mod files;
 pub mod join;
-pub mod kubeconfig;
+pub(crate) mod kubeconfig;
 pub mod x509;
 
 pub use files::{private_dir, write_private};
@@ -32,9 +32,11 @@ pub const LEAF_DAYS: i64 = 365;
 pub struct PkiOptions {
     /// `<data-dir>/server/tls`.
     pub dir: PathBuf,
+    /// `--cluster-domain`, for the `kubernetes.default.svc.<domain>` name.
     pub cluster_domain: String,
     /// The service CIDR; its first address is the `kubernetes` service IP.
     pub service_cidr: String,
+    /// This node's addresses, put in the serving certificate.
     pub node_ips: Vec<IpAddr>,
     /// `--tls-san`: extra host names or IPs.
     pub tls_sans: Vec<String>,
@@ -43,22 +45,37 @@ pub struct PkiOptions {
 /// The PEM material the server uses.
 #[derive(Clone)]
 pub struct ServerPki {
+    /// The CA that signs serving certificates.
     pub server_ca_cert: String,
+    /// The CA that signs client certificates; the API server trusts clients by it.
     pub client_ca_cert: String,
+    /// The API server's serving certificate.
     pub serving_cert: String,
+    /// The key of `serving_cert`.
     pub serving_key: String,
+    /// The admin's client certificate (`system:admin` in `system:masters`).
     pub admin_cert: String,
+    /// The key of `admin_cert`.
     pub admin_key: String,
+    /// The private key that signs service-account tokens.
     pub service_account_key: String,
 }
 
 /// Why the certificates could not be made or loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum PkiError {
+    /// A key or certificate file could not be read, written or used.
     #[error("{path}: {message}")]
-    File { path: PathBuf, message: String },
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// Making a key or certificate failed.
     #[error("certificate generation failed: {0}")]
     Generate(#[from] rcgen::Error),
+    /// A setting (such as a `--tls-san` or the service CIDR) cannot be used.
     #[error("{0}")]
     Invalid(String),
 }

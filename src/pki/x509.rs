@@ -33,7 +33,9 @@ const OID_ORGANIZATION: &[u8] = &[0x55, 0x04, 0x0a];
 /// The subject of a certificate.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Subject {
+    /// Its common names (CN), in order.
     pub common_names: Vec<String>,
+    /// Its organizations (O), in order: the groups of a client certificate.
     pub organizations: Vec<String>,
 }
 

@@ -5,7 +5,7 @@
 //! the loop.
 
 pub mod model;
-pub mod rules;
+pub(crate) mod rules;
 
 use crate::net::{Conntrack, NetError, Nft};
 use crate::runtime::informer::{Change, Informer};
@@ -51,6 +51,7 @@ pub struct Proxier {
 }
 
 impl Proxier {
+    /// A proxier that has applied nothing yet, over `nft` and `conntrack`.
     pub fn new(nft: Arc<dyn Nft>, conntrack: Arc<dyn Conntrack>) -> Proxier {
         Proxier {
             nft,
@@ -259,6 +260,7 @@ impl SliceIndex {
 
 /// Where the proxy runs and what it leaves to others.
 pub struct ProxyConfig {
+    /// This node's name: endpoints on it are local.
     pub node: String,
     /// The cluster DNS address: the node answers it itself, the proxy leaves it alone.
     pub cluster_dns: Option<Ipv4Addr>,

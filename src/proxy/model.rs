@@ -14,10 +14,15 @@ pub const DEFAULT_AFFINITY_SECONDS: u32 = 10800;
 /// One endpoint of one service port.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Endpoint {
+    /// The endpoint's address.
     pub ip: Ipv4Addr,
+    /// The target port traffic goes to.
     pub port: u16,
+    /// The slice's `ready` condition (unset: true).
     pub ready: bool,
+    /// The slice's `serving` condition (unset: as `ready`).
     pub serving: bool,
+    /// The slice's `terminating` condition (unset: false).
     pub terminating: bool,
     /// On this node (`nodeName` is ours).
     pub local: bool,
@@ -30,15 +35,24 @@ pub struct ServicePort {
     pub key: String,
     /// `tcp`, `udp` or `sctp` (nft's names).
     pub protocol: &'static str,
+    /// The service's cluster IPs (IPv4 only).
     pub cluster_ips: Vec<Ipv4Addr>,
+    /// The service port.
     pub port: u16,
+    /// The node port, for NodePort and LoadBalancer services.
     pub node_port: Option<u16>,
+    /// `spec.externalIPs`.
     pub external_ips: Vec<Ipv4Addr>,
+    /// The ingress IPs in a LoadBalancer service's status.
     pub load_balancer_ips: Vec<Ipv4Addr>,
     /// `sessionAffinity: ClientIP` with its timeout in seconds.
     pub affinity_seconds: Option<u32>,
+    /// `externalTrafficPolicy: Local` on a NodePort or LoadBalancer service: external
+    /// traffic goes to this node's endpoints only.
     pub external_local: bool,
+    /// `internalTrafficPolicy: Local`: cluster traffic goes to this node's endpoints only.
     pub internal_local: bool,
+    /// All its endpoints, in (ip, port) order.
     pub endpoints: Vec<Endpoint>,
 }
 

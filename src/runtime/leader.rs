@@ -4,7 +4,7 @@
 
 use crate::api::meta::{now_micro, now_secs, parse_rfc3339};
 use crate::client::ApiClient;
-use serde_json::{Value, json};
+use serde_json::json;
 use std::time::Duration;
 
 const PATH: &str = "/apis/coordination.k8s.io/v1/namespaces/kube-system/leases";
@@ -82,9 +82,4 @@ impl Election {
             }
         }
     }
-}
-
-/// The holder of a lease object, for tests and tools.
-pub fn holder(lease: &Value) -> &str {
-    lease["spec"]["holderIdentity"].as_str().unwrap_or("")
 }

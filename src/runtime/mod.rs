@@ -56,6 +56,7 @@ impl Tasks {
     }
 
     /// How many tasks are still running.
+    #[cfg(test)]
     pub fn running(&self) -> usize {
         let mut set = self.set.lock().unwrap_or_else(|e| e.into_inner());
         match set.as_mut() {

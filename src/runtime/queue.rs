@@ -115,6 +115,7 @@ impl WorkQueue {
     }
 
     /// How many times in a row `key` has failed.
+    #[cfg(test)]
     pub fn failures(&self, key: &str) -> u32 {
         self.lock().failures.get(key).copied().unwrap_or(0)
     }
@@ -155,22 +156,26 @@ impl WorkQueue {
     }
 
     /// The next key if one is ready now.
+    #[cfg(test)]
     pub fn try_next(&self) -> Option<String> {
         self.pop().0.map(|(k, _)| k)
     }
 
     /// Keys ready now.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         let mut s = self.lock();
         s.promote(Instant::now());
         s.order.len()
     }
 
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
     /// Keys waiting for their delay.
+    #[cfg(test)]
     pub fn delayed(&self) -> usize {
         self.lock().delayed.len()
     }

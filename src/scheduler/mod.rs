@@ -7,7 +7,7 @@
 pub mod cache;
 pub mod interpod;
 /// The per-node filters and scores: pure, shared with the DaemonSet controller.
-pub use crate::api::scheduling as plugins;
+pub(crate) use crate::api::scheduling as plugins;
 #[cfg(test)]
 mod plugin_tests;
 pub mod preemption;
@@ -150,7 +150,7 @@ pub async fn run(cx: Arc<Context>) {
                     }
                 });
             }
-            Err(message) => {
+            Err(why) => {
                 lock(&unschedulable).push(key.clone());
                 // as upstream's PostFilter: make room by preempting lower-priority pods
                 // (then the message is the filters' alone, as upstream's)
@@ -160,10 +160,8 @@ pub async fn run(cx: Arc<Context>) {
                 }
                 let rank = preemption::priority(&pod);
                 let message = match &plan {
-                    Some(_) => message
-                        .split_once(" preemption: ")
-                        .map_or(message.clone(), |(m, _)| m.to_string()),
-                    None => message,
+                    Some(_) => why.without_preemption(),
+                    None => why.to_string(),
                 };
                 mark_unschedulable(&cx, &pod, &message).await;
                 if let Some(plan) = plan {
@@ -189,11 +187,43 @@ fn with_kind(pod: &Value) -> Value {
     p
 }
 
+/// Why no node fits a pod, in upstream's words (the PodScheduled condition's message).
+#[derive(Debug, thiserror::Error)]
+pub enum Unschedulable {
+    /// The cluster has no node.
+    #[error("no nodes available to schedule pods")]
+    NoNodes,
+    /// Every node was filtered out.
+    #[error(
+        "0/{total} nodes are available: {reasons}. preemption: 0/{total} nodes are available: {preemption}."
+    )]
+    Filtered {
+        /// The nodes looked at.
+        total: usize,
+        /// "<count> <reason>" for each reason, sorted.
+        reasons: String,
+        /// What preemption could do, as upstream's PostFilter says.
+        preemption: String,
+    },
+}
+
+impl Unschedulable {
+    /// The filters' message alone (when preemption makes room, upstream omits its part).
+    fn without_preemption(&self) -> String {
+        match self {
+            Unschedulable::Filtered { total, reasons, .. } => {
+                format!("0/{total} nodes are available: {reasons}.")
+            }
+            other => other.to_string(),
+        }
+    }
+}
+
 /// The node for `pod`, or upstream's explanation of why there is none.
-pub fn place(pod: &Value, all: &[NodeInfo], turn: usize) -> Result<String, String> {
+pub fn place(pod: &Value, all: &[NodeInfo], turn: usize) -> Result<String, Unschedulable> {
     let nodes: Vec<&NodeInfo> = all.iter().filter(|n| n.is_present()).collect();
     if nodes.is_empty() {
-        return Err("no nodes available to schedule pods".into());
+        return Err(Unschedulable::NoNodes);
     }
     let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
     let mut resource_only = 0;
@@ -254,11 +284,11 @@ pub fn place(pod: &Value, all: &[NodeInfo], turn: usize) -> Result<String, Strin
             ));
         }
         pre.sort();
-        return Err(format!(
-            "0/{total} nodes are available: {}. preemption: 0/{total} nodes are available: {}.",
-            parts.join(", "),
-            pre.join(", ")
-        ));
+        return Err(Unschedulable::Filtered {
+            total,
+            reasons: parts.join(", "),
+            preemption: pre.join(", "),
+        });
     }
     tracing::trace!(looked, feasible = feasible.len(), "nodes filtered");
     let scores = total_scores(pod, &facts, &feasible, &prepared);

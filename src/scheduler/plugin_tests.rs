@@ -33,7 +33,7 @@ fn reasons_are_counted_in_upstreams_words() {
         ),
     ];
     assert_eq!(
-        super::place(&pod, &nodes, 0).unwrap_err(),
+        super::place(&pod, &nodes, 0).unwrap_err().to_string(),
         "0/3 nodes are available: 1 Insufficient cpu, 2 node(s) had untolerated taint {dedicated: db}. preemption: 0/3 nodes are available: 1 No preemption victims found for incoming pod, 2 Preemption is not helpful for scheduling."
     );
     let tolerant = json!({"spec": {"containers": [{"name": "c"}], "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "db", "effect": "NoSchedule"}],
@@ -43,6 +43,7 @@ fn reasons_are_counted_in_upstreams_words() {
     assert!(
         super::place(&elsewhere, &nodes, 0)
             .unwrap_err()
+            .to_string()
             .contains("3 node(s) didn't match Pod's node affinity/selector")
     );
 }
@@ -76,6 +77,7 @@ fn pod_anti_affinity_and_topology_spread_steer_pods() {
     assert!(
         super::place(&apart, &only_a, 0)
             .unwrap_err()
+            .to_string()
             .contains("1 node(s) didn't match pod anti-affinity rules")
     );
     // affinity: with the web pods, or anywhere for the first of a group
@@ -90,6 +92,7 @@ fn pod_anti_affinity_and_topology_spread_steer_pods() {
     assert!(
         super::place(&near, &other_ns, 0)
             .unwrap_err()
+            .to_string()
             .contains("didn't match pod affinity rules")
     );
 }

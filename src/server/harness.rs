@@ -7,7 +7,6 @@
 #![cfg(test)]
 
 use super::InProcess;
-use crate::apiserver::ApiContext;
 use crate::client::ApiClient;
 use crate::runtime::Context;
 use serde_json::{Value, json};
@@ -17,7 +16,6 @@ use std::time::Duration;
 
 /// An API server, a client and a term for loops (see the module documentation).
 pub struct Harness {
-    pub ctx: Arc<ApiContext>,
     pub client: ApiClient,
     pub cx: Arc<Context>,
 }
@@ -25,10 +23,9 @@ pub struct Harness {
 impl Harness {
     pub async fn new() -> Harness {
         let ctx = crate::apiserver::testing::context().await;
-        let client = InProcess::client(ctx.clone(), "system:kube-controller-manager", "harness");
+        let client = InProcess::client(ctx, "system:kube-controller-manager", "harness");
         Harness {
             cx: Context::new(client.clone()),
-            ctx,
             client,
         }
     }
@@ -63,11 +60,6 @@ impl Harness {
             .as_array()
             .cloned()
             .unwrap_or_default()
-    }
-
-    /// Plays the kubelet for `pod`: Running and Ready (or a final phase).
-    pub async fn set_pod_phase(&self, pod: &Value, phase: &str) {
-        set_pod_phase(&self.client, pod, phase).await;
     }
 }
 

@@ -6,9 +6,6 @@ use super::{Revision, Store, StoreError};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// kube-apiserver's default `--etcd-compaction-interval`.
-pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(300);
-
 /// Runs until `shutdown` resolves. Several servers may run it against one etcd: a
 /// compaction another one already did is not an error.
 pub async fn run(

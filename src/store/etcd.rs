@@ -24,8 +24,11 @@ const MAX_RESPONSE_BYTES: usize = i32::MAX as usize;
 pub struct EtcdOptions {
     /// `http://` or `https://` URLs of the etcd members.
     pub endpoints: Vec<String>,
+    /// CA file to verify the etcd servers (`--datastore-cafile`).
     pub ca_file: Option<PathBuf>,
+    /// Client certificate for etcd (`--datastore-certfile`).
     pub cert_file: Option<PathBuf>,
+    /// Client key for etcd (`--datastore-keyfile`).
     pub key_file: Option<PathBuf>,
 }
 

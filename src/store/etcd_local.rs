@@ -13,6 +13,7 @@ pub struct LocalEtcd {
     child: Option<Child>,
     binary: String,
     dir: PathBuf,
+    /// The client URL it serves, e.g. `http://127.0.0.1:<port>`.
     pub endpoint: String,
     peer: String,
     tls: Option<ServerTls>,
@@ -21,8 +22,11 @@ pub struct LocalEtcd {
 /// PEM files for an etcd that serves HTTPS and requires client certificates.
 #[derive(Clone, Debug)]
 pub struct ServerTls {
+    /// The CA client certificates must be signed by.
     pub ca_file: PathBuf,
+    /// etcd's serving certificate.
     pub cert_file: PathBuf,
+    /// The key of `cert_file`.
     pub key_file: PathBuf,
 }
 

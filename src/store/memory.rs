@@ -83,6 +83,7 @@ impl Default for MemoryStore {
 }
 
 impl MemoryStore {
+    /// An empty store with the default watch buffer.
     pub fn new() -> Self {
         Self::with_watch_buffer(DEFAULT_WATCH_BUFFER)
     }

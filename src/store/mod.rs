@@ -10,7 +10,7 @@
 //! Backends: [`sled::SledStore`] (embedded, default), [`etcd::EtcdStore`] (external
 //! etcd v3 for HA) and [`memory::MemoryStore`] (tests).
 
-pub mod compactor;
+pub(crate) mod compactor;
 pub mod etcd;
 pub mod etcd_local;
 mod hub;
@@ -52,7 +52,9 @@ impl fmt::Debug for KeyValue {
 /// revision the read was served at, so a caller can watch from there without a gap.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct GetResult {
+    /// The key's current version; `None` if it does not exist.
     pub kv: Option<KeyValue>,
+    /// The store revision the read was served at.
     pub revision: Revision,
 }
 
@@ -97,13 +99,16 @@ impl ListResult {
 /// What a write did to a key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum EventKind {
+    /// The key was created or updated.
     Put,
+    /// The key was deleted.
     Delete,
 }
 
 /// One change, as a watcher sees it.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Event {
+    /// Whether the key was written or deleted.
     pub kind: EventKind,
     /// The new version; for a delete, the key with an empty value and `mod_revision`
     /// set to the revision of the delete.
@@ -146,6 +151,7 @@ impl Event {
 /// One message of a watch stream.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum WatchMessage {
+    /// A change to a key under the watched prefix.
     Event(Event),
     /// Every event of the watched prefix up to and including this revision has been
     /// delivered (etcd's progress notification; Kubernetes turns it into a bookmark).
@@ -153,6 +159,7 @@ pub enum WatchMessage {
 }
 
 impl WatchMessage {
+    /// The revision of the event, or the one the progress reached.
     pub fn revision(&self) -> Revision {
         match self {
             WatchMessage::Event(e) => e.revision(),
@@ -194,47 +201,72 @@ pub(crate) trait WatchStream: Send {
 /// Everything that can go wrong in the store, in terms a caller can act on.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum StoreError {
+    /// A create found the key already there.
     #[error("key {key:?} already exists")]
-    AlreadyExists { key: String },
+    AlreadyExists {
+        /// The key.
+        key: String,
+    },
     /// An update or delete expected another `mod_revision`; `current` is the version
     /// now stored (`None` if the key does not exist), so the caller can retry at once.
     #[error("key {key:?} was modified: expected revision {expected}, found {}", current.as_ref().map_or("no key".to_string(), |kv| kv.mod_revision.to_string()))]
     Conflict {
+        /// The key.
         key: String,
+        /// The `mod_revision` the caller expected.
         expected: Revision,
+        /// The version now stored, if any.
         current: Option<KeyValue>,
     },
+    /// A read or watch asked for a revision that compaction has discarded.
     #[error(
         "revision {requested} has been compacted; the oldest available revision is {compact_revision}"
     )]
     Compacted {
+        /// The revision asked for.
         requested: Revision,
+        /// The oldest revision still available.
         compact_revision: Revision,
     },
+    /// A read asked for a revision the store has not reached yet.
     #[error("revision {requested} is in the future; the current revision is {current}")]
     FutureRevision {
+        /// The revision asked for.
         requested: Revision,
+        /// The store's current revision.
         current: Revision,
     },
+    /// A watcher fell too far behind and was stopped; it must list again.
     #[error(
         "watch fell too far behind at revision {revision} and was stopped; list again and watch from the list's revision"
     )]
-    Expired { revision: Revision },
+    Expired {
+        /// The revision the watch had reached.
+        revision: Revision,
+    },
+    /// A key the backends cannot store (empty, or containing a NUL byte).
     #[error("invalid key {key:?}: {reason}")]
     InvalidKey {
+        /// The key.
         key: String,
+        /// What is wrong with it.
         reason: std::borrow::Cow<'static, str>,
     },
+    /// A request the store cannot serve as asked, such as an expected revision that is
+    /// not one or a continue key outside the listed prefix.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
     /// The data directory cannot be used as it is; the message names the path and what
     /// to do. Nothing has been changed on disk.
     #[error("{0}")]
     DataDir(String),
+    /// The datastore cannot do this at all (e.g. an etcd without progress requests).
     #[error("not supported by this datastore: {0}")]
     Unsupported(String),
+    /// The datastore cannot be reached now; the request may succeed if retried.
     #[error("the datastore is unavailable: {0}")]
     Unavailable(String),
+    /// Any other failure of the datastore itself.
     #[error("datastore error: {0}")]
     Backend(String),
 }

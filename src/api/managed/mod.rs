@@ -97,13 +97,11 @@ impl Entry {
         s
     }
 
-    fn decode(v: &Value) -> Result<Entry, String> {
+    fn decode(v: &Value) -> Result<Entry, EntryError> {
         let text = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_string();
         let operation = text("operation");
         if operation != "Apply" && operation != "Update" {
-            return Err(format!(
-                "operation {operation:?} must be `Apply` or `Update`"
-            ));
+            return Err(EntryError::Operation(operation));
         }
         let set = match v.get("fieldsV1") {
             Some(f) => FieldSet::from_fields_v1(f)?,
@@ -134,6 +132,17 @@ impl Entry {
         }
         Value::Object(m)
     }
+}
+
+/// Why a managedFields entry cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum EntryError {
+    /// An operation other than Apply and Update.
+    #[error("operation {0:?} must be `Apply` or `Update`")]
+    Operation(String),
+    /// Its fieldsV1.
+    #[error(transparent)]
+    Fields(#[from] crate::api::fieldset::FieldSetError),
 }
 
 /// The entries of `obj`, or `None` if it has none or they cannot be read.

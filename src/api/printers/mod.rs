@@ -10,7 +10,7 @@ type Column = (&'static str, &'static str, u8);
 mod cells;
 
 pub use crate::api::civil::parse_rfc3339;
-pub use cells::{cells, human_duration};
+pub use cells::cells;
 
 /// Columns and the row function for a kind.
 pub fn columns(kind: &str) -> Vec<Column> {
@@ -263,6 +263,7 @@ pub fn wants_table(accept: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use super::cells::human_duration;
     use super::*;
 
     #[test]

@@ -23,24 +23,36 @@ const STATUS: &[&str] = &["get", "patch", "update"];
 /// A subresource such as `pods/status` or `deployments/scale`.
 #[derive(Debug)]
 pub struct Subresource {
+    /// The part after the slash: `status`, `scale`, `log`.
     pub name: &'static str,
     /// (group, version, kind) of what it returns.
     pub response: (&'static str, &'static str, &'static str),
+    /// The verbs it serves.
     pub verbs: &'static [&'static str],
 }
 
 /// One resource of one group version.
 #[derive(Debug)]
 pub struct Resource {
+    /// The API group: empty for the core group, else e.g. `apps`.
     pub group: &'static str,
+    /// The version within the group, e.g. `v1`.
     pub version: &'static str,
+    /// The kind of its objects, e.g. `Deployment`.
     pub kind: &'static str,
+    /// The name in URLs, e.g. `deployments`.
     pub plural: &'static str,
+    /// The lower-case singular name, e.g. `deployment`.
     pub singular: &'static str,
+    /// Whether its objects live in a namespace (else cluster-scoped).
     pub namespaced: bool,
+    /// The verbs it serves.
     pub verbs: &'static [&'static str],
+    /// Abbreviations kubectl accepts, e.g. `deploy`.
     pub short_names: &'static [&'static str],
+    /// Groupings such as `all` that kubectl expands.
     pub categories: &'static [&'static str],
+    /// Its subresources, such as `status` and `scale`.
     pub subresources: &'static [Subresource],
 }
 

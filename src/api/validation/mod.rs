@@ -5,7 +5,6 @@
 mod pod;
 
 use pod::pod_spec;
-pub use pod::{dns_label_problem, port_name_problem};
 use serde_json::{Map, Value};
 
 /// One problem, as a `StatusCause`.

@@ -84,27 +84,39 @@ fn on_create(caller: &UserInfo, res: &Resource, obj: &Value) -> Result<(), ApiSt
         ("coordination.k8s.io", "leases") if name != node => {
             refuse("can only access node lease with the same name as the requesting node".into())
         }
-        ("", "pods") => mirror_pod(node, obj).map_err(|m| forbidden(res, name, m)),
+        ("", "pods") => mirror_pod(node, obj).map_err(|m| forbidden(res, name, m.to_string())),
         _ => Ok(()),
     }
+}
+
+/// Why a node may not create a pod (upstream's NodeRestriction messages).
+#[derive(Debug, thiserror::Error)]
+enum MirrorRefusal {
+    #[error(
+        "pod does not have \"{MIRROR_ANNOTATION}\" annotation, node {0:?} can only create mirror pods"
+    )]
+    NotMirror(String),
+    #[error("node {0:?} can only create pods with spec.nodeName set to itself")]
+    Elsewhere(String),
+    #[error("node {0:?} can only create pods with an owner reference set to itself")]
+    Owner(String),
+    #[error("node {0:?} can not create pods that {1}")]
+    Refers(String, &'static str),
 }
 
 /// Upstream's rules for a pod a node creates: only mirror pods, bound to itself,
 /// owned by nothing but its own Node, referring to no service account, secret,
 /// config map or claim.
-fn mirror_pod(node: &str, pod: &Value) -> Result<(), String> {
+fn mirror_pod(node: &str, pod: &Value) -> Result<(), MirrorRefusal> {
+    let node_name = || node.to_string();
     let annotations = pod
         .pointer("/metadata/annotations")
         .and_then(Value::as_object);
     if !annotations.is_some_and(|a| a.contains_key(MIRROR_ANNOTATION)) {
-        return Err(format!(
-            "pod does not have \"{MIRROR_ANNOTATION}\" annotation, node {node:?} can only create mirror pods"
-        ));
+        return Err(MirrorRefusal::NotMirror(node_name()));
     }
     if pod.pointer("/spec/nodeName").and_then(Value::as_str) != Some(node) {
-        return Err(format!(
-            "node {node:?} can only create pods with spec.nodeName set to itself"
-        ));
+        return Err(MirrorRefusal::Elsewhere(node_name()));
     }
     let owners = pod
         .pointer("/metadata/ownerReferences")
@@ -115,9 +127,7 @@ fn mirror_pod(node: &str, pod: &Value) -> Result<(), String> {
             && owners[0]["kind"] == "Node"
             && owners[0]["name"] == node;
         if !own_node {
-            return Err(format!(
-                "node {node:?} can only create pods with an owner reference set to itself"
-            ));
+            return Err(MirrorRefusal::Owner(node_name()));
         }
     }
     use crate::api::pod_refs::{RefKind, pod_refs};
@@ -128,7 +138,7 @@ fn mirror_pod(node: &str, pod: &Value) -> Result<(), String> {
             RefKind::ConfigMap => "reference configmaps",
             RefKind::PersistentVolumeClaim => "reference persistentvolumeclaims",
         };
-        return Err(format!("node {node:?} can not create pods that {what}"));
+        return Err(MirrorRefusal::Refers(node_name(), what));
     }
     Ok(())
 }

@@ -25,16 +25,38 @@ impl Plugin for Priority {
         if attrs.operation != Operation::Create || !attrs.is("", "pods") {
             return Ok(());
         }
-        prioritise(store, pod)
-            .await?
-            .map_err(|m| attrs.forbidden(m))
+        prioritise(store, pod).await.map_err(|e| match e {
+            Refusal::Store(status) => status,
+            refusal => attrs.forbidden(refusal.to_string()),
+        })
+    }
+}
+
+/// Why a pod's priority cannot be set (upstream's messages; a 403).
+#[derive(Debug, thiserror::Error)]
+enum Refusal {
+    /// The store did not answer (its own status, passed on).
+    #[error("{}", .0.message)]
+    Store(ApiStatus),
+    /// The pod names a PriorityClass that does not exist.
+    #[error("no PriorityClass with name {0} was found")]
+    NoClass(String),
+    /// The pod gives a priority other than its class's.
+    #[error(
+        "the integer value of priority ({given}) must not be provided in pod spec; priority admission controller computed {computed} from the given PriorityClass name"
+    )]
+    Given { given: i64, computed: i64 },
+}
+
+impl From<ApiStatus> for Refusal {
+    fn from(status: ApiStatus) -> Refusal {
+        Refusal::Store(status)
     }
 }
 
 /// Upstream's Priority admission: `spec.priority` (and `preemptionPolicy`) from the
 /// pod's PriorityClass, or the global default class, or 0.
-/// The outer error is the store's; the inner one is the refusal.
-async fn prioritise(store: &dyn Store, pod: &mut Value) -> Result<Result<(), String>, ApiStatus> {
+async fn prioritise(store: &dyn Store, pod: &mut Value) -> Result<(), Refusal> {
     let res = &crate::api::registry::PRIORITYCLASSES;
     let wanted = pod["spec"]["priorityClassName"]
         .as_str()
@@ -48,7 +70,7 @@ async fn prioritise(store: &dyn Store, pod: &mut Value) -> Result<Result<(), Str
                 .map_err(store_error)?;
             match got.kv {
                 Some(kv) => Some(from_store(&kv)?),
-                None => return Ok(Err(format!("no PriorityClass with name {name} was found"))),
+                None => return Err(Refusal::NoClass(name.clone())),
             }
         }
         // the global default class, if there is one (the lowest, if several)
@@ -68,9 +90,10 @@ async fn prioritise(store: &dyn Store, pod: &mut Value) -> Result<Result<(), Str
         .unwrap_or(0);
     if let Some(given) = pod["spec"]["priority"].as_i64() {
         if given != value {
-            return Ok(Err(format!(
-                "the integer value of priority ({given}) must not be provided in pod spec; priority admission controller computed {value} from the given PriorityClass name"
-            )));
+            return Err(Refusal::Given {
+                given,
+                computed: value,
+            });
         }
     }
     pod["spec"]["priority"] = json!(value);
@@ -82,5 +105,5 @@ async fn prioritise(store: &dyn Store, pod: &mut Value) -> Result<Result<(), Str
             pod["spec"]["preemptionPolicy"] = json!(policy);
         }
     }
-    Ok(Ok(()))
+    Ok(())
 }

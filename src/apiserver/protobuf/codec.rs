@@ -10,6 +10,7 @@
 //! absent, unless the field is one of the pointer fields whose zero is a value
 //! (`replicas: 0`, `automountServiceAccountToken: false`, …; `KEEP_ZERO`).
 
+use super::ProtobufError;
 use super::json_schema::{decode_json_schema_union, encode_json_schema_union};
 use super::values::{double, go_duration, parse_go_duration, rfc3339_nanos};
 use base64::Engine;
@@ -19,7 +20,7 @@ use std::collections::HashMap;
 use std::sync::OnceLock;
 
 /// How deep messages may nest (JSON-schema properties are recursive).
-const MAX_DEPTH: usize = 100;
+pub(super) const MAX_DEPTH: usize = 100;
 
 const META: &str = "io.k8s.apimachinery.pkg.apis.meta.v1";
 const TIME: &str = "io.k8s.apimachinery.pkg.apis.meta.v1.Time";
@@ -213,8 +214,8 @@ pub fn message_of(api_version: &str, kind: &str) -> Option<&'static str> {
 
 // ---- the wire ----
 
-fn varint(b: &mut &[u8]) -> Result<u64, String> {
-    prost::encoding::decode_varint(b).map_err(|e| e.to_string())
+fn varint(b: &mut &[u8]) -> Result<u64, ProtobufError> {
+    Ok(prost::encoding::decode_varint(b)?)
 }
 
 pub(super) enum Wire<'a> {
@@ -225,54 +226,60 @@ pub(super) enum Wire<'a> {
 }
 
 /// The fields of one message, in order.
-pub(super) fn fields(mut b: &[u8]) -> Result<Vec<(u64, Wire<'_>)>, String> {
+pub(super) fn fields(mut b: &[u8]) -> Result<Vec<(u64, Wire<'_>)>, ProtobufError> {
     let mut out = Vec::new();
     while !b.is_empty() {
         let key = varint(&mut b)?;
         let wire = match key & 7 {
             0 => Wire::Varint(varint(&mut b)?),
             1 => {
-                let (v, rest) = b.split_first_chunk::<8>().ok_or("truncated fixed64")?;
+                let (v, rest) = b
+                    .split_first_chunk::<8>()
+                    .ok_or(ProtobufError::Malformed("truncated fixed64"))?;
                 b = rest;
                 Wire::Fixed64(u64::from_le_bytes(*v))
             }
             2 => {
-                let len = usize::try_from(varint(&mut b)?).map_err(|_| "length too large")?;
+                let len = usize::try_from(varint(&mut b)?)
+                    .map_err(|_| ProtobufError::Malformed("length too large"))?;
                 if len > b.len() {
-                    return Err("truncated field".into());
+                    return Err(ProtobufError::Malformed("truncated field"));
                 }
                 let (data, rest) = b.split_at(len);
                 b = rest;
                 Wire::Bytes(data)
             }
             5 => {
-                let (_, rest) = b.split_first_chunk::<4>().ok_or("truncated fixed32")?;
+                let (_, rest) = b
+                    .split_first_chunk::<4>()
+                    .ok_or(ProtobufError::Malformed("truncated fixed32"))?;
                 b = rest;
                 Wire::Fixed32
             }
-            other => return Err(format!("unsupported wire type {other}")),
+            other => return Err(ProtobufError::WireType(other)),
         };
         if key >> 3 == 0 {
-            return Err("field number 0".into());
+            return Err(ProtobufError::Malformed("field number 0"));
         }
         out.push((key >> 3, wire));
     }
     Ok(out)
 }
 
-pub(super) fn text(b: &[u8]) -> Result<String, String> {
-    String::from_utf8(b.to_vec()).map_err(|_| "a string field is not UTF-8".to_string())
+pub(super) fn text(b: &[u8]) -> Result<String, ProtobufError> {
+    String::from_utf8(b.to_vec())
+        .map_err(|_| ProtobufError::Malformed("a string field is not UTF-8"))
 }
 
 /// The raw bytes of field `n` of a message, if present.
-fn bytes_field(b: &[u8], n: u64) -> Result<Option<&[u8]>, String> {
+fn bytes_field(b: &[u8], n: u64) -> Result<Option<&[u8]>, ProtobufError> {
     Ok(fields(b)?.into_iter().rev().find_map(|(tag, w)| match w {
         Wire::Bytes(v) if tag == n => Some(v),
         _ => None,
     }))
 }
 
-pub(super) fn varint_field(b: &[u8], n: u64) -> Result<u64, String> {
+pub(super) fn varint_field(b: &[u8], n: u64) -> Result<u64, ProtobufError> {
     Ok(fields(b)?
         .into_iter()
         .rev()
@@ -285,14 +292,14 @@ pub(super) fn varint_field(b: &[u8], n: u64) -> Result<u64, String> {
 
 /// Embedded JSON (`RawExtension`, `FieldsV1`, apiextensions' `JSON`); a nested protobuf
 /// object (a `RawExtension` a protobuf client filled) is decoded too.
-fn raw_json(raw: &[u8], depth: usize) -> Result<Value, String> {
+fn raw_json(raw: &[u8], depth: usize) -> Result<Value, ProtobufError> {
     if raw.is_empty() {
         return Ok(Value::Null);
     }
     if raw.starts_with(super::MAGIC) {
         return decode_envelope(raw, depth + 1);
     }
-    serde_json::from_slice(raw).map_err(|e| format!("embedded JSON: {e}"))
+    serde_json::from_slice(raw).map_err(ProtobufError::EmbeddedJson)
 }
 
 // ---- decoding ----
@@ -307,7 +314,7 @@ fn is_zero(v: &Value) -> bool {
     }
 }
 
-fn scalar(ty: &Ty, w: &Wire<'_>) -> Result<Value, String> {
+fn scalar(ty: &Ty, w: &Wire<'_>) -> Result<Value, ProtobufError> {
     Ok(match (ty, w) {
         (Ty::String, Wire::Bytes(b)) => Value::String(text(b)?),
         (Ty::Bytes, Wire::Bytes(b)) => Value::String(STANDARD.encode(b)),
@@ -315,17 +322,19 @@ fn scalar(ty: &Ty, w: &Wire<'_>) -> Result<Value, String> {
         (Ty::Int32, Wire::Varint(v)) => json!(*v as i32),
         (Ty::Int64, Wire::Varint(v)) => json!(*v as i64),
         (Ty::Double, Wire::Fixed64(v)) => double(f64::from_bits(*v)),
-        _ => return Err("a field has the wrong wire type".into()),
+        _ => return Err(ProtobufError::Malformed("a field has the wrong wire type")),
     })
 }
 
 /// Packed repeated numbers (`[1 2 3]` in one length-delimited field).
-fn packed(ty: &Ty, mut b: &[u8]) -> Result<Vec<Value>, String> {
+fn packed(ty: &Ty, mut b: &[u8]) -> Result<Vec<Value>, ProtobufError> {
     let mut out = Vec::new();
     while !b.is_empty() {
         match ty {
             Ty::Double => {
-                let (v, rest) = b.split_first_chunk::<8>().ok_or("truncated packed")?;
+                let (v, rest) = b
+                    .split_first_chunk::<8>()
+                    .ok_or(ProtobufError::Malformed("truncated packed"))?;
                 b = rest;
                 out.push(double(f64::from_le_bytes(*v)));
             }
@@ -335,18 +344,20 @@ fn packed(ty: &Ty, mut b: &[u8]) -> Result<Vec<Value>, String> {
     Ok(out)
 }
 
-fn value(ty: &Ty, w: &Wire<'_>, depth: usize) -> Result<Value, String> {
+fn value(ty: &Ty, w: &Wire<'_>, depth: usize) -> Result<Value, ProtobufError> {
     match (ty, w) {
         (Ty::Message(name), Wire::Bytes(b)) => decode_message(name, b, depth + 1),
-        (Ty::Message(_), _) => Err("a message field has the wrong wire type".into()),
+        (Ty::Message(_), _) => Err(ProtobufError::Malformed(
+            "a message field has the wrong wire type",
+        )),
         (t, w) => scalar(t, w),
     }
 }
 
 /// Decodes message `name`.
-pub fn decode_message(name: &str, b: &[u8], depth: usize) -> Result<Value, String> {
+pub fn decode_message(name: &str, b: &[u8], depth: usize) -> Result<Value, ProtobufError> {
     if depth > MAX_DEPTH {
-        return Err(format!("messages nested deeper than {MAX_DEPTH}"));
+        return Err(ProtobufError::TooDeep("messages"));
     }
     match name {
         TIME | MICRO_TIME => {
@@ -383,7 +394,7 @@ pub fn decode_message(name: &str, b: &[u8], depth: usize) -> Result<Value, Strin
     let defs = schema()
         .messages
         .get(name)
-        .ok_or_else(|| format!("no protobuf message {name}"))?;
+        .ok_or_else(|| ProtobufError::UnknownMessage(name.to_string()))?;
     let mut obj = Map::new();
     for (tag, w) in fields(b)? {
         let Some(def) = defs.iter().find(|d| d.tag == tag) else {
@@ -415,7 +426,9 @@ pub fn decode_message(name: &str, b: &[u8], depth: usize) -> Result<Value, Strin
             }
             Rule::Map(value_ty) => {
                 let Wire::Bytes(entry_bytes) = w else {
-                    return Err("a map entry has the wrong wire type".into());
+                    return Err(ProtobufError::Malformed(
+                        "a map entry has the wrong wire type",
+                    ));
                 };
                 let (mut k, mut v) = (String::new(), None);
                 for (n, ew) in fields(entry_bytes)? {
@@ -489,10 +502,10 @@ fn is_string_list(name: &str) -> bool {
 }
 
 /// Decodes `k8s\0` + `runtime.Unknown` into the object's JSON (with apiVersion and kind).
-pub fn decode_envelope(body: &[u8], depth: usize) -> Result<Value, String> {
+pub fn decode_envelope(body: &[u8], depth: usize) -> Result<Value, ProtobufError> {
     let rest = body
         .strip_prefix(super::MAGIC)
-        .ok_or("the body does not start with the Kubernetes protobuf magic")?;
+        .ok_or(ProtobufError::NoMagic)?;
     let (mut api_version, mut kind, mut raw) = (String::new(), String::new(), &[][..]);
     for (n, w) in fields(rest)? {
         match (n, w) {
@@ -507,16 +520,19 @@ pub fn decode_envelope(body: &[u8], depth: usize) -> Result<Value, String> {
             }
             (2, Wire::Bytes(v)) => raw = v,
             (3, Wire::Bytes(v)) if !v.is_empty() => {
-                return Err("compressed protobuf bodies are not supported".into());
+                return Err(ProtobufError::Compressed);
             }
             _ => {}
         }
     }
-    let message = message_of(&api_version, &kind).ok_or_else(|| {
-        format!("{kind} in version {api_version:?} has no protobuf form; send application/json")
+    let message = message_of(&api_version, &kind).ok_or_else(|| ProtobufError::NoProtobufForm {
+        kind: kind.clone(),
+        api_version: api_version.clone(),
     })?;
     let mut obj = decode_message(message, raw, depth)?;
-    let map = obj.as_object_mut().ok_or("not an object")?;
+    let map = obj
+        .as_object_mut()
+        .ok_or(ProtobufError::Malformed("not an object"))?;
     map.insert("apiVersion".into(), json!(api_version));
     map.insert("kind".into(), json!(kind));
     Ok(obj)
@@ -534,20 +550,20 @@ pub(super) fn len_field(out: &mut Vec<u8>, tag: u64, b: &[u8]) {
     out.extend_from_slice(b);
 }
 
-fn int_of(v: &Value) -> Result<i64, String> {
+fn int_of(v: &Value) -> Result<i64, ProtobufError> {
     v.as_i64()
         .or_else(|| v.as_f64().filter(|f| f.fract() == 0.0).map(|f| f as i64))
         .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
-        .ok_or_else(|| format!("{v} is not an integer"))
+        .ok_or_else(|| ProtobufError::not_a(v, "an integer"))
 }
 
-fn encode_scalar(out: &mut Vec<u8>, tag: u64, ty: &Ty, v: &Value) -> Result<(), String> {
+fn encode_scalar(out: &mut Vec<u8>, tag: u64, ty: &Ty, v: &Value) -> Result<(), ProtobufError> {
     match ty {
         Ty::String => len_field(out, tag, as_str(v)?.as_bytes()),
         Ty::Bytes => {
             let b = STANDARD
                 .decode(as_str(v)?)
-                .map_err(|_| format!("{v} is not base64"))?;
+                .map_err(|_| ProtobufError::not_a(v, "base64"))?;
             len_field(out, tag, &b);
         }
         Ty::Bool => {
@@ -566,7 +582,9 @@ fn encode_scalar(out: &mut Vec<u8>, tag: u64, ty: &Ty, v: &Value) -> Result<(), 
         }
         Ty::Double => {
             key(out, tag, 1);
-            let f = v.as_f64().ok_or_else(|| format!("{v} is not a number"))?;
+            let f = v
+                .as_f64()
+                .ok_or_else(|| ProtobufError::not_a(v, "a number"))?;
             out.extend_from_slice(&f.to_le_bytes());
         }
         Ty::Message(name) => {
@@ -577,19 +595,19 @@ fn encode_scalar(out: &mut Vec<u8>, tag: u64, ty: &Ty, v: &Value) -> Result<(), 
     Ok(())
 }
 
-pub(super) fn as_str(v: &Value) -> Result<String, String> {
+pub(super) fn as_str(v: &Value) -> Result<String, ProtobufError> {
     match v {
         Value::String(s) => Ok(s.clone()),
         Value::Number(n) => Ok(n.to_string()),
         Value::Bool(b) => Ok(b.to_string()),
-        other => Err(format!("{other} is not a string")),
+        other => Err(ProtobufError::not_a(other, "a string")),
     }
 }
 
-fn encode_time(v: &Value) -> Result<Vec<u8>, String> {
+fn encode_time(v: &Value) -> Result<Vec<u8>, ProtobufError> {
     let s = as_str(v)?;
     let seconds =
-        crate::api::civil::parse_rfc3339(&s).ok_or_else(|| format!("{s} is not a time"))?;
+        crate::api::civil::parse_rfc3339(&s).ok_or_else(|| ProtobufError::not_a(&s, "a time"))?;
     let nanos: i64 = s
         .get(19..)
         .and_then(|r| r.strip_prefix('.'))
@@ -607,16 +625,16 @@ fn encode_time(v: &Value) -> Result<Vec<u8>, String> {
 }
 
 /// Encodes `v` as message `name`.
-pub fn encode_message(name: &str, v: &Value, depth: usize) -> Result<Vec<u8>, String> {
+pub fn encode_message(name: &str, v: &Value, depth: usize) -> Result<Vec<u8>, ProtobufError> {
     if depth > MAX_DEPTH {
-        return Err(format!("objects nested deeper than {MAX_DEPTH}"));
+        return Err(ProtobufError::TooDeep("objects"));
     }
     let mut out = Vec::new();
     match name {
         TIME | MICRO_TIME => return encode_time(v),
         DURATION => {
             let s = as_str(v)?;
-            let ns = parse_go_duration(&s).ok_or_else(|| format!("{s} is not a duration"))?;
+            let ns = parse_go_duration(&s).ok_or_else(|| ProtobufError::not_a(&s, "a duration"))?;
             key(&mut out, 1, 0);
             prost::encoding::encode_varint(ns as u64, &mut out);
             return Ok(out);
@@ -667,9 +685,12 @@ pub fn encode_message(name: &str, v: &Value, depth: usize) -> Result<Vec<u8>, St
     let defs = schema()
         .messages
         .get(name)
-        .ok_or_else(|| format!("no protobuf message {name}"))?;
+        .ok_or_else(|| ProtobufError::UnknownMessage(name.to_string()))?;
     let Value::Object(obj) = v else {
-        return Err(format!("{name}: {v} is not an object"));
+        return Err(ProtobufError::NotAnObject {
+            message: name.to_string(),
+            value: v.to_string(),
+        });
     };
     for def in defs {
         if matches!(def.rule, Rule::Inline) {
@@ -717,7 +738,7 @@ fn encode_value(
     ty: &Ty,
     v: &Value,
     depth: usize,
-) -> Result<(), String> {
+) -> Result<(), ProtobufError> {
     match ty {
         Ty::Message(name) => {
             let b = encode_message(name, v, depth + 1)?;
@@ -730,7 +751,7 @@ fn encode_value(
 
 /// Encodes an object (with apiVersion and kind) as `k8s\0` + `runtime.Unknown`; `None`
 /// when its kind has no protobuf form (tables, custom resources).
-pub fn encode_envelope(obj: &Value) -> Option<Result<Vec<u8>, String>> {
+pub fn encode_envelope(obj: &Value) -> Option<Result<Vec<u8>, ProtobufError>> {
     let api_version = obj["apiVersion"].as_str()?;
     let kind = obj["kind"].as_str()?;
     let message = message_of(api_version, kind)?;

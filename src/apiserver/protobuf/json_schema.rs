@@ -1,6 +1,7 @@
 //! The JSON-schema unions of apiextensions (`JSONSchemaPropsOrArray`, `…OrBool`,
 //! `…OrStringArray`): one message in protobuf, one of its fields in JSON.
 
+use super::ProtobufError;
 use super::codec::{
     Wire, as_str, decode_message, encode_message, fields, is_apiextensions, key, len_field, text,
     varint_field,
@@ -14,7 +15,7 @@ pub(super) fn decode_json_schema_union(
     name: &str,
     b: &[u8],
     depth: usize,
-) -> Result<Option<Value>, String> {
+) -> Result<Option<Value>, ProtobufError> {
     let props = name
         .rsplit_once('.')
         .map(|(pkg, _)| format!("{pkg}.JsonSchemaProps"));
@@ -55,13 +56,13 @@ pub(super) fn encode_json_schema_union(
     name: &str,
     v: &Value,
     depth: usize,
-) -> Result<Option<Vec<u8>>, String> {
+) -> Result<Option<Vec<u8>>, ProtobufError> {
     let Some((pkg, _)) = name.rsplit_once('.') else {
         return Ok(None);
     };
     let props = format!("{pkg}.JsonSchemaProps");
     let mut out = Vec::new();
-    let schema = |out: &mut Vec<u8>, tag: u64, v: &Value| -> Result<(), String> {
+    let schema = |out: &mut Vec<u8>, tag: u64, v: &Value| -> Result<(), ProtobufError> {
         let b = encode_message(&props, v, depth + 1)?;
         len_field(out, tag, &b);
         Ok(())

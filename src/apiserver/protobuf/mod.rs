@@ -22,6 +22,69 @@ use http::{HeaderValue, Response, header};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 
+/// Why a protobuf body cannot be read or an object cannot be written as protobuf.
+#[derive(Debug, thiserror::Error)]
+pub enum ProtobufError {
+    /// The bytes break the wire format (a truncated field, field number 0, a field of
+    /// the wrong wire type, …).
+    #[error("{0}")]
+    Malformed(&'static str),
+    /// A varint that does not end or overflows.
+    #[error(transparent)]
+    Varint(#[from] prost::DecodeError),
+    /// A wire type protobuf 3 does not use (groups) or that does not exist.
+    #[error("unsupported wire type {0}")]
+    WireType(u64),
+    /// Embedded JSON (`RawExtension`, `FieldsV1`) that does not parse.
+    #[error("embedded JSON: {0}")]
+    EmbeddedJson(serde_json::Error),
+    /// Messages (decoding) or objects (encoding) nested past the depth limit.
+    #[error("{0} nested deeper than {max}", max = codec::MAX_DEPTH)]
+    TooDeep(&'static str),
+    /// A message name the generated table does not hold.
+    #[error("no protobuf message {0}")]
+    UnknownMessage(String),
+    /// The body lacks the `k8s\0` magic.
+    #[error("the body does not start with the Kubernetes protobuf magic")]
+    NoMagic,
+    /// `runtime.Unknown` with a content encoding (gzip).
+    #[error("compressed protobuf bodies are not supported")]
+    Compressed,
+    /// A kind without a protobuf form (custom resources, tables).
+    #[error("{kind} in version {api_version:?} has no protobuf form; send application/json")]
+    NoProtobufForm {
+        /// The envelope's kind.
+        kind: String,
+        /// The envelope's apiVersion.
+        api_version: String,
+    },
+    /// A JSON value of the wrong type for its field.
+    #[error("{value} is not {expected}")]
+    NotA {
+        /// The value, as JSON.
+        value: String,
+        /// What the field needs ("an integer", "base64", "a time", …).
+        expected: &'static str,
+    },
+    /// A message field whose JSON value is not an object.
+    #[error("{message}: {value} is not an object")]
+    NotAnObject {
+        /// The message's name.
+        message: String,
+        /// The value, as JSON.
+        value: String,
+    },
+}
+
+impl ProtobufError {
+    fn not_a(value: &impl std::fmt::Display, expected: &'static str) -> ProtobufError {
+        ProtobufError::NotA {
+            value: value.to_string(),
+            expected,
+        }
+    }
+}
+
 /// The media type.
 pub const MEDIA_TYPE: &str = "application/vnd.kubernetes.protobuf";
 /// The media type of a protobuf watch stream.
@@ -29,7 +92,7 @@ pub const WATCH_MEDIA_TYPE: &str = "application/vnd.kubernetes.protobuf;stream=w
 const MAGIC: &[u8] = b"k8s\0";
 
 /// Decodes a protobuf request body into its JSON form.
-pub fn to_json(body: &[u8]) -> Result<Value, String> {
+pub fn to_json(body: &[u8]) -> Result<Value, ProtobufError> {
     codec::decode_envelope(body, 0)
 }
 

@@ -87,7 +87,8 @@ pub(super) async fn delete_with(
         serde_json::from_slice(body)
             .map_err(|e| ApiStatus::bad_request(format!("invalid DeleteOptions: {e}")))?
     };
-    let finalizer = propagation_finalizer(&options).map_err(ApiStatus::bad_request)?;
+    let finalizer =
+        propagation_finalizer(&options).map_err(|e| ApiStatus::bad_request(e.to_string()))?;
     let strategy = kinds::of(res);
     let now = now_secs();
     let target = Target {

@@ -15,11 +15,11 @@ pub mod watch;
 pub use bootstrap::{bootstrap, bootstrap_dns_service, bootstrap_kubernetes_service};
 pub use create::create;
 pub use delete::delete;
+#[cfg(test)]
 pub use list::Selection;
 #[cfg(test)]
 mod admitted_tests;
 mod write;
-pub use write::guaranteed_update;
 
 use super::ApiContext;
 use super::auth::UserInfo;
@@ -238,12 +238,13 @@ where
         .to_vec();
     if media == crate::apiserver::protobuf::MEDIA_TYPE && !buf.is_empty() {
         // kubectl ≥ 1.32 sends its generator commands' objects as protobuf
+        use crate::apiserver::protobuf::ProtobufError;
         let obj = crate::apiserver::protobuf::to_json(&buf).map_err(|e| {
-            if e.contains("send application/json") {
+            if matches!(e, ProtobufError::NoProtobufForm { .. }) {
                 ApiStatus::new(
                     StatusCode::UNSUPPORTED_MEDIA_TYPE,
                     "UnsupportedMediaType",
-                    e,
+                    e.to_string(),
                 )
             } else {
                 ApiStatus::bad_request(format!("the protobuf body cannot be decoded: {e}"))

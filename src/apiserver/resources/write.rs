@@ -305,7 +305,7 @@ fn patch_now(target: &Value, media: &str, doc: &Value) -> Result<Value, ApiStatu
             Ok(out)
         }
         _ => crate::api::strategic::apply(target, doc)
-            .map_err(PatchError::Malformed)
+            .map_err(|e| PatchError::Malformed(e.to_string()))
             .and_then(|o| {
                 o.ok_or_else(|| {
                     PatchError::Unapplicable("the patch deletes the whole object".into())

@@ -15,7 +15,9 @@ use rtnetlink::packet_route::{
 };
 use std::net::{IpAddr, Ipv4Addr};
 
+#[cfg(test)]
 mod fake;
+#[cfg(test)]
 pub use fake::FakeLinks;
 
 /// The route protocol number skua's routes carry (`proto 66` in `ip route`), so a

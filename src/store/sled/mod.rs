@@ -62,6 +62,7 @@ pub struct SledOptions {
 }
 
 impl SledOptions {
+    /// Options for a store at `path`, with the default cache, watch buffer and purge step.
     pub fn new(path: impl Into<PathBuf>) -> Self {
         SledOptions {
             path: path.into(),
