@@ -119,6 +119,10 @@ fn refused(what: &str, e: impl std::fmt::Display) -> NetError {
 /// The kernel, over an rtnetlink socket in this process's network namespace.
 pub struct RtNetlink {
     handle: rtnetlink::Handle,
+    /// One dump at a time: the kernel answers a second dump on a socket whose first is
+    /// still running with EBUSY (`netlink_dump_start`), which failed agent start-ups
+    /// when the overlay and the node's address lookup listed links together.
+    dumps: tokio::sync::Mutex<()>,
 }
 
 impl RtNetlink {
@@ -130,10 +134,14 @@ impl RtNetlink {
             source,
         })?;
         tokio::spawn(conn);
-        Ok(RtNetlink { handle })
+        Ok(RtNetlink {
+            handle,
+            dumps: tokio::sync::Mutex::new(()),
+        })
     }
 
     async fn link_by_name(&self, name: &str) -> Result<Option<LinkMessage>, NetError> {
+        let _dump = self.dumps.lock().await;
         let mut links = self
             .handle
             .link()
@@ -159,6 +167,7 @@ impl RtNetlink {
         what: &str,
     ) -> Result<Vec<(Ipv4Addr, [u8; 6])>, NetError> {
         let mut out = Vec::new();
+        let _dump = self.dumps.lock().await;
         let mut req = self.handle.neighbours().get();
         req.message_mut().header.family = family;
         req.message_mut().header.ifindex = dev;
@@ -235,6 +244,7 @@ fn neighbour_mac(attrs: &[NeighbourAttribute]) -> Option<[u8; 6]> {
 impl Links for RtNetlink {
     async fn interfaces(&self) -> Result<Vec<Iface>, NetError> {
         let mut out = Vec::new();
+        let _dump = self.dumps.lock().await;
         let mut links = self.handle.link().get().execute();
         while let Some(l) = links
             .try_next()
@@ -327,6 +337,7 @@ impl Links for RtNetlink {
             .await
             .map_err(|e| refused(&format!("bringing up {}", spec.name), e))?;
         // its address: only the wanted /32 stays
+        let _dump = self.dumps.lock().await;
         let mut addrs = self
             .handle
             .address()
@@ -412,6 +423,7 @@ impl Links for RtNetlink {
             .await
             .map_err(|e| refused(&format!("bringing up {name}"), e))?;
         let prefix = if addr.is_ipv4() { 32 } else { 128 };
+        let _dump = self.dumps.lock().await;
         let mut addrs = self
             .handle
             .address()
@@ -444,6 +456,7 @@ impl Links for RtNetlink {
     async fn routes(&self) -> Result<Vec<Route>, NetError> {
         let mut out = Vec::new();
         let req = rtnetlink::RouteMessageBuilder::<Ipv4Addr>::new().build();
+        let _dump = self.dumps.lock().await;
         let mut routes = self.handle.route().get(req).execute();
         while let Some(r) = routes
             .try_next()
