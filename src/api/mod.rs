@@ -15,6 +15,7 @@ pub(crate) mod pod_refs;
 pub(crate) mod printers;
 pub(crate) mod quantity;
 pub(crate) mod quota;
+pub(crate) mod rbac;
 pub mod registry;
 pub(crate) mod scheduling;
 pub(crate) mod selector;

@@ -6,6 +6,7 @@
 //! message; RBAC plugs in behind the same trait.
 
 use super::request_info::RequestInfo;
+use super::status::ApiStatus;
 use crate::pki::x509;
 
 /// An authenticated (or anonymous) user, as Kubernetes' `user.Info`.
@@ -211,9 +212,11 @@ pub fn forbidden_message(user: &UserInfo, r: &RequestInfo) -> String {
         Some(sub) => format!("{}/{}", r.resource, sub),
         None => r.resource.clone(),
     };
+    // the group-qualified resource, as upstream's NewForbidden (`deployments.apps`)
+    let qualified = super::status::qualified(&r.resource, &r.group);
     let subject = match &r.name {
-        Some(name) => format!("{} \"{}\"", r.resource, name),
-        None => r.resource.clone(),
+        Some(name) => format!("{qualified} \"{name}\""),
+        None => qualified,
     };
     let scope = match &r.namespace {
         Some(ns) => format!("in the namespace \"{ns}\""),
@@ -223,6 +226,25 @@ pub fn forbidden_message(user: &UserInfo, r: &RequestInfo) -> String {
         "{subject} is forbidden: User \"{}\" cannot {} resource \"{resource}\" in API group \"{}\" {scope}",
         user.name, r.verb, r.group
     )
+}
+
+/// Upstream's 403 for a request no authorizer allows (`reason`: what the deciding
+/// authorizer added, as the Node authorizer does), with the Status details upstream's
+/// `NewForbidden` sets: the resource's group, the resource as `kind`, and the name.
+pub fn forbidden(user: &UserInfo, r: &RequestInfo, reason: Option<&str>) -> ApiStatus {
+    let message = match reason {
+        Some(reason) => format!("{}: {reason}", forbidden_message(user, r)),
+        None => forbidden_message(user, r),
+    };
+    let status = ApiStatus::new(http::StatusCode::FORBIDDEN, "Forbidden", message);
+    if !r.is_resource_request {
+        return status;
+    }
+    let mut details = serde_json::json!({"group": r.group, "kind": r.resource});
+    if let Some(name) = &r.name {
+        details["name"] = serde_json::json!(name);
+    }
+    status.with_details(details)
 }
 
 #[cfg(test)]
@@ -334,7 +356,24 @@ mod tests {
         let r = RequestInfo::parse(&Method::GET, "/apis/apps/v1/deployments", "");
         assert_eq!(
             forbidden_message(&bob, &r),
-            "deployments is forbidden: User \"bob\" cannot list resource \"deployments\" in API group \"apps\" at the cluster scope"
+            "deployments.apps is forbidden: User \"bob\" cannot list resource \"deployments\" in API group \"apps\" at the cluster scope"
+        );
+        // the Status names the group and resource, as upstream's NewForbidden
+        let r = RequestInfo::parse(
+            &Method::GET,
+            "/apis/apps/v1/namespaces/x/deployments/web",
+            "",
+        );
+        let status = forbidden(&bob, &r, None);
+        assert_eq!(status.code, http::StatusCode::FORBIDDEN);
+        assert_eq!(
+            status.details,
+            serde_json::json!({"group": "apps", "kind": "deployments", "name": "web"})
+        );
+        assert!(
+            status
+                .message
+                .starts_with("deployments.apps \"web\" is forbidden: ")
         );
         let r = RequestInfo::parse(&Method::GET, "/metrics", "");
         assert_eq!(

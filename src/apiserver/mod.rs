@@ -7,6 +7,7 @@ pub(crate) mod audit;
 pub(crate) mod auth;
 pub(crate) mod body;
 mod discovery;
+mod follow;
 pub(crate) mod inflight;
 pub(crate) mod join;
 pub(crate) mod metrics;
@@ -15,6 +16,7 @@ pub(crate) mod openapi;
 mod openapi_v2;
 pub(crate) mod protobuf;
 pub(crate) mod proxy;
+pub(crate) mod rbac;
 pub(crate) mod registry;
 pub(crate) mod request_info;
 pub(crate) mod resources;
@@ -74,6 +76,9 @@ pub struct ApiContext {
     /// Which objects each node's pods refer to (the Node authorizer's graph), kept
     /// by a watch that [`serve`] runs.
     pub node_graph: Arc<node_authz::NodeGraph>,
+    /// Every Role, ClusterRole and binding, for the RBAC authorizer, kept by watches
+    /// that [`serve`] runs.
+    pub rbac: Arc<rbac::Rbac>,
     /// `--max-requests-inflight` and `--max-mutating-requests-inflight`.
     pub inflight: inflight::Inflight,
     /// `--anonymous-auth`: whether health and version answer without credentials.
@@ -192,9 +197,11 @@ pub async fn serve(
         ctx.store.clone(),
         ctx.node_graph.clone(),
     ));
+    let rbac = tokio::spawn(rbac::follow(ctx.store.clone(), ctx.rbac.clone()));
     let shutdown = async move {
         shutdown.await;
         graph.abort();
+        rbac.abort();
     };
     tokio::pin!(shutdown);
     loop {

@@ -13,13 +13,13 @@
 //! The request-only rules (which resources, its own Node and Lease) are in `auth.rs`.
 
 use super::ApiContext;
-use super::auth::{UserInfo, forbidden_message};
+use super::auth::UserInfo;
 use super::request_info::RequestInfo;
 use super::resources::object::{from_store, key, prefix};
 use super::status::ApiStatus;
 use crate::api::pod_refs::{RefKind, pod_refs};
 use crate::api::registry;
-use crate::store::{EventKind, ListOptions, Store, WatchMessage};
+use crate::store::{ListOptions, Store};
 use http::StatusCode;
 use serde_json::Value;
 use std::collections::HashMap;
@@ -183,55 +183,30 @@ pub async fn follow(store: Arc<dyn Store>, graph: Arc<NodeGraph>) {
     );
 }
 
+/// The graph as seen through one followed resource.
+struct Part<'a>(&'a NodeGraph, Followed);
+
+impl super::follow::View for Part<'_> {
+    fn reset(&self) {
+        self.0.reset(self.1);
+    }
+
+    fn apply(&self, tail: &str, object: Option<&Value>) {
+        self.0.apply(self.1, tail, object);
+    }
+}
+
 async fn follow_one(store: Arc<dyn Store>, graph: Arc<NodeGraph>, which: Followed) {
     let res = match which {
         Followed::Pods => &registry::PODS,
         Followed::Claims => &registry::PERSISTENTVOLUMECLAIMS,
     };
-    let prefix = prefix(res, None);
-    loop {
-        match list_then_watch(&*store, &graph, which, &prefix).await {
-            Ok(()) => return, // the store shut down
-            Err(e) => {
-                tracing::debug!(error = %e, ?which, "node authorizer graph: relisting");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-        }
-    }
-}
-
-async fn list_then_watch(
-    store: &dyn Store,
-    graph: &NodeGraph,
-    which: Followed,
-    prefix: &str,
-) -> Result<(), crate::store::StoreError> {
-    let listed = store.list(prefix, ListOptions::default()).await?;
-    graph.reset(which);
-    let name_of = |k: &str| k.strip_prefix(prefix).unwrap_or(k).to_string();
-    for kv in &listed.kvs {
-        let obj = serde_json::from_slice::<Value>(&kv.value).ok();
-        graph.apply(which, &name_of(&kv.key), obj.as_ref());
-    }
-    let mut watch = store.watch(prefix, listed.revision).await?;
-    while let Some(msg) = watch.next().await {
-        if let WatchMessage::Event(e) = msg? {
-            let obj = match e.kind {
-                EventKind::Put => serde_json::from_slice::<Value>(&e.kv.value).ok(),
-                EventKind::Delete => None,
-            };
-            graph.apply(which, &name_of(&e.kv.key), obj.as_ref());
-        }
-    }
-    Ok(())
+    let view = Part(&graph, which);
+    super::follow::follow(&*store, &prefix(res, None), "node authorizer graph", &view).await;
 }
 
 fn forbidden(user: &UserInfo, info: &RequestInfo, reason: &str) -> ApiStatus {
-    ApiStatus::new(
-        StatusCode::FORBIDDEN,
-        "Forbidden",
-        format!("{}: {reason}", forbidden_message(user, info)),
-    )
+    super::auth::forbidden(user, info, Some(reason))
 }
 
 /// The second step of authorizing `node`'s request (after `auth::node_may`): the

@@ -25,6 +25,7 @@ pub async fn context() -> Arc<ApiContext> {
         first: 30000,
         last: 32767,
     };
+    let rbac: Arc<super::rbac::Rbac> = Default::default();
     Arc::new(ApiContext {
         store: store.clone(),
         tokens: super::tokens::TokenAuthority::new(&key.serialize_pem(), "cluster.local")
@@ -34,13 +35,14 @@ pub async fn context() -> Arc<ApiContext> {
         watch_memo: Default::default(),
         join: None,
         node_graph: Default::default(),
+        rbac: rbac.clone(),
         inflight: Default::default(),
         anonymous_auth: true,
         audit: None,
         service_ranges: super::resources::allocate::ServiceRanges::new(service_cidr, node_ports)
             .expect("service ranges"),
         watch_cache: super::watchcache::WatchCaches::new(store, true),
-        admission: super::admission::Chain::builtin(),
+        admission: super::admission::Chain::with_rbac(rbac),
         kubelet_tls: Default::default(),
         registry: Default::default(),
     })

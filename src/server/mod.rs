@@ -220,6 +220,7 @@ pub async fn start_api(
         store,
         metrics.clone(),
     ));
+    let rbac: Arc<apiserver::rbac::Rbac> = Default::default();
     let ctx = Arc::new(apiserver::ApiContext {
         store: store.clone(),
         tokens,
@@ -227,6 +228,7 @@ pub async fn start_api(
         server_address: format!("{host}:{}", addr.port()),
         watch_memo: Default::default(),
         node_graph: Default::default(),
+        rbac: rbac.clone(),
         inflight: apiserver::inflight::Inflight::new(
             cfg.max_requests_inflight,
             cfg.max_mutating_requests_inflight,
@@ -255,7 +257,7 @@ pub async fn start_api(
             },
         }),
         service_ranges: ranges,
-        admission: apiserver::admission::Chain::builtin(),
+        admission: apiserver::admission::Chain::with_rbac(rbac),
         watch_cache: apiserver::watchcache::WatchCaches::new(store.clone(), cfg.watch_cache),
         kubelet_tls: Default::default(),
         registry: Default::default(),

@@ -12,6 +12,7 @@ mod limit_ranger;
 mod namespace_lifecycle;
 pub mod node_restriction;
 mod priority;
+mod rbac_escalation;
 mod resource_quota;
 pub mod service_account;
 
@@ -124,6 +125,16 @@ impl Chain {
                 Box::new(resource_quota::ResourceQuota),
             ],
         }
+    }
+
+    /// The built-in plugins and RBAC's escalation prevention over `rbac`: the chain
+    /// the API server runs.
+    pub fn with_rbac(rbac: std::sync::Arc<crate::apiserver::rbac::Rbac>) -> Chain {
+        let mut chain = Chain::builtin();
+        chain
+            .plugins
+            .push(Box::new(rbac_escalation::RbacEscalation { rbac }));
+        chain
     }
 
     /// A chain of the given plugins, in order.

@@ -1,0 +1,415 @@
+//! The RBAC authorizer's index: every Role, ClusterRole, RoleBinding and
+//! ClusterRoleBinding in memory, kept current by datastore watches, so a decision reads
+//! no datastore. Bindings are indexed by subject (user or group, service accounts as
+//! their user names), so a decision looks only at the bindings naming the caller,
+//! whatever their total number. The rule evaluation itself is `api::rbac`.
+
+use crate::api::rbac::{Request, RoleRef, Rule, Subject, rule_allows, subjects};
+use crate::api::registry::{self, Resource};
+use crate::apiserver::resources::object::prefix;
+use crate::store::Store;
+use serde_json::Value;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, RwLock};
+
+/// A binding, reduced to what decisions read.
+struct Binding {
+    role: RoleRef,
+    subjects: Vec<Subject>,
+}
+
+#[derive(Default)]
+struct Index {
+    cluster_roles: HashMap<String, Arc<Vec<Rule>>>,
+    /// (namespace, name)
+    roles: HashMap<(String, String), Arc<Vec<Rule>>>,
+    cluster_bindings: HashMap<String, Binding>,
+    /// (namespace, name)
+    bindings: HashMap<(String, String), Binding>,
+    /// subject → names of the ClusterRoleBindings naming it
+    cluster_by_subject: HashMap<Subject, BTreeSet<String>>,
+    /// (namespace, subject) → names of that namespace's RoleBindings naming it
+    by_subject: HashMap<(String, Subject), BTreeSet<String>>,
+}
+
+/// Which of the four kinds a change is about.
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    ClusterRole,
+    Role,
+    ClusterRoleBinding,
+    RoleBinding,
+}
+
+impl Kind {
+    const ALL: [Kind; 4] = [
+        Kind::ClusterRole,
+        Kind::Role,
+        Kind::ClusterRoleBinding,
+        Kind::RoleBinding,
+    ];
+
+    fn resource(self) -> &'static Resource {
+        match self {
+            Kind::ClusterRole => &registry::CLUSTERROLES,
+            Kind::Role => &registry::ROLES,
+            Kind::ClusterRoleBinding => &registry::CLUSTERROLEBINDINGS,
+            Kind::RoleBinding => &registry::ROLEBINDINGS,
+        }
+    }
+}
+
+/// The caller, as RBAC matches it.
+pub struct Caller<'a> {
+    /// The user name.
+    pub name: &'a str,
+    /// The groups.
+    pub groups: &'a [String],
+}
+
+impl Caller<'_> {
+    fn subjects(&self) -> Vec<Subject> {
+        std::iter::once(Subject::User(self.name.to_string()))
+            .chain(self.groups.iter().map(|g| Subject::Group(g.clone())))
+            .collect()
+    }
+}
+
+fn names(namespaced_key: &str) -> (String, String) {
+    // a key's tail is `<namespace>/<name>` for namespaced kinds, `<name>` otherwise
+    match namespaced_key.split_once('/') {
+        Some((ns, name)) => (ns.to_string(), name.to_string()),
+        None => (String::new(), namespaced_key.to_string()),
+    }
+}
+
+impl Index {
+    fn remove_binding(&mut self, kind: Kind, ns: &str, name: &str) {
+        match kind {
+            Kind::ClusterRoleBinding => {
+                if let Some(old) = self.cluster_bindings.remove(name) {
+                    for s in old.subjects {
+                        if let Some(set) = self.cluster_by_subject.get_mut(&s) {
+                            set.remove(name);
+                            if set.is_empty() {
+                                self.cluster_by_subject.remove(&s);
+                            }
+                        }
+                    }
+                }
+            }
+            _ => {
+                let key = (ns.to_string(), name.to_string());
+                if let Some(old) = self.bindings.remove(&key) {
+                    for s in old.subjects {
+                        let k = (ns.to_string(), s);
+                        if let Some(set) = self.by_subject.get_mut(&k) {
+                            set.remove(name);
+                            if set.is_empty() {
+                                self.by_subject.remove(&k);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Applies one object (`None`: deleted) named by its key tail.
+    fn apply(&mut self, kind: Kind, tail: &str, obj: Option<&Value>) {
+        let (ns, name) = names(tail);
+        match kind {
+            Kind::ClusterRole => match obj {
+                Some(o) => {
+                    self.cluster_roles.insert(name, Arc::new(Rule::all_of(o)));
+                }
+                None => {
+                    self.cluster_roles.remove(&name);
+                }
+            },
+            Kind::Role => match obj {
+                Some(o) => {
+                    self.roles.insert((ns, name), Arc::new(Rule::all_of(o)));
+                }
+                None => {
+                    self.roles.remove(&(ns, name));
+                }
+            },
+            Kind::ClusterRoleBinding | Kind::RoleBinding => {
+                self.remove_binding(kind, &ns, &name);
+                let Some(o) = obj else { return };
+                let Some(role) = RoleRef::of(o) else { return };
+                let subjects = subjects(o, &ns);
+                for s in &subjects {
+                    if let Kind::ClusterRoleBinding = kind {
+                        self.cluster_by_subject
+                            .entry(s.clone())
+                            .or_default()
+                            .insert(name.clone());
+                    } else {
+                        self.by_subject
+                            .entry((ns.clone(), s.clone()))
+                            .or_default()
+                            .insert(name.clone());
+                    }
+                }
+                let b = Binding { role, subjects };
+                if let Kind::ClusterRoleBinding = kind {
+                    self.cluster_bindings.insert(name, b);
+                } else {
+                    self.bindings.insert((ns, name), b);
+                }
+            }
+        }
+    }
+
+    fn reset(&mut self, kind: Kind) {
+        match kind {
+            Kind::ClusterRole => self.cluster_roles.clear(),
+            Kind::Role => self.roles.clear(),
+            Kind::ClusterRoleBinding => {
+                self.cluster_bindings.clear();
+                self.cluster_by_subject.clear();
+            }
+            Kind::RoleBinding => {
+                self.bindings.clear();
+                self.by_subject.clear();
+            }
+        }
+    }
+
+    /// Visits the rules `caller` holds in `namespace` (`""`: cluster-wide only) until
+    /// `visit` says stop; as upstream's `VisitRulesFor`, cluster bindings first.
+    fn visit(&self, caller: &Caller, namespace: &str, visit: &mut dyn FnMut(&Rule) -> bool) {
+        let subjects = caller.subjects();
+        for s in &subjects {
+            for b in self.cluster_by_subject.get(s).into_iter().flatten() {
+                let Some(binding) = self.cluster_bindings.get(b) else {
+                    continue;
+                };
+                // a ClusterRoleBinding may only name a ClusterRole
+                let RoleRef::ClusterRole(role) = &binding.role else {
+                    continue;
+                };
+                for r in self
+                    .cluster_roles
+                    .get(role)
+                    .into_iter()
+                    .flat_map(|r| r.iter())
+                {
+                    if !visit(r) {
+                        return;
+                    }
+                }
+            }
+        }
+        if namespace.is_empty() {
+            return;
+        }
+        for s in subjects {
+            let key = (namespace.to_string(), s);
+            for b in self.by_subject.get(&key).into_iter().flatten() {
+                let Some(binding) = self.bindings.get(&(namespace.to_string(), b.clone())) else {
+                    continue;
+                };
+                let rules = match &binding.role {
+                    RoleRef::ClusterRole(role) => self.cluster_roles.get(role),
+                    RoleRef::Role(role) => self.roles.get(&(namespace.to_string(), role.clone())),
+                };
+                for r in rules.into_iter().flat_map(|r| r.iter()) {
+                    if !visit(r) {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The RBAC authorizer's state, shared by every request.
+#[derive(Default)]
+pub struct Rbac {
+    index: RwLock<Index>,
+}
+
+impl Rbac {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Index> {
+        // every change under the lock is a whole insert or removal
+        self.index.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Index> {
+        self.index.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether any rule `caller` holds in `namespace` allows `request`.
+    pub fn allows(&self, caller: &Caller, namespace: &str, request: &Request) -> bool {
+        let mut allowed = false;
+        self.read().visit(caller, namespace, &mut |r| {
+            allowed = rule_allows(r, request);
+            !allowed
+        });
+        allowed
+    }
+
+    /// Every rule `caller` holds in `namespace` (escalation checks, rules reviews).
+    pub fn rules_for(&self, caller: &Caller, namespace: &str) -> Vec<Rule> {
+        let mut out = Vec::new();
+        self.read().visit(caller, namespace, &mut |r| {
+            out.push(r.clone());
+            true
+        });
+        out
+    }
+
+    /// The rules of the ClusterRole `name` (absent: none).
+    pub fn cluster_role(&self, name: &str) -> Option<Arc<Vec<Rule>>> {
+        self.read().cluster_roles.get(name).cloned()
+    }
+
+    /// The rules of the Role `namespace/name` (absent: none).
+    pub fn role(&self, namespace: &str, name: &str) -> Option<Arc<Vec<Rule>>> {
+        self.read()
+            .roles
+            .get(&(namespace.to_string(), name.to_string()))
+            .cloned()
+    }
+
+    /// Loads a ClusterRole or Role, binding or cluster binding object directly (tests
+    /// and benchmarks build an index without a datastore).
+    pub fn insert(&self, object: &Value) {
+        let kind = match object["kind"].as_str() {
+            Some("ClusterRole") => Kind::ClusterRole,
+            Some("Role") => Kind::Role,
+            Some("ClusterRoleBinding") => Kind::ClusterRoleBinding,
+            Some("RoleBinding") => Kind::RoleBinding,
+            _ => return,
+        };
+        let m = &object["metadata"];
+        let name = m["name"].as_str().unwrap_or("");
+        let tail = match m["namespace"].as_str().filter(|n| !n.is_empty()) {
+            Some(ns) => format!("{ns}/{name}"),
+            None => name.to_string(),
+        };
+        self.write().apply(kind, &tail, Some(object));
+    }
+}
+
+/// Keeps `rbac` current with the datastore until the store shuts down.
+pub async fn follow(store: Arc<dyn Store>, rbac: Arc<Rbac>) {
+    let [a, b, c, d] = Kind::ALL;
+    tokio::join!(
+        follow_one(store.clone(), rbac.clone(), a),
+        follow_one(store.clone(), rbac.clone(), b),
+        follow_one(store.clone(), rbac.clone(), c),
+        follow_one(store, rbac, d),
+    );
+}
+
+/// The index as seen through one of the four kinds.
+struct Part<'a>(&'a Rbac, Kind);
+
+impl crate::apiserver::follow::View for Part<'_> {
+    fn reset(&self) {
+        self.0.write().reset(self.1);
+    }
+
+    fn apply(&self, tail: &str, object: Option<&Value>) {
+        self.0.write().apply(self.1, tail, object);
+    }
+}
+
+async fn follow_one(store: Arc<dyn Store>, rbac: Arc<Rbac>, kind: Kind) {
+    let view = Part(&rbac, kind);
+    let prefix = prefix(kind.resource(), None);
+    crate::apiserver::follow::follow(&*store, &prefix, "RBAC index", &view).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn get<'a>(resource: &'a str, group: &'a str) -> Request<'a> {
+        Request {
+            verb: "get",
+            resource_request: true,
+            group,
+            resource,
+            subresource: "",
+            name: "x",
+            path: "",
+        }
+    }
+
+    #[test]
+    fn bindings_grant_their_roles_to_their_subjects_only() {
+        let rbac = Rbac::default();
+        rbac.insert(&json!({"kind": "ClusterRole", "metadata": {"name": "view"},
+            "rules": [{"verbs": ["get"], "apiGroups": [""], "resources": ["pods"]}]}));
+        rbac.insert(
+            &json!({"kind": "Role", "metadata": {"name": "deployer", "namespace": "team"},
+            "rules": [{"verbs": ["get"], "apiGroups": ["apps"], "resources": ["deployments"]}]}),
+        );
+        rbac.insert(&json!({"kind": "RoleBinding", "metadata": {"name": "b1", "namespace": "team"},
+            "roleRef": {"kind": "ClusterRole", "name": "view"},
+            "subjects": [{"kind": "User", "name": "alice"}, {"kind": "ServiceAccount", "name": "ci"}]}));
+        rbac.insert(
+            &json!({"kind": "RoleBinding", "metadata": {"name": "b2", "namespace": "team"},
+            "roleRef": {"kind": "Role", "name": "deployer"},
+            "subjects": [{"kind": "Group", "name": "devs"}]}),
+        );
+        let alice = Caller {
+            name: "alice",
+            groups: &["system:authenticated".into()],
+        };
+        let dev = Caller {
+            name: "bob",
+            groups: &["devs".into()],
+        };
+        let ci = Caller {
+            name: "system:serviceaccount:team:ci",
+            groups: &[],
+        };
+        // a RoleBinding to a ClusterRole grants it in its namespace only
+        assert!(rbac.allows(&alice, "team", &get("pods", "")));
+        assert!(!rbac.allows(&alice, "other", &get("pods", "")));
+        assert!(!rbac.allows(&alice, "", &get("pods", "")));
+        assert!(rbac.allows(&ci, "team", &get("pods", "")));
+        assert!(!rbac.allows(&ci, "team", &get("deployments", "apps")));
+        assert!(rbac.allows(&dev, "team", &get("deployments", "apps")));
+        assert!(!rbac.allows(&dev, "team", &get("pods", "")));
+        // a ClusterRoleBinding grants everywhere; deleting it takes it back
+        rbac.insert(
+            &json!({"kind": "ClusterRoleBinding", "metadata": {"name": "c"},
+            "roleRef": {"kind": "ClusterRole", "name": "view"},
+            "subjects": [{"kind": "Group", "name": "devs"}]}),
+        );
+        assert!(rbac.allows(&dev, "other", &get("pods", "")));
+        assert!(rbac.allows(&dev, "", &get("pods", "")));
+        rbac.write().apply(Kind::ClusterRoleBinding, "c", None);
+        assert!(!rbac.allows(&dev, "other", &get("pods", "")));
+        // a binding's subjects can change: the old ones lose the grant
+        rbac.insert(
+            &json!({"kind": "RoleBinding", "metadata": {"name": "b1", "namespace": "team"},
+            "roleRef": {"kind": "ClusterRole", "name": "view"},
+            "subjects": [{"kind": "User", "name": "carol"}]}),
+        );
+        assert!(!rbac.allows(&alice, "team", &get("pods", "")));
+        // a role's rules change in place; a missing role grants nothing
+        rbac.insert(&json!({"kind": "ClusterRole", "metadata": {"name": "view"}, "rules": []}));
+        let carol = Caller {
+            name: "carol",
+            groups: &[],
+        };
+        assert!(!rbac.allows(&carol, "team", &get("pods", "")));
+        assert_eq!(rbac.rules_for(&dev, "team").len(), 1);
+        // a ClusterRoleBinding naming a Role grants nothing
+        rbac.insert(
+            &json!({"kind": "ClusterRoleBinding", "metadata": {"name": "odd"},
+            "roleRef": {"kind": "Role", "name": "deployer"},
+            "subjects": [{"kind": "User", "name": "carol"}]}),
+        );
+        assert!(!rbac.allows(&carol, "team", &get("deployments", "apps")));
+    }
+}

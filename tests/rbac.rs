@@ -1,0 +1,259 @@
+//! RBAC as upstream's `--authorization-mode=Node,RBAC`: a ServiceAccount gets what its
+//! bindings grant, in their namespace, and nothing more; it cannot grant itself more
+//! (escalation prevention); a binding's roleRef is fixed. Driven with kubectl 1.27 and
+//! 1.33 using the account's own token.
+// test helpers: a failed unwrap is a failed test
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::{SkuaServer, eventually, kubectl, kubectl_run};
+use std::path::{Path, PathBuf};
+
+/// A kubeconfig that authenticates with `token` only (no client certificate).
+fn token_kubeconfig(server: &SkuaServer, name: &str, token: &str) -> PathBuf {
+    let path = server.dir.path().join(format!("{name}.kubeconfig"));
+    let ca = server.server_ca();
+    std::fs::write(
+        &path,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: https://127.0.0.1:{}\n    certificate-authority: {}\nusers:\n- name: u\n  user:\n    token: {token}\ncontexts:\n- name: x\n  context: {{cluster: c, user: u}}\ncurrent-context: x\n",
+            server.port,
+            ca.display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn run_as(kubeconfig: &Path, version: &str, args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(kubectl(version))
+        .args(args)
+        .env("KUBECONFIG", kubeconfig)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+#[test]
+fn a_service_account_gets_what_its_bindings_grant_and_cannot_grant_itself_more() {
+    let server = SkuaServer::start();
+    let admin = |args: &[&str]| {
+        let (ok, out) = kubectl_run(&server, "1.33", args);
+        assert!(ok, "{args:?}: {out}");
+        out
+    };
+    admin(&["create", "namespace", "team"]);
+    admin(&["create", "namespace", "other"]);
+    admin(&["create", "serviceaccount", "ci", "-n", "team"]);
+    admin(&["create", "serviceaccount", "ci", "-n", "other"]);
+    let token = admin(&["create", "token", "ci", "-n", "team"]);
+    let kc = token_kubeconfig(&server, "team-ci", token.trim());
+    let ci = |version: &str, args: &[&str]| run_as(&kc, version, args);
+    let user = "system:serviceaccount:team:ci";
+
+    // nothing is granted yet
+    for version in ["1.27", "1.33"] {
+        let (ok, out) = ci(version, &["get", "pods", "-n", "team"]);
+        assert!(
+            !ok && out.contains(&format!(
+                r#"pods is forbidden: User "{user}" cannot list resource "pods" in API group "" in the namespace "team""#
+            )),
+            "kubectl {version}: {out}"
+        );
+    }
+
+    // a Role and a RoleBinding: reading pods in its namespace
+    admin(&[
+        "create",
+        "role",
+        "pod-reader",
+        "--verb=get,list,watch",
+        "--resource=pods",
+        "-n",
+        "team",
+    ]);
+    admin(&[
+        "create",
+        "rolebinding",
+        "ci-reads",
+        "--role=pod-reader",
+        "--serviceaccount=team:ci",
+        "-n",
+        "team",
+    ]);
+    for version in ["1.27", "1.33"] {
+        eventually(10, "the binding to take effect", || {
+            ci(version, &["get", "pods", "-n", "team"]).0.then_some(())
+        });
+    }
+    // and nothing beyond: another namespace, another resource, another verb
+    let (ok, out) = ci("1.33", &["get", "pods", "-n", "other"]);
+    assert!(!ok && out.contains(r#"in the namespace "other""#), "{out}");
+    let (ok, out) = ci("1.33", &["get", "deployments", "-n", "team"]);
+    assert!(
+        !ok && out.contains(&format!(
+            r#"deployments.apps is forbidden: User "{user}" cannot list resource "deployments" in API group "apps" in the namespace "team""#
+        )),
+        "{out}"
+    );
+    let (ok, out) = ci("1.27", &["delete", "pod", "web", "-n", "team"]);
+    assert!(
+        !ok && out.contains(&format!(
+            r#"pods "web" is forbidden: User "{user}" cannot delete resource "pods" in API group "" in the namespace "team""#
+        )),
+        "{out}"
+    );
+    // the account of the same name in another namespace is another user
+    let other = admin(&["create", "token", "ci", "-n", "other"]);
+    let other_kc = token_kubeconfig(&server, "other-ci", other.trim());
+    let (ok, out) = run_as(&other_kc, "1.33", &["get", "pods", "-n", "team"]);
+    assert!(
+        !ok && out.contains(r#"User "system:serviceaccount:other:ci" cannot list"#),
+        "{out}"
+    );
+
+    // the right to write roles and bindings is not the right to grant anything
+    admin(&[
+        "create",
+        "role",
+        "rbac-editor",
+        "--verb=create,get,list,update,patch",
+        "--resource=roles,rolebindings",
+        "-n",
+        "team",
+    ]);
+    admin(&[
+        "create",
+        "rolebinding",
+        "ci-rbac",
+        "--role=rbac-editor",
+        "--serviceaccount=team:ci",
+        "-n",
+        "team",
+    ]);
+    eventually(10, "the second binding to take effect", || {
+        ci("1.33", &["get", "roles", "-n", "team"]).0.then_some(())
+    });
+    // what it holds, it may grant
+    let (ok, out) = ci(
+        "1.33",
+        &[
+            "create",
+            "role",
+            "mine",
+            "--verb=get,list",
+            "--resource=pods",
+            "-n",
+            "team",
+        ],
+    );
+    assert!(ok, "{out}");
+    let (ok, out) = ci(
+        "1.33",
+        &[
+            "create",
+            "rolebinding",
+            "mine",
+            "--role=mine",
+            "--serviceaccount=team:ci",
+            "-n",
+            "team",
+        ],
+    );
+    assert!(ok, "{out}");
+    // what it does not hold, it may not
+    let (ok, out) = ci(
+        "1.33",
+        &[
+            "create",
+            "role",
+            "more",
+            "--verb=get,delete",
+            "--resource=pods,secrets",
+            "-n",
+            "team",
+        ],
+    );
+    assert!(
+        !ok && out.contains(&format!(
+            r#"roles.rbac.authorization.k8s.io "more" is forbidden: user "{user}" (groups=["#
+        )) && out.contains("is attempting to grant RBAC permissions not currently held:")
+            && out.contains(r#"{APIGroups:[""], Resources:["pods"], Verbs:["delete"]}"#)
+            && out.contains(r#"{APIGroups:[""], Resources:["secrets"], Verbs:["get" "delete"]}"#),
+        "{out}"
+    );
+    assert!(!ci("1.33", &["get", "role", "more", "-n", "team"]).0);
+    // nor bind a role that grants more, here or cluster-wide
+    admin(&[
+        "create",
+        "clusterrole",
+        "powerful",
+        "--verb=*",
+        "--resource=pods,secrets,configmaps",
+    ]);
+    let (ok, out) = ci(
+        "1.27",
+        &[
+            "create",
+            "rolebinding",
+            "grab",
+            "--clusterrole=powerful",
+            "--serviceaccount=team:ci",
+            "-n",
+            "team",
+        ],
+    );
+    assert!(
+        !ok && out.contains(r#"rolebindings.rbac.authorization.k8s.io "grab" is forbidden"#)
+            && out.contains("is attempting to grant RBAC permissions not currently held"),
+        "{out}"
+    );
+    // nor raise a role it may update
+    let (ok, out) = ci(
+        "1.33",
+        &[
+            "patch",
+            "role",
+            "mine",
+            "-n",
+            "team",
+            "--type=json",
+            "-p",
+            r#"[{"op": "add", "path": "/rules/0/verbs/-", "value": "delete"}]"#,
+        ],
+    );
+    assert!(
+        !ok && out.contains("is attempting to grant RBAC permissions not currently held"),
+        "{out}"
+    );
+
+    // a binding's roleRef never changes, even for an administrator
+    let (ok, out) = kubectl_run(
+        &server,
+        "1.33",
+        &[
+            "patch",
+            "rolebinding",
+            "ci-reads",
+            "-n",
+            "team",
+            "--type=merge",
+            "-p",
+            r#"{"roleRef": {"name": "rbac-editor"}}"#,
+        ],
+    );
+    assert!(
+        !ok && out.contains("roleRef: Invalid value") && out.contains("cannot change roleRef"),
+        "{out}"
+    );
+
+    // taking the bindings away takes the rights away
+    admin(&["delete", "rolebinding", "ci-reads", "mine", "-n", "team"]);
+    eventually(10, "the binding's removal to take effect", || {
+        let (ok, out) = ci("1.33", &["get", "pods", "-n", "team"]);
+        (!ok && out.contains("forbidden")).then_some(())
+    });
+}
