@@ -45,6 +45,34 @@ fn bench_api_measures_every_operation_and_the_fan_out() {
 }
 
 #[test]
+fn bench_rbac_decides_from_the_index_both_ways() {
+    let out = run(&[
+        "bench",
+        "rbac",
+        "--cluster-roles",
+        "50",
+        "--role-bindings",
+        "500",
+        "--namespaces",
+        "10",
+        "--decisions",
+        "2000",
+    ]);
+    assert!(out.contains("| decisions / s"), "{out}");
+    // half the requests are what the callers' bindings grant, half mostly not: both
+    // paths are measured
+    let allowed: f64 = out
+        .lines()
+        .find_map(|l| l.strip_prefix("| allowed | "))
+        .and_then(|v| v.trim_end_matches(" % |").parse().ok())
+        .unwrap_or(-1.0);
+    assert!(
+        (40.0..70.0).contains(&allowed),
+        "allowed {allowed} %:\n{out}"
+    );
+}
+
+#[test]
 fn bench_store_compares_sled_with_etcd_side_by_side() {
     let out = run(&[
         "bench",

@@ -24,6 +24,9 @@ pub enum BenchCommand {
     /// Data plane: first-packet latency to a service at 100 vs 10k services; pod-to-pod
     /// throughput over host-gw and vxlan against the bare veth.
     Net(super::bench_net::NetBenchArgs),
+    /// RBAC: authorization decisions from the in-memory index (10 000 RoleBindings,
+    /// 1 000 ClusterRoles): decisions per second and the latency of one.
+    Rbac(super::bench_rbac::RbacBenchArgs),
 }
 
 #[derive(Args, Debug)]
@@ -72,6 +75,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Pods(a) => super::bench_pods::run(a).await,
         BenchCommand::Proxy(a) => super::bench_proxy::run(a).await,
         BenchCommand::Net(a) => super::bench_net::run(a).await,
+        BenchCommand::Rbac(a) => super::bench_rbac::run(a).await,
     }
 }
 

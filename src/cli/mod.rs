@@ -6,6 +6,7 @@ mod bench_api;
 mod bench_net;
 mod bench_pods;
 mod bench_proxy;
+mod bench_rbac;
 mod bench_scale;
 pub(crate) mod config;
 pub mod debug;
