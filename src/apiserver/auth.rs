@@ -199,6 +199,34 @@ impl Authorizer for MastersOnly {
     }
 }
 
+/// The authorizer chain, as upstream's `--authorization-mode=Node,RBAC` behind the
+/// `system:masters` short cut: what a node or skua's fixed identities may do, then what
+/// the caller's RBAC bindings grant (from the in-memory index: no datastore read).
+pub fn authorize(rbac: &super::rbac::Rbac, caller: &UserInfo, info: &RequestInfo) -> bool {
+    if MastersOnly.authorize(caller, info) == Decision::Allow {
+        return true;
+    }
+    let request = crate::api::rbac::Request {
+        verb: &info.verb,
+        resource_request: info.is_resource_request,
+        group: &info.group,
+        resource: &info.resource,
+        subresource: info.subresource.as_deref().unwrap_or(""),
+        name: info.name.as_deref().unwrap_or(""),
+        path: &info.path,
+    };
+    let who = super::rbac::Caller {
+        name: &caller.name,
+        groups: &caller.groups,
+    };
+    let namespace = if info.is_resource_request {
+        info.namespace.as_deref().unwrap_or("")
+    } else {
+        ""
+    };
+    rbac.allows(&who, namespace, &request)
+}
+
 /// Upstream's wording of a 403, e.g. `pods "web" is forbidden: User "bob" cannot get
 /// resource "pods" in API group "" in the namespace "default"`.
 pub fn forbidden_message(user: &UserInfo, r: &RequestInfo) -> String {

@@ -1,7 +1,7 @@
 //! Request routing: health and version for anyone; discovery for authenticated users;
 //! resources through the authorizer.
 
-use super::auth::{Authorizer, Decision, MastersOnly, UserInfo};
+use super::auth::UserInfo;
 use super::request_info::RequestInfo;
 use super::status::{Body, failure, json, text};
 use super::{ApiContext, KUBE_GIT_VERSION, discovery};
@@ -210,34 +210,6 @@ async fn authenticate(
     }
 }
 
-/// The authorizer chain, as upstream's `--authorization-mode=Node,RBAC` behind the
-/// `system:masters` short cut: what a node or skua's fixed identities may do, then what
-/// the caller's RBAC bindings grant (from the in-memory index: no datastore read).
-fn authorized(ctx: &ApiContext, caller: &UserInfo, info: &RequestInfo) -> bool {
-    if MastersOnly.authorize(caller, info) == Decision::Allow {
-        return true;
-    }
-    let request = crate::api::rbac::Request {
-        verb: &info.verb,
-        resource_request: info.is_resource_request,
-        group: &info.group,
-        resource: &info.resource,
-        subresource: info.subresource.as_deref().unwrap_or(""),
-        name: info.name.as_deref().unwrap_or(""),
-        path: &info.path,
-    };
-    let who = super::rbac::Caller {
-        name: &caller.name,
-        groups: &caller.groups,
-    };
-    let namespace = if info.is_resource_request {
-        info.namespace.as_deref().unwrap_or("")
-    } else {
-        ""
-    };
-    ctx.rbac.allows(&who, namespace, &request)
-}
-
 async fn serve<B>(
     req: Request<B>,
     caller: UserInfo,
@@ -271,7 +243,7 @@ where
             ),
         ));
     }
-    if !authorized(&ctx, &caller, &info) {
+    if !super::auth::authorize(&ctx.rbac, &caller, &info) {
         return Ok(super::auth::forbidden(&caller, &info, None).response());
     }
     if let Some(node) = super::auth::node_of(&caller) {

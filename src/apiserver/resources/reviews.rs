@@ -309,12 +309,12 @@ pub fn self_subject_review(caller: &UserInfo) -> Value {
 /// be allowed what `spec` describes? Answered by the same authorizer every request
 /// goes through.
 pub fn access_review(
+    rbac: &crate::apiserver::rbac::Rbac,
     kind: &str,
     user: &UserInfo,
     body: &[u8],
     namespace: Option<&str>,
 ) -> Result<Value, ApiStatus> {
-    use crate::apiserver::auth::{Authorizer, Decision, MastersOnly};
     use crate::apiserver::request_info::RequestInfo;
     let review: Value = serde_json::from_slice(body)
         .map_err(|e| ApiStatus::bad_request(format!("the {kind} is not valid JSON: {e}")))?;
@@ -378,7 +378,7 @@ pub fn access_review(
             groups: string_list(spec.get("groups")),
         }
     };
-    let allowed = MastersOnly.authorize(&subject, &info) == Decision::Allow;
+    let allowed = crate::apiserver::auth::authorize(rbac, &subject, &info);
     let mut out = review.clone();
     out["apiVersion"] = json!("authorization.k8s.io/v1");
     out["kind"] = json!(kind);

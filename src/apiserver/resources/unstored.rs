@@ -31,9 +31,9 @@ pub async fn create(
         let w: Writer<'_> = ctx.writer(caller);
         pods::bind(&w, namespace.unwrap_or_default(), &pod, body).await
     } else if is(&registry::SUBJECTACCESSREVIEWS) || is(&registry::SELFSUBJECTACCESSREVIEWS) {
-        reviews::access_review(res.kind, caller, body, None)
+        reviews::access_review(&ctx.rbac, res.kind, caller, body, None)
     } else if is(&registry::LOCALSUBJECTACCESSREVIEWS) {
-        reviews::access_review(res.kind, caller, body, namespace)
+        reviews::access_review(&ctx.rbac, res.kind, caller, body, namespace)
     } else if is(&registry::SELFSUBJECTREVIEWS) {
         Ok(reviews::self_subject_review(caller))
     } else {
