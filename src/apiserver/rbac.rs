@@ -18,18 +18,60 @@ struct Binding {
     subjects: Vec<Subject>,
 }
 
+/// The bindings of one scope (the cluster, or one namespace), indexed by subject.
+#[derive(Default)]
+struct Scope {
+    bindings: HashMap<String, Binding>,
+    /// subject → names of the bindings naming it
+    by_subject: HashMap<Subject, BTreeSet<String>>,
+}
+
+impl Scope {
+    fn remove(&mut self, name: &str) {
+        let Some(old) = self.bindings.remove(name) else {
+            return;
+        };
+        for s in old.subjects {
+            if let Some(set) = self.by_subject.get_mut(&s) {
+                set.remove(name);
+                if set.is_empty() {
+                    self.by_subject.remove(&s);
+                }
+            }
+        }
+    }
+
+    fn insert(&mut self, name: String, binding: Binding) {
+        self.remove(&name);
+        for s in &binding.subjects {
+            self.by_subject
+                .entry(s.clone())
+                .or_default()
+                .insert(name.clone());
+        }
+        self.bindings.insert(name, binding);
+    }
+
+    /// The roles the bindings naming any of `subjects` refer to.
+    fn roles_for<'a>(&'a self, subjects: &'a [Subject]) -> impl Iterator<Item = &'a RoleRef> {
+        subjects
+            .iter()
+            .filter_map(|s| self.by_subject.get(s))
+            .flatten()
+            .filter_map(|b| self.bindings.get(b))
+            .map(|b| &b.role)
+    }
+}
+
 #[derive(Default)]
 struct Index {
     cluster_roles: HashMap<String, Arc<Vec<Rule>>>,
-    /// (namespace, name)
-    roles: HashMap<(String, String), Arc<Vec<Rule>>>,
-    cluster_bindings: HashMap<String, Binding>,
-    /// (namespace, name)
-    bindings: HashMap<(String, String), Binding>,
-    /// subject → names of the ClusterRoleBindings naming it
-    cluster_by_subject: HashMap<Subject, BTreeSet<String>>,
-    /// (namespace, subject) → names of that namespace's RoleBindings naming it
-    by_subject: HashMap<(String, Subject), BTreeSet<String>>,
+    /// namespace → name → rules
+    roles: HashMap<String, HashMap<String, Arc<Vec<Rule>>>>,
+    /// the ClusterRoleBindings
+    cluster: Scope,
+    /// namespace → its RoleBindings
+    namespaces: HashMap<String, Scope>,
 }
 
 /// Which of the four kinds a change is about.
@@ -84,37 +126,6 @@ fn names(namespaced_key: &str) -> (String, String) {
 }
 
 impl Index {
-    fn remove_binding(&mut self, kind: Kind, ns: &str, name: &str) {
-        match kind {
-            Kind::ClusterRoleBinding => {
-                if let Some(old) = self.cluster_bindings.remove(name) {
-                    for s in old.subjects {
-                        if let Some(set) = self.cluster_by_subject.get_mut(&s) {
-                            set.remove(name);
-                            if set.is_empty() {
-                                self.cluster_by_subject.remove(&s);
-                            }
-                        }
-                    }
-                }
-            }
-            _ => {
-                let key = (ns.to_string(), name.to_string());
-                if let Some(old) = self.bindings.remove(&key) {
-                    for s in old.subjects {
-                        let k = (ns.to_string(), s);
-                        if let Some(set) = self.by_subject.get_mut(&k) {
-                            set.remove(name);
-                            if set.is_empty() {
-                                self.by_subject.remove(&k);
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
-
     /// Applies one object (`None`: deleted) named by its key tail.
     fn apply(&mut self, kind: Kind, tail: &str, obj: Option<&Value>) {
         let (ns, name) = names(tail);
@@ -129,35 +140,42 @@ impl Index {
             },
             Kind::Role => match obj {
                 Some(o) => {
-                    self.roles.insert((ns, name), Arc::new(Rule::all_of(o)));
+                    let rules = Arc::new(Rule::all_of(o));
+                    self.roles.entry(ns).or_default().insert(name, rules);
                 }
                 None => {
-                    self.roles.remove(&(ns, name));
+                    if let Some(roles) = self.roles.get_mut(&ns) {
+                        roles.remove(&name);
+                        if roles.is_empty() {
+                            self.roles.remove(&ns);
+                        }
+                    }
                 }
             },
             Kind::ClusterRoleBinding | Kind::RoleBinding => {
-                self.remove_binding(kind, &ns, &name);
-                let Some(o) = obj else { return };
-                let Some(role) = RoleRef::of(o) else { return };
-                let subjects = subjects(o, &ns);
-                for s in &subjects {
-                    if let Kind::ClusterRoleBinding = kind {
-                        self.cluster_by_subject
-                            .entry(s.clone())
-                            .or_default()
-                            .insert(name.clone());
-                    } else {
-                        self.by_subject
-                            .entry((ns.clone(), s.clone()))
-                            .or_default()
-                            .insert(name.clone());
-                    }
-                }
-                let b = Binding { role, subjects };
+                let binding = obj.and_then(|o| {
+                    Some(Binding {
+                        role: RoleRef::of(o)?,
+                        subjects: subjects(o, &ns),
+                    })
+                });
                 if let Kind::ClusterRoleBinding = kind {
-                    self.cluster_bindings.insert(name, b);
-                } else {
-                    self.bindings.insert((ns, name), b);
+                    match binding {
+                        Some(b) => self.cluster.insert(name, b),
+                        None => self.cluster.remove(&name),
+                    }
+                    return;
+                }
+                match binding {
+                    Some(b) => self.namespaces.entry(ns).or_default().insert(name, b),
+                    None => {
+                        if let Some(scope) = self.namespaces.get_mut(&ns) {
+                            scope.remove(&name);
+                            if scope.bindings.is_empty() {
+                                self.namespaces.remove(&ns);
+                            }
+                        }
+                    }
                 }
             }
         }
@@ -167,14 +185,8 @@ impl Index {
         match kind {
             Kind::ClusterRole => self.cluster_roles.clear(),
             Kind::Role => self.roles.clear(),
-            Kind::ClusterRoleBinding => {
-                self.cluster_bindings.clear();
-                self.cluster_by_subject.clear();
-            }
-            Kind::RoleBinding => {
-                self.bindings.clear();
-                self.by_subject.clear();
-            }
+            Kind::ClusterRoleBinding => self.cluster = Scope::default(),
+            Kind::RoleBinding => self.namespaces.clear(),
         }
     }
 
@@ -182,44 +194,26 @@ impl Index {
     /// `visit` says stop; as upstream's `VisitRulesFor`, cluster bindings first.
     fn visit(&self, caller: &Caller, namespace: &str, visit: &mut dyn FnMut(&Rule) -> bool) {
         let subjects = caller.subjects();
-        for s in &subjects {
-            for b in self.cluster_by_subject.get(s).into_iter().flatten() {
-                let Some(binding) = self.cluster_bindings.get(b) else {
-                    continue;
-                };
-                // a ClusterRoleBinding may only name a ClusterRole
-                let RoleRef::ClusterRole(role) = &binding.role else {
-                    continue;
-                };
-                for r in self
-                    .cluster_roles
-                    .get(role)
-                    .into_iter()
-                    .flat_map(|r| r.iter())
-                {
-                    if !visit(r) {
-                        return;
-                    }
-                }
-            }
-        }
-        if namespace.is_empty() {
-            return;
-        }
-        for s in subjects {
-            let key = (namespace.to_string(), s);
-            for b in self.by_subject.get(&key).into_iter().flatten() {
-                let Some(binding) = self.bindings.get(&(namespace.to_string(), b.clone())) else {
-                    continue;
-                };
-                let rules = match &binding.role {
-                    RoleRef::ClusterRole(role) => self.cluster_roles.get(role),
-                    RoleRef::Role(role) => self.roles.get(&(namespace.to_string(), role.clone())),
-                };
-                for r in rules.into_iter().flat_map(|r| r.iter()) {
-                    if !visit(r) {
-                        return;
-                    }
+        // a ClusterRoleBinding may only name a ClusterRole
+        let cluster = self.cluster.roles_for(&subjects).filter_map(|r| match r {
+            RoleRef::ClusterRole(role) => self.cluster_roles.get(role),
+            RoleRef::Role(_) => None,
+        });
+        let scope = self
+            .namespaces
+            .get(namespace)
+            .filter(|_| !namespace.is_empty());
+        let local = scope
+            .into_iter()
+            .flat_map(|s| s.roles_for(&subjects))
+            .filter_map(|r| match r {
+                RoleRef::ClusterRole(role) => self.cluster_roles.get(role),
+                RoleRef::Role(role) => self.roles.get(namespace)?.get(role),
+            });
+        for rules in cluster.chain(local) {
+            for r in rules.iter() {
+                if !visit(r) {
+                    return;
                 }
             }
         }
@@ -269,10 +263,7 @@ impl Rbac {
 
     /// The rules of the Role `namespace/name` (absent: none).
     pub fn role(&self, namespace: &str, name: &str) -> Option<Arc<Vec<Rule>>> {
-        self.read()
-            .roles
-            .get(&(namespace.to_string(), name.to_string()))
-            .cloned()
+        self.read().roles.get(namespace)?.get(name).cloned()
     }
 
     /// Loads a ClusterRole or Role, binding or cluster binding object directly (tests
