@@ -214,6 +214,42 @@ fn a_service_account_gets_what_its_bindings_grant_and_cannot_grant_itself_more()
         "{out}"
     );
     assert!(!ci("1.33", &["get", "role", "more", "-n", "team"]).0);
+    // a role large in every list (2 000 groups × resources × verbs: 8e9 parts when
+    // broken down) is refused at once with a bounded message, not worked through
+    let many = |p: &str| {
+        (0..2000)
+            .map(|i| format!("\"{p}{i}\""))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let bomb = server.dir.path().join("bomb.json");
+    std::fs::write(
+        &bomb,
+        format!(
+            r#"{{"apiVersion":"rbac.authorization.k8s.io/v1","kind":"Role","metadata":{{"name":"bomb","namespace":"team"}},"rules":[{{"apiGroups":[{}],"resources":[{}],"verbs":[{}]}}]}}"#,
+            many("g"),
+            many("r"),
+            many("v")
+        ),
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    let (ok, out) = ci("1.33", &["create", "-f", bomb.to_str().unwrap()]);
+    assert!(
+        !ok && out.contains("is attempting to grant RBAC permissions not currently held"),
+        "{}",
+        &out[..out.len().min(2000)]
+    );
+    assert!(
+        out.lines().count() < 1_100,
+        "the refusal lists at most 1 000 rules: {} lines",
+        out.lines().count()
+    );
+    assert!(!ci("1.33", &["get", "role", "bomb", "-n", "team"]).0);
+    // the cluster administrator holds it whole: no breakdown, accepted
+    admin(&["create", "-f", bomb.to_str().unwrap()]);
+    admin(&["delete", "role", "bomb", "-n", "team"]);
+    eprintln!("bomb refused and accepted in {:?}", started.elapsed());
     // nor bind a role that grants more, here or cluster-wide
     admin(&[
         "create",

@@ -33,6 +33,15 @@ fn strings(v: &Value) -> Vec<String> {
 }
 
 impl Rule {
+    /// How many entries the rule's lists hold together (what comparing it costs).
+    fn size(&self) -> usize {
+        self.verbs.len()
+            + self.api_groups.len()
+            + self.resources.len()
+            + self.resource_names.len()
+            + self.non_resource_urls.len()
+    }
+
     /// A rule from its JSON form.
     pub fn from_json(v: &Value) -> Rule {
         Rule {
@@ -120,8 +129,33 @@ fn has(set: &[String], s: &str) -> bool {
     set.iter().any(|x| x == s)
 }
 
+/// A list to look strings up in: searched when short, hashed when long, so that
+/// comparing two long lists is linear, not quadratic.
+enum Lookup<'a> {
+    Short(&'a [String]),
+    Long(std::collections::HashSet<&'a str>),
+}
+
+impl<'a> Lookup<'a> {
+    fn new(set: &'a [String], lookups: usize) -> Self {
+        if set.len() > 32 && lookups > 32 {
+            Lookup::Long(set.iter().map(String::as_str).collect())
+        } else {
+            Lookup::Short(set)
+        }
+    }
+
+    fn has(&self, s: &str) -> bool {
+        match self {
+            Lookup::Short(set) => has(set, s),
+            Lookup::Long(set) => set.contains(s),
+        }
+    }
+}
+
 fn has_all(set: &[String], wanted: &[String]) -> bool {
-    wanted.iter().all(|w| has(set, w))
+    let set = Lookup::new(set, wanted.len());
+    wanted.iter().all(|w| set.has(w))
 }
 
 /// Upstream's `ResourceMatches`: `*`, the resource with its subresource
@@ -228,56 +262,64 @@ impl RoleRef {
     }
 }
 
-/// Upstream's `BreakdownRule`: one rule per group × resource × verb (× name), and per
-/// URL × verb.
-fn breakdown(rule: &Rule) -> Vec<Rule> {
-    let mut out = Vec::new();
+/// Upstream's `BreakdownRule`, lazily: one rule per group × resource × verb (× name),
+/// and per URL × verb. Lazy because the product of a large rule's lists is far
+/// larger than the rule (a 40 KiB rule can break down into billions of parts).
+fn breakdown(rule: &Rule) -> impl Iterator<Item = Rule> + '_ {
     let one = |v: &str| vec![v.to_string()];
-    for g in &rule.api_groups {
-        for res in &rule.resources {
-            for verb in &rule.verbs {
-                if rule.resource_names.is_empty() {
-                    out.push(Rule {
-                        verbs: one(verb),
-                        api_groups: one(g),
-                        resources: one(res),
-                        ..Rule::default()
-                    });
-                }
-                for n in &rule.resource_names {
-                    out.push(Rule {
-                        verbs: one(verb),
-                        api_groups: one(g),
-                        resources: one(res),
-                        resource_names: one(n),
-                        ..Rule::default()
-                    });
-                }
-            }
-        }
-    }
-    for url in &rule.non_resource_urls {
-        for verb in &rule.verbs {
-            out.push(Rule {
-                verbs: one(verb),
-                non_resource_urls: one(url),
-                ..Rule::default()
-            });
-        }
-    }
-    out
+    // a rule without names breaks down once per resource and verb
+    let names: Vec<Option<&String>> = if rule.resource_names.is_empty() {
+        vec![None]
+    } else {
+        rule.resource_names.iter().map(Some).collect()
+    };
+    let resources = rule.api_groups.iter().flat_map(move |g| {
+        let names = names.clone();
+        rule.resources.iter().flat_map(move |res| {
+            let names = names.clone();
+            rule.verbs.iter().flat_map(move |verb| {
+                names.clone().into_iter().map(move |n| Rule {
+                    verbs: one(verb),
+                    api_groups: one(g),
+                    resources: one(res),
+                    resource_names: n.map(|n| one(n)).unwrap_or_default(),
+                    ..Rule::default()
+                })
+            })
+        })
+    });
+    let urls = rule.non_resource_urls.iter().flat_map(move |url| {
+        rule.verbs.iter().map(move |verb| Rule {
+            verbs: one(verb),
+            non_resource_urls: one(url),
+            ..Rule::default()
+        })
+    });
+    resources.chain(urls)
 }
+
+/// How much comparing [`uncovered`] may do (in list entries looked at) before it stops
+/// breaking rules down: past it, each rule not yet found covered must be held whole
+/// (by one held rule) or granted with `escalate`. Upstream has no bound, so a role
+/// large in every list costs it the product of their lengths; here it costs at most
+/// this much, tens of milliseconds.
+pub const MAX_WORK: usize = 20_000_000;
+
+/// How many uncovered parts [`uncovered`] reports: enough for any honest escalation
+/// message, small enough that the message is not itself a burden.
+pub const MAX_MISSING: usize = 1_000;
 
 /// Upstream's `resourceCoversAll`.
 fn resources_cover(set: &[String], wanted: &[String]) -> bool {
-    if has(set, ALL) || has_all(set, wanted) {
+    if has(set, ALL) {
         return true;
     }
+    let set = Lookup::new(set, wanted.len() * 2);
     wanted.iter().all(|path| {
-        has(set, path)
+        set.has(path)
             || path
                 .split_once('/')
-                .is_some_and(|(_, sub)| has(set, &format!("*/{sub}")))
+                .is_some_and(|(_, sub)| set.has(&format!("*/{sub}")))
     })
 }
 
@@ -293,10 +335,15 @@ fn rule_covers(owner: &Rule, sub: &Rule) -> bool {
     let verbs = has(&owner.verbs, ALL) || has_all(&owner.verbs, &sub.verbs);
     let groups = has(&owner.api_groups, ALL) || has_all(&owner.api_groups, &sub.api_groups);
     let resources = resources_cover(&owner.resources, &sub.resources);
-    let urls = sub
-        .non_resource_urls
-        .iter()
-        .all(|p| owner.non_resource_urls.iter().any(|o| url_covers(o, p)));
+    let exact = Lookup::new(&owner.non_resource_urls, sub.non_resource_urls.len());
+    let urls = sub.non_resource_urls.iter().all(|p| {
+        exact.has(p)
+            || owner
+                .non_resource_urls
+                .iter()
+                .filter(|o| o.ends_with('*'))
+                .any(|o| url_covers(o, p))
+    });
     let names = if sub.resource_names.is_empty() {
         owner.resource_names.is_empty()
     } else {
@@ -306,13 +353,42 @@ fn rule_covers(owner: &Rule, sub: &Rule) -> bool {
 }
 
 /// Upstream's `Covers`: the parts of `wanted` that `held` does not allow (empty: all
-/// covered), each as one broken-down rule.
+/// covered), each as one broken-down rule, at most [`MAX_MISSING`] of them. A wanted
+/// rule that one held rule covers whole is not broken down; once [`MAX_WORK`] is
+/// spent, a rule not found covered is reported whole.
 pub fn uncovered(held: &[Rule], wanted: &[Rule]) -> Vec<Rule> {
-    wanted
-        .iter()
-        .flat_map(breakdown)
-        .filter(|sub| !held.iter().any(|o| rule_covers(o, sub)))
-        .collect()
+    let work = std::cell::Cell::new(0usize);
+    let covered = |sub: &Rule| {
+        held.iter().any(|o| {
+            let prefixes = o.non_resource_urls.iter().filter(|u| u.ends_with('*'));
+            let cost = o.size() + sub.size() + prefixes.count() * sub.non_resource_urls.len();
+            work.set(work.get() + cost);
+            rule_covers(o, sub)
+        })
+    };
+    let mut missing = Vec::new();
+    for rule in wanted {
+        if covered(rule) {
+            continue;
+        }
+        let mut parts = breakdown(rule);
+        for sub in parts.by_ref() {
+            if !covered(&sub) {
+                missing.push(sub);
+            }
+            if missing.len() >= MAX_MISSING {
+                return missing;
+            }
+            if work.get() >= MAX_WORK {
+                break;
+            }
+        }
+        if parts.next().is_some() {
+            missing.push(rule.clone());
+        }
+    }
+    missing.truncate(MAX_MISSING);
+    missing
 }
 
 /// Upstream's `CompactRules`: rules of one group, one resource and at most one name
@@ -550,5 +626,56 @@ mod tests {
             ),
             "user \"alice\" (groups=[\"devs\" \"system:authenticated\"]) is attempting to grant RBAC permissions not currently held:\n{APIGroups:[\"\"], Resources:[\"pods\"], Verbs:[\"delete\" \"watch\"]}\n{APIGroups:[\"apps\"], Resources:[\"pods\"], Verbs:[\"get\" \"list\" \"delete\" \"watch\"]}"
         );
+    }
+
+    fn many(prefix: &str, n: usize) -> Vec<Value> {
+        (0..n).map(|i| json!(format!("{prefix}{i}"))).collect()
+    }
+
+    #[test]
+    fn a_rule_large_in_every_list_is_checked_within_bounds() {
+        // 2 000 × 2 000 × 2 000 = 8e9 parts: a 50 KiB role an attacker may write
+        let huge = rule(json!({
+            "apiGroups": many("g", 2000),
+            "resources": many("r", 2000),
+            "verbs": many("v", 2000),
+        }));
+        let little = [rule(
+            json!({"verbs": ["get"], "apiGroups": [""], "resources": ["pods"]}),
+        )];
+        let missing = uncovered(&little, std::slice::from_ref(&huge));
+        assert_eq!(missing.len(), MAX_MISSING, "the report is bounded");
+        assert!(missing.iter().all(|r| r.size() == 3), "broken down");
+        let message = escalation_message("mallory", &[], &missing);
+        assert!(message.lines().count() <= MAX_MISSING + 1);
+
+        // who holds everything is not made to break it down
+        let star = [rule(
+            json!({"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]}),
+        )];
+        assert!(uncovered(&star, std::slice::from_ref(&huge)).is_empty());
+
+        // held in two halves (no one rule covers it whole): the work bound is met
+        // and the rule is reported whole rather than broken down for ever
+        let verbs = many("v", 2000);
+        let half = |vs: &[Value]| {
+            rule(json!({"apiGroups": many("g", 2000), "resources": many("r", 2000), "verbs": vs}))
+        };
+        let halves = [half(&verbs[..1000]), half(&verbs[1000..])];
+        assert_eq!(
+            uncovered(&halves, std::slice::from_ref(&huge)),
+            vec![huge.clone()]
+        );
+        // the same split on a small rule is covered, part by part
+        let small =
+            rule(json!({"apiGroups": ["g0"], "resources": ["r0"], "verbs": ["v0", "v1999"]}));
+        assert!(uncovered(&halves, &[small]).is_empty());
+
+        // long lists on both sides compare in linear time
+        let wide =
+            |n| rule(json!({"verbs": ["get"], "apiGroups": [""], "resources": many("r", n)}));
+        assert!(uncovered(&[wide(100_000)], &[wide(100_000)]).is_empty());
+        let urls = |n| rule(json!({"verbs": ["get"], "nonResourceURLs": many("/u", n)}));
+        assert!(uncovered(&[urls(100_000)], &[urls(100_000)]).is_empty());
     }
 }
