@@ -43,10 +43,24 @@ fn health_and_version_are_open_only_with_anonymous_auth_and_the_rest_needs_crede
         (Some("1"), Some("33"))
     );
 
+    // anything else is RBAC's to refuse to system:anonymous (upstream's answer)
     let (body, meta) = curl(&server, &[], "/api/v1/namespaces");
-    assert!(meta.starts_with("401 "), "{meta}");
+    assert!(meta.starts_with("403 "), "{meta}");
     let status: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(status["kind"], "Status");
+    assert_eq!(status["reason"], "Forbidden");
+    assert_eq!(
+        status["message"],
+        r#"namespaces is forbidden: User "system:anonymous" cannot list resource "namespaces" in API group "" at the cluster scope"#
+    );
+    // a credential that does not authenticate is a 401, never anonymous
+    let (body, meta) = curl(
+        &server,
+        &["-H", "Authorization: Bearer not-a-token"],
+        "/api/v1/namespaces",
+    );
+    assert!(meta.starts_with("401 "), "{meta}");
+    let status: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(status["reason"], "Unauthorized");
     assert_eq!(status["code"], 401);
     drop(server);
@@ -591,12 +605,32 @@ fn quick_answers_to_requests_with_bodies_reach_the_client_over_http2() {
 }
 
 #[test]
-fn the_audit_log_records_who_did_what() {
-    let log = std::env::temp_dir().join(format!("skua-audit-{}.log", std::process::id()));
-    let _ = std::fs::remove_file(&log);
-    let server = SkuaServer::start_with_config(&format!("audit-log-path: {}\n", log.display()));
+fn the_audit_log_records_what_its_policy_asks() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("audit/audit.log");
+    let policy = dir.path().join("policy.yaml");
+    std::fs::write(
+        &policy,
+        "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived]\nrules:\n- level: None\n  resources: [{group: coordination.k8s.io}]\n- level: RequestResponse\n  resources: [{group: '', resources: [configmaps]}]\n  omitManagedFields: true\n- level: Metadata\n",
+    )
+    .unwrap();
+    let server = SkuaServer::start_with_config(&format!(
+        "audit-log-path: {}\naudit-policy-file: {}\n",
+        log.display(),
+        policy.display()
+    ));
     let (ok, out) = common::kubectl_run(&server, "1.33", &["get", "pods", "-n", "kube-system"]);
     assert!(ok, "{out}");
+    let (ok, out) = common::kubectl_run(
+        &server,
+        "1.27",
+        &["create", "configmap", "audited", "--from-literal=k=v"],
+    );
+    assert!(ok, "{out}");
+    let (ok, out) = common::kubectl_run(&server, "1.33", &["run", "audited", "--image=busybox"]);
+    assert!(ok, "{out}");
+    let (ok, out) = common::kubectl_run(&server, "1.33", &["get", "pods", "--as", "jane"]);
+    assert!(!ok && out.contains("forbidden"), "{out}");
     let (_, meta) = curl(&server, &[], "/api/v1/secrets");
     assert!(meta.starts_with("401 "), "{meta}");
     let events: Vec<serde_json::Value> = common::eventually(10, "the events are written", || {
@@ -607,32 +641,74 @@ fn the_audit_log_records_who_did_what() {
             .collect();
         events
             .iter()
-            .any(|e| e["user"]["username"] == "system:anonymous")
+            .any(|e| e["requestURI"] == "/api/v1/secrets")
             .then_some(events)
     });
+    assert!(
+        events.iter().all(|e| e["stage"] != "RequestReceived"),
+        "omitted stage"
+    );
+    assert!(
+        !events
+            .iter()
+            .any(|e| e["objectRef"]["apiGroup"] == "coordination.k8s.io"),
+        "level None"
+    );
     assert!(
         events
             .iter()
             .any(|e| e["user"]["username"] == "system:admin"
+                && e["level"] == "Metadata"
+                && e["stage"] == "ResponseComplete"
                 && e["verb"] == "list"
                 && e["objectRef"]["resource"] == "pods"
                 && e["objectRef"]["namespace"] == "kube-system"
                 && e["responseStatus"]["code"] == 200
-                && e["sourceIPs"][0] == "127.0.0.1"),
+                && e["sourceIPs"][0] == "127.0.0.1"
+                && e.get("requestObject").is_none()),
         "{events:#?}"
+    );
+    let created = events
+        .iter()
+        .find(|e| e["verb"] == "create" && e["objectRef"]["name"] == "audited")
+        .expect("the configmap's creation");
+    assert_eq!(created["level"], "RequestResponse");
+    assert_eq!(created["requestObject"]["data"]["k"], "v");
+    assert_eq!(created["responseObject"]["metadata"]["name"], "audited");
+    assert!(
+        created["responseObject"]["metadata"]
+            .get("managedFields")
+            .is_none()
     );
     assert!(
         events
             .iter()
-            .any(|e| e["user"]["username"] == "system:anonymous"
-                && e["requestURI"] == "/api/v1/secrets"
-                && e["responseStatus"]["code"] == 401),
+            .any(|e| e["user"]["username"] == "system:admin"
+                && e["impersonatedUser"]["username"] == "jane"
+                && e["responseStatus"]["code"] == 403
+                && e["responseStatus"]["reason"] == "Forbidden"),
         "{events:#?}"
     );
+    // Pod Security says which policy decided the pod
+    assert!(
+        events.iter().any(|e| e["verb"] == "create"
+            && e["objectRef"]["resource"] == "pods"
+            && e["annotations"]["pod-security.kubernetes.io/enforce-policy"]
+                == "privileged:latest"),
+        "{events:#?}"
+    );
+    // a failed authentication: once, at ResponseStarted, nobody as the user
+    let refused: Vec<_> = events
+        .iter()
+        .filter(|e| e["requestURI"] == "/api/v1/secrets")
+        .collect();
+    assert_eq!(refused.len(), 1, "{refused:#?}");
+    assert_eq!(refused[0]["stage"], "ResponseStarted");
+    assert_eq!(refused[0]["user"], serde_json::json!({}));
+    assert_eq!(refused[0]["responseStatus"]["code"], 401);
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(
         std::fs::metadata(&log).unwrap().permissions().mode() & 0o777,
         0o600
     );
-    let _ = std::fs::remove_file(&log);
 }

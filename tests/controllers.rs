@@ -1782,7 +1782,7 @@ fn leadership_flaps_leave_no_informer_or_task_behind() {
                 "kube-system",
                 "patch",
                 "lease",
-                "skua-controller-manager",
+                "kube-controller-manager",
                 "--type=merge",
                 "-p",
                 &patch.to_string(),

@@ -7,24 +7,8 @@
 
 mod common;
 
-use common::{SkuaServer, eventually, kubectl, kubectl_run};
-use std::path::{Path, PathBuf};
-
-/// A kubeconfig that authenticates with `token` only (no client certificate).
-fn token_kubeconfig(server: &SkuaServer, name: &str, token: &str) -> PathBuf {
-    let path = server.dir.path().join(format!("{name}.kubeconfig"));
-    let ca = server.server_ca();
-    std::fs::write(
-        &path,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: https://127.0.0.1:{}\n    certificate-authority: {}\nusers:\n- name: u\n  user:\n    token: {token}\ncontexts:\n- name: x\n  context: {{cluster: c, user: u}}\ncurrent-context: x\n",
-            server.port,
-            ca.display()
-        ),
-    )
-    .unwrap();
-    path
-}
+use common::{SkuaServer, eventually, kubectl, kubectl_run, token_kubeconfig};
+use std::path::Path;
 
 fn run_as(kubeconfig: &Path, version: &str, args: &[&str]) -> (bool, String) {
     let out = std::process::Command::new(kubectl(version))
@@ -320,4 +304,373 @@ fn a_service_account_gets_what_its_bindings_grant_and_cannot_grant_itself_more()
         let (ok, out) = ci("1.33", &["get", "pods", "-n", "team"]);
         (!ok && out.contains("forbidden")).then_some(())
     });
+}
+
+/// An unauthenticated request (curl with the CA only): status code and body.
+fn anonymous(server: &SkuaServer, path: &str, token: Option<&str>) -> (u16, String) {
+    let mut cmd = std::process::Command::new("curl");
+    cmd.args(["-sS", "--cacert"])
+        .arg(server.server_ca())
+        .args(["-w", "\n%{http_code}"]);
+    if let Some(t) = token {
+        cmd.args(["-H", &format!("Authorization: Bearer {t}")]);
+    }
+    let out = cmd
+        .arg(format!("https://127.0.0.1:{}{path}", server.port))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+#[test]
+fn impersonation_anonymous_requests_and_rules_reviews_follow_upstream() {
+    let server = SkuaServer::start_with_config("anonymous-auth: true\n");
+    let admin = |args: &[&str]| {
+        let (ok, out) = kubectl_run(&server, "1.33", args);
+        assert!(ok, "{args:?}: {out}");
+        out
+    };
+    admin(&["create", "namespace", "team"]);
+    admin(&["create", "serviceaccount", "ci", "-n", "team"]);
+    let token = admin(&["create", "token", "ci", "-n", "team"]);
+    let kc = token_kubeconfig(&server, "team-ci", token.trim());
+    let ci = |version: &str, args: &[&str]| run_as(&kc, version, args);
+
+    // impersonating needs the impersonate verb on that very user
+    // (--raw: a refused impersonation also fails kubectl's discovery, which then
+    // reports only "unknown")
+    let pods = "/api/v1/namespaces/team/pods";
+    for version in ["1.27", "1.33"] {
+        let (ok, out) = ci(version, &["get", "--raw", pods, "--as", "alice"]);
+        assert!(
+            !ok && out.contains(r#"users "alice" is forbidden: User "system:serviceaccount:team:ci" cannot impersonate resource "users" in API group "" at the cluster scope"#),
+            "{version}: {out}"
+        );
+    }
+    admin(&[
+        "create",
+        "clusterrole",
+        "impersonate-alice",
+        "--verb=impersonate",
+        "--resource=users",
+        "--resource-name=alice",
+    ]);
+    admin(&[
+        "create",
+        "clusterrolebinding",
+        "ci-impersonates",
+        "--clusterrole=impersonate-alice",
+        "--serviceaccount=team:ci",
+    ]);
+    let whoami = eventually(10, "the impersonation grant", || {
+        let (ok, out) = ci("1.33", &["auth", "whoami", "--as", "alice"]);
+        ok.then_some(out)
+    });
+    assert!(
+        whoami.contains("alice") && whoami.contains("[system:authenticated]"),
+        "{whoami}"
+    );
+    // as alice, the request has alice's rights (none), not the account's
+    let (ok, out) = ci("1.27", &["get", "pods", "-n", "team", "--as", "alice"]);
+    assert!(
+        !ok && out.contains(r#"User "alice" cannot list resource "pods""#),
+        "{out}"
+    );
+    // another user or a group each need their own grant
+    let (ok, out) = ci("1.33", &["get", "pods", "--as", "bob"]);
+    assert!(!ok && out.contains(r#"users "bob" is forbidden"#), "{out}");
+    let (ok, out) = ci(
+        "1.33",
+        &[
+            "get",
+            "pods",
+            "--as",
+            "alice",
+            "--as-group",
+            "system:masters",
+        ],
+    );
+    assert!(
+        !ok && out.contains(r#"groups "system:masters" is forbidden: User "system:serviceaccount:team:ci" cannot impersonate resource "groups""#),
+        "{out}"
+    );
+    // the administrator sees the impersonated user and groups
+    let out = admin(&["auth", "whoami", "--as", "jane", "--as-group", "devs"]);
+    assert!(
+        out.contains("jane") && out.contains("[devs system:authenticated]"),
+        "{out}"
+    );
+
+    // a namespace administrator (the aggregated admin role, bound in one namespace)
+    admin(&[
+        "create",
+        "rolebinding",
+        "team-admin",
+        "--clusterrole=admin",
+        "--user=alice",
+        "-n",
+        "team",
+    ]);
+    let as_alice = |version: &str, args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--as", "alice"]);
+        kubectl_run(&server, version, &all)
+    };
+    eventually(10, "admin to be aggregated and bound", || {
+        as_alice(
+            "1.33",
+            &[
+                "create",
+                "deployment",
+                "web",
+                "--image=busybox",
+                "-n",
+                "team",
+            ],
+        )
+        .0
+        .then_some(())
+    });
+    for version in ["1.27", "1.33"] {
+        assert!(
+            as_alice(
+                version,
+                &["get", "secrets,deployments,rolebindings", "-n", "team"]
+            )
+            .0
+        );
+        let (ok, out) = as_alice(version, &["get", "deployments", "-n", "default"]);
+        assert!(!ok && out.contains(r#"User "alice" cannot list resource "deployments" in API group "apps" in the namespace "default""#), "{out}");
+        let (ok, out) = as_alice(version, &["get", "nodes"]);
+        assert!(!ok && out.contains("forbidden"), "{out}");
+    }
+    // it may hand out what it holds (edit), not more (cluster-admin)
+    assert!(
+        as_alice(
+            "1.33",
+            &[
+                "create",
+                "rolebinding",
+                "bob-edits",
+                "--clusterrole=edit",
+                "--user=bob",
+                "-n",
+                "team"
+            ]
+        )
+        .0
+    );
+    let (ok, out) = as_alice(
+        "1.33",
+        &[
+            "create",
+            "rolebinding",
+            "grab",
+            "--clusterrole=cluster-admin",
+            "--user=alice",
+            "-n",
+            "team",
+        ],
+    );
+    assert!(
+        !ok && out.contains("is attempting to grant RBAC permissions not currently held"),
+        "{out}"
+    );
+    // can-i, one question and the whole list
+    let (ok, out) = as_alice("1.27", &["auth", "can-i", "delete", "pods", "-n", "team"]);
+    assert!(ok && out.trim() == "yes", "{out}");
+    let (ok, out) = as_alice(
+        "1.33",
+        &["auth", "can-i", "delete", "pods", "-n", "default"],
+    );
+    assert!(!ok && out.trim() == "no", "{out}");
+    for version in ["1.27", "1.33"] {
+        let (ok, out) = as_alice(version, &["auth", "can-i", "--list", "-n", "team"]);
+        assert!(ok, "{out}");
+        let header = out.lines().next().unwrap_or("");
+        assert!(
+            header.contains("Resources")
+                && header.contains("Non-Resource URLs")
+                && header.contains("Verbs"),
+            "{out}"
+        );
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with("deployments.apps ") && l.contains("create")),
+            "{out}"
+        );
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with("selfsubjectaccessreviews.authorization.k8s.io")),
+            "{out}"
+        );
+    }
+    let (ok, out) = ci("1.33", &["auth", "can-i", "--list", "-n", "default"]);
+    assert!(ok && !out.contains("deployments"), "{out}");
+
+    // anonymous: health and version through system:public-info-viewer, nothing else
+    let (code, body) = anonymous(&server, "/version", None);
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(anonymous(&server, "/readyz", None).0, 200);
+    let (code, body) = anonymous(&server, "/api/v1/pods", None);
+    assert_eq!(code, 403, "{body}");
+    let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        status["message"],
+        r#"pods is forbidden: User "system:anonymous" cannot list resource "pods" in API group "" at the cluster scope"#
+    );
+    let (code, body) = anonymous(&server, "/apis", None);
+    assert_eq!(code, 403, "{body}");
+    assert!(
+        body.contains(r#"forbidden: User \"system:anonymous\" cannot get path \"/apis\""#),
+        "{body}"
+    );
+    // a bad credential is never taken for anonymous
+    let (code, body) = anonymous(&server, "/version", Some("not-a-token"));
+    assert_eq!(code, 401, "{body}");
+    assert!(body.contains(r#""reason":"Unauthorized""#), "{body}");
+}
+
+#[test]
+fn the_default_policy_is_reconciled_at_start_and_anonymous_is_off_by_default() {
+    let mut server = SkuaServer::start();
+    let admin = |server: &SkuaServer, args: &[&str]| {
+        let (ok, out) = kubectl_run(server, "1.33", args);
+        assert!(ok, "{args:?}: {out}");
+        out
+    };
+    // k3s' default: no credentials, no answer (even for the version)
+    for path in ["/version", "/readyz", "/api"] {
+        let (code, body) = anonymous(&server, path, None);
+        assert_eq!(code, 401, "{path}: {body}");
+    }
+    // upstream's roles, annotated for reconciliation, and aggregated
+    let view: serde_json::Value = eventually(10, "view to be aggregated", || {
+        let out = admin(&server, &["get", "clusterrole", "view", "-o", "json"]);
+        let view: serde_json::Value = serde_json::from_str(&out).unwrap();
+        view["rules"]
+            .as_array()
+            .is_some_and(|r| r.len() > 5)
+            .then_some(view)
+    });
+    assert_eq!(
+        view["metadata"]["annotations"]["rbac.authorization.kubernetes.io/autoupdate"],
+        "true"
+    );
+    let out = admin(&server, &["get", "clusterrolebindings"]);
+    for name in [
+        "cluster-admin",
+        "system:basic-user",
+        "system:public-info-viewer",
+        "system:skua-controller",
+    ] {
+        assert!(
+            out.lines().any(|l| l.starts_with(&format!("{name} "))),
+            "{name}: {out}"
+        );
+    }
+    // a deleted default comes back; one marked autoupdate=false is left as it is
+    admin(&server, &["delete", "clusterrole", "system:discovery"]);
+    admin(
+        &server,
+        &[
+            "annotate",
+            "clusterrole",
+            "system:monitoring",
+            "rbac.authorization.kubernetes.io/autoupdate=false",
+            "--overwrite",
+        ],
+    );
+    admin(
+        &server,
+        &[
+            "patch",
+            "clusterrole",
+            "system:monitoring",
+            "--type=json",
+            "-p",
+            r#"[{"op": "replace", "path": "/rules", "value": [{"verbs": ["get"], "nonResourceURLs": ["/metrics"]}]}]"#,
+        ],
+    );
+    admin(
+        &server,
+        &["label", "clusterrole", "system:basic-user", "team=mine"],
+    );
+    server.restart();
+    let out = admin(
+        &server,
+        &["get", "clusterrole", "system:discovery", "-o", "json"],
+    );
+    assert!(out.contains("/apis/*"), "{out}");
+    let out = admin(
+        &server,
+        &["get", "clusterrole", "system:monitoring", "-o", "json"],
+    );
+    let monitoring: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        monitoring["rules"].as_array().map(Vec::len),
+        Some(1),
+        "{out}"
+    );
+    let out = admin(
+        &server,
+        &["get", "clusterrole", "system:basic-user", "--show-labels"],
+    );
+    assert!(out.contains("team=mine"), "a user's label stays: {out}");
+
+    // kubectl auth reconcile: creates, then adds what is missing, idempotently
+    let file = server.dir.path().join("rbac.yaml");
+    let write = |verbs: &str| {
+        std::fs::write(
+            &file,
+            format!("apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {{name: reader, namespace: default}}\nrules:\n- apiGroups: ['']\n  resources: [pods]\n  verbs: [{verbs}]\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {{name: reader, namespace: default}}\nroleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: reader}}\nsubjects:\n- {{kind: User, name: carol, apiGroup: rbac.authorization.k8s.io}}\n"),
+        )
+        .unwrap();
+    };
+    write("get");
+    for version in ["1.27", "1.33"] {
+        let out = admin(
+            &server,
+            &["auth", "reconcile", "-f", file.to_str().unwrap()],
+        );
+        assert!(
+            out.contains("role.rbac.authorization.k8s.io/reader reconciled"),
+            "{version}: {out}"
+        );
+        assert!(
+            out.contains("rolebinding.rbac.authorization.k8s.io/reader reconciled"),
+            "{out}"
+        );
+    }
+    write("get, list");
+    admin(
+        &server,
+        &["auth", "reconcile", "-f", file.to_str().unwrap()],
+    );
+    let out = admin(&server, &["get", "role", "reader", "-o", "json"]);
+    assert!(out.contains("\"list\""), "{out}");
+    write("watch");
+    admin(
+        &server,
+        &[
+            "auth",
+            "reconcile",
+            "--remove-extra-permissions",
+            "-f",
+            file.to_str().unwrap(),
+        ],
+    );
+    let out = admin(&server, &["get", "role", "reader", "-o", "json"]);
+    assert!(
+        out.contains("\"watch\"") && !out.contains("\"list\""),
+        "{out}"
+    );
+    let (ok, out) = kubectl_run(
+        &server,
+        "1.27",
+        &["auth", "can-i", "watch", "pods", "--as", "carol"],
+    );
+    assert!(ok && out.trim() == "yes", "{out}");
 }

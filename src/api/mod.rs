@@ -1,6 +1,7 @@
 //! Pure Kubernetes API knowledge, no I/O: which resources exist and how they are
 //! named and scoped, object metadata rules, label and field selectors, patches.
 
+pub(crate) mod audit_policy;
 pub(crate) mod civil;
 pub(crate) mod convert;
 pub(crate) mod cron;
@@ -12,6 +13,7 @@ pub(crate) mod merge_keys;
 pub mod meta;
 pub(crate) mod patch;
 pub(crate) mod pod_refs;
+pub(crate) mod pod_security;
 pub(crate) mod printers;
 pub(crate) mod quantity;
 pub(crate) mod quota;

@@ -1,19 +1,25 @@
 //! Who is calling (authentication) and may they (authorization).
 //!
-//! The authorizer is a seam: today `system:masters` may do everything, a node
+//! The authorizer chain: `system:masters` may do everything, a node
 //! (`system:node:<name>` in `system:nodes`) what upstream's Node authorizer and
-//! `system:node` role let a kubelet do, and everybody else is refused with upstream's
-//! message; RBAC plugs in behind the same trait.
+//! `system:node` role let a kubelet do, everybody else what RBAC grants; a refusal
+//! carries upstream's message.
 
 use super::request_info::RequestInfo;
 use super::status::ApiStatus;
 use crate::pki::x509;
 
 /// An authenticated (or anonymous) user, as Kubernetes' `user.Info`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct UserInfo {
+    /// The user's name (`system:serviceaccount:<ns>:<name>` for a service account).
     pub name: String,
+    /// The groups it is in (`system:authenticated` for everyone with credentials).
     pub groups: Vec<String>,
+    /// Its unique id, when its authenticator (or an impersonation) says.
+    pub uid: String,
+    /// Further facts its authenticator (or an impersonation) attaches.
+    pub extra: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 impl UserInfo {
@@ -21,6 +27,7 @@ impl UserInfo {
         UserInfo {
             name: "system:anonymous".into(),
             groups: vec!["system:unauthenticated".into()],
+            ..Default::default()
         }
     }
 
@@ -30,6 +37,7 @@ impl UserInfo {
         UserInfo {
             name: "system:apiserver".into(),
             groups: vec!["system:masters".into(), "system:authenticated".into()],
+            ..Default::default()
         }
     }
 
@@ -47,7 +55,11 @@ impl UserInfo {
             .filter(|n| !n.is_empty())?;
         let mut groups = subject.organizations;
         groups.push("system:authenticated".into());
-        Some(UserInfo { name, groups })
+        Some(UserInfo {
+            name,
+            groups,
+            ..Default::default()
+        })
     }
 }
 
@@ -137,73 +149,29 @@ fn selects_node(selector: Option<&str>, node: &str) -> bool {
     })
 }
 
-pub use crate::api::users::AGENT_CONTROLLER_USER;
+/// What is decided before RBAC: members of `system:masters` may do everything (the
+/// short cut upstream's authorizer chain starts with), nodes what kubelets need (the
+/// Node authorizer). Everything else is RBAC's to grant.
+pub struct MastersAndNodes;
 
-/// What [`AGENT_CONTROLLER_USER`] may do: read nodes, namespaces, pods and
-/// NetworkPolicies, as k3s' `system:k3s-controller` ClusterRole.
-fn agent_controller_may(r: &RequestInfo) -> bool {
-    matches!(r.verb.as_str(), "get" | "list" | "watch")
-        && r.subresource.is_none()
-        && matches!(
-            (r.group.as_str(), r.resource.as_str()),
-            ("", "nodes" | "namespaces" | "pods") | ("networking.k8s.io", "networkpolicies")
-        )
-}
-
-/// Members of `system:masters` may do everything, nodes what kubelets need; nobody
-/// else may do anything yet.
-pub struct MastersOnly;
-
-impl Authorizer for MastersOnly {
+impl Authorizer for MastersAndNodes {
     fn authorize(&self, user: &UserInfo, request: &RequestInfo) -> Decision {
         if user.groups.iter().any(|g| g == "system:masters") {
             return Decision::Allow;
         }
-        if let Some(node) = node_of(user) {
-            if request.is_resource_request && node_may(node, request) {
-                return Decision::Allow;
-            }
-        }
-        if user.name == AGENT_CONTROLLER_USER
-            && request.is_resource_request
-            && agent_controller_may(request)
-        {
-            return Decision::Allow;
-        }
-        // upstream's system:discovery and system:public-info-viewer roles, bound to
-        // every authenticated user
-        let discovery = !request.is_resource_request
-            && request.verb == "get"
-            && (request.path == "/api"
-                || request.path == "/apis"
-                || request.path.starts_with("/api/")
-                || request.path.starts_with("/apis/")
-                || request.path.starts_with("/openapi/")
-                || request.path == "/version");
-        // upstream's system:basic-user: anyone may ask who they are and what they may do
-        let about_self = request.is_resource_request
-            && request.verb == "create"
-            && matches!(
-                (request.group.as_str(), request.resource.as_str()),
-                ("authentication.k8s.io", "selfsubjectreviews")
-                    | (
-                        "authorization.k8s.io",
-                        "selfsubjectaccessreviews" | "selfsubjectrulesreviews"
-                    )
-            );
-        if (discovery || about_self) && user.groups.iter().any(|g| g == "system:authenticated") {
-            Decision::Allow
-        } else {
-            Decision::Deny
+        match node_of(user) {
+            Some(node) if request.is_resource_request && node_may(node, request) => Decision::Allow,
+            _ => Decision::Deny,
         }
     }
 }
 
 /// The authorizer chain, as upstream's `--authorization-mode=Node,RBAC` behind the
-/// `system:masters` short cut: what a node or skua's fixed identities may do, then what
-/// the caller's RBAC bindings grant (from the in-memory index: no datastore read).
+/// `system:masters` short cut: what a node may do, then what the caller's RBAC
+/// bindings grant (from the in-memory index: no datastore read), the default policy's
+/// included (discovery, health and version, asking about oneself, skua's agents).
 pub fn authorize(rbac: &super::rbac::Rbac, caller: &UserInfo, info: &RequestInfo) -> bool {
-    if MastersOnly.authorize(caller, info) == Decision::Allow {
+    if MastersAndNodes.authorize(caller, info) == Decision::Allow {
         return true;
     }
     let request = crate::api::rbac::Request {
@@ -285,9 +253,11 @@ mod tests {
         let node = UserInfo {
             name: "system:node:n1".into(),
             groups: vec!["system:nodes".into(), "system:authenticated".into()],
+            ..Default::default()
         };
         let may = |method: Method, path: &str| {
-            MastersOnly.authorize(&node, &RequestInfo::parse(&method, path, "")) == Decision::Allow
+            MastersAndNodes.authorize(&node, &RequestInfo::parse(&method, path, ""))
+                == Decision::Allow
         };
         assert!(may(Method::GET, "/api/v1/nodes"));
         assert!(may(Method::POST, "/api/v1/nodes"));
@@ -313,7 +283,7 @@ mod tests {
             "watch=1&fieldSelector=spec.nodeName%3Dn1",
         );
         assert_eq!(watch.verb, "watch");
-        assert_eq!(MastersOnly.authorize(&node, &watch), Decision::Allow);
+        assert_eq!(MastersAndNodes.authorize(&node, &watch), Decision::Allow);
         for query in [
             "watch=1",
             "fieldSelector=spec.nodeName%3Dn2",
@@ -322,37 +292,24 @@ mod tests {
             "fieldSelector=metadata.name%3Dn1",
         ] {
             let r = RequestInfo::parse(&Method::GET, "/api/v1/pods", query);
-            assert_eq!(MastersOnly.authorize(&node, &r), Decision::Deny, "{query}");
+            assert_eq!(
+                MastersAndNodes.authorize(&node, &r),
+                Decision::Deny,
+                "{query}"
+            );
         }
         let r = RequestInfo::parse(
             &Method::GET,
             "/api/v1/pods",
             "fieldSelector=status.phase%3DRunning,spec.nodeName%3D%3Dn1",
         );
-        assert_eq!(MastersOnly.authorize(&node, &r), Decision::Allow);
+        assert_eq!(MastersAndNodes.authorize(&node, &r), Decision::Allow);
         // nothing cluster-wide beyond its pods' needs: no namespaces, no policies
         assert!(!may(Method::GET, "/api/v1/namespaces"));
         assert!(!may(
             Method::GET,
             "/apis/networking.k8s.io/v1/networkpolicies"
         ));
-        let controller = UserInfo {
-            name: AGENT_CONTROLLER_USER.into(),
-            groups: vec!["system:authenticated".into()],
-        };
-        let ctl = |method: Method, path: &str| {
-            MastersOnly.authorize(&controller, &RequestInfo::parse(&method, path, ""))
-                == Decision::Allow
-        };
-        assert!(ctl(Method::GET, "/api/v1/pods"));
-        assert!(ctl(Method::GET, "/api/v1/namespaces"));
-        assert!(ctl(
-            Method::GET,
-            "/apis/networking.k8s.io/v1/networkpolicies"
-        ));
-        assert!(!ctl(Method::DELETE, "/api/v1/namespaces/default/pods/x"));
-        assert!(!ctl(Method::GET, "/api/v1/namespaces/default/secrets/x"));
-        assert!(!ctl(Method::GET, "/api/v1/namespaces/default/pods/x/log"));
         assert!(may(
             Method::PATCH,
             "/api/v1/namespaces/default/pods/web/status"
@@ -365,9 +322,10 @@ mod tests {
         let pretender = UserInfo {
             name: "system:node:n1".into(),
             groups: vec!["system:authenticated".into()],
+            ..Default::default()
         };
         let r = RequestInfo::parse(&Method::GET, "/api/v1/nodes", "");
-        assert_eq!(MastersOnly.authorize(&pretender, &r), Decision::Deny);
+        assert_eq!(MastersAndNodes.authorize(&pretender, &r), Decision::Deny);
     }
 
     #[test]
@@ -375,6 +333,7 @@ mod tests {
         let bob = UserInfo {
             name: "bob".into(),
             groups: vec!["system:authenticated".into()],
+            ..Default::default()
         };
         let r = RequestInfo::parse(&Method::GET, "/api/v1/namespaces/default/pods/web", "");
         assert_eq!(
@@ -408,11 +367,12 @@ mod tests {
             forbidden_message(&bob, &r),
             "forbidden: User \"bob\" cannot get path \"/metrics\""
         );
-        assert_eq!(MastersOnly.authorize(&bob, &r), Decision::Deny);
+        assert_eq!(MastersAndNodes.authorize(&bob, &r), Decision::Deny);
         let admin = UserInfo {
             name: "system:admin".into(),
             groups: vec!["system:masters".into()],
+            ..Default::default()
         };
-        assert_eq!(MastersOnly.authorize(&admin, &r), Decision::Allow);
+        assert_eq!(MastersAndNodes.authorize(&admin, &r), Decision::Allow);
     }
 }

@@ -13,12 +13,27 @@ pub trait View: Send + Sync {
     /// One object, named by its key after the prefix (`<ns>/<name>` or `<name>`);
     /// `None` when it was deleted (or cannot be read).
     fn apply(&self, tail: &str, object: Option<&Value>);
+    /// Everything at once (a list): a view that answers requests overrides this to
+    /// swap under one lock, so nobody sees it half filled.
+    fn replace(&self, objects: Vec<(String, Option<Value>)>) {
+        self.reset();
+        for (tail, obj) in &objects {
+            self.apply(tail, obj.as_ref());
+        }
+    }
 }
 
-/// Keeps `view` equal to the objects under `prefix` until the store shuts down.
-pub async fn follow(store: &dyn Store, prefix: &str, what: &str, view: &dyn View) {
+/// Keeps `view` equal to the objects under `prefix` until the store shuts down;
+/// `synced` hears once when the first list is in the view.
+pub async fn follow(
+    store: &dyn Store,
+    prefix: &str,
+    what: &str,
+    view: &dyn View,
+    mut synced: Option<tokio::sync::mpsc::Sender<()>>,
+) {
     loop {
-        match list_then_watch(store, prefix, view).await {
+        match list_then_watch(store, prefix, view, &mut synced).await {
             Ok(()) => return, // the store shut down
             Err(e) => {
                 tracing::debug!(error = %e, what, "relisting");
@@ -32,13 +47,24 @@ async fn list_then_watch(
     store: &dyn Store,
     prefix: &str,
     view: &dyn View,
+    synced: &mut Option<tokio::sync::mpsc::Sender<()>>,
 ) -> Result<(), StoreError> {
     let listed = store.list(prefix, ListOptions::default()).await?;
     let tail = |k: &str| k.strip_prefix(prefix).unwrap_or(k).to_string();
-    view.reset();
-    for kv in &listed.kvs {
-        let obj = serde_json::from_slice::<Value>(&kv.value).ok();
-        view.apply(&tail(&kv.key), obj.as_ref());
+    view.replace(
+        listed
+            .kvs
+            .iter()
+            .map(|kv| {
+                (
+                    tail(&kv.key),
+                    serde_json::from_slice::<Value>(&kv.value).ok(),
+                )
+            })
+            .collect(),
+    );
+    if let Some(tx) = synced.take() {
+        let _ = tx.send(()).await;
     }
     let mut watch = store.watch(prefix, listed.revision).await?;
     while let Some(msg) = watch.next().await {

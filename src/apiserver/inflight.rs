@@ -96,10 +96,12 @@ mod tests {
         let bob = crate::apiserver::auth::UserInfo {
             name: "bob".into(),
             groups: vec!["system:authenticated".into()],
+            ..Default::default()
         };
         let admin = crate::apiserver::auth::UserInfo {
             name: "admin".into(),
             groups: vec!["system:masters".into()],
+            ..Default::default()
         };
         let get = RequestInfo::parse(&Method::GET, "/api/v1/pods", "");
         let post = RequestInfo::parse(&Method::POST, "/api/v1/namespaces/a/pods", "");

@@ -8,6 +8,7 @@ pub(crate) mod auth;
 pub(crate) mod body;
 mod discovery;
 mod follow;
+pub(crate) mod impersonation;
 pub(crate) mod inflight;
 pub(crate) mod join;
 pub(crate) mod metrics;
@@ -197,6 +198,7 @@ pub async fn serve(
         ctx.store.clone(),
         ctx.node_graph.clone(),
     ));
+    // requests wait for its first fill (routes.rs)
     let rbac = tokio::spawn(rbac::follow(ctx.store.clone(), ctx.rbac.clone()));
     let shutdown = async move {
         shutdown.await;

@@ -202,7 +202,14 @@ async fn follow_one(store: Arc<dyn Store>, graph: Arc<NodeGraph>, which: Followe
         Followed::Claims => &registry::PERSISTENTVOLUMECLAIMS,
     };
     let view = Part(&graph, which);
-    super::follow::follow(&*store, &prefix(res, None), "node authorizer graph", &view).await;
+    super::follow::follow(
+        &*store,
+        &prefix(res, None),
+        "node authorizer graph",
+        &view,
+        None,
+    )
+    .await;
 }
 
 fn forbidden(user: &UserInfo, info: &RequestInfo, reason: &str) -> ApiStatus {

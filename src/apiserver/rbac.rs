@@ -224,9 +224,33 @@ impl Index {
 #[derive(Default)]
 pub struct Rbac {
     index: RwLock<Index>,
+    /// Set once every kind's first list is in.
+    ready: std::sync::atomic::AtomicBool,
+    filled: tokio::sync::Notify,
 }
 
 impl Rbac {
+    /// Waits until the index holds every role and binding (at most `limit`), so no
+    /// request is refused for want of a binding not read yet.
+    pub async fn filled(&self, limit: std::time::Duration) {
+        use std::sync::atomic::Ordering;
+        let deadline = tokio::time::Instant::now() + limit;
+        while !self.ready.load(Ordering::Acquire) {
+            let notified = self.filled.notified();
+            if self.ready.load(Ordering::Acquire) {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    fn set_filled(&self) {
+        self.ready.store(true, std::sync::atomic::Ordering::Release);
+        self.filled.notify_waiters();
+    }
+
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Index> {
         // every change under the lock is a whole insert or removal
         self.index.read().unwrap_or_else(|e| e.into_inner())
@@ -286,14 +310,24 @@ impl Rbac {
     }
 }
 
-/// Keeps `rbac` current with the datastore until the store shuts down.
+/// Keeps `rbac` current with the datastore until the store shuts down; it is filled
+/// ([`Rbac::filled`]) once every kind's first list is in.
 pub async fn follow(store: Arc<dyn Store>, rbac: Arc<Rbac>) {
     let [a, b, c, d] = Kind::ALL;
+    let (synced, mut listed) = tokio::sync::mpsc::channel(4);
+    let filled = rbac.clone();
+    let all_in = async move {
+        for _ in 0..4 {
+            listed.recv().await;
+        }
+        filled.set_filled();
+    };
     tokio::join!(
-        follow_one(store.clone(), rbac.clone(), a),
-        follow_one(store.clone(), rbac.clone(), b),
-        follow_one(store.clone(), rbac.clone(), c),
-        follow_one(store, rbac, d),
+        all_in,
+        follow_one(store.clone(), rbac.clone(), a, synced.clone()),
+        follow_one(store.clone(), rbac.clone(), b, synced.clone()),
+        follow_one(store.clone(), rbac.clone(), c, synced.clone()),
+        follow_one(store, rbac, d, synced),
     );
 }
 
@@ -308,12 +342,25 @@ impl crate::apiserver::follow::View for Part<'_> {
     fn apply(&self, tail: &str, object: Option<&Value>) {
         self.0.write().apply(self.1, tail, object);
     }
+
+    fn replace(&self, objects: Vec<(String, Option<Value>)>) {
+        let mut index = self.0.write();
+        index.reset(self.1);
+        for (tail, obj) in &objects {
+            index.apply(self.1, tail, obj.as_ref());
+        }
+    }
 }
 
-async fn follow_one(store: Arc<dyn Store>, rbac: Arc<Rbac>, kind: Kind) {
+async fn follow_one(
+    store: Arc<dyn Store>,
+    rbac: Arc<Rbac>,
+    kind: Kind,
+    synced: tokio::sync::mpsc::Sender<()>,
+) {
     let view = Part(&rbac, kind);
     let prefix = prefix(kind.resource(), None);
-    crate::apiserver::follow::follow(&*store, &prefix, "RBAC index", &view).await;
+    crate::apiserver::follow::follow(&*store, &prefix, "RBAC index", &view, Some(synced)).await;
 }
 
 #[cfg(test)]
@@ -402,5 +449,131 @@ mod tests {
             "subjects": [{"kind": "User", "name": "carol"}]}),
         );
         assert!(!rbac.allows(&carol, "team", &get("deployments", "apps")));
+    }
+
+    fn url(path: &str) -> Request<'_> {
+        Request {
+            verb: "get",
+            resource_request: false,
+            group: "",
+            resource: "",
+            subresource: "",
+            name: "",
+            path,
+        }
+    }
+
+    fn verb<'a>(verb: &'a str, resource: &'a str, group: &'a str) -> Request<'a> {
+        Request {
+            verb,
+            ..get(resource, group)
+        }
+    }
+
+    /// The default policy with admin, edit and view aggregated, as the server holds it.
+    fn defaults() -> Rbac {
+        use crate::api::rbac::reconcile::{aggregate, policy};
+        let mut objects = policy().expect("the policy");
+        // aggregate until nothing changes (view, then edit, then admin)
+        loop {
+            let roles: Vec<Value> = objects
+                .iter()
+                .filter(|o| o["kind"] == "ClusterRole")
+                .cloned()
+                .collect();
+            let mut changed = false;
+            for o in objects.iter_mut().filter(|o| o["kind"] == "ClusterRole") {
+                if let Some(rules) = aggregate(o, &roles) {
+                    o["rules"] = Value::Array(rules);
+                    changed = true;
+                }
+            }
+            if !changed {
+                break;
+            }
+        }
+        let rbac = Rbac::default();
+        for o in &objects {
+            rbac.insert(o);
+        }
+        rbac
+    }
+
+    #[test]
+    fn the_default_policy_grants_what_upstream_grants() {
+        let rbac = defaults();
+        let authenticated = ["system:authenticated".to_string()];
+        let unauthenticated = ["system:unauthenticated".to_string()];
+        let alice = Caller {
+            name: "alice",
+            groups: &authenticated,
+        };
+        let anonymous = Caller {
+            name: "system:anonymous",
+            groups: &unauthenticated,
+        };
+        for path in [
+            "/api",
+            "/apis/apps/v1",
+            "/openapi/v2",
+            "/version",
+            "/healthz",
+        ] {
+            assert!(rbac.allows(&alice, "", &url(path)), "{path}");
+        }
+        for path in ["/version", "/healthz", "/livez", "/readyz"] {
+            assert!(rbac.allows(&anonymous, "", &url(path)), "{path}");
+        }
+        assert!(!rbac.allows(&anonymous, "", &url("/api")));
+        assert!(!rbac.allows(&alice, "", &url("/metrics")));
+        let ask = |r| verb("create", r, "authorization.k8s.io");
+        assert!(rbac.allows(&alice, "", &ask("selfsubjectaccessreviews")));
+        assert!(rbac.allows(&alice, "", &ask("selfsubjectrulesreviews")));
+        assert!(!rbac.allows(&anonymous, "", &ask("selfsubjectaccessreviews")));
+        assert!(!rbac.allows(&alice, "default", &verb("list", "pods", "")));
+
+        // skua's agents read what the overlay and network policies need, no more
+        let agent = Caller {
+            name: crate::api::users::AGENT_CONTROLLER_USER,
+            groups: &authenticated,
+        };
+        assert!(rbac.allows(&agent, "", &verb("list", "pods", "")));
+        assert!(rbac.allows(&agent, "", &verb("watch", "namespaces", "")));
+        assert!(rbac.allows(
+            &agent,
+            "",
+            &verb("list", "networkpolicies", "networking.k8s.io")
+        ));
+        assert!(!rbac.allows(&agent, "default", &verb("delete", "pods", "")));
+        assert!(!rbac.allows(&agent, "default", &get("secrets", "")));
+
+        // a namespace admin (admin aggregated from edit and view): everything usual in
+        // its namespace, secrets included, nothing outside; view reads no secrets
+        rbac.insert(
+            &json!({"kind": "RoleBinding", "metadata": {"name": "a", "namespace": "team"},
+            "roleRef": {"kind": "ClusterRole", "name": "admin"},
+            "subjects": [{"kind": "User", "name": "alice"}]}),
+        );
+        rbac.insert(
+            &json!({"kind": "RoleBinding", "metadata": {"name": "v", "namespace": "team"},
+            "roleRef": {"kind": "ClusterRole", "name": "view"},
+            "subjects": [{"kind": "User", "name": "victor"}]}),
+        );
+        assert!(rbac.allows(&alice, "team", &verb("create", "deployments", "apps")));
+        assert!(rbac.allows(
+            &alice,
+            "team",
+            &verb("create", "rolebindings", "rbac.authorization.k8s.io")
+        ));
+        assert!(rbac.allows(&alice, "team", &get("secrets", "")));
+        assert!(!rbac.allows(&alice, "other", &verb("create", "deployments", "apps")));
+        assert!(!rbac.allows(&alice, "", &verb("list", "nodes", "")));
+        let victor = Caller {
+            name: "victor",
+            groups: &authenticated,
+        };
+        assert!(rbac.allows(&victor, "team", &verb("list", "deployments", "apps")));
+        assert!(!rbac.allows(&victor, "team", &get("secrets", "")));
+        assert!(!rbac.allows(&victor, "team", &verb("delete", "pods", "")));
     }
 }

@@ -1,5 +1,5 @@
-//! Request routing: health and version for anyone; discovery for authenticated users;
-//! resources through the authorizer.
+//! Request routing: authentication, impersonation, the authorizer chain, then health,
+//! version, discovery and resources.
 
 use super::auth::UserInfo;
 use super::request_info::RequestInfo;
@@ -16,6 +16,9 @@ fn not_found() -> Response<Body> {
 /// How much of an unauthenticated request's body is read before the 401, so the
 /// client gets the answer rather than a reset connection; the rest is never read.
 const ANONYMOUS_DRAIN_BYTES: usize = 64 * 1024;
+
+/// How long a request waits for the RBAC index's first fill.
+const RBAC_FILL_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// How long a request's body may take to arrive.
 const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
@@ -37,46 +40,56 @@ where
         req.uri().query().unwrap_or(""),
     );
     // 1. what anyone may ask: no body is read, nothing is recorded
-    if let Some(resp) = public(&req, &caller, &ctx).await {
+    if let Some(resp) = public(&req, &ctx).await {
         return Ok(resp);
     }
-    let audit = ctx.audit.as_ref().map(|_| AuditFacts::of(&req));
-    let record = |user: &UserInfo, code: StatusCode| {
-        if let (Some(log), Some(f)) = (&ctx.audit, &audit) {
-            log.record(&super::audit::Record {
-                user,
-                info: &info,
-                method: &f.method,
-                uri: &f.uri,
-                source: f.source,
-                user_agent: &f.user_agent,
-                code: code.as_u16(),
-                received,
-            });
-        }
+    let audit = Audit {
+        ctx: &ctx,
+        facts: ctx.audit.as_ref().map(|_| AuditFacts::of(&req)),
+        info: &info,
+        received,
     };
+    let none = std::collections::BTreeMap::new();
     // 2. who is calling, before any of the body is read
     let caller = match authenticate(&ctx, caller, req.headers()).await {
         Ok(caller) => caller,
         Err(resp) => {
-            record(&UserInfo::anonymous(), resp.status());
+            let resp = audit.record(None, None, *resp, &none, None).await;
             // a client that sends slowly gets its answer anyway after a moment
             let _ = tokio::time::timeout(
                 std::time::Duration::from_secs(5),
                 super::body::drain(req.into_body(), ANONYMOUS_DRAIN_BYTES),
             )
             .await;
-            return Ok(*resp);
+            return Ok(resp);
         }
     };
     let audited = caller.clone();
+    // 2b. whom it acts as: itself, or whom it may impersonate (upstream's filter); the
+    //     headers go, so nothing further (a proxied request) sees them
+    // no request is decided before RBAC holds every role and binding (an
+    // administrator's need not wait); a store that cannot list them is waited for only
+    // so long
+    if !caller.groups.iter().any(|g| g == "system:masters") {
+        ctx.rbac.filled(RBAC_FILL_WAIT).await;
+    }
+    let mut req = req;
+    let impersonated = match super::impersonation::impersonate(&ctx.rbac, &caller, req.headers()) {
+        Ok(as_) => as_,
+        Err(status) => {
+            let resp = audit.record(Some(&audited), None, status.response(), &none, None);
+            return Ok(resp.await);
+        }
+    };
+    super::impersonation::strip(req.headers_mut());
+    let caller = impersonated.clone().unwrap_or(caller);
     // 3. at most --max-requests-inflight / --max-mutating-requests-inflight at once
     //    (long-running requests aside), as upstream: 429 with Retry-After beyond
     let _slot = match ctx.inflight.admit(&info, &audited) {
         Ok(slot) => slot,
         Err(resp) => {
-            record(&audited, resp.status());
-            return Ok(*resp);
+            let resp = audit.record(Some(&audited), impersonated.as_ref(), *resp, &none, None);
+            return Ok(resp.await);
         }
     };
     // 4. the whole body, so no handler can answer with it unread (see body.rs)
@@ -91,16 +104,31 @@ where
                 "the request body was not received in time",
             ))
         });
-    let resp = match collected {
+    let sent = collected.as_ref().ok().cloned();
+    let (resp, notes) = match collected {
         Ok(bytes) => {
             let req = Request::from_parts(parts, http_body_util::Full::new(bytes));
-            serve(req, caller, ctx.clone()).await?
+            // what admission says besides yes or no: warnings, audit annotations
+            let (served, notes) =
+                super::admission::notes::scope(serve(req, caller, ctx.clone())).await;
+            (
+                super::resources::with_warnings(served?, &notes.warnings),
+                notes.annotations,
+            )
         }
-        Err(status) => status.response(),
+        Err(status) => (status.response(), Default::default()),
     };
     // 5. the audit log and metrics, after authentication, with labels only from known
     //    resources and verbs
-    record(&audited, resp.status());
+    let resp = audit
+        .record(
+            Some(&audited),
+            impersonated.as_ref(),
+            resp,
+            &notes,
+            sent.as_ref(),
+        )
+        .await;
     ctx.metrics.request(
         &super::metrics::RequestLabels::of(&info, &ctx.registry),
         resp.status().as_u16(),
@@ -140,22 +168,90 @@ impl AuditFacts {
     }
 }
 
+/// A request's audit: the facts taken before its body was read, and how to record
+/// its outcome at the level the policy gives it.
+struct Audit<'a> {
+    ctx: &'a ApiContext,
+    facts: Option<AuditFacts>,
+    info: &'a RequestInfo,
+    received: std::time::SystemTime,
+}
+
+/// Watches, logs, exec, attach, port forwarding and proxying: their answers stream.
+fn long_running(info: &RequestInfo) -> bool {
+    info.verb == "watch"
+        || matches!(
+            info.subresource.as_deref(),
+            Some("log" | "exec" | "attach" | "portforward" | "proxy")
+        )
+}
+
+impl Audit<'_> {
+    /// Records `resp` (and, when the level asks, the request's and the answer's
+    /// bodies; an error's Status always) and hands it back.
+    async fn record(
+        &self,
+        user: Option<&UserInfo>,
+        impersonated: Option<&UserInfo>,
+        resp: Response<Body>,
+        annotations: &std::collections::BTreeMap<String, String>,
+        sent: Option<&bytes::Bytes>,
+    ) -> Response<Body> {
+        use crate::api::audit_policy::Level;
+        let (Some(log), Some(f)) = (&self.ctx.audit, &self.facts) else {
+            return resp;
+        };
+        let level = log.decide(user, self.info).level;
+        if level == Level::None {
+            return resp;
+        }
+        let long = long_running(self.info);
+        let code = resp.status();
+        let keep = !long && (code.as_u16() >= 400 || level >= Level::RequestResponse);
+        let (resp, response) = if keep {
+            let (parts, body) = resp.into_parts();
+            let bytes = http_body_util::BodyExt::collect(body)
+                .await
+                .map(|c| c.to_bytes())
+                .unwrap_or_else(|never| match never {});
+            let value = serde_json::from_slice::<serde_json::Value>(&bytes).ok();
+            let body = http_body_util::BodyExt::boxed(http_body_util::Full::new(bytes));
+            (Response::from_parts(parts, body), value)
+        } else {
+            (resp, None)
+        };
+        let request = sent
+            .filter(|_| level >= Level::Request)
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok());
+        log.record(&super::audit::Record {
+            user,
+            impersonated,
+            annotations,
+            info: self.info,
+            method: &f.method,
+            uri: &f.uri,
+            source: f.source,
+            user_agent: &f.user_agent,
+            code: code.as_u16(),
+            response: response.as_ref(),
+            request: request.as_ref(),
+            long_running: long,
+            received: self.received,
+        });
+        resp
+    }
+}
+
 /// Answers what needs no authentication: the join endpoints (which check the join
-/// secret themselves), `/cacerts` and `/ping`; health and version too when
-/// `--anonymous-auth` is on (k3s turns it off, so they need credentials there).
-async fn public<B>(
-    req: &Request<B>,
-    caller: &UserInfo,
-    ctx: &ApiContext,
-) -> Option<Response<Body>> {
+/// secret themselves), `/cacerts` and `/ping` (k3s' own). Health and version are
+/// RBAC's to grant (`system:public-info-viewer`, bound to anonymous callers too).
+async fn public<B>(req: &Request<B>, ctx: &ApiContext) -> Option<Response<Body>> {
     if !matches!(*req.method(), Method::GET | Method::HEAD) {
         return None;
     }
-    let open = ctx.anonymous_auth || !caller.is_anonymous();
     let headers = req.headers();
     match req.uri().path() {
         "/ping" => Some(text(StatusCode::OK, "pong")),
-        path if open && health_or_version(path).is_some() => health_or_version(path),
         // joining agents: the CA for anyone; certificates for the join secret
         "/cacerts" => ctx.join.as_ref().map(super::join::cacerts),
         "/v1-skua/client-ca.crt" => Some(super::join::client_ca(ctx, headers)),
@@ -172,7 +268,8 @@ async fn public<B>(
 }
 
 /// The caller: its client certificate's user, else its bearer token's service
-/// account; anybody else is refused with 401 (a failed token is logged).
+/// account; without credentials `system:anonymous` when `--anonymous-auth` is on (k3s
+/// and skua turn it off); a failed token, or no credentials with it off, is a 401.
 async fn authenticate(
     ctx: &ApiContext,
     caller: UserInfo,
@@ -194,6 +291,9 @@ async fn authenticate(
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
     let Some(token) = bearer else {
+        if ctx.anonymous_auth {
+            return Ok(caller);
+        }
         ctx.metrics.authentication("error");
         return Err(unauthorized());
     };
@@ -222,29 +322,10 @@ where
     let path = req.uri().path().to_string();
     let read = matches!(*req.method(), Method::GET | Method::HEAD);
     let info = RequestInfo::parse(req.method(), &path, req.uri().query().unwrap_or(""));
-    // upstream's system:public-info-viewer: every authenticated user
-    if let Some(resp) = health_or_version(&path).filter(|_| read) {
-        return Ok(resp);
-    }
-    // upstream's impersonation filter acts as the named user or refuses; skua cannot
-    // act as another user yet, so it refuses: running `kubectl --as=jane` as the real
-    // (usually admin) caller would turn a test of fewer rights into more
-    if let Some(h) = req
-        .headers()
-        .keys()
-        .find(|k| k.as_str().starts_with("impersonate-"))
-    {
-        return Ok(failure(
-            StatusCode::FORBIDDEN,
-            "Forbidden",
-            &format!(
-                "impersonation is not supported by this skua server yet (header {h}): the request was refused rather than run as {:?}",
-                caller.name
-            ),
-        ));
-    }
     if !super::auth::authorize(&ctx.rbac, &caller, &info) {
-        return Ok(super::auth::forbidden(&caller, &info, None).response());
+        let status = super::auth::forbidden(&caller, &info, None);
+        tracing::debug!(user = %caller.name, message = %status.message, "forbidden");
+        return Ok(status.response());
     }
     if let Some(node) = super::auth::node_of(&caller) {
         if let Err(status) = super::node_authz::authorize(&ctx, &caller, node, &info).await {
@@ -258,6 +339,9 @@ where
                 "MethodNotAllowed",
                 "the server does not allow this method on the requested resource",
             ));
+        }
+        if let Some(resp) = health_or_version(&path) {
+            return Ok(resp);
         }
         let accept = req
             .headers()

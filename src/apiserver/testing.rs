@@ -13,12 +13,15 @@ use serde_json::Value;
 use std::sync::Arc;
 
 /// An API server over a memory store bootstrapped as the server's is (namespaces,
-/// system priority classes) with the built-in admission chain.
+/// system priority classes, the default RBAC policy) with the built-in admission chain.
 pub async fn context() -> Arc<ApiContext> {
     let store: Arc<dyn crate::store::Store> = Arc::new(MemoryStore::new());
     super::resources::bootstrap(&*store)
         .await
         .expect("the bootstrap objects");
+    super::resources::bootstrap_rbac(&*store)
+        .await
+        .expect("the default RBAC policy");
     let key = rcgen::KeyPair::generate().expect("a P-256 key");
     let service_cidr = "10.43.0.0/16".parse().expect("a network");
     let node_ports = crate::config::PortRange {
@@ -42,7 +45,7 @@ pub async fn context() -> Arc<ApiContext> {
         service_ranges: super::resources::allocate::ServiceRanges::new(service_cidr, node_ports)
             .expect("service ranges"),
         watch_cache: super::watchcache::WatchCaches::new(store, true),
-        admission: super::admission::Chain::with_rbac(rbac),
+        admission: super::admission::Chain::server(rbac, Default::default()),
         kubelet_tls: Default::default(),
         registry: Default::default(),
     })
@@ -72,6 +75,7 @@ pub async fn call(
     let admin = UserInfo {
         name: "admin".into(),
         groups: vec!["system:masters".into(), "system:authenticated".into()],
+        ..Default::default()
     };
     let resp = super::routes::handle(req, admin, ctx.clone())
         .await

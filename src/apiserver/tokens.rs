@@ -56,6 +56,7 @@ impl TokenClaims {
                 format!("system:serviceaccounts:{}", self.namespace),
                 "system:authenticated".into(),
             ],
+            ..Default::default()
         }
     }
 }

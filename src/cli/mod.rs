@@ -180,16 +180,30 @@ pub struct ServerArgs {
     /// A file holding `--agent-token`.
     #[arg(long, env = "SKUA_AGENT_TOKEN_FILE")]
     pub agent_token_file: Option<std::path::PathBuf>,
-    /// Record every request in this file, as audit.k8s.io/v1 Events at the Metadata
-    /// level, one JSON line each (kube-apiserver's flag; CIS 1.2.16). Off when unset.
+    /// Record requests in this file (`-`: standard output) as audit.k8s.io/v1 Events,
+    /// one JSON line each, as `--audit-policy-file` says (kube-apiserver's flag; CIS
+    /// 1.2.16). Without a policy nothing is recorded, as upstream.
     #[arg(long, env = "SKUA_AUDIT_LOG_PATH")]
     pub audit_log_path: Option<std::path::PathBuf>,
-    /// Rotate the audit log at this many MiB (0: never).
+    /// Rotate the audit log at this many MiB (0: upstream's 100).
     #[arg(long, default_value_t = 100)]
     pub audit_log_maxsize: u64,
-    /// Rotated audit logs kept.
+    /// Rotated audit logs kept (0: all).
     #[arg(long, default_value_t = 10)]
     pub audit_log_maxbackup: usize,
+    /// Rotated audit logs older than this many days are deleted (0: kept for any age).
+    #[arg(long, default_value_t = 0)]
+    pub audit_log_maxage: u64,
+    /// Which requests the audit log records and how much of each: an audit.k8s.io/v1
+    /// Policy (kube-apiserver's flag; CIS 1.2.16, k3s' hardening guide).
+    #[arg(long, env = "SKUA_AUDIT_POLICY_FILE")]
+    pub audit_policy_file: Option<std::path::PathBuf>,
+    /// Pod Security admission's cluster defaults and exemptions: an
+    /// AdmissionConfiguration with a PodSecurity plugin entry (as k3s' hardening guide
+    /// and RKE2 write it) or a bare PodSecurityConfiguration. Without it every
+    /// namespace without labels is privileged.
+    #[arg(long, env = "SKUA_POD_SECURITY_ADMISSION_CONFIG_FILE")]
+    pub pod_security_admission_config_file: Option<std::path::PathBuf>,
     /// Whether `/healthz`, `/livez`, `/readyz` and `/version` answer clients without
     /// credentials (upstream's kube-apiserver flag; k3s and the CIS benchmark turn it
     /// off, and so does skua). `/ping` and `/cacerts` are always open.
@@ -535,12 +549,27 @@ impl TryFrom<ServerArgs> for ServerConfig {
             event_ttl: a.event_ttl,
             service_account_max_token_expiration: a.service_account_max_token_expiration,
             anonymous_auth: a.anonymous_auth,
+            pod_security: match &a.pod_security_admission_config_file {
+                Some(file) => pod_security_config(file)?,
+                None => Default::default(),
+            },
             watch_cache: a.watch_cache,
-            audit: a.audit_log_path.map(|path| apiserver::audit::AuditConfig {
-                path,
-                max_size_mib: a.audit_log_maxsize,
-                max_backups: a.audit_log_maxbackup,
-            }),
+            audit: match (a.audit_log_path, &a.audit_policy_file) {
+                (Some(path), Some(policy)) => Some(apiserver::audit::AuditConfig {
+                    path,
+                    max_size_mib: a.audit_log_maxsize,
+                    max_backups: a.audit_log_maxbackup,
+                    max_age_days: a.audit_log_maxage,
+                    policy: audit_policy(policy)?,
+                }),
+                (Some(_), None) => {
+                    tracing::warn!(
+                        "no audit policy file provided (--audit-policy-file): no events will be recorded"
+                    );
+                    None
+                }
+                (None, _) => None,
+            },
             max_requests_inflight: a.max_requests_inflight,
             max_mutating_requests_inflight: a.max_mutating_requests_inflight,
             terminated_pod_gc_threshold: a.terminated_pod_gc_threshold,
@@ -562,4 +591,32 @@ impl TryFrom<ServerArgs> for ServerConfig {
             debug: a.common.debug,
         })
     }
+}
+
+/// Reads `--pod-security-admission-config-file` (and a file its
+/// AdmissionConfiguration names, relative to it).
+fn pod_security_config(
+    file: &std::path::Path,
+) -> anyhow::Result<crate::api::pod_security::config::PodSecurityConfig> {
+    use crate::api::pod_security::config::{ConfigError, parse};
+    let read = |p: &std::path::Path| {
+        std::fs::read_to_string(p).map_err(|e| ConfigError::Kind(format!("{}: {e}", p.display())))
+    };
+    let dir = file.parent().unwrap_or(std::path::Path::new("."));
+    let text =
+        read(file).map_err(|e| anyhow::anyhow!("--pod-security-admission-config-file {e}"))?;
+    parse(&text, &|p| read(&dir.join(p))).map_err(|e| {
+        anyhow::anyhow!(
+            "--pod-security-admission-config-file {}: {e}",
+            file.display()
+        )
+    })
+}
+
+/// Reads `--audit-policy-file`.
+fn audit_policy(file: &std::path::Path) -> anyhow::Result<crate::api::audit_policy::Policy> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| anyhow::anyhow!("--audit-policy-file {}: {e}", file.display()))?;
+    crate::api::audit_policy::Policy::parse(&text)
+        .map_err(|e| anyhow::anyhow!("--audit-policy-file {}: {e}", file.display()))
 }

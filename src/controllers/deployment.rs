@@ -599,12 +599,11 @@ async fn sync(
     if let Some(n) = new_ref {
         let rev = revision(n).to_string();
         if d["metadata"]["annotations"][REVISION] != json!(rev) {
-            cx.client
-                .patch(
-                    &dpath,
-                    &json!({"metadata": {"annotations": {REVISION: rev}}}),
-                )
-                .await?;
+            // an update, not a patch: upstream's deployment-controller role grants
+            // update on deployments, and a stale copy is a conflict to retry
+            let mut next = (*d).clone();
+            next["metadata"]["annotations"][REVISION] = json!(rev);
+            cx.client.update(&dpath, &next).await?;
             return Ok(Some(Duration::from_millis(10)));
         }
     }

@@ -3,6 +3,9 @@
 //! them all ready), with each Service port resolved against the pod (named target
 //! ports included). Services without a selector keep whatever Endpoints users write;
 //! a deleted Service's Endpoints and slices go with it.
+//!
+//! Endpoints are written as upstream's endpoint-controller, slices as its
+//! endpointslice-controller (each its own service account and role).
 
 use super::Context;
 use super::replicaset::ready;
@@ -15,7 +18,9 @@ use std::sync::Arc;
 const SERVICE_NAME: &str = "kubernetes.io/service-name";
 const MANAGED_BY: &str = "endpointslice.kubernetes.io/managed-by";
 
-pub async fn run(cx: Arc<Context>) {
+/// `cx` writes Endpoints (upstream's endpoint-controller), `slicer` EndpointSlices
+/// (its endpointslice-controller): two identities, as upstream's two controllers.
+pub async fn run(cx: Arc<Context>, slicer: Arc<Context>) {
     let services = cx.informer(&crate::api::registry::SERVICES);
     let pods = cx.informer(&crate::api::registry::PODS);
     let endpoints = cx.informer(&crate::api::registry::ENDPOINTS);
@@ -26,7 +31,7 @@ pub async fn run(cx: Arc<Context>) {
     }
     loop {
         for svc in services.list(None) {
-            if let Err(e) = sync(&cx, &svc, &pods, &endpoints, &slices).await {
+            if let Err(e) = sync(&cx, &slicer, &svc, &pods, &endpoints, &slices).await {
                 tracing::debug!(service = %crate::client::watch::key_of(&svc), error = %e, "endpoints sync failed");
             }
         }
@@ -57,7 +62,7 @@ pub async fn run(cx: Arc<Context>) {
                     Some(ns),
                     s["metadata"]["name"].as_str().unwrap_or(""),
                 );
-                let _ = cx.client.delete(&path, &json!({})).await;
+                let _ = slicer.client.delete(&path, &json!({})).await;
             }
         }
         super::next_pass(&mut a, &mut b).await;
@@ -88,6 +93,7 @@ fn resolve(port: &Value, pod: &Value) -> Option<i64> {
 
 async fn sync(
     cx: &Context,
+    slicer: &Context,
     svc: &Value,
     pods: &crate::runtime::informer::Informer,
     endpoints: &crate::runtime::informer::Informer,
@@ -256,7 +262,8 @@ async fn sync(
                 "endpoints": slice_endpoints,
                 "ports": slice_ports,
             });
-            cx.client
+            slicer
+                .client
                 .create(
                     &format!("/apis/discovery.k8s.io/v1/namespaces/{ns}/endpointslices"),
                     &slice,
@@ -275,7 +282,7 @@ async fn sync(
                     Some(&ns),
                     cur["metadata"]["name"].as_str().unwrap_or(""),
                 );
-                cx.client.update(&path, &next).await?;
+                slicer.client.update(&path, &next).await?;
             }
         }
     }

@@ -4,6 +4,7 @@
 //! identity, so validation and field tracking apply), and converges again after a
 //! restart at any point. They run only while this server holds the controller lease.
 
+pub mod clusterrole_aggregation;
 pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
@@ -52,28 +53,40 @@ pub struct Settings {
 /// A loop the assembly adds to each term (the scheduler), sharing its informers.
 pub type Loop = fn(Arc<Context>) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
-/// Starts the control loops (and `others`) under leader election, calling the API
-/// through `client`; they stop when the returned task is aborted.
+/// A client acting as the named identity: a user when the name is one of upstream's
+/// component users (`system:kube-controller-manager`, `system:kube-scheduler`), else
+/// the service account of that name in `kube-system` (as kube-controller-manager's
+/// `--use-service-account-credentials`, which k3s sets).
+pub type Identity = Arc<dyn Fn(&str) -> ApiClient + Send + Sync>;
+
+/// The user the controller manager itself acts as (leader election, the informers).
+pub const CONTROLLER_MANAGER: &str = "system:kube-controller-manager";
+
+/// Starts the control loops (and `others`, each with the identity it names) under
+/// leader election; each loop writes as its own identity, the informers list and
+/// watch as the controller manager. They stop when the returned task is aborted.
 ///
 /// `instance` names this server stably across restarts (its data directory), so a
 /// server restarted after a crash takes its own lease back at once instead of waiting
 /// for it to expire.
 pub fn start(
-    client: ApiClient,
+    identity: Identity,
     instance: &str,
     settings: Settings,
-    others: Vec<Loop>,
+    others: Vec<(&'static str, Loop)>,
 ) -> tokio::task::JoinHandle<()> {
     let digest = ring::digest::digest(&ring::digest::SHA256, instance.as_bytes());
     let id: String = digest.as_ref()[..6]
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
-    let identity = format!("{}_{id}", hostname());
+    let holder = format!("{}_{id}", hostname());
+    let client = identity(CONTROLLER_MANAGER);
     tokio::spawn(async move {
         let election = crate::runtime::leader::Election {
-            name: "skua-controller-manager".into(),
-            identity,
+            // upstream's lease, which system:kube-controller-manager may hold
+            name: "kube-controller-manager".into(),
+            identity: holder,
             duration_secs: 15,
         };
         loop {
@@ -81,45 +94,82 @@ pub fn start(
             // one context per term: dropped with this task, or stopped at its end
             let cx = Context::new(client.clone());
             let _term = Term(cx.clone());
-            let loops = &cx;
-            loops.spawn(namespace::run(cx.clone()));
-            loops.spawn(replicaset::run(cx.clone(), &registry::REPLICASETS));
-            loops.spawn(replicaset::run(
-                cx.clone(),
-                &registry::REPLICATIONCONTROLLERS,
-            ));
-            loops.spawn(deployment::run(cx.clone()));
-            loops.spawn(gc::run(cx.clone()));
-            for other in &others {
-                loops.spawn(other(cx.clone()));
-            }
-            loops.spawn(serviceaccount::run(cx.clone(), settings.root_ca.clone()));
-            loops.spawn(job::run(cx.clone()));
-            loops.spawn(resourcequota::run(cx.clone()));
-            loops.spawn(disruption::run(cx.clone()));
-            loops.spawn(daemonset::run(cx.clone()));
-            loops.spawn(endpoints::run(cx.clone()));
-            if settings.servicelb {
-                loops.spawn(servicelb::run(cx.clone()));
-            }
-            loops.spawn(statefulset::run(cx.clone()));
-            loops.spawn(cronjob::run(cx.clone(), settings.cronjob_clock_skew));
-            loops.spawn(nodelifecycle::run(
-                cx.clone(),
-                settings.node_monitor_grace_period,
-            ));
-            loops.spawn(podgc::run(
-                cx.clone(),
-                settings.node_monitor_grace_period,
-                settings.terminated_pod_gc_threshold,
-            ));
-            loops.spawn(nodeipam::run(cx.clone(), settings.cluster_cidr));
-            loops.spawn(events::expire(client.clone(), settings.event_ttl));
+            let as_ = |name: &str| cx.acting_as(identity(name));
+            spawn_loops(&cx, &as_, &settings, &others);
             election.keep(&client).await;
             cx.stop();
         }
     })
 }
+
+/// One term's loops, each under upstream's identity for it.
+fn spawn_loops(
+    cx: &Arc<Context>,
+    as_: &dyn Fn(&str) -> Arc<Context>,
+    settings: &Settings,
+    others: &[(&'static str, Loop)],
+) {
+    cx.spawn(namespace::run(
+        as_("namespace-controller"),
+        as_("generic-garbage-collector"),
+    ));
+    cx.spawn(replicaset::run(
+        as_("replicaset-controller"),
+        &registry::REPLICASETS,
+    ));
+    cx.spawn(replicaset::run(
+        as_("replication-controller"),
+        &registry::REPLICATIONCONTROLLERS,
+    ));
+    cx.spawn(deployment::run(as_("deployment-controller")));
+    cx.spawn(clusterrole_aggregation::run(as_(
+        "clusterrole-aggregation-controller",
+    )));
+    cx.spawn(gc::run(as_("generic-garbage-collector")));
+    for (name, other) in others {
+        cx.spawn(other(as_(name)));
+    }
+    cx.spawn(serviceaccount::run(
+        as_("service-account-controller"),
+        as_("root-ca-cert-publisher"),
+        settings.root_ca.clone(),
+    ));
+    cx.spawn(job::run(as_("job-controller")));
+    cx.spawn(resourcequota::run(as_("resourcequota-controller")));
+    cx.spawn(disruption::run(as_("disruption-controller")));
+    cx.spawn(daemonset::run(as_("daemon-set-controller")));
+    cx.spawn(endpoints::run(
+        as_("endpoint-controller"),
+        as_("endpointslice-controller"),
+    ));
+    if settings.servicelb {
+        cx.spawn(servicelb::run(as_(servicelb::IDENTITY)));
+    }
+    cx.spawn(statefulset::run(as_("statefulset-controller")));
+    cx.spawn(cronjob::run(
+        as_("cronjob-controller"),
+        settings.cronjob_clock_skew,
+    ));
+    cx.spawn(nodelifecycle::run(
+        as_("node-controller"),
+        settings.node_monitor_grace_period,
+    ));
+    cx.spawn(podgc::run(
+        as_("pod-garbage-collector"),
+        settings.node_monitor_grace_period,
+        settings.terminated_pod_gc_threshold,
+    ));
+    cx.spawn(nodeipam::run(as_("node-controller"), settings.cluster_cidr));
+    // events expire as upstream's storage TTL has them: the API server's own doing
+    cx.spawn(events::expire(
+        as_(EVENT_TTL).client.clone(),
+        settings.event_ttl,
+    ));
+}
+
+/// Who deletes expired events: the API server itself (upstream's events expire in
+/// storage, which no authorizer sees).
+pub const EVENT_TTL: &str = "system:apiserver";
 
 /// Stops a term's context when the control-loop task ends, however it ends (its tasks
 /// hold the context, so dropping it alone would not).

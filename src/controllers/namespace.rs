@@ -19,13 +19,15 @@ use std::time::Duration;
 
 /// Runs for the term: a pass whenever a namespace changes, and every second while some
 /// namespace is still waiting for content to go. Everything goes through the API, as
-/// any client's deletions do (authorization, admission, metrics, managed fields).
-pub async fn run(cx: Arc<Context>) {
+/// any client's deletions do (authorization, admission, metrics, managed fields):
+/// as upstream's namespace-controller (`cx`), and, for the namespace's own
+/// `orphan`/`foregroundDeletion` finalizers, as its garbage collector (`collector`).
+pub async fn run(cx: Arc<Context>, collector: Arc<Context>) {
     let namespaces = cx.informer(&crate::api::registry::NAMESPACES);
     let mut changes = namespaces.subscribe();
     namespaces.synced().await;
     loop {
-        let pending = match pass(&cx.client, &namespaces).await {
+        let pending = match pass(&cx.client, &collector.client, &namespaces).await {
             Ok(p) => p,
             Err(e) => {
                 tracing::warn!(error = %e, "namespace controller pass failed; retrying");
@@ -46,14 +48,18 @@ pub async fn run(cx: Arc<Context>) {
 }
 
 /// One pass over all namespaces being deleted; true if some still wait.
-async fn pass(client: &ApiClient, namespaces: &Informer) -> Result<bool, ClientError> {
+async fn pass(
+    client: &ApiClient,
+    collector: &ApiClient,
+    namespaces: &Informer,
+) -> Result<bool, ClientError> {
     let mut pending = false;
     for ns in namespaces.list(None) {
         if ns.pointer("/metadata/deletionTimestamp").is_none() {
             continue;
         }
         let name = ns["metadata"]["name"].as_str().unwrap_or_default();
-        pending |= !finish(client, &ns, name).await?;
+        pending |= !finish(client, collector, &ns, name).await?;
     }
     Ok(pending)
 }
@@ -61,7 +67,12 @@ async fn pass(client: &ApiClient, namespaces: &Informer) -> Result<bool, ClientE
 /// Deletes what is left in namespace `ns` (upstream's namespaced-resources deleter:
 /// a deletecollection per resource, then a list of what remains); true once the
 /// namespace is gone or released.
-async fn finish(client: &ApiClient, current: &Value, ns: &str) -> Result<bool, ClientError> {
+async fn finish(
+    client: &ApiClient,
+    collector: &ApiClient,
+    current: &Value,
+    ns: &str,
+) -> Result<bool, ClientError> {
     let mut remaining: BTreeMap<String, usize> = BTreeMap::new();
     let mut finalizers: BTreeMap<String, usize> = BTreeMap::new();
     let items = |list: &Value| list["items"].as_array().cloned().unwrap_or_default();
@@ -104,8 +115,10 @@ async fn finish(client: &ApiClient, current: &Value, ns: &str) -> Result<bool, C
         &now_rfc3339(),
     );
     if current.pointer("/status/conditions") != Some(&conditions) {
-        let patch = json!({"status": {"conditions": conditions}});
-        match client.patch(&format!("{path}/status"), &patch).await {
+        // an update of the status (what upstream's role grants), not a patch
+        let mut next = current.clone();
+        next["status"]["conditions"] = conditions;
+        match client.update(&format!("{path}/status"), &next).await {
             Err(e) if gone(&e) => return Ok(true),
             other => {
                 other?;
@@ -130,7 +143,7 @@ async fn finish(client: &ApiClient, current: &Value, ns: &str) -> Result<bool, C
         .and_then(Value::as_array)
         .is_some_and(|h| h.len() != kept.len())
     {
-        match client
+        match collector
             .patch(&path, &json!({"metadata": {"finalizers": kept}}))
             .await
         {

@@ -40,7 +40,9 @@ async fn publish_root_ca(cx: &Context, ns: &str, current: Option<&serde_json::Va
     }
 }
 
-pub async fn run(cx: Arc<Context>, root_ca: String) {
+/// `cx` creates the accounts (upstream's service-account-controller), `publisher`
+/// the ConfigMaps (its root-ca-cert-publisher).
+pub async fn run(cx: Arc<Context>, publisher: Arc<Context>, root_ca: String) {
     let namespaces = cx.informer(&crate::api::registry::NAMESPACES);
     let accounts = cx.informer(&crate::api::registry::SERVICEACCOUNTS);
     // only the published ConfigMaps, not every ConfigMap of the cluster
@@ -61,7 +63,7 @@ pub async fn run(cx: Arc<Context>, root_ca: String) {
             }
             if !root_ca.is_empty() {
                 let current = configmaps.get(&format!("{name}/{ROOT_CA}"));
-                publish_root_ca(&cx, name, current.as_deref(), &root_ca).await;
+                publish_root_ca(&publisher, name, current.as_deref(), &root_ca).await;
             }
             if accounts.get(&format!("{name}/default")).is_some() {
                 continue;

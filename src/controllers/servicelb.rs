@@ -13,6 +13,10 @@ use serde_json::{Value, json};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
+/// Whom ServiceLB acts as: upstream's service (load balancer) controller, whose
+/// role grants exactly what it does (read services and nodes, write service status).
+pub const IDENTITY: &str = "service-controller";
+
 /// The node label that narrows ServiceLB to some nodes (k3s' name, skua's domain).
 pub const ENABLE_LABEL: &str = "svccontroller.skua.io/enablelb";
 

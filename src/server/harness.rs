@@ -24,6 +24,14 @@ impl Harness {
     pub async fn new() -> Harness {
         let ctx = crate::apiserver::testing::context().await;
         let client = InProcess::client(ctx, "system:kube-controller-manager", "harness");
+        // what the service account controller would have made: pods need an account
+        client
+            .create(
+                "/api/v1/namespaces/default/serviceaccounts",
+                &json!({"metadata": {"name": "default"}}),
+            )
+            .await
+            .expect("the default service account");
         Harness {
             cx: Context::new(client.clone()),
             client,

@@ -24,6 +24,33 @@ impl InProcess {
         let user = UserInfo {
             name: user.to_string(),
             groups: vec!["system:masters".into(), "system:authenticated".into()],
+            ..Default::default()
+        };
+        ApiClient::new(Arc::new(InProcess { ctx, user }), agent)
+    }
+
+    /// A client acting as one of upstream's control-plane identities, authorized by
+    /// RBAC like any other: the component users `system:kube-controller-manager` and
+    /// `system:kube-scheduler`, the API server itself (`system:apiserver`), or else
+    /// the `kube-system` service account `name` (a controller's own).
+    pub fn acting_as(ctx: Arc<ApiContext>, name: &str, agent: &str) -> ApiClient {
+        let authenticated = "system:authenticated".to_string();
+        let user = match name {
+            "system:apiserver" => UserInfo::apiserver(),
+            "system:kube-controller-manager" | "system:kube-scheduler" => UserInfo {
+                name: name.to_string(),
+                groups: vec![authenticated],
+                ..UserInfo::default()
+            },
+            account => UserInfo {
+                name: format!("system:serviceaccount:kube-system:{account}"),
+                groups: vec![
+                    "system:serviceaccounts".into(),
+                    "system:serviceaccounts:kube-system".into(),
+                    authenticated,
+                ],
+                ..UserInfo::default()
+            },
         };
         ApiClient::new(Arc::new(InProcess { ctx, user }), agent)
     }

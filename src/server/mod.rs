@@ -74,6 +74,8 @@ pub struct ServerConfig {
     /// `--watch-cache`: lists and watches from memory.
     pub watch_cache: bool,
     pub audit: Option<apiserver::audit::AuditConfig>,
+    /// Pod Security defaults and exemptions (`--pod-security-admission-config-file`).
+    pub pod_security: apiserver::admission::pod_security::PodSecurityConfig,
     pub max_requests_inflight: usize,
     pub max_mutating_requests_inflight: usize,
     pub terminated_pod_gc_threshold: usize,
@@ -156,6 +158,9 @@ pub async fn start_api(
     apiserver::resources::bootstrap(&*store)
         .await
         .map_err(|s| ServerError::Bootstrap("the initial namespaces", s.message))?;
+    apiserver::resources::bootstrap_rbac(&*store)
+        .await
+        .map_err(|s| ServerError::Bootstrap("the default RBAC policy", s.message))?;
     let pki = {
         let opts = PkiOptions {
             dir: cfg.data_dir.join("server").join("tls"),
@@ -257,7 +262,7 @@ pub async fn start_api(
             },
         }),
         service_ranges: ranges,
-        admission: apiserver::admission::Chain::with_rbac(rbac),
+        admission: apiserver::admission::Chain::server(rbac, cfg.pod_security.clone()),
         watch_cache: apiserver::watchcache::WatchCaches::new(store.clone(), cfg.watch_cache),
         kubelet_tls: Default::default(),
         registry: Default::default(),
@@ -266,12 +271,11 @@ pub async fn start_api(
         .unwrap_or_else(|_| cfg.data_dir.clone())
         .display()
         .to_string();
+    let identity_ctx = ctx.clone();
     let controllers = crate::controllers::start(
-        InProcess::client(
-            ctx.clone(),
-            "system:kube-controller-manager",
-            "skua-controller-manager",
-        ),
+        Arc::new(move |name: &str| {
+            InProcess::acting_as(identity_ctx.clone(), name, "skua-controller-manager")
+        }),
         &instance,
         crate::controllers::Settings {
             cluster_cidr: cfg.cluster_cidr,
@@ -282,7 +286,9 @@ pub async fn start_api(
             root_ca: pki.server_ca_cert.clone(),
             servicelb: !cfg.disable.servicelb,
         },
-        vec![|cx| Box::pin(crate::scheduler::run(cx))],
+        vec![("system:kube-scheduler", |cx| {
+            Box::pin(crate::scheduler::run(cx))
+        })],
     );
     let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(apiserver::serve(

@@ -396,6 +396,22 @@ pub fn admin_request_as(
     (code, body.to_string())
 }
 
+/// A kubeconfig for `server` that authenticates with `token` only (no client
+/// certificate), as a ServiceAccount's client has.
+pub fn token_kubeconfig(server: &SkuaServer, name: &str, token: &str) -> std::path::PathBuf {
+    let path = server.dir.path().join(format!("{name}.kubeconfig"));
+    std::fs::write(
+        &path,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: https://127.0.0.1:{}\n    certificate-authority: {}\nusers:\n- name: u\n  user:\n    token: {token}\ncontexts:\n- name: x\n  context: {{cluster: c, user: u}}\ncurrent-context: x\n",
+            server.port,
+            server.server_ca().display()
+        ),
+    )
+    .expect("a kubeconfig");
+    path
+}
+
 /// Runs `kubectl.<version>` against `server`; returns success and stdout+stderr.
 pub fn kubectl_run(server: &SkuaServer, version: &str, args: &[&str]) -> (bool, String) {
     let out = server

@@ -2,7 +2,7 @@
 //! label and annotation syntax and size, required fields, the selector/template match
 //! of workloads, and fields that may not change after creation.
 
-mod pod;
+pub(crate) mod pod;
 
 use pod::pod_spec;
 use serde_json::{Map, Value};

@@ -5,12 +5,14 @@
 //! object) through every plugin's validating phase. A plugin sees the operation, the
 //! resource and subresource, the caller, the object and the old object, and refuses
 //! with a `Status`. The built-in plugins run in upstream's order: NamespaceLifecycle,
-//! ServiceAccount, NodeRestriction, Priority, LimitRanger, ResourceQuota. Pod
-//! Security and the admission webhooks plug in here.
+//! ServiceAccount, NodeRestriction, PodSecurity, Priority, LimitRanger, ResourceQuota
+//! (and RBAC's escalation checks). The admission webhooks plug in here.
 
 mod limit_ranger;
 mod namespace_lifecycle;
 pub mod node_restriction;
+pub mod notes;
+pub mod pod_security;
 mod priority;
 mod rbac_escalation;
 mod resource_quota;
@@ -127,10 +129,25 @@ impl Chain {
         }
     }
 
-    /// The built-in plugins and RBAC's escalation prevention over `rbac`: the chain
-    /// the API server runs.
-    pub fn with_rbac(rbac: std::sync::Arc<crate::apiserver::rbac::Rbac>) -> Chain {
+    /// The chain the API server runs: the built-in plugins with PodSecurity (after
+    /// NodeRestriction, as upstream's order has it) over `pod_security`, and RBAC's
+    /// escalation prevention over `rbac`.
+    pub fn server(
+        rbac: std::sync::Arc<crate::apiserver::rbac::Rbac>,
+        pod_security: pod_security::PodSecurityConfig,
+    ) -> Chain {
         let mut chain = Chain::builtin();
+        let at = chain
+            .plugins
+            .iter()
+            .position(|p| p.name() == "NodeRestriction")
+            .map_or(chain.plugins.len(), |i| i + 1);
+        chain.plugins.insert(
+            at,
+            Box::new(pod_security::PodSecurity {
+                config: pod_security,
+            }),
+        );
         chain
             .plugins
             .push(Box::new(rbac_escalation::RbacEscalation { rbac }));

@@ -259,6 +259,7 @@ mod tests {
         UserInfo {
             name: format!("system:node:{name}"),
             groups: vec!["system:nodes".into(), "system:authenticated".into()],
+            ..Default::default()
         }
     }
 
@@ -309,6 +310,7 @@ mod tests {
         let admin = UserInfo {
             name: "admin".into(),
             groups: vec!["system:masters".into()],
+            ..Default::default()
         };
         assert!(on_create(&admin, res("pods"), &json!({"spec": {}})).is_ok());
     }

@@ -36,8 +36,30 @@ impl Plugin for ServiceAccount {
         if mirror {
             return Ok(());
         }
-        service_account(store, ns, pod).await
+        service_account(attrs, store, ns, pod).await
     }
+}
+
+/// The account `name` in `ns`. `default` is looked for again for up to a second and a
+/// half, as upstream's plugin does: its controller makes it with the namespace, a
+/// moment later.
+async fn account(store: &dyn Store, ns: &str, name: &str) -> Result<Option<Value>, ApiStatus> {
+    let attempts = if name == "default" { 10 } else { 1 };
+    for attempt in 0..attempts {
+        if attempt > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+        }
+        let found = store
+            .get(&key(&crate::api::registry::SERVICEACCOUNTS, Some(ns), name))
+            .await
+            .map_err(store_error)?
+            .kv
+            .and_then(|kv| from_store(&kv).ok());
+        if found.is_some() {
+            return Ok(found);
+        }
+    }
+    Ok(None)
 }
 
 /// Where a pod's service account token is mounted.
@@ -47,7 +69,14 @@ pub const SERVICE_ACCOUNT_PATH: &str = "/var/run/secrets/kubernetes.io/serviceac
 /// account, and unless automounting is off (on the pod, else on the account) it gets
 /// the projected `kube-api-access-<random>` volume (a bound token, the cluster CA from
 /// `kube-root-ca.crt`, and the namespace) mounted read-only in every container.
-async fn service_account(store: &dyn Store, ns: &str, pod: &mut Value) -> Result<(), ApiStatus> {
+/// A pod naming an account that does not exist is refused (the account controller
+/// creates `default` with its namespace; until then, too).
+async fn service_account(
+    attrs: &Attributes<'_>,
+    store: &dyn Store,
+    ns: &str,
+    pod: &mut Value,
+) -> Result<(), ApiStatus> {
     let named = ["serviceAccountName", "serviceAccount"]
         .iter()
         .find_map(|k| pod["spec"][*k].as_str().filter(|n| !n.is_empty()))
@@ -55,16 +84,12 @@ async fn service_account(store: &dyn Store, ns: &str, pod: &mut Value) -> Result
         .to_string();
     pod["spec"]["serviceAccountName"] = json!(named);
     pod["spec"]["serviceAccount"] = json!(named);
-    let account = store
-        .get(&key(
-            &crate::api::registry::SERVICEACCOUNTS,
-            Some(ns),
-            &named,
-        ))
-        .await
-        .map_err(store_error)?
-        .kv
-        .and_then(|kv| from_store(&kv).ok());
+    let account = account(store, ns, &named).await?;
+    if account.is_none() {
+        return Err(attrs.forbidden(format!(
+            "error looking up service account {ns}/{named}: serviceaccount {named:?} not found"
+        )));
+    }
     let automount = pod["spec"]["automountServiceAccountToken"]
         .as_bool()
         .or_else(|| {

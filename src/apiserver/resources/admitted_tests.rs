@@ -109,6 +109,7 @@ async fn every_write_verb_passes_the_chain_and_a_refusal_changes_nothing() {
     let alice = UserInfo {
         name: "alice".into(),
         groups: vec!["system:authenticated".into()],
+        ..Default::default()
     };
     let ranges = ranges();
     let w = Writer {

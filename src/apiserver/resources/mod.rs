@@ -3,6 +3,7 @@
 
 pub mod allocate;
 mod bootstrap;
+mod bootstrap_rbac;
 mod create;
 mod delete;
 pub mod kinds;
@@ -13,6 +14,7 @@ pub mod reviews;
 mod unstored;
 pub mod watch;
 pub use bootstrap::{bootstrap, bootstrap_dns_service, bootstrap_kubernetes_service};
+pub use bootstrap_rbac::bootstrap_rbac;
 pub use create::create;
 pub use delete::delete;
 #[cfg(test)]
@@ -86,7 +88,10 @@ impl Render {
 }
 
 /// Adds `Warning` headers (RFC 7234 code 299), as upstream reports unknown fields.
-fn with_warnings(mut resp: http::Response<Body>, warnings: &[String]) -> http::Response<Body> {
+pub(crate) fn with_warnings(
+    mut resp: http::Response<Body>,
+    warnings: &[String],
+) -> http::Response<Body> {
     for w in warnings {
         let text = format!("299 - \"{}\"", w.replace('\\', "\\\\").replace('"', "\\\""));
         if let Ok(v) = http::HeaderValue::from_str(&text) {
@@ -277,6 +282,20 @@ where
             .get(http::header::ACCEPT)
             .and_then(|v| v.to_str().ok())
             .is_some_and(crate::apiserver::protobuf::preferred);
+    // server-side dry run is not implemented yet: refused, never carried out for real
+    let dry_run = req
+        .uri()
+        .query()
+        .map(crate::apiserver::request_info::query_pairs)
+        .into_iter()
+        .flatten()
+        .any(|(k, v)| k == "dryRun" && !v.is_empty());
+    if dry_run && !matches!(info.verb.as_str(), "get" | "list" | "watch") {
+        return ApiStatus::bad_request(
+            "dryRun is not supported by this server yet: the request was refused rather than carried out",
+        )
+        .response();
+    }
     let resp = match dispatch(ctx, info, caller, req).await {
         Ok(resp) => resp,
         Err(status) => status.response(),

@@ -192,7 +192,7 @@ pub fn invalid(
 /// Validation causes (the kind strategy's `validate`) as a 422 in upstream's shape:
 /// one cause is `Kind "name" is invalid: field: message`, several are listed in
 /// brackets.
-pub(super) fn check_values(
+pub(crate) fn check_values(
     res: &Resource,
     name: &str,
     causes: &[crate::api::validation::Cause],

@@ -296,13 +296,76 @@ pub async fn token_review(ctx: &ApiContext, body: &[u8]) -> Result<Value, ApiSta
     }))
 }
 
+/// `POST /apis/authorization.k8s.io/v1/selfsubjectrulesreviews` (`kubectl auth can-i
+/// --list`): every rule the caller holds in `spec.namespace`, from its
+/// ClusterRoleBindings and that namespace's RoleBindings, as upstream's RBAC
+/// `RulesFor` (neither merged nor deduplicated). What the Node authorizer grants a
+/// node it cannot list, so the answer is then marked incomplete, as upstream's.
+pub fn self_subject_rules_review(
+    rbac: &crate::apiserver::rbac::Rbac,
+    caller: &UserInfo,
+    body: &[u8],
+) -> Result<Value, ApiStatus> {
+    let review: Value = serde_json::from_slice(body).map_err(|e| {
+        ApiStatus::bad_request(format!("the SelfSubjectRulesReview is not valid JSON: {e}"))
+    })?;
+    let namespace = review["spec"]["namespace"].as_str().unwrap_or("");
+    if namespace.is_empty() {
+        return Err(ApiStatus::bad_request("no namespace on request"));
+    }
+    let who = crate::apiserver::rbac::Caller {
+        name: &caller.name,
+        groups: &caller.groups,
+    };
+    let (mut resource_rules, mut non_resource_rules) = (Vec::new(), Vec::new());
+    for rule in rbac.rules_for(&who, namespace) {
+        if !rule.resources.is_empty() {
+            let mut r = rule.clone();
+            r.non_resource_urls.clear();
+            resource_rules.push(r.to_json());
+        }
+        if !rule.non_resource_urls.is_empty() {
+            non_resource_rules
+                .push(json!({"verbs": rule.verbs, "nonResourceURLs": rule.non_resource_urls}));
+        }
+    }
+    let mut status = json!({
+        "resourceRules": resource_rules,
+        "nonResourceRules": non_resource_rules,
+        "incomplete": false,
+    });
+    if crate::apiserver::auth::node_of(caller).is_some() {
+        status["incomplete"] = json!(true);
+        status["evaluationError"] = json!("node authorizer does not support user rule resolution");
+    }
+    Ok(json!({
+        "kind": "SelfSubjectRulesReview",
+        "apiVersion": "authorization.k8s.io/v1",
+        "metadata": {"creationTimestamp": null},
+        "spec": {},
+        "status": status,
+    }))
+}
+
+/// A user as `authentication.k8s.io` shows it (empty fields left out).
+fn user_info(u: &UserInfo) -> Value {
+    let mut out = json!({"username": u.name, "groups": u.groups});
+    if !u.uid.is_empty() {
+        out["uid"] = json!(u.uid);
+    }
+    if !u.extra.is_empty() {
+        out["extra"] = json!(u.extra);
+    }
+    out
+}
+
 /// `POST /apis/authentication.k8s.io/v1/selfsubjectreviews` (`kubectl auth whoami`).
 pub fn self_subject_review(caller: &UserInfo) -> Value {
     json!({
         "kind": "SelfSubjectReview",
         "apiVersion": "authentication.k8s.io/v1",
         "metadata": {"creationTimestamp": null},
-        "status": {"userInfo": {"username": caller.name, "groups": caller.groups}},
+        "status": {"userInfo": user_info(caller)},
     })
 }
 /// The verdict of a SubjectAccessReview (or its Local and Self forms): would `user`
@@ -376,6 +439,7 @@ pub fn access_review(
         UserInfo {
             name: s(&spec["user"]).unwrap_or_default(),
             groups: string_list(spec.get("groups")),
+            ..Default::default()
         }
     };
     let allowed = crate::apiserver::auth::authorize(rbac, &subject, &info);

@@ -34,6 +34,8 @@ pub async fn create(
         reviews::access_review(&ctx.rbac, res.kind, caller, body, None)
     } else if is(&registry::LOCALSUBJECTACCESSREVIEWS) {
         reviews::access_review(&ctx.rbac, res.kind, caller, body, namespace)
+    } else if is(&registry::SELFSUBJECTRULESREVIEWS) {
+        reviews::self_subject_rules_review(&ctx.rbac, caller, body)
     } else if is(&registry::SELFSUBJECTREVIEWS) {
         Ok(reviews::self_subject_review(caller))
     } else {

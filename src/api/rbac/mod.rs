@@ -4,6 +4,8 @@
 //! rules cover another: escalation prevention). The API server keeps the index of
 //! roles and bindings these functions are applied to.
 
+pub mod reconcile;
+
 use serde_json::{Value, json};
 
 /// `*`: every verb, group, resource or URL.
