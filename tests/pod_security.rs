@@ -39,9 +39,18 @@ fn the_hardening_guides_policy_is_enforced_as_upstream() {
     let dir = tempfile::tempdir().unwrap();
     let psa = dir.path().join("psa.yaml");
     std::fs::write(&psa, K3S_PSA).unwrap();
+    let policy = dir.path().join("audit-policy.yaml");
+    std::fs::write(
+        &policy,
+        "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n- level: Metadata\n",
+    )
+    .unwrap();
+    let audit = dir.path().join("audit.log");
     let server = SkuaServer::start_with_config(&format!(
-        "pod-security-admission-config-file: {}\n",
-        psa.display()
+        "pod-security-admission-config-file: {}\naudit-log-path: {}\naudit-policy-file: {}\n",
+        psa.display(),
+        audit.display(),
+        policy.display()
     ));
     let k = |version: &str, args: &[&str]| kubectl_run(&server, version, args);
 
@@ -70,6 +79,50 @@ fn the_hardening_guides_policy_is_enforced_as_upstream() {
     assert!(
         ok && out.contains(r#"Warning: would violate PodSecurity "restricted:latest": allowPrivilegeEscalation != false (container "busybox" must set"#),
         "{out}"
+    );
+
+    // audit mode: the annotations land in the audit log, for the refused pod and the
+    // warned-about deployment alike
+    let events: Vec<serde_json::Value> = common::eventually(10, "the audit events", || {
+        let text = std::fs::read_to_string(&audit).unwrap_or_default();
+        let events: Vec<serde_json::Value> = text
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        events
+            .iter()
+            .any(|e| {
+                e["objectRef"]["resource"] == "deployments" && e["stage"] == "ResponseComplete"
+            })
+            .then_some(events)
+    });
+    let annotated = |resource: &str, code: u16| {
+        events.iter().find(|e| {
+            e["objectRef"]["resource"] == resource
+                && e["verb"] == "create"
+                && e["stage"] == "ResponseComplete"
+                && e["responseStatus"]["code"] == code
+        })
+    };
+    let refused = annotated("pods", 403).expect("the refused pod's event");
+    assert_eq!(
+        refused["annotations"]["pod-security.kubernetes.io/enforce-policy"],
+        "restricted:latest"
+    );
+    assert!(
+        refused["annotations"]["pod-security.kubernetes.io/audit-violations"]
+            .as_str()
+            .is_some_and(|v| v.starts_with(r#"would violate PodSecurity "restricted:latest": allowPrivilegeEscalation != false"#)),
+        "{refused}"
+    );
+    let deployment = annotated("deployments", 201).expect("the deployment's event");
+    assert!(
+        deployment["annotations"]["pod-security.kubernetes.io/audit-violations"]
+            .as_str()
+            .is_some_and(|v| v.contains(
+                r#"container "busybox" must set securityContext.allowPrivilegeEscalation=false"#
+            )),
+        "{deployment}"
     );
 
     // a namespace that relaxes enforce and warns for baseline

@@ -152,6 +152,19 @@ impl PodSecurity {
 
     /// audit and warn for `metadata`/`spec`.
     fn audit_and_warn(&self, policy: &Policy, metadata: &Value, spec: &Value, cache: &mut Cache) {
+        self.audit(policy, metadata, spec, cache);
+        let warned = cache.get(policy.warn, metadata, spec);
+        if !warned.is_empty() {
+            warn(format!(
+                "would violate PodSecurity \"{}\": {}",
+                policy.warn,
+                forbidden_detail(&warned)
+            ));
+        }
+    }
+
+    /// audit mode for `metadata`/`spec` (noted whether or not enforce refuses).
+    fn audit(&self, policy: &Policy, metadata: &Value, spec: &Value, cache: &mut Cache) {
         let audit = cache.get(policy.audit, metadata, spec);
         if !audit.is_empty() {
             annotate(
@@ -162,14 +175,6 @@ impl PodSecurity {
                     forbidden_detail(&audit)
                 ),
             );
-        }
-        let warned = cache.get(policy.warn, metadata, spec);
-        if !warned.is_empty() {
-            warn(format!(
-                "would violate PodSecurity \"{}\": {}",
-                policy.warn,
-                forbidden_detail(&warned)
-            ));
         }
     }
 
@@ -220,6 +225,8 @@ impl PodSecurity {
         );
         let enforced = cache.get(policy.enforce, metadata, spec);
         if !enforced.is_empty() {
+            // audit still notes a refused pod; warnings go only with an allowed one
+            self.audit(&policy, metadata, spec, &mut cache);
             let name = metadata["name"]
                 .as_str()
                 .filter(|n| !n.is_empty())
