@@ -92,7 +92,9 @@ fn the_hardening_guides_policy_is_enforced_as_upstream() {
         events
             .iter()
             .any(|e| {
-                e["objectRef"]["resource"] == "deployments" && e["stage"] == "ResponseComplete"
+                e["objectRef"]["resource"] == "deployments"
+                    && e["verb"] == "create"
+                    && e["stage"] == "ResponseComplete"
             })
             .then_some(events)
     });
