@@ -482,8 +482,9 @@ mod tests {
                 .cloned()
                 .collect();
             let mut changed = false;
+            let refs: Vec<&Value> = roles.iter().collect();
             for o in objects.iter_mut().filter(|o| o["kind"] == "ClusterRole") {
-                if let Some(rules) = aggregate(o, &roles) {
+                if let Some(rules) = aggregate(o, &refs) {
                     o["rules"] = Value::Array(rules);
                     changed = true;
                 }

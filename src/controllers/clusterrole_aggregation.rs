@@ -19,7 +19,9 @@ pub async fn run(cx: Arc<Context>) {
     loop {
         // any change may change any aggregate (chains converge over passes:
         // view, then edit which holds view, then admin which holds edit)
-        let all: Vec<serde_json::Value> = roles.list(None).iter().map(|r| (**r).clone()).collect();
+        // the informer's own copies, borrowed: nothing is cloned for a pass
+        let held = roles.list(None);
+        let all: Vec<&serde_json::Value> = held.iter().map(|r| &**r).collect();
         for role in &all {
             let Some(rules) = aggregate(role, &all) else {
                 continue;

@@ -208,10 +208,10 @@ fn same_subject(a: &Value, b: &Value) -> bool {
 /// controller): for each selector in order, the matching ClusterRoles by name (not
 /// itself), each rule once. `None` when the role is not aggregated, or already holds
 /// exactly these rules.
-pub fn aggregate(role: &Value, all: &[Value]) -> Option<Vec<Value>> {
+pub fn aggregate(role: &Value, all: &[&Value]) -> Option<Vec<Value>> {
     let selectors = role["aggregationRule"]["clusterRoleSelectors"].as_array()?;
     let name = role["metadata"]["name"].as_str().unwrap_or("");
-    let mut sorted: Vec<&Value> = all.iter().collect();
+    let mut sorted: Vec<&Value> = all.to_vec();
     sorted.sort_by_key(|r| r["metadata"]["name"].as_str().unwrap_or(""));
     let mut rules: Vec<Rule> = Vec::new();
     for selector in selectors {
@@ -352,14 +352,15 @@ mod tests {
         };
         let view = json!({"metadata": {"name": "view"}, "aggregationRule": {"clusterRoleSelectors": [
             {"matchLabels": {"to-view": "true"}}, {"matchLabels": {"extra": "true"}}]}});
-        let all = vec![
+        let all = [
             part("b", "to-view", "pods"),
             part("a", "to-view", "services"),
             part("c", "extra", "pods"),
             part("d", "unrelated", "secrets"),
             view.clone(),
         ];
-        let rules = aggregate(&view, &all).expect("rules to write");
+        let refs: Vec<&Value> = all.iter().collect();
+        let rules = aggregate(&view, &refs).expect("rules to write");
         let resources: Vec<&str> = rules
             .iter()
             .filter_map(|r| r["resources"][0].as_str())
@@ -367,7 +368,7 @@ mod tests {
         assert_eq!(resources, ["services", "pods"], "by name, each rule once");
         let mut done = view.clone();
         done["rules"] = Value::Array(rules);
-        assert_eq!(aggregate(&done, &all), None, "nothing to write");
-        assert_eq!(aggregate(&all[0], &all), None, "not aggregated");
+        assert_eq!(aggregate(&done, &refs), None, "nothing to write");
+        assert_eq!(aggregate(&all[0], &refs), None, "not aggregated");
     }
 }
