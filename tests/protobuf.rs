@@ -351,24 +351,7 @@ fn helm_installs_and_uninstalls_a_chart() {
     let server = SkuaServer::start();
     let home = tempfile::tempdir().unwrap();
     for major in [3, 4] {
-        let helm = |args: &[&str]| {
-            let out = std::process::Command::new(common::helm(major))
-                .args(args)
-                .env("KUBECONFIG", &server.kubeconfig)
-                .env("HOME", home.path())
-                .env("HELM_CACHE_HOME", home.path().join("cache"))
-                .env("HELM_CONFIG_HOME", home.path().join("config"))
-                .env("HELM_DATA_HOME", home.path().join("data"))
-                .current_dir(home.path())
-                .output()
-                .expect("helm runs");
-            let text = format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-            (out.status.success(), text)
-        };
+        let helm = |args: &[&str]| common::helm_run(&server, major, home.path(), args);
         let chart = format!("chart{major}");
         let (ok, out) = helm(&["create", &chart]);
         assert!(ok, "helm v{major} create: {out}");

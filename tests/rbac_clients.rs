@@ -134,21 +134,7 @@ fn a_helm_chart_with_rbac_installs_grants_its_rights_and_uninstalls() {
     let server = SkuaServer::start();
     let home = tempfile::tempdir().unwrap();
     for major in [3, 4] {
-        let helm = |args: &[&str]| {
-            let out = std::process::Command::new(common::helm(major))
-                .args(args)
-                .env("KUBECONFIG", &server.kubeconfig)
-                .env("HOME", home.path())
-                .env("HELM_CACHE_HOME", home.path().join("cache"))
-                .env("HELM_CONFIG_HOME", home.path().join("config"))
-                .env("HELM_DATA_HOME", home.path().join("data"))
-                .current_dir(home.path())
-                .output()
-                .expect("helm runs");
-            let text = String::from_utf8_lossy(&out.stdout).into_owned()
-                + &String::from_utf8_lossy(&out.stderr);
-            (out.status.success(), text)
-        };
+        let helm = |args: &[&str]| common::helm_run(&server, major, home.path(), args);
         let chart = format!("rbac{major}");
         let (ok, out) = helm(&["create", &chart]);
         assert!(ok, "{out}");

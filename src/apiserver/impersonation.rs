@@ -73,14 +73,17 @@ fn wanted(headers: &HeaderMap) -> Wanted {
     }
 }
 
+/// Whether a header asks for impersonation.
+fn is_impersonation(name: &http::HeaderName) -> bool {
+    let k = name.as_str();
+    k == USER || k == GROUP || k == UID || k.starts_with(EXTRA)
+}
+
 /// Removes every impersonation header (nothing after the filter sees them).
 pub fn strip(headers: &mut HeaderMap) {
     let names: Vec<_> = headers
         .keys()
-        .filter(|k| {
-            let k = k.as_str();
-            k == USER || k == GROUP || k == UID || k.starts_with(EXTRA)
-        })
+        .filter(|k| is_impersonation(k))
         .cloned()
         .collect();
     for n in names {

@@ -396,6 +396,24 @@ pub fn admin_request_as(
     (code, body.to_string())
 }
 
+/// Runs the Helm CLI `major` (3 or 4) against `server` as its administrator, with
+/// every Helm directory under `home`; success and stdout+stderr.
+pub fn helm_run(server: &SkuaServer, major: u32, home: &Path, args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(helm(major))
+        .args(args)
+        .env("KUBECONFIG", &server.kubeconfig)
+        .env("HOME", home)
+        .env("HELM_CACHE_HOME", home.join("cache"))
+        .env("HELM_CONFIG_HOME", home.join("config"))
+        .env("HELM_DATA_HOME", home.join("data"))
+        .current_dir(home)
+        .output()
+        .expect("helm runs");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
 /// A kubeconfig for `server` that authenticates with `token` only (no client
 /// certificate), as a ServiceAccount's client has.
 pub fn token_kubeconfig(server: &SkuaServer, name: &str, token: &str) -> std::path::PathBuf {

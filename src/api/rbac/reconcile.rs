@@ -97,6 +97,27 @@ fn unchanged(existing: &Value) -> Reconciled {
     }
 }
 
+/// An existing object reconciled into `object`: an update if anything `changed`.
+fn updated(
+    existing: &Value,
+    object: Value,
+    changed: bool,
+    missing_rules: Vec<Rule>,
+    missing_subjects: Vec<Value>,
+) -> Reconciled {
+    Reconciled {
+        operation: if changed {
+            Operation::Update
+        } else {
+            Operation::None
+        },
+        protected: protected(existing),
+        missing_rules,
+        missing_subjects,
+        object,
+    }
+}
+
 fn created(expected: &Value) -> Reconciled {
     Reconciled {
         operation: Operation::Create,
@@ -143,17 +164,7 @@ pub fn role(existing: Option<&Value>, expected: &Value) -> Reconciled {
             changed = true;
         }
     }
-    Reconciled {
-        operation: if changed {
-            Operation::Update
-        } else {
-            Operation::None
-        },
-        protected: protected(existing),
-        missing_rules: missing,
-        missing_subjects: Vec::new(),
-        object,
-    }
+    updated(existing, object, changed, missing, Vec::new())
 }
 
 /// Upstream's `computeReconciledRoleBinding` in union mode: a different roleRef means
@@ -184,17 +195,7 @@ pub fn binding(existing: Option<&Value>, expected: &Value) -> Reconciled {
         object["subjects"] = Value::Array(subjects);
         changed = true;
     }
-    Reconciled {
-        operation: if changed {
-            Operation::Update
-        } else {
-            Operation::None
-        },
-        protected: protected(existing),
-        missing_rules: Vec::new(),
-        missing_subjects: missing,
-        object,
-    }
+    updated(existing, object, changed, Vec::new(), missing)
 }
 
 /// Subjects are equal when kind, apiGroup, name and namespace are (absent = "").

@@ -12,7 +12,7 @@ use crate::api::pod_security::{
     forbidden_reason, policy_of,
 };
 use crate::api::validation::Cause;
-use crate::apiserver::resources::object::{check_values, from_store, key, prefix};
+use crate::apiserver::resources::object::{causes_summary, check_values, from_store, key, prefix};
 use crate::apiserver::resources::store_error;
 use crate::apiserver::status::ApiStatus;
 use crate::store::{ListOptions, Store};
@@ -189,15 +189,7 @@ impl PodSecurity {
         }
         let (policy, errors) = self.policy(attrs.namespace.unwrap_or(""), store).await?;
         if !errors.is_empty() {
-            let listed: Vec<String> = label_causes(&errors)
-                .iter()
-                .map(|c| format!("{}: {}", c.field, c.message))
-                .collect();
-            let all = if listed.len() == 1 {
-                listed[0].clone()
-            } else {
-                format!("[{}]", listed.join(", "))
-            };
+            let all = causes_summary(&label_causes(&errors));
             annotate(
                 format!("{PREFIX}error"),
                 format!("Failed to parse policy: {all}"),

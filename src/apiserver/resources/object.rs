@@ -189,6 +189,20 @@ pub fn invalid(
     }))
 }
 
+/// Causes as upstream's aggregate error prints them: one as `field: message`, several
+/// in brackets.
+pub(crate) fn causes_summary(causes: &[crate::api::validation::Cause]) -> String {
+    let listed: Vec<String> = causes
+        .iter()
+        .map(|c| format!("{}: {}", c.field, c.message))
+        .collect();
+    if listed.len() == 1 {
+        listed[0].clone()
+    } else {
+        format!("[{}]", listed.join(", "))
+    }
+}
+
 /// Validation causes (the kind strategy's `validate`) as a 422 in upstream's shape:
 /// one cause is `Kind "name" is invalid: field: message`, several are listed in
 /// brackets.
@@ -200,15 +214,7 @@ pub(crate) fn check_values(
     if causes.is_empty() {
         return Ok(());
     }
-    let listed: Vec<String> = causes
-        .iter()
-        .map(|c| format!("{}: {}", c.field, c.message))
-        .collect();
-    let summary = if listed.len() == 1 {
-        listed[0].clone()
-    } else {
-        format!("[{}]", listed.join(", "))
-    };
+    let summary = causes_summary(causes);
     Err(ApiStatus::new(
         StatusCode::UNPROCESSABLE_ENTITY,
         "Invalid",
